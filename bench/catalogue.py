@@ -1,0 +1,28 @@
+"""What `bench ls` lists: registered methods, metrics and bundles."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def describe() -> dict[str, Any]:
+    from bench import metrics
+    from idinvert import zoo
+    from methods import registry
+
+    out_methods = []
+    for name in registry.names():
+        cls = registry.get(name)
+        out_methods.append({
+            "name": name,
+            "summary": cls.summary or (cls.__doc__ or "").strip().splitlines()[0],
+            "needs": list(cls.needs),
+            "hyperparameters": cls.hyperparameters(),
+        })
+    out_metrics = [
+        {"name": m.name, "direction": m.direction, "kind": m.kind, "needs": list(m.needs),
+         "description": m.description}
+        for m in metrics.all_metrics()
+    ]
+    out_bundles = [{"name": name, "description": zoo.describe_bundle(name)} for name in zoo.BUNDLES]
+    return {"methods": out_methods, "metrics": out_metrics, "bundles": out_bundles}

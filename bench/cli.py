@@ -1,0 +1,324 @@
+"""Command-line interface: ``python -m bench <command>`` (also installed as ``bench``).
+
+Usage errors (unknown method, bad ``--set``, unknown hyperparameter) exit with code 2 and a message;
+runtime problems (missing weights, unreadable data) exit with code 1 and a message, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from bench import defaults
+
+
+class UsageError(Exception):
+    """Bad command-line input: exit code 2."""
+
+
+class BenchError(Exception):
+    """A problem the user can fix (missing weights, bad data): exit code 1."""
+
+
+# -- argument groups ------------------------------------------------------------------------------------
+
+def _add_common_run_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--methods", default=defaults.METHODS,
+                   help="'all', a method name, a comma list, or a glob such as 'idinvert*' (default: %(default)s)")
+    p.add_argument("--bundle", default=defaults.BUNDLE,
+                   help="model bundle: synthetic-faces (embedded), styleganinv-ffhq256, stylegan2 (default: %(default)s)")
+    p.add_argument("--weights-dir", type=Path, default=None,
+                   help="folder holding a real bundle's weight files (default: $BENCH_HOME/weights)")
+    p.add_argument("--data", type=Path, default=None,
+                   help="folder of test images (default: the bundle's own test split)")
+    p.add_argument("--labels", type=Path, default=None,
+                   help="CSV 'file,<attr>,...' with 0/1 ground-truth attributes for --data images")
+    p.add_argument("--boundaries", type=Path, default=None,
+                   help="folder of official InterFaceGAN/idinvert boundary .npy files")
+    p.add_argument("--limit", type=int, default=None,
+                   help=f"number of test images (default: {defaults.LIMIT} on the embedded domain, all of --data)")
+    p.add_argument("--batch-size", type=int, default=defaults.BATCH_SIZE, help="images per batch (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=defaults.SEED, help="seed (default: %(default)s)")
+    p.add_argument("--device", default=defaults.DEVICE, help="cpu, cuda or cuda:N (default: %(default)s)")
+    p.add_argument("--results", type=Path, default=Path(defaults.RESULTS_DIR),
+                   help="results directory (default: %(default)s)")
+    p.add_argument("--set", dest="sets", action="append", default=[], metavar="METHOD.PARAM=VALUE",
+                   help="override a method hyperparameter, e.g. --set idinvert.lambda_dom=5 (repeatable)")
+    p.add_argument("--fresh", action="store_true",
+                   help="recompute runs that are already complete instead of reusing them")
+    p.add_argument("--no-semantic", action="store_true",
+                   help="skip boundaries, attribute AP, interpolation and manipulation metrics")
+    p.add_argument("--no-report", action="store_true", help="do not rewrite report.html at the end")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="bench", description="idinvert-bench: a benchmark harness for GAN inversion methods.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    p = sub.add_parser("ls", help="list methods, metrics and bundles")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+
+    p = sub.add_parser("run", help="invert the test set with the chosen methods and store every metric")
+    _add_common_run_args(p)
+
+    p = sub.add_parser("ablate", help="sweep one hyperparameter (default: lambda_dom of idinvert)")
+    p.add_argument("param", help="hyperparameter name, e.g. lambda_dom or iters")
+    p.add_argument("--values", default=None, help="comma-separated values (default for lambda_dom: 0,0.5,1,2,5,10)")
+    _add_common_run_args(p)
+    p.set_defaults(methods=None)
+
+    p = sub.add_parser("report", help="write RESULTS/report.html from the store")
+    p.add_argument("--results", type=Path, default=Path(defaults.RESULTS_DIR))
+    p.add_argument("--out", type=Path, default=None, help="output file (default: RESULTS/report.html)")
+
+    p = sub.add_parser("table", help="print the results table")
+    p.add_argument("--results", type=Path, default=Path(defaults.RESULTS_DIR))
+    p.add_argument("--format", choices=("md", "csv", "json", "latex"), default="md")
+    p.add_argument("--run", dest="run_id", default=None, help="only this run id (long format)")
+
+    p = sub.add_parser("doctor", help="which optional weights are present, and where missing ones go")
+    p.add_argument("--weights-dir", type=Path, default=None)
+    p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("zoo", help="the embedded model zoo")
+    zsub = p.add_subparsers(dest="zoo_command", metavar="ZOO_COMMAND")
+    zsub.required = True
+    zt = zsub.add_parser("train", help="rebuild the embedded synthetic-faces models from scratch")
+    zt.add_argument("--target", default="all",
+                    help="all, or a comma list of: classifier, gan, encoder, conventional-encoder, card")
+    zt.add_argument("--work-dir", type=Path, default=Path("zoo-work"),
+                    help="checkpoints and logs; rerunning resumes from here (default: %(default)s)")
+    zt.add_argument("--out", type=Path, default=None,
+                    help="where the shipped weights go (default: the package's idinvert/weights/synthetic-faces)")
+    zt.add_argument("--device", default="cpu")
+
+    p = sub.add_parser("domain", help="the synthetic-faces domain")
+    dsub = p.add_subparsers(dest="domain_command", metavar="DOMAIN_COMMAND")
+    dsub.required = True
+    dp = dsub.add_parser("preview", help="save a labelled grid of rendered samples")
+    dp.add_argument("--out", type=Path, default=Path("results/domain-preview.png"))
+    dp.add_argument("--n", type=int, default=64)
+    dp.add_argument("--seed", type=int, default=0)
+
+    sub.add_parser("diffuse", help="semantic diffusion (paper Fig. 8); see 'bench diffuse --help'",
+                   add_help=False)
+    sub.add_parser("perf", help="batched vs one-at-a-time inversion throughput and GFLOP/s",
+                   add_help=False)
+    return parser
+
+
+# -- commands -------------------------------------------------------------------------------------------
+
+def parse_sets(items: Sequence[str], method_names: Sequence[str] | None = None) -> dict[str, dict[str, str]]:
+    """``["idinvert.lambda_dom=5"]`` -> ``{"idinvert": {"lambda_dom": "5"}}``."""
+    out: dict[str, dict[str, str]] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        method, dot, param = key.partition(".")
+        if not sep or not dot or not method or not param:
+            raise UsageError(f"--set {item!r}: expected METHOD.PARAM=VALUE, e.g. idinvert.lambda_dom=5")
+        out.setdefault(method.strip(), {})[param.strip()] = value.strip()
+    return out
+
+
+def _validate_overrides(method_names: Sequence[str], overrides: dict[str, dict[str, str]]) -> None:
+    from methods import registry
+
+    for method, params in overrides.items():
+        try:
+            registry.get(method)
+        except registry.UnknownName as exc:
+            raise UsageError(f"--set: {exc}") from None
+        if method not in method_names:
+            raise UsageError(f"--set names method {method!r}, which is not among the selected methods "
+                             f"({', '.join(method_names)})")
+        try:
+            registry.build(method, params)
+        except registry.BadParameter as exc:
+            raise UsageError(f"--set: {exc}") from None
+
+
+def cmd_ls(args: argparse.Namespace) -> int:
+    from bench import catalogue
+
+    info = catalogue.describe()
+    if args.json:
+        print(json.dumps(info, indent=2, default=str))
+        return 0
+    print("Methods:")
+    for m in info["methods"]:
+        params = ", ".join(f"{k}={v!r}" for k, v in m["hyperparameters"].items())
+        print(f"  {m['name']:<18} needs {'+'.join(m['needs'])}; {params}")
+    print("Metrics:")
+    for m in info["metrics"]:
+        print(f"  {m['name']:<22} {m['direction']:<6} is better; needs {', '.join(m['needs']) or '-'}")
+    print("Bundles:")
+    for b in info["bundles"]:
+        print(f"  {b['name']:<22} {b['description']}")
+    return 0
+
+
+def _run_options(args: argparse.Namespace, methods_spec: str):
+    from bench.runner import RunOptions
+    from methods import registry
+
+    try:
+        names = registry.resolve(methods_spec)
+    except registry.UnknownName as exc:
+        raise UsageError(str(exc)) from None
+    overrides = parse_sets(args.sets)
+    _validate_overrides(names, overrides)
+    for flag in ("limit", "batch_size"):
+        value = getattr(args, flag)
+        if value is not None and value < 1:
+            raise UsageError(f"--{flag.replace('_', '-')} must be at least 1, got {value}")
+    return RunOptions(
+        methods=names, bundle=args.bundle, weights_dir=args.weights_dir, data=args.data, labels=args.labels,
+        boundaries=args.boundaries, limit=args.limit, batch_size=args.batch_size, seed=args.seed,
+        device=args.device, results_dir=args.results, overrides=overrides, fresh=args.fresh,
+        semantic=not args.no_semantic, report=not args.no_report,
+    )
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from bench.runner import run_benchmark
+
+    opts = _run_options(args, args.methods)
+    run_benchmark(opts)
+    return 0
+
+
+def cmd_ablate(args: argparse.Namespace) -> int:
+    from bench.runner import run_sweep
+    from methods import registry
+
+    spec = args.methods
+    if spec is None:
+        having = [n for n in registry.names() if args.param in registry.get(n).hyperparameters()]
+        if not having:
+            raise UsageError(_no_such_param(args.param, registry.names()))
+        spec = "idinvert" if "idinvert" in having else ",".join(having)
+    opts = _run_options(args, spec)
+    having = [n for n in opts.methods if args.param in registry.get(n).hyperparameters()]
+    if not having:
+        raise UsageError(_no_such_param(args.param, opts.methods))
+    if args.values is None:
+        if args.param not in defaults.ABLATE_VALUES:
+            raise UsageError(f"ablate {args.param}: give the values to sweep with --values V1,V2,...")
+        values = [str(v) for v in defaults.ABLATE_VALUES[args.param]]
+    else:
+        values = [v.strip() for v in args.values.split(",") if v.strip()]
+        if not values:
+            raise UsageError("--values is empty")
+    for name in having:  # type-check every value before any work starts
+        for v in values:
+            try:
+                registry.build(name, {**opts.overrides.get(name, {}), args.param: v})
+            except registry.BadParameter as exc:
+                raise UsageError(str(exc)) from None
+    opts.methods = having
+    run_sweep(opts, args.param, values)
+    return 0
+
+
+def _no_such_param(param: str, method_names: Sequence[str]) -> str:
+    from methods import registry
+
+    lines = [f"no selected method has a hyperparameter {param!r}. Their hyperparameters:"]
+    for n in method_names:
+        lines.append(f"  {n}: {', '.join(registry.get(n).hyperparameters()) or '(none)'}")
+    return "\n".join(lines)
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from bench.report import build_report
+
+    path = build_report(args.results, out=args.out)
+    print(f"wrote {path}")
+    return 0
+
+
+def cmd_table(args: argparse.Namespace) -> int:
+    from bench.store import Store
+    from bench.tables import render_table
+
+    if not (args.results / "bench.sqlite").exists():
+        raise BenchError(f"no results in {args.results}/ yet: run 'python -m bench run' first")
+    with Store(args.results) as store:
+        print(render_table(store, fmt=args.format, run_id=args.run_id))
+    return 0
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from bench.doctor import doctor
+
+    return doctor(weights_dir=args.weights_dir, as_json=args.json)
+
+
+def cmd_zoo(args: argparse.Namespace) -> int:
+    from idinvert.training.recipe import TARGETS, train_zoo
+
+    targets = [t.strip() for t in args.target.split(",") if t.strip()]
+    if targets == ["all"]:
+        targets = list(TARGETS)
+    unknown = [t for t in targets if t not in TARGETS]
+    if unknown:
+        raise UsageError(f"zoo train: unknown target(s) {', '.join(unknown)}; choose from all, {', '.join(TARGETS)}")
+    train_zoo(targets, work_dir=args.work_dir, out_dir=args.out, device=args.device)
+    return 0
+
+
+def cmd_domain(args: argparse.Namespace) -> int:
+    from idinvert.domains.preview import save_preview
+
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    save_preview(args.out, n=args.n, seed=args.seed)
+    print(f"wrote {args.out}")
+    return 0
+
+
+COMMANDS = {
+    "ls": cmd_ls, "run": cmd_run, "ablate": cmd_ablate, "report": cmd_report, "table": cmd_table,
+    "doctor": cmd_doctor, "zoo": cmd_zoo, "domain": cmd_domain,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # `diffuse` and `perf` own their argument parsers; hand them the rest of the line.
+    if argv and argv[0] in ("diffuse", "perf"):
+        module = __import__(f"bench.{argv[0]}", fromlist=["main"])
+        return _guarded(lambda: module.main(argv[1:]))
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    return _guarded(lambda: COMMANDS[args.command](args))
+
+
+def _guarded(fn) -> int:
+    from methods.registry import BadParameter, UnknownName
+
+    try:
+        return int(fn() or 0)
+    except (UsageError, UnknownName, BadParameter) as exc:
+        print(f"bench: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("bench: interrupted; everything stored so far is kept, rerun the same command to resume",
+              file=sys.stderr)
+        return 130
+    except (BenchError, FileNotFoundError, ValueError, RuntimeError) as exc:
+        if _debug():
+            raise
+        print(f"bench: error: {exc}\n(set BENCH_DEBUG=1 to see the traceback)", file=sys.stderr)
+        return 1
+
+
+def _debug() -> bool:
+    import os
+
+    return os.environ.get("BENCH_DEBUG", "") not in ("", "0")

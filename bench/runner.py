@@ -1,0 +1,292 @@
+"""Runs inversion methods over a test set, stores per-image rows as batches finish, then set-level metrics.
+
+Resumable: the run id is a hash of everything that determines the results (method, hyperparameters,
+bundle and data fingerprints, image count, seed, code version), so re-running the same command finds the
+run and inverts only the images not stored yet. A batch's codes file is written atomically before the
+transaction that stores its rows, so a process killed at any point loses at most the batch in flight.
+
+Under ``torchrun`` the images of every round are sharded across ranks; rank 0 is the only process that
+touches the store, and it computes the set-level metrics.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+from tqdm.auto import tqdm
+
+from bench import defaults
+from bench.store import RunSpec, Store
+
+
+@dataclass
+class RunOptions:
+    methods: list[str]
+    bundle: str = defaults.BUNDLE
+    weights_dir: Path | None = None
+    data: Path | None = None
+    labels: Path | None = None
+    boundaries: Path | None = None
+    limit: int | None = None
+    batch_size: int = defaults.BATCH_SIZE
+    seed: int = defaults.SEED
+    device: str = defaults.DEVICE
+    results_dir: Path = Path(defaults.RESULTS_DIR)
+    overrides: dict[str, dict[str, str]] = field(default_factory=dict)
+    fresh: bool = False
+    semantic: bool = True
+    report: bool = True
+    quiet: bool = False
+
+
+# -- environment ----------------------------------------------------------------------------------------
+
+def code_version() -> str:
+    """git commit (with '+dirty' when the tree has changes) of the checkout, else the package version."""
+    from idinvert import __version__
+
+    root = Path(__file__).resolve().parents[1]
+    if (root / ".git").exists():
+        try:
+            head = subprocess.run(["git", "-C", str(root), "rev-parse", "--short=12", "HEAD"],
+                                  capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+            dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                                   capture_output=True, text=True, timeout=10).stdout.strip()
+            return f"git:{head}{'+dirty' if dirty else ''}"
+        except (OSError, subprocess.SubprocessError):
+            pass
+    return f"pkg:{__version__}"
+
+
+def resolve_device(name: str) -> torch.device:
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        from bench.cli import UsageError
+
+        raise UsageError(f"--device {name}: CUDA is not available on this machine (torch {torch.__version__}); "
+                         "use --device cpu")
+    return dev
+
+
+@dataclass
+class Dist:
+    """torch.distributed context; a single process is rank 0 of 1."""
+
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @classmethod
+    def from_env(cls, device: torch.device) -> "Dist":
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        if world <= 1:
+            return cls()
+        import torch.distributed as dist
+
+        if not dist.is_initialized():
+            dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+        return cls(rank=dist.get_rank(), world=dist.get_world_size(),
+                   local_rank=int(os.environ.get("LOCAL_RANK", "0")))
+
+    def broadcast(self, obj: Any) -> Any:
+        if self.world == 1:
+            return obj
+        import torch.distributed as dist
+
+        box = [obj]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+
+    def gather(self, obj: Any) -> list[Any] | None:
+        if self.world == 1:
+            return [obj]
+        import torch.distributed as dist
+
+        out = [None] * self.world if self.is_main else None
+        dist.gather_object(obj, out, dst=0)
+        return out
+
+    def barrier(self) -> None:
+        if self.world > 1:
+            import torch.distributed as dist
+
+            dist.barrier()
+
+
+# -- data -----------------------------------------------------------------------------------------------
+
+def load_dataset(opts: RunOptions, bundle: Any):
+    """The test set: ``--data`` folder, or the embedded domain's test split."""
+    from idinvert.domains.base import ImageSet
+
+    if opts.data is not None:
+        from idinvert.domains.folder import ImageFolder
+
+        full: ImageSet = ImageFolder(opts.data, bundle.resolution, labels_csv=opts.labels)
+        n = len(full) if opts.limit is None else min(opts.limit, len(full))
+        return full, n
+    if opts.labels is not None:
+        from bench.cli import UsageError
+
+        raise UsageError("--labels applies to --data images; the embedded domain has exact labels already")
+    from idinvert.domains.synthetic_faces import SyntheticFaces
+
+    n = opts.limit or defaults.LIMIT
+    return SyntheticFaces(resolution=bundle.resolution).split("test", n), n
+
+
+def real_reference(opts: RunOptions, bundle: Any, n: int) -> torch.Tensor | None:
+    """A second real set, disjoint from the test images and of the same size, for the FID floor."""
+    if opts.data is not None:
+        return None  # the floor then splits the test set in two halves (see bench.evaluation)
+    from idinvert.domains.synthetic_faces import SyntheticFaces
+
+    train = SyntheticFaces(resolution=bundle.resolution).split("train", n)
+    return train.load(list(range(n)))
+
+
+# -- the run --------------------------------------------------------------------------------------------
+
+def run_benchmark(opts: RunOptions, *, sweep_id: str | None = None) -> list[str]:
+    """Run every selected method; returns the run ids (rank 0) in order."""
+    from bench.evaluation import Evaluator
+    from idinvert.zoo import load_bundle
+    from methods import registry
+
+    device = resolve_device(opts.device)
+    dist = Dist.from_env(device)
+    if device.type == "cuda" and dist.world > 1:
+        device = torch.device("cuda", dist.local_rank)
+    torch.manual_seed(opts.seed)
+    bundle = load_bundle(opts.bundle, weights_dir=opts.weights_dir, device=device)
+    dataset, n = load_dataset(opts, bundle)
+    ids = list(dataset.ids[:n])
+    say = (lambda *a: None) if (opts.quiet or not dist.is_main) else print
+    say(f"bench: bundle {bundle.name} ({bundle.resolution}px), data {dataset.name}: {n} images, "
+        f"device {device}, {torch.get_num_threads()} threads" + (f", {dist.world} processes" if dist.world > 1 else ""))
+    if getattr(dataset, "skipped", None):
+        say(f"bench: skipped {len(dataset.skipped)} unreadable file(s): "
+            + "; ".join(f"{f} ({r})" for f, r in dataset.skipped[:5]))
+
+    store = Store(opts.results_dir) if dist.is_main else None
+    evaluator = Evaluator(bundle, opts, device, results_dir=opts.results_dir) if dist.is_main else None
+    version = code_version()
+    run_ids: list[str] = []
+    for name in opts.methods:
+        method = registry.build(name, opts.overrides.get(name))
+        missing = [part for part in method.needs if not bundle.has(part)]
+        if missing:
+            say(f"bench: skipping {name}: bundle {bundle.name} has no {', '.join(missing)}")
+            continue
+        spec = RunSpec(method=name, params=method.params(), bundle=bundle.name,
+                       bundle_fingerprint=bundle.fingerprint, dataset=dataset.name,
+                       dataset_fingerprint=dataset.fingerprint, n_images=n, seed=opts.seed,
+                       code_version=version)
+        state = None
+        if dist.is_main:
+            run_id, status = store.begin_run(
+                spec, torch_version=torch.__version__, device=str(device), num_threads=torch.get_num_threads(),
+                world_size=dist.world, sweep_id=sweep_id,
+                env={"batch_size": opts.batch_size, "label_source": dataset.label_source,
+                     "python": sys.version.split()[0]})
+            if status == "complete" and not opts.fresh:
+                say(f"bench: {name}: run {run_id} is already complete (use --fresh to recompute)")
+                state = (run_id, None)
+            else:
+                if status == "complete":  # --fresh: forget the earlier result, keep the run id
+                    store.reset_run(run_id)
+                store.update_run_env(run_id, device=str(device), num_threads=torch.get_num_threads(),
+                                     world_size=dist.world)
+                done = store.done_image_ids(run_id)
+                pending = [i for i in range(n) if ids[i] not in done]
+                if done:
+                    say(f"bench: {name}: resuming run {run_id}: {len(done)} of {n} images already stored")
+                state = (run_id, pending)
+        run_id, pending = dist.broadcast(state)
+        run_ids.append(run_id)
+        if pending is None:
+            continue
+        if pending:
+            _invert_pending(method, bundle, dataset, ids, pending, run_id, opts, device, dist, store, evaluator)
+        if dist.is_main:
+            say(f"bench: {name}: set-level metrics ...")
+            evaluator.finish_run(store, run_id, method, dataset, ids)
+            say(f"bench: {name}: done ({run_id})")
+        dist.barrier()
+    if dist.is_main:
+        if opts.report and run_ids:
+            _write_report(opts.results_dir, say)
+        store.close()
+    return run_ids
+
+
+def _invert_pending(method, bundle, dataset, ids, pending, run_id, opts, device, dist, store, evaluator) -> None:
+    method.prepare(bundle)
+    first = dataset.load(pending[:1]).to(device)
+    method.warmup(first)  # untimed: allocator and kernel warm-up
+    step = opts.batch_size * dist.world
+    rounds = [pending[i:i + step] for i in range(0, len(pending), step)]
+    bar = tqdm(total=len(pending), desc=method.name, unit="img", disable=not dist.is_main or opts.quiet)
+    for round_indices in rounds:
+        mine = round_indices[dist.rank * opts.batch_size:(dist.rank + 1) * opts.batch_size]
+        part = _invert_batch(method, bundle, dataset, mine, device) if mine else None
+        parts = dist.gather(part)
+        if dist.is_main:
+            for p in parts:
+                if p is not None:
+                    evaluator.store_batch(store, run_id, p, ids, dataset)
+            bar.update(len(round_indices))
+    bar.close()
+
+
+def _invert_batch(method, bundle, dataset, indices: Sequence[int], device: torch.device) -> dict[str, Any]:
+    images = dataset.load(list(indices)).to(device)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    t0 = time.perf_counter()
+    result = method.invert(images)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    seconds = time.perf_counter() - t0
+    return {"indices": list(indices), "codes": result.codes.detach().float().cpu(),
+            "failed": result.failed.cpu(), "reasons": list(result.reasons), "seconds": seconds}
+
+
+def _write_report(results_dir: Path, say) -> None:
+    try:
+        from bench.report import build_report
+    except ImportError as exc:  # pragma: no cover - report package always ships
+        say(f"bench: report not written ({exc})")
+        return
+    path = build_report(results_dir)
+    say(f"bench: report at {path}")
+
+
+def run_sweep(opts: RunOptions, param: str, values: Sequence[str]) -> list[str]:
+    """``bench ablate``: one ordinary run per value for every selected method, grouped as one sweep."""
+    run_ids: list[str] = []
+    sweep_id = None
+    if int(os.environ.get("RANK", "0")) == 0:
+        with Store(opts.results_dir) as store:
+            sweep_id = store.add_sweep(param, list(values), list(opts.methods))
+    report = opts.report
+    for i, value in enumerate(values):
+        sub = RunOptions(**{**opts.__dict__, "report": False,
+                            "overrides": {m: {**opts.overrides.get(m, {}), param: value} for m in opts.methods}})
+        if not opts.quiet:
+            print(f"bench: ablate {param}={value} ({i + 1}/{len(values)})")
+        run_ids += run_benchmark(sub, sweep_id=sweep_id)
+    if report and int(os.environ.get("RANK", "0")) == 0:
+        _write_report(opts.results_dir, print if not opts.quiet else (lambda *a: None))
+    return run_ids

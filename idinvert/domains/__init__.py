@@ -1,0 +1,1 @@
+"""Where images come from: the synthetic-faces domain and user image folders."""

@@ -1,0 +1,1 @@
+"""Networks: StyleGAN generator/encoder (official idinvert layouts), discriminator, classifier, perceptual models."""

@@ -1,0 +1,1 @@
+"""Training of the embedded model zoo (GAN, attribute classifier, encoders)."""

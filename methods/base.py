@@ -1,0 +1,65 @@
+"""The method protocol: a dataclass of hyperparameters with ``prepare`` (untimed) and ``invert`` (timed).
+
+A method knows nothing of metrics, files or the store. It receives the bundle once and then maps image
+batches ``[B, 3, H, W]`` in ``[-1, 1]`` to W+ codes ``[B, L, D]``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+
+
+@dataclass
+class InversionResult:
+    """Codes for a batch; ``failed[i]`` marks an image whose inversion diverged (NaN/inf loss)."""
+
+    codes: torch.Tensor  # [B, L, D]
+    failed: torch.Tensor | None = None  # [B] bool
+    reasons: list[str | None] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        b = self.codes.shape[0]
+        if self.failed is None:
+            self.failed = torch.zeros(b, dtype=torch.bool)
+        if not self.reasons:
+            self.reasons = [None] * b
+
+
+@dataclass
+class InversionMethod:
+    """Base class. Subclasses are dataclasses whose fields are their hyperparameters."""
+
+    name: ClassVar[str] = ""
+    summary: ClassVar[str] = ""
+    # Bundle parts the method needs (see ``idinvert.zoo.Bundle.has``); the runner skips the method with a
+    # message naming the missing part instead of crashing.
+    needs: ClassVar[tuple[str, ...]] = ("generator",)
+
+    def prepare(self, bundle: Any) -> None:
+        self.bundle = bundle
+
+    def invert(self, images: torch.Tensor) -> InversionResult:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def warmup(self, images: torch.Tensor) -> None:
+        """Run once, untimed, before timing starts (kernel selection, allocator warm-up)."""
+        self.invert(images)
+
+    # -- hyperparameters --------------------------------------------------------------------------------
+    @classmethod
+    def hyperparameters(cls) -> dict[str, Any]:
+        """Field name -> default value."""
+        out = {}
+        for f in dataclasses.fields(cls):
+            if f.default is not dataclasses.MISSING:
+                out[f.name] = f.default
+            elif f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
+                out[f.name] = f.default_factory()  # type: ignore[misc]
+        return out
+
+    def params(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}

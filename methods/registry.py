@@ -1,0 +1,117 @@
+"""Registry of inversion methods by stable name; ``resolve`` turns a ``--methods`` spec into names."""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import fnmatch
+from typing import Any
+
+from methods.base import InversionMethod
+
+_REGISTRY: dict[str, type[InversionMethod]] = {}
+
+
+class UnknownName(KeyError):
+    """An unknown method/metric/bundle name; the message carries a 'did you mean' suggestion."""
+
+    def __init__(self, kind: str, name: str, known: list[str]):
+        close = difflib.get_close_matches(name, known, n=3, cutoff=0.5)
+        hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+        self.message = f"unknown {kind} {name!r}{hint} (known: {', '.join(sorted(known))})"
+        super().__init__(self.message)
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class BadParameter(ValueError):
+    """A ``--set METHOD.PARAM=VALUE`` that names no field or has a value of the wrong type."""
+
+
+def register(cls: type[InversionMethod]) -> type[InversionMethod]:
+    if not cls.name or not cls.name.replace("-", "").replace("_", "").isalnum():
+        raise ValueError(f"method class {cls.__name__} needs a name of letters, digits, '-' or '_'")
+    if cls.name in _REGISTRY and _REGISTRY[cls.name] is not cls:
+        raise ValueError(f"method name {cls.name!r} registered twice")
+    if not dataclasses.is_dataclass(cls):
+        raise TypeError(f"method {cls.name!r} must be a dataclass (its fields are its hyperparameters)")
+    _REGISTRY[cls.name] = cls
+    return cls
+
+
+def names() -> list[str]:
+    _load_builtin()
+    return list(_REGISTRY)
+
+
+def get(name: str) -> type[InversionMethod]:
+    _load_builtin()
+    if name not in _REGISTRY:
+        raise UnknownName("method", name, list(_REGISTRY))
+    return _REGISTRY[name]
+
+
+def resolve(spec: str) -> list[str]:
+    """``all`` | name | comma list | glob (``idinvert*``) -> registered names, in registry order."""
+    _load_builtin()
+    known = list(_REGISTRY)
+    if not spec or not spec.strip():
+        raise UnknownName("method", spec, known)
+    picked: list[str] = []
+    for part in (p.strip() for p in spec.split(",")):
+        if not part:
+            continue
+        if part == "all":
+            matches = known
+        elif any(ch in part for ch in "*?["):
+            matches = [n for n in known if fnmatch.fnmatchcase(n, part)]
+            if not matches:
+                raise UnknownName("method pattern", part, known)
+        elif part in _REGISTRY:
+            matches = [part]
+        else:
+            raise UnknownName("method", part, known)
+        picked += [m for m in matches if m not in picked]
+    return [n for n in known if n in picked]
+
+
+def coerce(value: str, default: Any, where: str) -> Any:
+    """Parse a command-line string into the type of the field's default."""
+    try:
+        if isinstance(default, bool):
+            low = value.lower()
+            if low in ("1", "true", "yes", "on"):
+                return True
+            if low in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(value)
+        if isinstance(default, int):
+            return int(value)
+        if isinstance(default, float):
+            return float(value)
+        if isinstance(default, tuple):
+            return tuple(type(default[0])(v) if default else v for v in value.split(":")) if value else ()
+        return value
+    except ValueError:
+        raise BadParameter(f"{where}: {value!r} is not a valid {type(default).__name__}") from None
+
+
+def build(name: str, overrides: dict[str, str] | None = None) -> InversionMethod:
+    """Instantiate method ``name`` with string overrides ``{param: value}`` (type-checked against defaults)."""
+    cls = get(name)
+    defaults = cls.hyperparameters()
+    kwargs = {}
+    for key, raw in (overrides or {}).items():
+        if key not in defaults:
+            close = difflib.get_close_matches(key, list(defaults), n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise BadParameter(f"method {name!r} has no hyperparameter {key!r}{hint} "
+                               f"(it has: {', '.join(defaults) or 'none'})")
+        kwargs[key] = coerce(raw, defaults[key], f"{name}.{key}")
+    return cls(**kwargs)
+
+
+def _load_builtin() -> None:
+    # Importing the package registers the built-in methods (one module each).
+    import methods  # noqa: F401
