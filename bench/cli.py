@@ -307,6 +307,11 @@ def _guarded(fn) -> int:
     except (UsageError, UnknownName, BadParameter) as exc:
         print(f"bench: error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `bench table | head`: the reader left; stop quietly
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except KeyboardInterrupt:
         print("bench: interrupted; everything stored so far is kept, rerun the same command to resume",
               file=sys.stderr)

@@ -205,10 +205,11 @@ class Evaluator:
         return semantic_for_run(self, codes, reals, ok_idx, ids, dataset, run_id)
 
 
-def _mean_std_ci(values: Sequence[float]) -> tuple[float, float, float]:
+def _mean_std_ci(values: Sequence[float]) -> tuple[float, float | None, float | None]:
+    """Mean, sample std and the half-width of a normal 95% CI of the mean (None below two values)."""
     vals = [v for v in values if v is not None and math.isfinite(v)]
     m = sum(vals) / len(vals)
     if len(vals) < 2:
-        return m, 0.0, float("nan")
+        return m, None, None
     sd = math.sqrt(sum((v - m) ** 2 for v in vals) / (len(vals) - 1))
     return m, sd, 1.96 * sd / math.sqrt(len(vals))
