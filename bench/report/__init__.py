@@ -1,0 +1,369 @@
+"""``report.html``: one self-contained page of a results directory, built only from the store.
+
+It never recomputes a metric: tables come from ``bench.tables`` (the same objects ``bench table``
+prints), figures are drawn from stored numbers and curves, and images are the stored PNG artifacts
+embedded as data URIs, so the page can be mailed or archived as one file. Every string from the data is
+HTML-escaped by Jinja2's autoescaping.
+"""
+from __future__ import annotations
+
+import base64
+import datetime as _dt
+import io
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Sequence
+
+from jinja2 import Environment, FileSystemLoader, StrictUndefined
+
+from bench import tables as T
+from bench.report import figures as F
+from bench.store import DB_NAME, Store
+
+__all__ = ["build_report"]
+
+GRID_IMAGES = 8          # test images in the reconstruction grid
+INTERP_PAIRS = 3         # interpolation pairs shown
+EDIT_IMAGES = 2          # images per attribute in the manipulation strips
+ATTRIBUTE_ORDER = ("age", "gender", "eyeglasses", "pose", "expression")
+_MAGIC = ((b"\x89PNG\r\n\x1a\n", "image/png"), (b"\xff\xd8\xff", "image/jpeg"), (b"GIF8", "image/gif"))
+
+
+def build_report(results_dir: str | Path, out: str | Path | None = None) -> Path:
+    """Write ``results_dir/report.html`` (or ``out``) from the store and return its path."""
+    root = Path(results_dir)
+    out = Path(out) if out is not None else root / "report.html"
+    context = _context(root)
+    html = _environment().get_template("report.html.j2").render(**context)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".report-", suffix=".html", dir=out.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(html)
+        os.replace(tmp, out)  # a reader never sees half a page
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return out
+
+
+def _environment() -> Environment:
+    return Environment(loader=FileSystemLoader(Path(__file__).parent), autoescape=True,
+                       undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+
+
+def _when(ts: float | None) -> str:
+    if not ts:
+        return "-"
+    return _dt.datetime.fromtimestamp(ts, _dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def _context(root: Path) -> dict[str, Any]:
+    base = {"generated": _when(_dt.datetime.now(_dt.timezone.utc).timestamp()), "results_dir": str(root),
+            "groups": [], "incomplete": [], "superseded": 0}
+    if not (root / DB_NAME).exists():
+        return {**base, "empty": f"No results store ({DB_NAME}) in {root}. "
+                                 "Run `python -m bench run --methods all` to make one."}
+    with Store(root) as store:
+        sel = T.select_runs(store)
+        base["incomplete"] = [{
+            "method": r["method"], "run_id": r["run_id"], "params": json.dumps(r["params"], sort_keys=True),
+            "started": _when(r["started"]), "done": len(store.done_image_ids(r["run_id"])),
+            "n_images": r["n_images"]} for r in sel.incomplete]
+        base["superseded"] = len(sel.superseded)
+        if not sel.reported:
+            return {**base, "empty": f"No complete runs in {root} yet. Run `python -m bench run --methods all`"
+                                     " (an interrupted run resumes when the same command is repeated)."}
+        images = _Images(root)
+        groups = [_group(store, images, sel, key, runs) for key, runs in T.groups(sel.reported)]
+        return {**base, "empty": None, "groups": groups, "multi_group": len(groups) > 1}
+
+
+class _Images:
+    """Stored image files as data URIs; a missing or unreadable file becomes a note, never a broken <img>."""
+
+    def __init__(self, root: Path):
+        self.root = root.resolve()
+        self._cache: dict[str, tuple[str | None, str | None]] = {}
+
+    def get(self, rel: str) -> tuple[str | None, str | None]:
+        """``(data_uri, None)`` or ``(None, why_not)``."""
+        if rel not in self._cache:
+            self._cache[rel] = self._load(rel)
+        return self._cache[rel]
+
+    def _load(self, rel: str) -> tuple[str | None, str | None]:
+        path = (self.root / rel).resolve()
+        if not path.is_relative_to(self.root):
+            return None, f"outside the results directory: {rel}"
+        try:
+            data = path.read_bytes()
+        except OSError:
+            return None, f"missing file: {rel}"
+        mime = next((m for magic, m in _MAGIC if data.startswith(magic)), None)
+        if mime is None:
+            return None, f"not a PNG/JPEG/GIF image: {rel}"
+        try:
+            from PIL import Image
+            with Image.open(io.BytesIO(data)) as im:
+                im.load()  # a truncated file would embed as a broken image
+        except Exception:
+            return None, f"unreadable image: {rel}"
+        return f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}", None
+
+
+def _uri(png: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+
+
+def _num_key(value: Any) -> tuple:
+    return (0, float(value), "") if isinstance(value, (int, float)) else (1, 0.0, json.dumps(value))
+
+
+def _group(store: Store, images: _Images, sel: T.Selection, key: tuple[str, str],
+           runs: list[dict[str, Any]]) -> dict[str, Any]:
+    bundle, dataset = key
+    main = T.main_runs(runs, sel.sweeps)
+    labels = {**T.run_labels(runs), **T.run_labels(main)}
+    data = {r["run_id"]: T.RunMetrics(store, r) for r in runs}
+    main_data = [data[r["run_id"]] for r in main]
+    colors = {labels[r["run_id"]]: F.color(i) for i, r in enumerate(main)}
+    g: dict[str, Any] = {"bundle": bundle, "dataset": dataset, "header": _header(runs, main)}
+    g["banner"], g["unavailable"] = _unavailability(list(data.values()), labels)
+
+    t1 = T.build_table("Table 1: inversion quality and speed", main_data, T.table1_metrics(main_data), labels)
+    g["table1"] = t1
+    g["scatter"] = _scatter(t1, colors)
+    g["grid"] = _grid(store, images, main, labels)
+    g["pr"] = _pr(store, main_data, labels, colors)
+    g["interp"] = _interp(store, images, main_data, labels)
+    g["edits"] = _edits(store, images, main_data, labels)
+    g["sweeps"] = _sweeps(sel, runs, data)
+    g["failures"] = [{"label": labels[d.run["run_id"]], "run_id": d.run["run_id"], "image_id": im["image_id"],
+                      "idx": im["idx"], "reason": im["reason"] or "(no reason stored)"}
+                     for d in data.values() for im in d.images if im["status"] == "failed"]
+    g["n_images_ok"] = {labels[r]: sum(im["status"] == "ok" for im in d.images) for r, d in data.items()}
+    return g
+
+
+def _header(runs: Sequence[dict[str, Any]], main: Sequence[dict[str, Any]]) -> list[tuple[str, str]]:
+    def distinct(values: Any) -> str:
+        return ", ".join(dict.fromkeys(str(v) for v in values))
+
+    finished = sorted(r["finished"] for r in runs if r.get("finished"))
+    dates = _when(finished[0]) if finished and finished[0] == finished[-1] else \
+        f"{_when(finished[0])} to {_when(finished[-1])}" if finished else "-"
+    world = [r["world_size"] for r in runs if r.get("world_size", 1) > 1]
+    rows = [
+        ("bundle", distinct(r["bundle"] for r in runs)),
+        ("dataset", distinct(r["dataset"] for r in runs)),
+        ("test images", distinct(r["n_images"] for r in runs)),
+        ("device", distinct(f"{r['device']}, {r['num_threads']} threads" for r in runs)),
+        ("code version", distinct(r["code_version"] for r in runs)),
+        ("torch", distinct(r["torch_version"] for r in runs)),
+        ("seed", distinct(r["seed"] for r in runs)),
+        ("runs", f"{len(main)} methods in Table 1, {len(runs)} complete runs in all"),
+        ("finished", dates),
+    ]
+    if world:
+        rows.insert(4, ("processes", distinct(world)))
+    return rows
+
+
+def _unavailability(data: Sequence[T.RunMetrics], labels: dict[str, str]) -> tuple[list, list]:
+    """The ImageNet banner (which backbone metrics are missing, why, and what stands in) and the list of
+    every other metric that could not be computed."""
+    reasons: dict[str, dict[str, list[str]]] = {}
+    for d in data:
+        for name, row in d.metrics.items():
+            if row["status"] == "unavailable":
+                reason = str((row["detail"] or {}).get("reason") or "no reason stored")
+                reasons.setdefault(name, {}).setdefault(reason, []).append(labels[d.run["run_id"]])
+    banner, other = [], []
+    for name in sorted(reasons):
+        entry = {"metric": name, "label": T.metric_label(name),
+                 "reasons": [{"reason": r, "runs": ", ".join(dict.fromkeys(v))} for r, v in reasons[name].items()]}
+        if name in T.IMAGENET_STAND_INS:
+            stand_in = T.IMAGENET_STAND_INS[name]
+            has = any(d.has(stand_in) for d in data)
+            entry["stand_in"] = T.metric_label(stand_in) if has else None
+            banner.append(entry)
+        else:
+            other.append(entry)
+    return banner, other
+
+
+def _scatter(t1: T.Table, colors: dict[str, str]) -> str | None:
+    quality = [c for c in t1.columns if c.metric not in ("seconds_per_image", "psnr", "swd")
+               and c.direction == "lower"]
+    # The FID-like column first (the paper's Pareto view), then reconstruction error.
+    quality.sort(key=lambda c: 0 if "fid" in c.metric else 1 if c.metric == "mse" else 2)
+    panels = []
+    for col in quality[:2]:
+        points = [F.Point(r.label, r.cells["seconds_per_image"].value, r.cells[col.metric].value)
+                  for r in t1.rows
+                  if r.cells["seconds_per_image"].value and r.cells["seconds_per_image"].value > 0
+                  and r.cells[col.metric].value is not None]
+        if points:
+            panels.append((col.label, points))
+    return _uri(F.runtime_quality(panels, colors)) if panels else None
+
+
+def _tile(images: _Images, rel: str | None, alt: str, missing: str) -> dict[str, Any]:
+    if rel is None:
+        return {"src": None, "alt": alt, "note": missing}
+    src, why = images.get(rel)
+    return {"src": src, "alt": alt, "note": why}
+
+
+def _grid(store: Store, images: _Images, main: Sequence[dict[str, Any]], labels: dict[str, str]) -> dict | None:
+    inputs: dict[str, tuple[int, str]] = {}
+    recons: dict[str, dict[str, str]] = {}
+    order: dict[str, int] = {}
+    for run in main:
+        for a in store.artifacts(run["run_id"], "input"):
+            image_id = str(a["meta"].get("image_id", a["path"]))
+            inputs.setdefault(image_id, a["path"])
+            order.setdefault(image_id, int(a["meta"].get("idx", len(order))))
+        rec = {}
+        for a in store.artifacts(run["run_id"], "recon"):
+            image_id = str(a["meta"].get("image_id", a["path"]))
+            rec[image_id] = a["path"]
+            order.setdefault(image_id, int(a["meta"].get("idx", len(order))))
+        recons[run["run_id"]] = rec
+    with_recon = {i for rec in recons.values() for i in rec}
+    chosen = sorted((i for i in order if i in with_recon), key=lambda i: (order[i], i))[:GRID_IMAGES]
+    if not chosen:
+        return None
+    rows = [{"label": "input", "tiles": [_tile(images, inputs.get(i), f"input {i}", "no input stored")
+                                          for i in chosen]}]
+    for run in main:
+        failed = {im["image_id"]: im["reason"] for im in store.images(run["run_id"]) if im["status"] == "failed"}
+        tiles = []
+        for i in chosen:
+            missing = f"failed: {failed[i]}" if i in failed else "no reconstruction stored"
+            tiles.append(_tile(images, recons[run["run_id"]].get(i), f"{labels[run['run_id']]} {i}", missing))
+        rows.append({"label": labels[run["run_id"]], "tiles": tiles})
+    return {"image_ids": chosen, "rows": rows}
+
+
+def _pr(store: Store, data: Sequence[T.RunMetrics], labels: dict[str, str], colors: dict[str, str]) -> dict | None:
+    curves = {d.run["run_id"]: store.curves(d.run["run_id"]) for d in data}
+    attrs: list[str] = []
+    for c in curves.values():
+        attrs += [name[3:] for name in c if name.startswith("pr/") and name[3:] not in attrs]
+    attrs.sort(key=lambda a: (ATTRIBUTE_ORDER.index(a) if a in ATTRIBUTE_ORDER else len(ATTRIBUTE_ORDER), a))
+    ap_metrics = T.attribute_names(data, "ap_")
+    if not attrs and not ap_metrics:
+        return None
+    panels, sources = [], {}
+    for attr in attrs:
+        lines = []
+        for d in data:
+            c = curves[d.run["run_id"]].get(f"pr/{attr}")
+            if not c or not c.get("precision"):
+                continue
+            lines.append(F.Curve(labels[d.run["run_id"]], c["precision"], c["recall"], c.get("ap")))
+            if c.get("label_source"):
+                sources.setdefault(attr, []).append(str(c["label_source"]))
+        panels.append((attr, lines))
+    figure = _uri(F.pr_curves(panels, colors)) if panels else None
+    ap_metrics.sort(key=lambda n: (ATTRIBUTE_ORDER.index(n[3:]) if n[3:] in ATTRIBUTE_ORDER else 99, n))
+    if any("ap_mean" in d.metrics for d in data):
+        ap_metrics.append("ap_mean")
+    table = T.build_table("Attribute AP of inverted codes", data, ap_metrics, labels) if ap_metrics else None
+    return {"figure": figure, "table": table,
+            "sources": [(a, ", ".join(dict.fromkeys(s))) for a, s in sources.items()]}
+
+
+def _interp(store: Store, images: _Images, data: Sequence[T.RunMetrics], labels: dict[str, str]) -> dict | None:
+    names = []
+    if any(n.startswith("interp_") for d in data for n in d.metrics):
+        names = [*T.pick_present(data, "interp_fid", "interp_fid_domain"), "interp_swd"]
+    table = T.build_table("Table 2: interpolation", data, names, labels) if names else None
+    pairs: dict[tuple[str, ...], dict[str, Any]] = {}
+    for d in data:
+        for a in store.artifacts(d.run["run_id"], "interp_strip"):
+            pair = tuple(str(p) for p in a["meta"].get("pair", [a["path"]]))
+            entry = pairs.setdefault(pair, {"pair": pair, "steps": a["meta"].get("steps"),
+                                            "layout": a["meta"].get("layout"), "rows": []})
+            entry["rows"].append({"label": labels[d.run["run_id"]],
+                                  **_tile(images, a["path"], f"{labels[d.run['run_id']]} interpolation", "")})
+    strips = list(pairs.values())[:INTERP_PAIRS]
+    if table is None and not strips:
+        return None
+    return {"table": table, "strips": strips}
+
+
+def _edits(store: Store, images: _Images, data: Sequence[T.RunMetrics], labels: dict[str, str]) -> dict | None:
+    names = T.attribute_names(data, "edit_success_")
+    names.sort(key=lambda n: (ATTRIBUTE_ORDER.index(n[13:]) if n[13:] in ATTRIBUTE_ORDER else 99, n))
+    names += [n for n in ("edit_success_mean", "edit_preservation", "edit_dpips") if any(n in d.metrics for d in data)]
+    table = T.build_table("Manipulation: success and preservation", data, names, labels) if names else None
+    by_attr: dict[str, dict[str, dict[str, Any]]] = {}
+    for d in data:
+        for a in store.artifacts(d.run["run_id"], "edit_strip"):
+            attr = str(a["meta"].get("attribute", "?"))
+            image_id = str(a["meta"].get("image_id", a["path"]))
+            item = by_attr.setdefault(attr, {}).setdefault(image_id, {
+                "image_id": image_id, "rows": [], "alphas": a["meta"].get("alphas"),
+                "alpha_unit": a["meta"].get("alpha_unit"), "layout": a["meta"].get("layout")})
+            item["rows"].append({"label": labels[d.run["run_id"]],
+                                 **_tile(images, a["path"], f"{labels[d.run['run_id']]} {attr} edit", "")})
+    attrs = sorted(by_attr, key=lambda a: (ATTRIBUTE_ORDER.index(a) if a in ATTRIBUTE_ORDER else 99, a))
+    strips = []
+    for attr in attrs:
+        items = list(by_attr[attr].values())[:EDIT_IMAGES]
+        for item in items:
+            alphas = item["alphas"]
+            item["alphas"] = ", ".join(f"{a:g}" if isinstance(a, (int, float)) else str(a) for a in alphas) \
+                if isinstance(alphas, list) else None
+        strips.append({"attribute": attr, "images": items})
+    if table is None and not strips:
+        return None
+    return {"table": table, "strips": strips}
+
+
+_SWEEP_METRICS = ("mse", "psnr", "lpips", "dpips", "fid", "fid_domain", "edit_success_mean", "edit_preservation",
+                  "ap_mean", "seconds_per_image")
+
+
+def _sweeps(sel: T.Selection, runs: Sequence[dict[str, Any]], data: dict[str, T.RunMetrics]) -> list[dict]:
+    out = []
+    for sweep in sel.sweeps:
+        param = sweep["param"]
+        members = [r for r in runs if r.get("sweep_id") == sweep["sweep_id"]]
+        if not members:
+            continue
+        members.sort(key=lambda r: (r["method"], _num_key(r["params"].get(param))))
+        methods = list(dict.fromkeys(r["method"] for r in members))
+        value_text = {r["run_id"]: T.short_value(r["params"].get(param)) for r in members}
+        labels = {r["run_id"]: (f"{r['method']}, " if len(methods) > 1 else "") + f"{param}={value_text[r['run_id']]}"
+                  for r in members}
+        member_data = [data[r["run_id"]] for r in members]
+        metrics = [m for m in _SWEEP_METRICS if any(d.has(m) for d in member_data)]
+        table = T.build_table(f"Sweep of {param}", member_data, metrics, labels, key=param)
+        xs = [(m, T.metric_label(m)) for m in ("mse", "dpips") if m in metrics]
+        ys = [(m, T.metric_label(m)) for m in ("edit_success_mean", "ap_mean") if m in metrics]
+        figure = None
+        if xs and ys:
+            series = []
+            for method in methods:
+                mdata = [d for d in member_data if d.run["method"] == method]
+                points = {(x, y): [(d.cell(x).value, d.cell(y).value) for d in mdata] for x, _ in xs for y, _ in ys}
+                series.append(F.SweepSeries(method, [value_text[d.run["run_id"]] for d in mdata], points))
+            figure = _uri(F.sweep_tradeoff(param, xs, ys, series, {m: F.color(i) for i, m in enumerate(methods)}))
+        out.append({"sweep_id": sweep["sweep_id"], "param": param, "methods": ", ".join(methods),
+                    "value_list": ", ".join(T.short_value(v) for v in sweep["values"]),
+                    "missing": [T.short_value(v) for v in sweep["values"]
+                                if not any(_same(r["params"].get(param), v) for r in members)],
+                    "table": table, "figure": figure})
+    return out
+
+
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)):
+        return float(a) == float(b)
+    return json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)

@@ -1,0 +1,586 @@
+"""Result tables read from the store: the long results frame, the paper-shaped tables and their exports.
+
+Nothing here recomputes a metric: every number is a stored set-level row (or, for a spread that the
+runner did not store, a summary of the stored per-image rows). The report renders the same ``Table``
+objects that ``bench table`` prints, so the page and the exports always agree.
+
+Which runs are reported: only ``complete`` ones; of several complete runs with the same method, params,
+bundle and dataset the latest wins. Runs made by ``bench ablate`` appear in their sweep's table; a sweep
+run also appears in Table 1 when it is the method's main configuration (see ``main_runs``).
+"""
+from __future__ import annotations
+
+import csv
+import importlib
+import importlib.util
+import io
+import json
+import math
+import statistics
+import sys
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+import pandas as pd
+
+from bench.store import Store
+
+FORMATS = ("md", "csv", "json", "latex")
+
+# ImageNet-backed metrics and the domain metric that stands in for each when its weights are absent.
+IMAGENET_STAND_INS = {"lpips": "dpips", "fid": "fid_domain", "interp_fid": "interp_fid_domain",
+                      "fid_floor": "fid_domain_floor"}
+PER_IMAGE_METRICS = ("mse", "psnr", "dpips", "lpips")
+ATTRIBUTE_PREFIXES = ("ap_", "edit_success_")
+
+_HIGHER_IS_BETTER = {"psnr", "edit_preservation", "ap_mean", "edit_success_mean"}
+
+_LABELS = {
+    "mse": "MSE", "psnr": "PSNR (dB)", "lpips": "LPIPS", "dpips": "dpips (domain)", "fid": "FID",
+    "fid_domain": "FID (domain)", "swd": "SWD x1e3", "seconds_per_image": "s / image",
+    "interp_fid": "interp. FID", "interp_fid_domain": "interp. FID (domain)", "interp_swd": "interp. SWD x1e3",
+    "ap_mean": "mean AP", "edit_success_mean": "mean success", "edit_preservation": "preservation",
+    "edit_dpips": "dpips to recon.",
+}
+
+
+# -- metric directions --------------------------------------------------------------------------------
+@lru_cache(maxsize=1)
+def _registry_get() -> Callable[[str], Any] | None:
+    """The metrics registry's ``get``, or None when it cannot be loaded.
+
+    Importing the ``bench.metrics`` package pulls in torch (seconds) for its metric functions; the registry
+    module itself is plain data, so unless the package is already loaded it is read on its own and the
+    report stays a few-hundred-millisecond, torch-free job.
+    """
+    loaded = sys.modules.get("bench.metrics")
+    if loaded is not None and hasattr(loaded, "get"):
+        return loaded.get
+    path = Path(__file__).with_name("metrics") / "registry.py"
+    name = "bench._metrics_registry_for_tables"
+    try:
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+        sys.modules[name] = module  # dataclasses look their module up while the file executes
+        spec.loader.exec_module(module)  # type: ignore[union-attr]
+        return module.get
+    except Exception:
+        sys.modules.pop(name, None)
+        return None
+
+
+@lru_cache(maxsize=None)
+def metric_direction(name: str) -> str:
+    """'lower' or 'higher': which way is better. Asks the metrics registry, else the family rules."""
+    get = _registry_get()
+    if get is not None:
+        try:
+            direction = get(name).direction
+            if direction in ("lower", "higher"):
+                return direction
+        except LookupError:  # KeyError subclass UnknownMetric: a name the registry does not know
+            pass
+    if name in _HIGHER_IS_BETTER or name.startswith(ATTRIBUTE_PREFIXES):
+        return "higher"
+    return "lower"
+
+
+def metric_label(name: str) -> str:
+    if name in _LABELS:
+        return _LABELS[name]
+    for prefix, word in (("ap_", "AP"), ("edit_success_", "success")):
+        if name.startswith(prefix):
+            return f"{word}: {name[len(prefix):]}"
+    return name
+
+
+# -- number formatting ----------------------------------------------------------------------------------
+def fmt_number(value: float | None, sig: int = 4) -> str:
+    """``sig`` significant digits, fixed-point between 1e-4 and 1e6 (``0.01230``, ``24.53``, ``1235``)."""
+    if value is None or not math.isfinite(value):
+        return "n/a"
+    if value == 0:
+        return "0"
+    magnitude = math.floor(math.log10(abs(value)))
+    if -4 <= magnitude < 6:
+        return f"{value:.{max(sig - 1 - magnitude, 0)}f}"
+    return f"{value:.{sig - 1}e}"
+
+
+# -- run selection --------------------------------------------------------------------------------------
+def config_key(run: dict[str, Any]) -> tuple[str, str, str, str]:
+    return (run["method"], json.dumps(run["params"], sort_keys=True), run["bundle"], run["dataset"])
+
+
+def _recency(run: dict[str, Any]) -> tuple[float, float, str]:
+    return (run.get("finished") or run["started"], run["started"], run["run_id"])
+
+
+@dataclass
+class Selection:
+    """The store's runs sorted for reporting."""
+
+    reported: list[dict[str, Any]]    # latest complete run of each configuration, in start order
+    superseded: list[dict[str, Any]]  # older complete runs of a reported configuration
+    incomplete: list[dict[str, Any]]  # runs still marked running (killed or in progress)
+    sweeps: list[dict[str, Any]]
+
+
+def select_runs(store: Store) -> Selection:
+    complete = store.runs(status="complete")
+    latest: dict[tuple, dict] = {}
+    for run in complete:
+        key = config_key(run)
+        if key not in latest or _recency(run) > _recency(latest[key]):
+            latest[key] = run
+    reported = sorted(latest.values(), key=lambda r: (r["started"], r["run_id"]))
+    chosen = {r["run_id"] for r in reported}
+    superseded = [r for r in complete if r["run_id"] not in chosen]
+    incomplete = store.runs(status="running")
+    return Selection(reported, superseded, incomplete, store.sweeps())
+
+
+def method_defaults(method: str) -> dict[str, Any] | None:
+    """The method's default hyperparameters from the methods registry, or None when it cannot say."""
+    try:
+        registry = importlib.import_module("methods.registry")
+        return dict(registry.get(method).hyperparameters())
+    except Exception:  # registry absent, method unknown here, or its module failed to import
+        return None
+
+
+def _is_default(params: dict[str, Any], defaults: dict[str, Any]) -> bool:
+    """No stored param differs from its default (params may be stored in full or as overrides only)."""
+    canon = lambda v: json.dumps(v, sort_keys=True, default=list)  # noqa: E731 - tuples are stored as lists
+    return all(k in defaults and canon(v) == canon(defaults[k]) for k, v in params.items())
+
+
+def main_runs(runs: Sequence[dict[str, Any]], sweeps: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The runs of Table 1 (``runs`` of one bundle/dataset): those not made by a sweep, plus each swept
+    method's main configuration.
+
+    A run of ``bench run`` that a later sweep re-used (same run id) carries the sweep id. For a method
+    whose runs all carry one, the main configuration is, in order: the runs that started before their
+    sweep was created; else the run with the method's default params (methods registry); else every run,
+    labelled by its params.
+    """
+    created = {s["sweep_id"]: s["created"] for s in sweeps}
+    picked = [r for r in runs if not r.get("sweep_id")]
+    have = {r["method"] for r in picked}
+    for method in dict.fromkeys(r["method"] for r in runs if r["method"] not in have):
+        candidates = [r for r in runs if r["method"] == method]
+        chosen = [r for r in candidates if r["started"] < created.get(r["sweep_id"], -math.inf)]
+        if not chosen:
+            defaults = method_defaults(method)
+            chosen = [r for r in candidates if defaults is not None and _is_default(r["params"], defaults)]
+        picked += chosen or candidates
+    order = {r["run_id"]: i for i, r in enumerate(runs)}
+    return sorted(picked, key=lambda r: order[r["run_id"]])
+
+
+def run_labels(runs: Sequence[dict[str, Any]]) -> dict[str, str]:
+    """A display name per run: the method, plus the params that differ when a method appears twice."""
+    labels = {}
+    for run in runs:
+        same = [r for r in runs if r["method"] == run["method"]]
+        if len(same) == 1:
+            labels[run["run_id"]] = run["method"]
+            continue
+        keys = sorted({k for r in same for k in r["params"]})
+        differing = [k for k in keys if len({json.dumps(r["params"].get(k), sort_keys=True) for r in same}) > 1]
+        extra = ", ".join(f"{k}={short_value(run['params'].get(k))}" for k in differing)
+        if not extra:  # same params, different bundle/dataset
+            extra = f"{run['bundle']}/{run['dataset']}"
+        labels[run["run_id"]] = f"{run['method']} ({extra})"
+    return labels
+
+
+def short_value(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:g}"
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def groups(runs: Sequence[dict[str, Any]]) -> list[tuple[tuple[str, str], list[dict[str, Any]]]]:
+    """Runs split by (bundle, dataset): numbers are only compared within one group."""
+    out: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for run in runs:
+        out.setdefault((run["bundle"], run["dataset"]), []).append(run)
+    return list(out.items())
+
+
+# -- tables ---------------------------------------------------------------------------------------------
+@dataclass
+class Cell:
+    value: float | None
+    status: str = "ok"            # ok | unavailable | absent
+    reason: str | None = None     # why unavailable
+    spread: str | None = None     # "± 0.0021" (95% CI half-width) or "sd 0.0021"
+    floor: float | None = None    # real-vs-real value beside FID-like metrics
+    floor_note: str | None = None  # how the floor was measured
+    best: bool = False
+
+    @property
+    def value_text(self) -> str:
+        if self.status == "absent":
+            return "-"
+        return "n/a" if self.value is None else fmt_number(self.value)
+
+    @property
+    def floor_text(self) -> str | None:
+        return None if self.floor is None else f"floor {fmt_number(self.floor)}"
+
+    @property
+    def text(self) -> str:
+        parts = [self.value_text]
+        if self.value is not None and self.spread:
+            parts.append(self.spread)
+        if self.value is not None and self.floor is not None:
+            parts.append(f"({self.floor_text})")
+        return " ".join(parts)
+
+
+@dataclass
+class Column:
+    metric: str
+    label: str
+    direction: str
+
+    @property
+    def arrow(self) -> str:
+        return "↓" if self.direction == "lower" else "↑"
+
+
+@dataclass
+class Row:
+    run_id: str
+    label: str
+    method: str
+    params: dict[str, Any]
+    bundle: str
+    dataset: str
+    n_images: int
+    cells: dict[str, Cell]
+
+
+@dataclass
+class Table:
+    title: str
+    columns: list[Column]
+    rows: list[Row]
+    key: str = "method"                      # heading of the label column
+    notes: list[str] = field(default_factory=list)
+
+    def to_frame(self) -> pd.DataFrame:
+        """Wide frame: one row per run, raw values (NaN where unavailable)."""
+        records = []
+        for row in self.rows:
+            rec: dict[str, Any] = {self.key: row.label, "run_id": row.run_id, "bundle": row.bundle,
+                                   "dataset": row.dataset, "n_images": row.n_images}
+            for col in self.columns:
+                cell = row.cells[col.metric]
+                rec[col.metric] = math.nan if cell.value is None else cell.value
+            records.append(rec)
+        return pd.DataFrame.from_records(records)
+
+
+class RunMetrics:
+    """Stored rows of one run, read once: set-level metrics by name and (lazily) per-image rows."""
+
+    def __init__(self, store: Store, run: dict[str, Any]):
+        self.run = run
+        self.metrics = {m["name"]: m for m in store.metrics(run["run_id"])}
+        self._store = store
+        self._images: list[dict[str, Any]] | None = None
+
+    @property
+    def images(self) -> list[dict[str, Any]]:
+        if self._images is None:
+            self._images = self._store.images(self.run["run_id"])
+        return self._images
+
+    def cell(self, name: str) -> Cell:
+        row = self.metrics.get(name)
+        if row is None:
+            return Cell(None, status="absent")
+        detail = row["detail"] or {}
+        if row["status"] != "ok" or row["value"] is None:
+            return Cell(None, status="unavailable", reason=str(detail.get("reason") or "unavailable"))
+        floor = self._floor(name, detail)
+        note = detail.get("floor_kind") if floor is not None and "floor" in detail else None
+        return Cell(row["value"], spread=self._spread(name, detail), floor=floor,
+                    floor_note=str(note) if note else None)
+
+    def _spread(self, name: str, detail: dict[str, Any]) -> str | None:
+        ci = detail.get("ci95")
+        if isinstance(ci, (int, float)) and math.isfinite(ci):
+            return f"± {fmt_number(abs(ci), 2)}"
+        if isinstance(ci, (list, tuple)) and len(ci) == 2 and all(isinstance(v, (int, float)) for v in ci):
+            return f"[{fmt_number(ci[0], 3)}, {fmt_number(ci[1], 3)}]"
+        std = detail.get("std")
+        if isinstance(std, (int, float)) and math.isfinite(std):
+            return f"sd {fmt_number(std, 2)}"
+        if name in PER_IMAGE_METRICS:  # not stored with the mean: summarise the stored per-image values
+            values = [r["metrics"].get(name) for r in self.images if r["status"] == "ok"]
+            values = [v for v in values if isinstance(v, (int, float))]
+            if len(values) >= 2:
+                return f"sd {fmt_number(statistics.stdev(values), 2)}"
+        return None
+
+    def _floor(self, name: str, detail: dict[str, Any]) -> float | None:
+        floor = detail.get("floor")
+        if isinstance(floor, (int, float)) and math.isfinite(floor):
+            return float(floor)
+        row = self.metrics.get(f"{name}_floor")
+        if row is not None and row["status"] == "ok" and row["value"] is not None:
+            return row["value"]
+        return None
+
+    def has(self, name: str) -> bool:
+        row = self.metrics.get(name)
+        return row is not None and row["status"] == "ok" and row["value"] is not None
+
+
+def build_table(title: str, data: Sequence[RunMetrics], metrics: Sequence[str], labels: dict[str, str],
+                key: str = "method") -> Table:
+    """A table of ``metrics`` for the runs in ``data`` (one bundle/dataset), best value per column marked."""
+    columns = [Column(m, metric_label(m), metric_direction(m)) for m in metrics]
+    rows = []
+    for d in data:
+        run = d.run
+        rows.append(Row(run["run_id"], labels.get(run["run_id"], run["method"]), run["method"], run["params"],
+                        run["bundle"], run["dataset"], run["n_images"], {m: d.cell(m) for m in metrics}))
+    for col in columns:
+        _mark_best([r for r in rows], col)
+    table = Table(title, columns, rows, key=key)
+    if any(c.spread and c.spread.startswith("±") for r in rows for c in r.cells.values()):
+        table.notes.append("± : half-width of the 95% confidence interval of the mean over images")
+    if any(c.spread and c.spread.startswith("sd") for r in rows for c in r.cells.values()):
+        table.notes.append("sd : standard deviation over images")
+    if any(c.floor is not None for r in rows for c in r.cells.values()):
+        table.notes.append("floor : the same distance between two disjoint real sets of this size "
+                           "(what a perfect method would score)")
+    return table
+
+
+def _mark_best(rows: Sequence[Row], col: Column) -> None:
+    # Best is compared within one bundle/dataset only; a lone value is not "best" of anything.
+    by_group: dict[tuple[str, str], list[Cell]] = {}
+    for row in rows:
+        cell = row.cells[col.metric]
+        if cell.value is not None:
+            by_group.setdefault((row.bundle, row.dataset), []).append(cell)
+    for cells in by_group.values():
+        if len(cells) < 2 or len({c.value for c in cells}) == 1:  # nothing to choose between
+            continue
+        best = min(c.value for c in cells) if col.direction == "lower" else max(c.value for c in cells)
+        for c in cells:
+            c.best = c.value == best
+
+
+def pick_present(data: Sequence[RunMetrics], *names: str) -> list[str]:
+    """Of alternative metrics (``lpips``, ``dpips``) those with a value in some run; else the first."""
+    present = [n for n in names if any(d.has(n) for d in data)]
+    return present or [names[0]]
+
+
+def table1_metrics(data: Sequence[RunMetrics]) -> list[str]:
+    return ["mse", "psnr", *pick_present(data, "lpips", "dpips"), *pick_present(data, "fid", "fid_domain"),
+            "swd", "seconds_per_image"]
+
+
+def attribute_names(data: Iterable[RunMetrics], prefix: str) -> list[str]:
+    names: list[str] = []
+    for d in data:
+        for name in d.metrics:
+            if name.startswith(prefix) and name != f"{prefix}mean" and name not in names:
+                names.append(name)
+    return names
+
+
+def table1(store: Store, run_id: str | None = None) -> Table:
+    """Paper Table 1 shape: method x MSE, PSNR, LPIPS|dpips, FID|fid_domain, SWD, seconds per image."""
+    if run_id is not None:
+        runs = store.runs(run_id=run_id)
+        if not runs:
+            raise KeyError(f"no run {run_id!r} in {store.path}")
+    else:
+        sel = select_runs(store)
+        runs = main_runs(sel.reported, sel.sweeps)
+    data = [RunMetrics(store, r) for r in runs]
+    return build_table("Table 1: inversion quality and speed", data, table1_metrics(data), run_labels(runs))
+
+
+# -- long format ----------------------------------------------------------------------------------------
+FRAME_COLUMNS = ["run_id", "method", "label", "params", "bundle", "dataset", "metric", "value", "status",
+                 "direction", "detail", "n_images", "seed", "code_version", "device", "sweep_id"]
+
+
+def results_frame(store: Store, run_id: str | None = None) -> pd.DataFrame:
+    """Every stored set-level metric of the reported runs (or of one run), one row per (run, metric)."""
+    if run_id is not None:
+        runs = store.runs(run_id=run_id)
+        if not runs:
+            raise KeyError(f"no run {run_id!r} in {store.path}")
+    else:
+        runs = select_runs(store).reported
+    labels = run_labels(runs)
+    records = []
+    for run in runs:
+        for m in store.metrics(run["run_id"]):
+            records.append({
+                "run_id": run["run_id"], "method": run["method"], "label": labels[run["run_id"]],
+                "params": json.dumps(run["params"], sort_keys=True), "bundle": run["bundle"],
+                "dataset": run["dataset"], "metric": m["name"], "value": m["value"], "status": m["status"],
+                "direction": metric_direction(m["name"]), "detail": json.dumps(m["detail"], sort_keys=True),
+                "n_images": run["n_images"], "seed": run["seed"], "code_version": run["code_version"],
+                "device": run["device"], "sweep_id": run["sweep_id"],
+            })
+    return pd.DataFrame.from_records(records, columns=FRAME_COLUMNS)
+
+
+# -- exports --------------------------------------------------------------------------------------------
+def format_table(table: Table | pd.DataFrame | Sequence[dict[str, Any]], fmt: str) -> str:
+    """Render a ``Table`` (paper shape) or a long frame / list of row dicts as md, csv, json or latex."""
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown table format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    if isinstance(table, Table):
+        return {"md": _table_md, "csv": _table_csv, "json": _table_json, "latex": _table_latex}[fmt](table)
+    frame = table if isinstance(table, pd.DataFrame) else pd.DataFrame.from_records(list(table))
+    return {"md": _frame_md, "csv": _frame_csv, "json": _frame_json, "latex": _frame_latex}[fmt](frame)
+
+
+def render_table(store: Store, fmt: str = "md", run_id: str | None = None) -> str:
+    """What ``bench table --format FMT [--run RUN_ID]`` prints: JSON as the long list of every stored
+    metric, the other formats as Table 1 (one row per method, the columns of the report's Table 1)."""
+    if fmt == "json":
+        return format_table(results_frame(store, run_id), "json").rstrip("\n")
+    table = table1(store, run_id)
+    if not table.rows:
+        return "no complete runs in this results directory; run `python -m bench run --methods all` first"
+    return format_table(table, fmt).rstrip("\n")
+
+
+def _md_escape(text: str) -> str:
+    return text.replace("|", "\\|")
+
+
+def _table_md(t: Table) -> str:
+    head = [t.key, *(f"{c.label} {c.arrow}" for c in t.columns)]
+    lines = ["| " + " | ".join(_md_escape(h) for h in head) + " |",
+             "|" + "|".join(["---"] + ["---:"] * len(t.columns)) + "|"]
+    for row in t.rows:
+        cells = []
+        for col in t.columns:
+            cell = row.cells[col.metric]
+            text = _md_escape(cell.text)
+            cells.append(text.replace(cell.value_text, f"**{cell.value_text}**", 1) if cell.best else text)
+        lines.append("| " + " | ".join([_md_escape(row.label), *cells]) + " |")
+    out = [f"**{_md_escape(t.title)}**", "", *lines]
+    if t.notes:
+        out += ["", *(f"{n}  " for n in t.notes)]
+    return "\n".join(out) + "\n"
+
+
+def _table_csv(t: Table) -> str:
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow([t.key, "run_id", "bundle", "dataset", "n_images", *(c.metric for c in t.columns)])
+    for row in t.rows:
+        values = [repr(row.cells[c.metric].value) if row.cells[c.metric].value is not None else ""
+                  for c in t.columns]
+        writer.writerow([row.label, row.run_id, row.bundle, row.dataset, row.n_images, *values])
+    return buf.getvalue()
+
+
+def _table_json(t: Table) -> str:
+    out = []
+    for row in t.rows:
+        for col in t.columns:
+            cell = row.cells[col.metric]
+            out.append({"run_id": row.run_id, "method": row.method, "label": row.label, "params": row.params,
+                        "bundle": row.bundle, "dataset": row.dataset, "metric": col.metric, "value": cell.value,
+                        "status": cell.status, "text": cell.text, "best": cell.best, "n_images": row.n_images})
+    return json.dumps(out, indent=2) + "\n"
+
+
+_LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+                  "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
+                  "<": r"\textless{}", ">": r"\textgreater{}"}
+
+
+def latex_escape(text: str) -> str:
+    return "".join(_LATEX_SPECIAL.get(ch, ch) for ch in text)
+
+
+def _latex_cell(cell: Cell) -> str:
+    value = latex_escape(cell.value_text)
+    if cell.best:
+        value = rf"\textbf{{{value}}}"
+    parts = [value]
+    if cell.value is not None and cell.spread:
+        parts.append(latex_escape(cell.spread).replace("±", r"$\pm$"))
+    if cell.value is not None and cell.floor is not None:
+        parts.append(f"({latex_escape(cell.floor_text or '')})")
+    return " ".join(parts)
+
+
+def _table_latex(t: Table) -> str:
+    arrows = {"lower": r"$\downarrow$", "higher": r"$\uparrow$"}
+    lines = [r"\begin{table}[t]", r"\centering", r"\begin{tabular}{l" + "r" * len(t.columns) + "}", r"\toprule",
+             " & ".join([latex_escape(t.key), *(f"{latex_escape(c.label)} {arrows[c.direction]}"
+                                                 for c in t.columns)]) + r" \\", r"\midrule"]
+    for row in t.rows:
+        lines.append(" & ".join([latex_escape(row.label), *(_latex_cell(row.cells[c.metric]) for c in t.columns)])
+                     + r" \\")
+    lines += [r"\bottomrule", r"\end{tabular}", rf"\caption{{{latex_escape(t.title)}. "
+              + latex_escape("; ".join(t.notes)) + "}", r"\end{table}"]
+    return "\n".join(lines) + "\n"
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if hasattr(value, "item"):
+        return _jsonable(value.item())
+    return value
+
+
+def _frame_json(frame: pd.DataFrame) -> str:
+    records = []
+    for rec in frame.to_dict(orient="records"):
+        rec = {k: _jsonable(v) for k, v in rec.items()}
+        for key in ("params", "detail"):
+            if isinstance(rec.get(key), str):
+                try:
+                    rec[key] = json.loads(rec[key])
+                except ValueError:
+                    pass
+        records.append(rec)
+    return json.dumps(records, indent=2) + "\n"
+
+
+def _frame_csv(frame: pd.DataFrame) -> str:
+    return frame.to_csv(index=False, lineterminator="\n")
+
+
+def _frame_text_cells(frame: pd.DataFrame) -> list[list[str]]:
+    return [["" if v is None or (isinstance(v, float) and math.isnan(v)) else
+             (fmt_number(v) if isinstance(v, float) else str(v)) for v in rec] for rec in frame.itertuples(index=False)]
+
+
+def _frame_md(frame: pd.DataFrame) -> str:
+    lines = ["| " + " | ".join(_md_escape(str(c)) for c in frame.columns) + " |",
+             "|" + "|".join("---" for _ in frame.columns) + "|"]
+    lines += ["| " + " | ".join(_md_escape(v) for v in rec) + " |" for rec in _frame_text_cells(frame)]
+    return "\n".join(lines) + "\n"
+
+
+def _frame_latex(frame: pd.DataFrame) -> str:
+    lines = [r"\begin{tabular}{" + "l" * len(frame.columns) + "}", r"\toprule",
+             " & ".join(latex_escape(str(c)) for c in frame.columns) + r" \\", r"\midrule"]
+    lines += [" & ".join(latex_escape(v) for v in rec) + r" \\" for rec in _frame_text_cells(frame)]
+    lines += [r"\bottomrule", r"\end{tabular}"]
+    return "\n".join(lines) + "\n"
