@@ -24,5 +24,6 @@ def describe() -> dict[str, Any]:
          "description": m.description}
         for m in metrics.all_metrics()
     ]
-    out_bundles = [{"name": name, "description": zoo.describe_bundle(name)} for name in zoo.BUNDLES]
+    out_bundles = [{"name": name, "description": spec.description, "files": list(spec.files)}
+                   for name, spec in zoo.BUNDLES.items()]
     return {"methods": out_methods, "metrics": out_metrics, "bundles": out_bundles}

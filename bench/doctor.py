@@ -21,10 +21,14 @@ def collect(weights_dir: Path | None = None) -> list[dict[str, Any]]:
     add("imagenet", M.alexnet_weights_path(), M.lpips_unavailable_reason(), "lpips (AlexNet LPIPS v0.1)")
     add("imagenet", M.inception_weights_path(), M.inception_unavailable_reason(), "fid, interp_fid (InceptionV3)")
 
-    from idinvert import zoo
+    from idinvert import real_bundles, zoo
 
-    for row in zoo.doctor_rows(weights_dir):
-        rows.append(row)
+    for part, (filename, target) in zoo.SYNTHETIC_FACES_FILES.items():
+        path = zoo.SYNTHETIC_FACES_DIR / filename
+        add("synthetic-faces (shipped)", path,
+            None if path.is_file() else f"missing: rebuild with `{zoo.REBUILD_COMMAND} --target {target}`",
+            f"the embedded default's {part.replace('_', ' ')}")
+    rows += real_bundles.doctor_report(weights_dir)
     return rows
 
 
@@ -45,6 +49,9 @@ def doctor(weights_dir: Path | None = None, as_json: bool = False) -> int:
             print(f"          {r['detail']}")
         print(f"          enables: {r['enables']}")
     missing = [r for r in rows if r["status"] != "present"]
-    print(f"\n{len(rows) - len(missing)} of {len(rows)} files present." +
-          (" Missing ones are optional: the harness reports what they would enable as unavailable." if missing else ""))
+    print(f"\n{len(rows) - len(missing)} of {len(rows)} files present.")
+    if any(r["group"].startswith("synthetic-faces") for r in missing):
+        print("The embedded default needs its shipped weights: reinstall the package or run `python -m bench zoo train`.")
+    if any(r["group"] == "imagenet" for r in missing):
+        print("Without the ImageNet files, lpips/fid are stored as unavailable and dpips/fid_domain stand in.")
     return 0
