@@ -1,0 +1,82 @@
+"""Attribute precision-recall of inverted codes (paper Fig. 3): AP and a storable PR curve.
+
+score = signed distance of a code to an attribute boundary; label = ground truth (1 = attribute present).
+Average precision is sklearn's (step-wise, no interpolation). Note that a perfectly *reversed* score does
+not give AP equal to the positive prior in general: with P positives among N ranked last, AP =
+(1/P) Σ_k k / (N − P + k), which equals the prior P/N only for P = 1; a random score's *expected* AP is
+close to the prior.
+"""
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+from torch import Tensor
+
+MAX_CURVE_POINTS = 101
+
+
+@dataclass(frozen=True)
+class APResult:
+    ap: float  # nan when the labels hold a single class
+    precision: list[float] = field(repr=False)  # PR curve, at most MAX_CURVE_POINTS points, recall falling
+    recall: list[float] = field(repr=False)
+    prior: float  # fraction of positives: the AP of an uninformative score, in expectation
+    n: int
+
+
+def _as_numpy(x) -> np.ndarray:
+    if isinstance(x, Tensor):
+        x = x.detach().cpu().double().numpy()
+    return np.asarray(x)
+
+
+def downsample_curve(precision: np.ndarray, recall: np.ndarray,
+                     max_points: int = MAX_CURVE_POINTS) -> tuple[list[float], list[float]]:
+    """Keep at most ``max_points`` points, evenly spaced along the curve, both ends included."""
+    if len(precision) <= max_points:
+        idx = np.arange(len(precision))
+    else:
+        idx = np.unique(np.linspace(0, len(precision) - 1, max_points).round().astype(int))
+    return [float(v) for v in precision[idx]], [float(v) for v in recall[idx]]
+
+
+def average_precision(scores, labels, max_points: int = MAX_CURVE_POINTS) -> APResult:
+    """scores [N] (higher = more positive), labels [N] in {0, 1}  ->  AP and a downsampled PR curve."""
+    from sklearn.metrics import average_precision_score, precision_recall_curve
+
+    s = _as_numpy(scores).astype(np.float64).reshape(-1)
+    y = _as_numpy(labels).reshape(-1)
+    if s.shape != y.shape:
+        raise ValueError(f"scores and labels differ in length: {s.shape} vs {y.shape}")
+    if not np.isin(y, (0, 1)).all():
+        raise ValueError("labels must be binary (0/1)")
+    y = y.astype(int)
+    n = len(y)
+    prior = float(y.mean()) if n else math.nan
+    if n == 0 or y.min() == y.max():
+        return APResult(ap=math.nan, precision=[], recall=[], prior=prior, n=n)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ap = float(average_precision_score(y, s))
+        precision, recall, _ = precision_recall_curve(y, s)
+    p, r = downsample_curve(precision, recall, max_points)
+    return APResult(ap=ap, precision=p, recall=r, prior=prior, n=n)
+
+
+def average_precision_per_attribute(scores, labels, attributes: Sequence[str],
+                                    max_points: int = MAX_CURVE_POINTS) -> dict[str, APResult]:
+    """scores [N, A], labels [N, A]  ->  {attribute: APResult}, metric names ``ap_<attribute>``."""
+    s, y = _as_numpy(scores), _as_numpy(labels)
+    if s.ndim != 2 or s.shape != y.shape or s.shape[1] != len(attributes):
+        raise ValueError(f"expected scores and labels [N, {len(attributes)}], got {s.shape} and {y.shape}")
+    return {name: average_precision(s[:, i], y[:, i], max_points) for i, name in enumerate(attributes)}
+
+
+def ap_mean(results: dict[str, APResult]) -> float:
+    """Mean AP over the attributes where it is defined (nan if none)."""
+    values = [r.ap for r in results.values() if not math.isnan(r.ap)]
+    return sum(values) / len(values) if values else math.nan
