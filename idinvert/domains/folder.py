@@ -1,0 +1,259 @@
+"""A user's image folder as an `ImageSet`, read robustly: bad files are skipped with a warning, never fatal.
+
+Rules (the preprocessing, named so that results can say what they used — see PREPROCESSING):
+- Every regular file under the folder, recursively, in sorted order of its relative POSIX path, is tried;
+  hidden files and folders (name starting with ".") and the labels CSV itself are ignored. The id of an
+  image is that relative path, verbatim.
+- The format is decided by content (PIL), not by extension; PNG, JPEG, WebP, BMP, TIFF and GIF (first
+  frame) are accepted. EXIF orientation is applied.
+- Colour: grayscale, palette and CMYK are converted to RGB; anything with transparency is composited on
+  WHITE; 16-bit integer images ('I;16*') are scaled by 1/65535; 32-bit integer images ('I') by 1/65535 when
+  any value exceeds 255 (16-bit PNGs decode as 'I') else by 1/255; float images ('F') are taken as [0, 1]
+  when their maximum is <= 1, else as [0, 255].
+- Geometry: the largest centred square is resized to resolution x resolution with PIL's antialiased
+  bicubic filter (i.e. resize the shorter side, centre-crop).
+- Every file is fully decoded when the set is built, so unreadable or truncated files are found then
+  (`skipped` lists them with the reason, one `warnings.warn` each). Decoded images are kept in memory
+  (uint8) up to `cache_bytes`; beyond that, files are re-read on `load()` and a file changed since the set
+  was built raises a clear error rather than silently giving another image.
+- Fingerprint: hash of the preprocessing version, resolution, each relative name with its content hash,
+  and the labels.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import os
+import struct
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps, UnidentifiedImageError
+from torch import Tensor
+
+from idinvert.domains.base import ImageSet, fingerprint_of
+
+PREPROCESSING = "folder-v1: exif-transpose, alpha-on-white, centre-square bicubic-antialiased resize"
+FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "TIFF", "GIF")
+DEFAULT_CACHE_BYTES = 512 * 1024 ** 2
+
+
+class ImageDecodeError(Exception):
+    """A file that is not a readable image; the message is the reason shown to the user."""
+
+
+def _to_rgb(im: Image.Image) -> Image.Image:
+    """Any PIL mode -> 8-bit RGB, alpha composited on white, high bit depths scaled (not clipped)."""
+    mode = im.mode
+    if mode.startswith("I;16") or mode in ("I", "F"):
+        a = np.asarray(im).astype(np.float64)
+        if mode.startswith("I;16"):
+            a = a / 65535.0
+        elif mode == "I":
+            a = a / (65535.0 if a.max(initial=0) > 255 else 255.0)
+        else:
+            a = a if a.max(initial=0) <= 1.0 else a / 255.0
+        grey = (np.clip(a, 0, 1) * 255 + 0.5).astype(np.uint8)
+        return Image.fromarray(grey, "L").convert("RGB")
+    has_alpha = mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in im.info
+    if has_alpha:
+        rgba = im.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(white, rgba).convert("RGB")
+    if mode == "RGB":
+        return im
+    return im.convert("RGB")  # L, 1, P, CMYK, YCbCr, LAB, HSV
+
+
+def decode_image(data: bytes, resolution: int) -> np.ndarray:
+    """Encoded bytes -> uint8 [resolution, resolution, 3]; raises ImageDecodeError with a reason."""
+    if not data:
+        raise ImageDecodeError("empty file (0 bytes)")
+    fmt = None
+    try:
+        with Image.open(io.BytesIO(data), formats=FORMATS) as im:
+            fmt = im.format
+            im.load()  # full decode now: truncated or corrupt data fails here, not later
+            im = ImageOps.exif_transpose(im)
+            try:
+                rgb = _to_rgb(im)
+            except (ValueError, OSError) as exc:
+                raise ImageDecodeError(f"unsupported colour mode {im.mode!r} ({exc})") from None
+            w, h = rgb.size
+            if w < 1 or h < 1:
+                raise ImageDecodeError(f"degenerate size {w}x{h}")
+            side = min(w, h)
+            left, top = (w - side) / 2, (h - side) / 2
+            out = rgb.resize((resolution, resolution), Image.Resampling.BICUBIC,
+                             box=(left, top, left + side, top + side))
+            arr = np.asarray(out, dtype=np.uint8)
+    except ImageDecodeError:
+        raise
+    except UnidentifiedImageError:
+        raise ImageDecodeError(f"not a recognised image (accepted: {', '.join(FORMATS)})") from None
+    except Image.DecompressionBombError as exc:
+        raise ImageDecodeError(f"refused, too many pixels: {exc}") from None
+    except (OSError, ValueError, SyntaxError, MemoryError, EOFError, IndexError, struct.error) as exc:
+        # PIL reports damaged data through many exception types; all mean "this file is unusable".
+        raise ImageDecodeError(f"truncated or corrupt {fmt or 'image'} data: {exc}") from None
+    except Exception as exc:  # noqa: BLE001 — one odd file (bad EXIF, plugin bug) must not stop a folder
+        raise ImageDecodeError(f"unreadable {fmt or 'image'}: {type(exc).__name__}: {exc}") from None
+    if arr.shape != (resolution, resolution, 3):
+        raise ImageDecodeError(f"decoded to unexpected shape {arr.shape}")
+    return arr
+
+
+def _list_files(root: Path, exclude: Path | None) -> list[tuple[str, Path]]:
+    found = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for name in filenames:
+            if name.startswith("."):
+                continue
+            full = Path(dirpath) / name
+            if exclude is not None and full.resolve() == exclude:
+                continue
+            if full.is_file():
+                found.append((full.relative_to(root).as_posix(), full))
+    found.sort(key=lambda t: t[0])
+    return found
+
+
+def read_labels_csv(path: str | Path) -> tuple[tuple[str, ...], dict[str, list[int]]]:
+    """CSV with header `file,<attr1>,...` and 0/1 values -> (attributes, {file: [labels]})."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"labels CSV not found: {path}")
+    with open(path, newline="", encoding="utf-8-sig") as fh:
+        rows = list(csv.reader(fh))
+    rows = [r for r in rows if any(cell.strip() for cell in r)]
+    if not rows:
+        raise ValueError(f"labels CSV {path} is empty; expected a header `file,<attr1>,<attr2>,...`")
+    header = [c.strip() for c in rows[0]]
+    if header[0].lower() != "file" or len(header) < 2:
+        raise ValueError(f"labels CSV {path}: header must be `file,<attr1>,<attr2>,...`, got {rows[0]}")
+    attributes = tuple(header[1:])
+    if any(not a for a in attributes) or len(set(attributes)) != len(attributes):
+        raise ValueError(f"labels CSV {path}: attribute names must be non-empty and unique, got {attributes}")
+    table: dict[str, list[int]] = {}
+    for line_no, row in enumerate(rows[1:], start=2):
+        if len(row) != len(header):
+            raise ValueError(f"labels CSV {path}, row {line_no}: expected {len(header)} columns, got {len(row)}")
+        name = row[0].strip().replace("\\", "/")
+        while name.startswith("./"):
+            name = name[2:]
+        if name in table:
+            raise ValueError(f"labels CSV {path}, row {line_no}: file {name!r} listed twice")
+        values = []
+        for attr, cell in zip(attributes, row[1:]):
+            cell = cell.strip()
+            if cell not in ("0", "1"):
+                raise ValueError(f"labels CSV {path}, row {line_no} ({name!r}), column {attr!r}: "
+                                 f"value must be 0 or 1, got {cell!r}")
+            values.append(int(cell))
+        table[name] = values
+    return attributes, table
+
+
+class ImageFolder(ImageSet):
+    """`ImageFolder(path, resolution, labels_csv=None)`: the readable images of a folder, as an ImageSet.
+
+    Raises FileNotFoundError for a missing folder, ValueError for a path that is not a folder or a folder
+    with no readable image. See the module docstring for the reading rules.
+    """
+
+    def __init__(self, path: str | Path, resolution: int, labels_csv: str | Path | None = None,
+                 cache_bytes: int = DEFAULT_CACHE_BYTES):
+        root = Path(path).expanduser()
+        if not root.exists():
+            raise FileNotFoundError(f"image folder not found: {root}")
+        if not root.is_dir():
+            raise ValueError(f"not a folder: {root} (give a directory of images)")
+        if resolution < 1:
+            raise ValueError(f"resolution must be >= 1, got {resolution}")
+        self.root = root
+        csv_path = Path(labels_csv).expanduser().resolve() if labels_csv is not None else None
+
+        ids: list[str] = []
+        paths: list[Path] = []
+        stamps: list[tuple[int, int]] = []
+        hashes: list[str] = []
+        cached: list[np.ndarray] = []
+        skipped: list[tuple[str, str]] = []
+        keep_all = True
+        for rel, full in _list_files(root, csv_path):
+            try:
+                stat = full.stat()
+                data = full.read_bytes()
+            except OSError as exc:
+                reason = f"cannot read file: {exc.strerror or exc}"
+            else:
+                try:
+                    arr = decode_image(data, resolution)
+                except ImageDecodeError as exc:
+                    reason = str(exc)
+                else:
+                    ids.append(rel)
+                    paths.append(full)
+                    stamps.append((stat.st_size, stat.st_mtime_ns))
+                    hashes.append(hashlib.sha256(data).hexdigest())
+                    if keep_all and (len(cached) + 1) * arr.nbytes <= cache_bytes:
+                        cached.append(arr)
+                    else:
+                        keep_all, cached = False, []
+                    continue
+            skipped.append((rel, reason))
+            warnings.warn(f"ImageFolder: skipping {rel!r} in {root}: {reason}", stacklevel=2)
+        if not ids:
+            why = f"; {len(skipped)} file(s) skipped as unreadable" if skipped else " (it holds no files)"
+            raise ValueError(f"no readable image in folder {root}{why}")
+
+        attributes: tuple[str, ...] = ()
+        labels = None
+        label_source = "none"
+        if csv_path is not None:
+            attributes, table = read_labels_csv(csv_path)
+            known = set(ids) | {name for name, _ in skipped}
+            unknown = [name for name in table if name not in known]
+            if unknown:
+                warnings.warn(f"ImageFolder: labels CSV {csv_path} names {len(unknown)} file(s) not in "
+                              f"{root}, ignored: {unknown[:5]}{' ...' if len(unknown) > 5 else ''}",
+                              stacklevel=2)
+            missing = [i for i in ids if i not in table]
+            if missing:
+                raise ValueError(f"labels CSV {csv_path} has no row for {len(missing)} image(s) of {root}: "
+                                 f"{missing[:10]}{' ...' if len(missing) > 10 else ''}")
+            labels = torch.tensor([table[i] for i in ids], dtype=torch.int64).reshape(len(ids), len(attributes))
+            label_source = "csv"
+
+        self.paths = paths
+        self._stamps = stamps
+        store = torch.from_numpy(np.stack(cached)) if keep_all else None   # uint8 [N, R, R, 3]
+
+        def loader(idx: list[int]) -> Tensor:
+            if store is not None:
+                batch = store[idx]
+            else:
+                batch = torch.from_numpy(np.stack([self._reread(i) for i in idx]))
+            return batch.permute(0, 3, 1, 2).to(torch.float32) / 127.5 - 1.0
+
+        super().__init__(
+            name=f"folder:{root}", ids=ids,
+            fingerprint=fingerprint_of(PREPROCESSING, resolution, list(zip(ids, hashes)), attributes,
+                                       None if labels is None else labels.tolist()),
+            attributes=attributes, labels=labels, label_source=label_source,
+            loader=loader, resolution=resolution, skipped=skipped)
+
+    def _reread(self, i: int) -> np.ndarray:
+        path = self.paths[i]
+        try:
+            stat = path.stat()
+            if (stat.st_size, stat.st_mtime_ns) != self._stamps[i]:
+                raise RuntimeError(f"ImageFolder: {path} changed after the set was built; rebuild it")
+            return decode_image(path.read_bytes(), self.resolution)
+        except (OSError, ImageDecodeError) as exc:
+            raise RuntimeError(f"ImageFolder: {path} can no longer be read ({exc}); rebuild the set") from exc
