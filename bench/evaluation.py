@@ -19,6 +19,9 @@ from bench.artifacts import safe_name, save_atomic, save_png
 from bench.store import ImageRow, MetricRow, Store
 
 PER_IMAGE = ("mse", "psnr", "dpips", "lpips")
+# fid_domain's PCA is fitted on training images from this index on: disjoint from the floor's reference
+# set (the first N training images) and from the test split.
+FIT_OFFSET = 40_000
 
 
 class Evaluator:
@@ -42,6 +45,16 @@ class Evaluator:
             self.unavailable["dpips"] = reason
             self.unavailable["fid_domain"] = reason
         self._boundaries: dict | None = None
+        self.domain_features = self._domain_features() if classifier is not None else None
+
+    def _domain_features(self) -> "M.DomainFeatures":
+        """fid_domain's feature map: classifier.embed reduced by a PCA fitted on real training images
+        disjoint from the floor's reference set (see bench.metrics.domain_features)."""
+        from idinvert.domains.synthetic_faces import SyntheticFaces
+
+        train = SyntheticFaces(resolution=self.bundle.resolution).split("train", FIT_OFFSET + M.DEFAULT_FIT_IMAGES)
+        fit = train.load(list(range(FIT_OFFSET, FIT_OFFSET + M.DEFAULT_FIT_IMAGES)))
+        return M.DomainFeatures(lambda x: self.classifier.embed(x.to(self.device)), fit)
 
     # -- helpers ------------------------------------------------------------------------------------------
     @torch.no_grad()
@@ -60,9 +73,7 @@ class Evaluator:
         return self._inception
 
     def _embed(self, images: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad():
-            return torch.cat([self.classifier.embed(images[i:i + 256].to(self.device)).float().cpu()
-                              for i in range(0, images.shape[0], 256)])
+        return self.domain_features(images)
 
     # -- per batch ----------------------------------------------------------------------------------------
     def store_batch(self, store: Store, run_id: str, part: dict[str, Any], ids: Sequence[str],
@@ -163,7 +174,9 @@ class Evaluator:
             fake_emb = self._embed(recons)
             value = M.frechet_distance(M.feature_stats(fake_emb), M.feature_stats(real_emb))
             floor = self._floor(real_emb, reference, self._embed)
-            out.append(MetricRow("fid_domain", value, detail={"n": n, "dims": int(real_emb.shape[1]), **floor}))
+            out.append(MetricRow("fid_domain", value, detail={"n": n, "dims": int(real_emb.shape[1]),
+                                                              "features": self.domain_features.description,
+                                                              **floor}))
         else:
             out.append(MetricRow.unavailable("fid_domain", self.unavailable["fid_domain"]))
         inception = self.inception()

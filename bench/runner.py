@@ -44,6 +44,7 @@ class RunOptions:
     semantic: bool = True
     report: bool = True
     quiet: bool = False
+    semantic_config: Any = None  # bench.semantic.SemanticConfig; None: its defaults with this seed
 
 
 # -- environment ----------------------------------------------------------------------------------------

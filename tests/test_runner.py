@@ -21,8 +21,13 @@ FAST = {"idinvert": {"iters": "3"}, "image2stylegan": {"iters": "3"}, "mse-optim
 
 
 def _opts(tmp_path, methods, **kw):
+    from bench.semantic import SemanticConfig
+
+    small = SemanticConfig(boundary_samples=600, interp_pairs=3, interp_steps=4, edit_images=4,
+                           spread_samples=200)
     base = dict(methods=methods, bundle=TINY, limit=6, batch_size=4, results_dir=tmp_path,
-                overrides={m: FAST[m] for m in methods if m in FAST}, report=False, quiet=True)
+                overrides={m: FAST[m] for m in methods if m in FAST}, report=False, quiet=True,
+                semantic_config=small)
     base.update(kw)
     return RunOptions(**base)
 

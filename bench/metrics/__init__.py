@@ -5,6 +5,7 @@ nor scikit-learn; those load when a metric that needs them is computed.
 """
 from .attributes import APResult, ap_mean, average_precision, average_precision_per_attribute
 from .edits import EditPreservation, EditSuccess, edit_preservation, edit_success
+from .domain_features import DEFAULT_DIMS, DEFAULT_FIT_IMAGES, DomainFeatures
 from .errors import MetricUnavailable
 from .frechet import (FID_WEIGHTS_FILE, FeatureStats, InceptionFeatures, RealFloor, extract_features,
                       feature_stats, fid, fid_domain, frechet_distance, inception_unavailable_reason,
@@ -17,7 +18,7 @@ from .stats_cache import StatsCache, stats_key
 from .swd import SWDResult, swd
 
 __all__ = [
-    "Metric", "UnknownMetric", "register", "get", "all_metrics", "MetricUnavailable",
+    "DomainFeatures", "DEFAULT_DIMS", "DEFAULT_FIT_IMAGES", "Metric", "UnknownMetric", "register", "get", "all_metrics", "MetricUnavailable",
     "mse", "psnr", "psnr_from_mse",
     "LPIPSMetric", "dpips", "alexnet_weights_path", "lpips_linear_weights_path",
     "lpips_unavailable_reason", "ALEXNET_FILE",

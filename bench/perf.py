@@ -1,0 +1,245 @@
+"""``python -m bench perf``: throughput of batched vs one-at-a-time ``idinvert`` inversion, and the GFLOP/s
+the inversion loop reaches against this machine's measured fp32 matmul peak.
+
+A benchmark, not a test: it prints a small table and writes JSON (``--out``). What is measured:
+
+- images/s of ``idinvert.invert`` on all ``--images`` images in one batch, and one image at a time
+  (each after an untimed warm-up), and the max abs difference of the two sets of final codes (the
+  loop sums per-image losses, so they should agree to float rounding);
+- FLOPs of the inversion, counted with ``torch.utils.flop_counter.FlopCounterMode`` (matmuls and
+  convolutions, forward and backward; elementwise work is not counted, so GFLOP/s is a lower bound
+  on the arithmetic done). Per-step FLOPs = count(iters=2) - count(iters=1); the total for the
+  timed run = count(iters=1) + (iters - 1) * per-step, which includes the encoder start and F(x);
+- the fp32 matmul peak: the best of several timed ``torch.mm`` of two n x n float32 matrices
+  (2 n^3 FLOPs each), on the same device and thread count.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+DEFAULT_IMAGES = 16
+DEFAULT_ITERS = 100   # the paper's / official setting of idinvert
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="bench perf", description=__doc__.split("\n\n")[0])
+    p.add_argument("--bundle", default="synthetic-faces", help="bundle name (default: %(default)s)")
+    p.add_argument("--weights-dir", type=Path, default=None, help="where the bundle's files are")
+    p.add_argument("--tiny", action="store_true",
+                   help="use a random tiny bundle (plumbing check; numbers mean little)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ... (default: %(default)s)")
+    p.add_argument("--images", type=int, default=DEFAULT_IMAGES,
+                   help="images inverted each way (default: %(default)s)")
+    p.add_argument("--iters", type=int, default=DEFAULT_ITERS,
+                   help="optimisation iterations of idinvert (default: %(default)s, the paper's)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    p.add_argument("--peak-size", type=int, default=None,
+                   help="n of the n x n matmul for the peak (default: 2048 on CPU, 8192 on GPU)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
+    return p
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _timed(fn: Callable[[], Any], device: torch.device) -> tuple[Any, float]:
+    _sync(device)
+    t0 = time.perf_counter()
+    out = fn()
+    _sync(device)
+    return out, time.perf_counter() - t0
+
+
+def matmul_peak(device: torch.device, n: int, repeats: int = 5) -> dict:
+    """Best-of-``repeats`` fp32 GFLOP/s of an n x n @ n x n matmul (TF32 disabled on CUDA)."""
+    gen = torch.Generator().manual_seed(0)
+    a = torch.randn(n, n, generator=gen).to(device)
+    b = torch.randn(n, n, generator=gen).to(device)
+    prev_tf32 = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        torch.mm(a, b)   # warm-up
+        best = float("inf")
+        for _ in range(repeats):
+            _, dt = _timed(lambda: torch.mm(a, b), device)
+            best = min(best, dt)
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = prev_tf32
+    return {"n": n, "seconds": best, "gflops": 2.0 * n ** 3 / best / 1e9}
+
+
+def count_flops(fn: Callable[[], Any]) -> int:
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return int(counter.get_total_flops())
+
+
+@torch.no_grad()
+def _recon_mse(bundle: Any, codes: torch.Tensor, images: torch.Tensor) -> float:
+    return float(((bundle.generator.synthesis(codes) - images) ** 2).mean())
+
+
+def _perturbed_floor(bundle: Any, images: torch.Tensor, iters: int, codes: torch.Tensor,
+                     seed: int) -> float:
+    """Max abs difference between ``codes`` and the batched run started 1e-7 away from E(x)."""
+    from idinvert.inversion import encode, optimize_codes
+
+    m = build_method(iters)
+    m.prepare(bundle)
+    init = encode(bundle.encoder, images, batch_size=images.shape[0])
+    gen = torch.Generator().manual_seed(seed + 1)
+    init = init + 1e-7 * torch.randn(init.shape, generator=gen).to(init.device)
+    out = optimize_codes(bundle.generator, images, init, steps=iters, lr=m.lr,
+                         lambda_perceptual=m._lambda_vgg, perceptual=bundle.perceptual,
+                         lambda_dom=m.lambda_dom, encoder=bundle.encoder)
+    return (out.codes - codes).abs().max().item()
+
+
+def build_method(iters: int):
+    from methods.registry import build
+    return build("idinvert", {"iters": str(iters)})
+
+
+def load_images(bundle: Any, n: int, seed: int, tiny: bool) -> torch.Tensor:
+    """Test images of the bundle's domain (synthetic faces), or generated ones for the tiny bundle."""
+    if not tiny and bundle.name == "synthetic-faces":
+        from idinvert.domains.synthetic_faces import SyntheticFaces
+        return SyntheticFaces(resolution=bundle.resolution).split("test", n).load(list(range(n)))
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        g = bundle.generator
+        return g.synthesis(g.sample_wp(n, gen)).clamp(-1, 1).cpu()
+
+
+def run(args: argparse.Namespace) -> dict:
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    if args.images < 1 or args.iters < 1:
+        raise SystemExit("bench perf: --images and --iters must be >= 1")
+    if args.tiny:
+        from idinvert.zoo import tiny_random_bundle
+        bundle = tiny_random_bundle(seed=args.seed).to(device)
+    else:
+        from idinvert.zoo import load_bundle
+        bundle = load_bundle(args.bundle, weights_dir=args.weights_dir, device=device)
+    images = load_images(bundle, args.images, args.seed, args.tiny).to(device)
+    n = images.shape[0]
+
+    method = build_method(args.iters)
+    method.prepare(bundle)
+
+    # Warm-up, untimed: the full batch once for a few steps, and a single image.
+    short = build_method(2)
+    short.prepare(bundle)
+    short.invert(images)
+    short.invert(images[:1])
+
+    batched, t_batched = _timed(lambda: method.invert(images), device)
+    singles, t_single = _timed(lambda: [method.invert(images[i:i + 1]) for i in range(n)], device)
+    codes_single = torch.cat([r.codes for r in singles])
+    max_diff = (batched.codes - codes_single).abs().max().item()
+    # Context for max_diff: Adam's per-coordinate normalisation amplifies tiny differences (its first
+    # steps are nearly sign(gradient)), so the floor is the same batched run from a start perturbed by
+    # 1e-7 -- the size of float32 rounding differences between batched and single-image kernels.
+    floor = _perturbed_floor(bundle, images, args.iters, batched.codes, args.seed)
+    mse_batched = _recon_mse(bundle, batched.codes, images)
+    mse_single = _recon_mse(bundle, codes_single, images)
+
+    def flops_of(iters: int, batch: torch.Tensor) -> int:
+        m = build_method(iters)
+        m.prepare(bundle)
+        return count_flops(lambda: m.invert(batch))
+
+    f1, f2 = flops_of(1, images), flops_of(2, images)
+    per_step = f2 - f1
+    total = f1 + (args.iters - 1) * per_step
+    s1, s2 = flops_of(1, images[:1]), flops_of(2, images[:1])
+    total_single = n * (s1 + (args.iters - 1) * (s2 - s1))
+
+    peak_n = args.peak_size or (8192 if device.type == "cuda" else 2048)
+    peak = matmul_peak(device, peak_n)
+
+    def row(seconds: float, flops: int) -> dict:
+        gflops = flops / seconds / 1e9
+        return {"seconds": seconds, "images_per_s": n / seconds, "gflop": flops / 1e9,
+                "gflops": gflops, "fraction_of_peak": gflops / peak["gflops"]}
+
+    return {
+        "bundle": bundle.name,
+        "device": str(device),
+        "device_name": (torch.cuda.get_device_name(device) if device.type == "cuda"
+                        else platform.processor() or platform.machine()),
+        "threads": torch.get_num_threads(),
+        "cpu_count": os.cpu_count(),
+        "torch": torch.__version__,
+        "method": "idinvert",
+        "params": method.params(),
+        "images": n,
+        "resolution": bundle.resolution,
+        "iters": args.iters,
+        "flops_per_step_batched": per_step,
+        "flops_per_step_per_image": s2 - s1,
+        "batched": row(t_batched, total),
+        "one_at_a_time": row(t_single, total_single),
+        "speedup": t_single / t_batched,
+        "max_abs_code_diff": max_diff,
+        "max_abs_code_diff_from_1e-7_start_perturbation": floor,
+        "recon_mse_batched": mse_batched,
+        "recon_mse_one_at_a_time": mse_single,
+        "any_failed": bool(batched.failed.any() or any(r.failed.any() for r in singles)),
+        "matmul_peak": peak,
+        "flop_counting": "FlopCounterMode: matmul/conv forward+backward only",
+    }
+
+
+def print_table(res: dict, file=sys.stdout) -> None:
+    peak = res["matmul_peak"]
+    print(f"idinvert inversion on {res['bundle']} ({res['resolution']} px), {res['images']} images, "
+          f"{res['iters']} iters, {res['device']} ({res['device_name']}), {res['threads']} threads",
+          file=file)
+    print(f"{'mode':<15}{'seconds':>10}{'images/s':>11}{'GFLOP':>10}{'GFLOP/s':>10}{'% peak':>9}",
+          file=file)
+    for key, label in (("batched", f"batched ({res['images']})"), ("one_at_a_time", "one-at-a-time")):
+        r = res[key]
+        print(f"{label:<15}{r['seconds']:>10.2f}{r['images_per_s']:>11.2f}{r['gflop']:>10.2f}"
+              f"{r['gflops']:>10.2f}{100 * r['fraction_of_peak']:>8.1f}%", file=file)
+    print(f"batched speed-up x{res['speedup']:.2f}; max |codes batched - one-at-a-time| = "
+          f"{res['max_abs_code_diff']:.2e}", file=file)
+    floor = res["max_abs_code_diff_from_1e-7_start_perturbation"]
+    print(f"  (same batched run from a start 1e-7 away: {floor:.2e}; "
+          f"recon MSE batched {res['recon_mse_batched']:.5f}, one-at-a-time "
+          f"{res['recon_mse_one_at_a_time']:.5f})", file=file)
+    print(f"fp32 matmul peak: {peak['gflops']:.1f} GFLOP/s ({peak['n']}x{peak['n']} mm); "
+          f"FLOPs per step: {res['flops_per_step_per_image'] / 1e6:.2f} MFLOP per image", file=file)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    res = run(args)
+    print_table(res)
+    if args.out is not None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = args.out.with_suffix(args.out.suffix + ".tmp")
+        tmp.write_text(json.dumps(res, indent=2) + "\n")
+        tmp.replace(args.out)
+        print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":   # pragma: no cover
+    raise SystemExit(main())
