@@ -40,8 +40,8 @@ from idinvert.nets.stylegan_generator import StyleGANGenerator
 
 __all__ = ["Bundle", "BundleSpec", "BUNDLES", "load_bundle", "tiny_random_bundle",
            "UnknownBundle", "MissingWeights", "SYNTHETIC_FACES_DIR", "REBUILD_COMMAND",
-           "SYNTHETIC_FACES_FILES", "file_sha256", "weights_fingerprint", "write_bundle_manifest",
-           "export_part", "load_part", "BUNDLE_MANIFEST", "PARTS"]
+           "SYNTHETIC_FACES_FILES", "BUNDLE_MANIFEST", "PARTS", "file_sha256", "tensors_sha256",
+           "weights_fingerprint", "write_bundle_manifest", "export_part", "load_part"]
 
 PARTS = ("generator", "encoder", "conventional_encoder", "discriminator", "perceptual", "classifier")
 
@@ -148,12 +148,26 @@ def file_sha256(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def weights_fingerprint(files: dict[str, str | Path]) -> str:
-    """Hash of the weight files' contents (part name + sha256 of each, in part order), 16 hex."""
+def tensors_sha256(state_dict: dict) -> str:
+    """sha256 of a state dict's contents (keys, dtypes, shapes, bytes): unlike the file's own hash,
+    it does not change when the same weights are saved again (torch.save embeds the file name)."""
+    digest = hashlib.sha256()
+    for key in sorted(state_dict):
+        v = state_dict[key]
+        digest.update(f"{key}|{v.dtype}|{tuple(v.shape)}|".encode())
+        digest.update(v.detach().cpu().reshape(-1).contiguous().view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def weights_fingerprint(files: dict[str, str | Path], hashes: Optional[dict[str, str]] = None
+                        ) -> str:
+    """Bundle fingerprint, 16 hex: sha256 over (part name, hash of its file) in part order.
+    `hashes` gives a part's hash directly (e.g. its tensors_sha256); otherwise the file's sha256."""
     digest = hashlib.sha256()
     for part in sorted(files):
         digest.update(part.encode())
-        digest.update(file_sha256(files[part]).encode())
+        h = (hashes or {}).get(part) or file_sha256(files[part])
+        digest.update(h.encode())
     return digest.hexdigest()[:16]
 
 
@@ -174,8 +188,8 @@ def export_part(module: nn.Module, weights_dir: str | Path, part: str,
 
 
 def write_bundle_manifest(weights_dir: str | Path, info: dict) -> dict:
-    """Write weights_dir/bundle.json: `info` plus the sha256 of every part file and the bundle
-    fingerprint (so a part retrained later without rewriting the manifest is detected on load).
+    """Write weights_dir/bundle.json: `info` plus the tensors_sha256 of every part file and the
+    bundle fingerprint (so a part retrained later without rewriting the manifest is detected on load).
     All part files must exist. Returns what was written."""
     from idinvert.training.common import atomic_write_text
 
@@ -184,10 +198,12 @@ def write_bundle_manifest(weights_dir: str | Path, info: dict) -> dict:
     for path in files.values():
         if not path.exists():
             raise _missing(path, "train the missing part before writing the bundle manifest")
+    hashes = {part: tensors_sha256(torch.load(path, map_location="cpu", weights_only=True))
+              for part, path in files.items()}
     manifest = dict(info)
-    manifest["files"] = {part: {"file": path.name, "sha256": file_sha256(path),
+    manifest["files"] = {part: {"file": path.name, "tensors_sha256": hashes[part],
                                 "bytes": path.stat().st_size} for part, path in files.items()}
-    manifest["fingerprint"] = weights_fingerprint(files)
+    manifest["fingerprint"] = weights_fingerprint(files, hashes)
     atomic_write_text(json.dumps(manifest, indent=2) + "\n", weights_dir / BUNDLE_MANIFEST)
     return manifest
 
@@ -202,11 +218,12 @@ def load_part(weights_dir: str | Path, part: str) -> nn.Module:
     if part not in SYNTHETIC_FACES_FILES:
         raise ValueError(f"unknown part {part!r}; parts with files: {sorted(SYNTHETIC_FACES_FILES)}")
     filename, target = SYNTHETIC_FACES_FILES[part]
-    return _load_part(Path(weights_dir), filename, target).eval()
+    return _load_part(Path(weights_dir), filename, target)[0].eval()
 
 
-def _load_part(weights_dir: Path, filename: str, target: str) -> nn.Module:
-    """Build the network described by <file>.json and strictly load <file> into it."""
+def _load_part(weights_dir: Path, filename: str, target: str) -> tuple[nn.Module, str]:
+    """Build the network described by <file>.json and strictly load <file> into it; returns the
+    module and the file's tensors_sha256."""
     path = weights_dir / filename
     card_path = path.with_suffix(".json")
     how = f"rebuild it with `{REBUILD_COMMAND} --target {target}`"
@@ -222,7 +239,7 @@ def _load_part(weights_dir: Path, filename: str, target: str) -> nn.Module:
     module = _CLASSES[cls_name](**card["constructor"])
     state_dict = torch.load(path, map_location="cpu", weights_only=True)
     load_state_dict_strict(module, state_dict, str(path))
-    return module
+    return module, tensors_sha256(state_dict)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -233,8 +250,10 @@ def _build_synthetic_faces(weights_dir: Optional[Path]) -> Bundle:
     """The embedded default: every part trained by the zoo recipe on the synthetic-faces domain."""
     weights_dir = Path(weights_dir) if weights_dir is not None else SYNTHETIC_FACES_DIR
     manifest_path = weights_dir / BUNDLE_MANIFEST
-    parts = {part: _load_part(weights_dir, fname, target)
-             for part, (fname, target) in SYNTHETIC_FACES_FILES.items()}
+    loaded = {part: _load_part(weights_dir, fname, target)
+              for part, (fname, target) in SYNTHETIC_FACES_FILES.items()}
+    parts = {part: module for part, (module, _) in loaded.items()}
+    hashes = {part: h for part, (_, h) in loaded.items()}
     if not manifest_path.exists():
         raise _missing(manifest_path, f"write it with `{REBUILD_COMMAND} --target card` "
                                       "(it records the bundle facts and file hashes)")
@@ -242,8 +261,8 @@ def _build_synthetic_faces(weights_dir: Optional[Path]) -> Bundle:
     files = {part: weights_dir / fname for part, (fname, _) in SYNTHETIC_FACES_FILES.items()}
     recorded = info.get("files", {})
     for part, path in files.items():
-        want = recorded.get(part, {}).get("sha256")
-        if want is not None and want != file_sha256(path):
+        want = recorded.get(part, {}).get("tensors_sha256")
+        if want is not None and want != hashes[part]:
             raise ValueError(f"{path} differs from the file {manifest_path} was written for; "
                              f"rerun `{REBUILD_COMMAND} --target card` after retraining a part")
     classifier = parts["classifier"]
@@ -253,7 +272,8 @@ def _build_synthetic_faces(weights_dir: Optional[Path]) -> Bundle:
         name="synthetic-faces", resolution=generator.resolution, generator=generator,
         encoder=parts["encoder"], conventional_encoder=parts["conventional_encoder"],
         discriminator=parts["discriminator"], perceptual=perceptual, classifier=classifier,
-        attributes=tuple(info.get("attributes", ())), fingerprint=weights_fingerprint(files),
+        attributes=tuple(info.get("attributes", ())),
+        fingerprint=weights_fingerprint(files, hashes),
         info=info)
     _freeze(*(getattr(bundle, p) for p in PARTS))
     return bundle

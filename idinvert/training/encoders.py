@@ -1,0 +1,491 @@
+"""Training of the two encoders the paper compares: the conventional one and the domain-guided one.
+
+Conventional encoder (the paper's baseline, in W+): sample z -> w -> W+ (broadcast, or two w's
+style-mixed at a random layer), x = G.synthesis(wp), minimise mean((wp - E(x))^2). It never sees a
+real image and never uses G's gradient.
+
+Domain-guided encoder (Sec. 3.1; official TF `training/loss_encoder.py`): on *real* images x, through
+the frozen G, with a discriminator D initialised from the GAN's D and trained against E:
+
+    L_E = mean((x - G(E(x)))^2) + lambda_vgg * mean((F(x) - F(G(E(x))))^2)
+          + lambda_adv * mean(softplus(-D(G(E(x)))))
+    L_D = mean(softplus(D(G(E(x))))) + mean(softplus(-D(x))) + gamma/2 * mean(||grad_x D(x)||^2)
+
+Both losses are *means* over elements, as in the official code (so lambda_vgg weighs a per-element
+feature error against a per-element pixel error; element counts do not enter).
+
+Choices for the 32 px domain, each stated where it is made:
+- lambda_vgg: the paper's 5e-5 belongs to VGG16 conv4_3 features of [0, 255]-range Caffe inputs; the
+  domain F has a completely different scale. `calibrate_lambda_perceptual` picks lambda so that the
+  perceptual term has the same size relative to the pixel term as in the paper's setting, measured
+  on pairs (real image, unrelated G sample) -- the state at the start of encoder training.
+- gamma (R1): 10 at 256 px. ||grad_x D||^2 sums over pixels; for the same image content at R px each
+  pixel's gradient scales like (256/R)^2 and the number of pixels like (R/256)^2, so the penalty
+  grows like (256/R)^2 and gamma is rescaled by (R/256)^2 (the StyleGAN2-ADA heuristic gamma ~ R^2):
+  0.156 at 32 px.
+- Adam beta = (0.9, 0.99) and the official schedule shape (x0.8 every quarter of training, applied
+  continuously as tf.train.exponential_decay(staircase=False) does); base lr, batch and steps are
+  sized for a few CPU minutes (see the config dataclasses).
+- R1 is applied lazily (every `r1_interval` = 4 D steps with weight x4, as StyleGAN2 and our GAN
+  training do); the official code applies it every step. The double backward is the most expensive
+  part of a step on a CPU.
+- The D step reuses the E step's reconstructions (detached) instead of encoding the batch a second
+  time as the TF graph does: it saves a third of the compute and differs only by one E update.
+
+Both loops are resumable: a checkpoint (models, optimisers, step, elapsed time) is written atomically
+every `checkpoint_every` steps; batches are a pure function of (seed, step), so a resumed run sees
+exactly the batches an uninterrupted one would. Losses go to `log.jsonl` in the work directory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from idinvert.nets.stylegan_encoder import StyleGANEncoder
+from idinvert.training.common import (LossLog, Stopwatch, check_resume_config, config_dict,
+                                      load_checkpoint, progress, save_checkpoint)
+
+__all__ = [
+    "ConventionalEncoderConfig", "DomainEncoderConfig", "PAPER_PERCEPTUAL_TO_PIXEL_RATIO",
+    "build_encoder", "sample_training_codes", "train_conventional_encoder", "train_domain_encoder",
+    "calibrate_lambda_perceptual", "reconstruction_mse", "time_encoder", "r1_gamma_for_resolution",
+]
+
+# Size of the perceptual term relative to the pixel term in the paper's encoder training, at its start
+# (lambda_vgg * mean(dF^2) / mean(dx^2) for a real face and an unrelated reconstruction). Not measurable
+# here (no ImageNet VGG16 weights); estimated from a public log of the official TF script (genforce/
+# idinvert issue #26: recon_loss = pixel + perceptual = 0.69 at iteration 0, while the pixel MSE of two
+# unrelated aligned faces in [-1, 1] is about 0.3-0.4), i.e. the two terms start out about equal.
+# Uncertain to a factor of ~2; the value used is recorded in the model card.
+PAPER_PERCEPTUAL_TO_PIXEL_RATIO = 1.0
+PAPER_R1_GAMMA = 10.0
+PAPER_RESOLUTION = 256
+
+
+def r1_gamma_for_resolution(resolution: int, gamma_at_256: float = PAPER_R1_GAMMA) -> float:
+    """gamma rescaled by (R / 256)^2 (see the module docstring)."""
+    return gamma_at_256 * (resolution / PAPER_RESOLUTION) ** 2
+
+
+# ------------------------------------------------------------------------------------------------
+# Configurations (the shipped settings are the defaults)
+# ------------------------------------------------------------------------------------------------
+
+@dataclass
+class ConventionalEncoderConfig:
+    """Latent-regression encoder. Defaults: the shipped synthetic-faces recipe (~10 CPU minutes)."""
+    steps: int = 3000
+    batch_size: int = 32
+    # Official: 1e-4 for ~110k steps of batch 128 on 8 GPUs. With ~3k steps a larger step is needed;
+    # a 400-step pilot on an intermediate G reached W+ loss 0.80 at 1e-3 vs 1.00 at 3e-4.
+    lr: float = 1e-3
+    betas: tuple[float, float] = (0.9, 0.99)
+    lr_decay_rate: float = 0.8        # official: x0.8 per quarter of training, continuous
+    lr_decay_fraction: float = 0.25
+    style_mixing_prob: float = 0.5    # else one w broadcast to all layers
+    truncate: bool = False            # regress raw W+ codes (the paper uses no truncation)
+    encoder_channels_base: int = 32
+    encoder_channels_max: int = 128
+    use_bn: bool = True
+    seed: int = 1
+    checkpoint_every: int = 250
+    log_every: int = 25
+
+
+@dataclass
+class DomainEncoderConfig:
+    """Domain-guided encoder. Defaults: the shipped synthetic-faces recipe (~12 CPU minutes)."""
+    steps: int = 1200
+    batch_size: int = 32
+    lr: float = 1e-3                  # as the conventional encoder; E and D share the schedule
+
+    betas: tuple[float, float] = (0.9, 0.99)
+    lr_decay_rate: float = 0.8
+    lr_decay_fraction: float = 0.25
+    lambda_vgg: float | None = None   # None: calibrate_lambda_perceptual at the start (recorded)
+    perceptual_to_pixel_ratio: float = PAPER_PERCEPTUAL_TO_PIXEL_RATIO
+    lambda_adv: float = 0.08          # official train_encoder.py (the paper text says 0.1)
+    r1_gamma: float | None = None     # None: r1_gamma_for_resolution(R)
+    r1_interval: int = 4              # lazy R1 (StyleGAN2): every k-th D step, weighted by k
+    mirror_augment: bool = True       # official default
+    train_images: int = 65536         # size of the real training split drawn from
+    encoder_channels_base: int = 32
+    encoder_channels_max: int = 128
+    use_bn: bool = True
+    seed: int = 2
+    checkpoint_every: int = 100
+    log_every: int = 10
+
+
+def build_encoder(generator: nn.Module, config: ConventionalEncoderConfig | DomainEncoderConfig,
+                  ) -> StyleGANEncoder:
+    """An encoder whose W+ shape matches `generator`, with the config's width, initialised from
+    `config.seed` (the global RNG is left as it was)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)
+        return StyleGANEncoder(resolution=generator.resolution, w_space_dim=generator.w_space_dim,
+                               encoder_channels_base=config.encoder_channels_base,
+                               encoder_channels_max=config.encoder_channels_max,
+                               use_bn=config.use_bn)
+
+
+# ------------------------------------------------------------------------------------------------
+# Small helpers
+# ------------------------------------------------------------------------------------------------
+
+def _step_generator(seed: int, step: int) -> torch.Generator:
+    """A CPU generator that depends only on (seed, step): resumed runs draw identical batches."""
+    return torch.Generator().manual_seed((int(seed) * 1_000_003 + int(step)) % (2 ** 63))
+
+
+def _lr_at(config, step: int) -> float:
+    period = max(1.0, config.steps * config.lr_decay_fraction)
+    return config.lr * config.lr_decay_rate ** (step / period)
+
+
+@contextlib.contextmanager
+def _frozen(*modules: nn.Module) -> Iterator[None]:
+    """Parameters of `modules` do not require grad inside the block; flags and modes restored after."""
+    saved = [(p, p.requires_grad) for m in modules for p in m.parameters()]
+    modes = [(m, m.training) for m in modules]
+    for m in modules:
+        m.eval()
+        m.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p, flag in saved:
+            p.requires_grad_(flag)
+        for m, mode in modes:
+            m.train(mode)
+
+
+def _set_requires_grad(module: nn.Module, flag: bool) -> None:
+    for p in module.parameters():
+        p.requires_grad_(flag)
+
+
+def _config_dict(config) -> dict:
+    d = config_dict(config)
+    d["betas"] = list(d["betas"])
+    return d
+
+
+# Fields that may differ between a run and its resumption (bookkeeping only).
+_RESUMABLE_CHANGES = ("checkpoint_every", "log_every")
+
+
+def _resume(work_dir: Path, cfg_dict: dict) -> dict | None:
+    state = load_checkpoint(work_dir)
+    if state is not None:
+        check_resume_config(state["config"], cfg_dict, ignore=_RESUMABLE_CHANGES)
+    return state
+
+
+class _IntervalLog:
+    """Averages losses over `every` steps into one row of common.LossLog (work_dir/log.jsonl).
+    A loss computed only on some steps (lazy R1) is averaged over the steps that had it."""
+
+    def __init__(self, work_dir: Path, every: int, resume_step: int | None):
+        self.log = LossLog(work_dir / "log.jsonl", resume_step=resume_step)
+        self.every = max(1, every)
+        self.sums: dict[str, float] = {}
+        self.counts: dict[str, int] = {}
+
+    def add(self, step: int, values: dict[str, float | None], **extra) -> dict | None:
+        """Accumulate this step's losses; at every `every`-th step write and return the row."""
+        for k, v in values.items():
+            if v is not None:
+                self.sums[k] = self.sums.get(k, 0.0) + float(v)
+                self.counts[k] = self.counts.get(k, 0) + 1
+        if step % self.every != 0 or not self.sums:
+            return None
+        row = {"step": step, **{k: v / self.counts[k] for k, v in self.sums.items()}, **extra}
+        self.log.write(**row)
+        self.sums, self.counts = {}, {}
+        return row
+
+    def last(self) -> dict:
+        rows = self.log.rows()
+        return rows[-1] if rows else {}
+
+
+def sample_training_codes(generator: nn.Module, n: int, rng: torch.Generator,
+                          style_mixing_prob: float = 0.5, truncate: bool = False) -> torch.Tensor:
+    """W+ codes [n, L, D] of random z: one w broadcast to all layers, or (with probability
+    `style_mixing_prob` per code) layers >= a random crossover taken from a second w."""
+    dev = generator.truncation.w_avg.device
+    L = generator.num_layers
+    z1 = torch.randn(n, generator.z_space_dim, generator=rng).to(dev)
+    z2 = torch.randn(n, generator.z_space_dim, generator=rng).to(dev)
+    mix = torch.rand(n, generator=rng) < style_mixing_prob
+    cross = torch.randint(1, L, (n,), generator=rng)
+    with torch.no_grad():
+        wp1 = generator.z_to_wp(z1, truncate=truncate)
+        wp2 = generator.z_to_wp(z2, truncate=truncate)
+    layer = torch.arange(L).view(1, L)
+    take2 = (mix.view(n, 1) & (layer >= cross.view(n, 1))).to(dev)
+    return torch.where(take2.unsqueeze(-1), wp2, wp1)
+
+
+# ------------------------------------------------------------------------------------------------
+# Conventional encoder
+# ------------------------------------------------------------------------------------------------
+
+def train_conventional_encoder(generator: nn.Module, config: ConventionalEncoderConfig,
+                               work_dir: str | Path, device: str | torch.device = "cpu",
+                               show_progress: bool = True) -> tuple[StyleGANEncoder, dict]:
+    """Train E on latent regression; resume from `work_dir/checkpoint.pt` if present.
+
+    generator: frozen StyleGANGenerator (not modified). Returns (encoder in eval mode, summary dict
+    with steps, wall_time_s, final losses).
+    """
+    work_dir = Path(work_dir)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    device = torch.device(device)
+    cfg_dict = _config_dict(config)
+    generator = generator.to(device)
+    encoder = build_encoder(generator, config).to(device)
+    opt = torch.optim.Adam([p for p in encoder.parameters() if p.requires_grad],
+                           lr=config.lr, betas=tuple(config.betas))
+    start, previous = 0, 0.0
+    state = _resume(work_dir, cfg_dict)
+    if state is not None:
+        encoder.load_state_dict(state["encoder"])
+        opt.load_state_dict(state["opt"])
+        start, previous = int(state["step"]), float(state["seconds"])
+    log = _IntervalLog(work_dir, config.log_every, start if state is not None else None)
+    clock = Stopwatch(previous)
+
+    def save(step: int) -> None:
+        save_checkpoint(work_dir, {"encoder": encoder.state_dict(), "opt": opt.state_dict(),
+                                   "step": step, "seconds": clock.total(), "config": cfg_dict})
+
+    bar = progress(config.steps, start, "conventional encoder", enabled=show_progress)
+    with _frozen(generator):
+        encoder.train()
+        for step in range(start, config.steps):
+            rng = _step_generator(config.seed, step)
+            wp = sample_training_codes(generator, config.batch_size, rng,
+                                       config.style_mixing_prob, config.truncate)
+            with torch.no_grad():
+                x = generator.synthesis(wp)
+            lr = _lr_at(config, step)
+            for g in opt.param_groups:
+                g["lr"] = lr
+            loss = F.mse_loss(encoder(x), wp)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            done = step + 1
+            row = log.add(done, {"loss_w": loss.item()}, lr=lr, seconds=round(clock.total(), 2))
+            if row is not None:
+                bar.set_postfix(loss_w=f"{row['loss_w']:.4f}")
+            bar.update(1)
+            if done % config.checkpoint_every == 0 or done == config.steps:
+                save(done)
+    bar.close()
+    encoder.eval()
+    summary = {"steps": config.steps, "wall_time_s": round(clock.total(), 1),
+               "final": log.last(), "config": cfg_dict}
+    return encoder, summary
+
+
+# ------------------------------------------------------------------------------------------------
+# Domain-guided encoder
+# ------------------------------------------------------------------------------------------------
+
+@torch.no_grad()
+def calibrate_lambda_perceptual(generator: nn.Module, perceptual: nn.Module, real: torch.Tensor,
+                                seed: int = 0,
+                                ratio: float = PAPER_PERCEPTUAL_TO_PIXEL_RATIO) -> dict:
+    """lambda such that lambda * mean(dF^2) = ratio * mean(dx^2) on (real image, unrelated G sample).
+
+    real: [N, 3, R, R] in [-1, 1]. Returns {"lambda_vgg", "pixel_mse", "feature_mse", "ratio", "n"}.
+    """
+    rng = torch.Generator().manual_seed(seed)
+    dev = generator.truncation.w_avg.device
+    with _frozen(generator, perceptual):
+        wp = sample_training_codes(generator, real.shape[0], rng, style_mixing_prob=0.0)
+        fake = generator.synthesis(wp)
+        real = real.to(dev)
+        pix = F.mse_loss(fake, real).item()
+        feat = F.mse_loss(perceptual(fake), perceptual(real)).item()
+    return {"lambda_vgg": ratio * pix / feat, "pixel_mse": pix, "feature_mse": feat,
+            "ratio": ratio, "n": int(real.shape[0]), "seed": seed}
+
+
+def train_domain_encoder(generator: nn.Module, discriminator: nn.Module, perceptual: nn.Module,
+                         images, config: DomainEncoderConfig, work_dir: str | Path,
+                         device: str | torch.device = "cpu", show_progress: bool = True,
+                         ) -> tuple[StyleGANEncoder, nn.Module, dict]:
+    """Train the domain-guided encoder on real images; resume from `work_dir/checkpoint.pt`.
+
+    generator: frozen StyleGANGenerator; discriminator: the GAN's D (copied, not modified);
+    perceptual: F (frozen); images: an ImageSet (or anything with `load(indices)` and `len`) of
+    real training images. Returns (encoder in eval mode, fine-tuned D copy, summary dict).
+    """
+    work_dir = Path(work_dir)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    device = torch.device(device)
+    generator = generator.to(device)
+    perceptual = perceptual.to(device)
+    n_images = min(len(images), config.train_images)
+    if n_images < config.batch_size:
+        raise ValueError(f"need at least {config.batch_size} training images, got {n_images}")
+
+    calibration = None
+    lambda_vgg = config.lambda_vgg
+    cal_path = work_dir / "lambda_calibration.json"
+    if lambda_vgg is None:
+        if cal_path.exists():
+            calibration = json.loads(cal_path.read_text())
+        else:
+            real = images.load(list(range(min(256, n_images))))
+            calibration = calibrate_lambda_perceptual(generator, perceptual, real,
+                                                      seed=config.seed,
+                                                      ratio=config.perceptual_to_pixel_ratio)
+            cal_path.write_text(json.dumps(calibration, indent=1))
+        lambda_vgg = calibration["lambda_vgg"]
+    gamma = config.r1_gamma if config.r1_gamma is not None else r1_gamma_for_resolution(
+        generator.resolution)
+
+    cfg_dict = _config_dict(config)
+    encoder = build_encoder(generator, config).to(device)
+    disc = copy.deepcopy(discriminator).to(device)
+    disc.train()
+    opt_e = torch.optim.Adam([p for p in encoder.parameters() if p.requires_grad],
+                             lr=config.lr, betas=tuple(config.betas))
+    opt_d = torch.optim.Adam(disc.parameters(), lr=config.lr, betas=tuple(config.betas))
+    start, previous = 0, 0.0
+    state = _resume(work_dir, cfg_dict)
+    if state is not None:
+        encoder.load_state_dict(state["encoder"])
+        disc.load_state_dict(state["discriminator"])
+        opt_e.load_state_dict(state["opt_e"])
+        opt_d.load_state_dict(state["opt_d"])
+        start, previous = int(state["step"]), float(state["seconds"])
+    log = _IntervalLog(work_dir, config.log_every, start if state is not None else None)
+    clock = Stopwatch(previous)
+
+    def save(step: int) -> None:
+        save_checkpoint(work_dir, {"encoder": encoder.state_dict(), "discriminator": disc.state_dict(),
+                                   "opt_e": opt_e.state_dict(), "opt_d": opt_d.state_dict(),
+                                   "step": step, "seconds": clock.total(), "config": cfg_dict})
+
+    bar = progress(config.steps, start, "domain-guided encoder", enabled=show_progress)
+    with _frozen(generator, perceptual):
+        encoder.train()
+        for step in range(start, config.steps):
+            rng = _step_generator(config.seed, step)
+            idx = torch.randint(0, n_images, (config.batch_size,), generator=rng)
+            x = images.load(idx.tolist())
+            if config.mirror_augment:
+                flip = torch.rand(config.batch_size, generator=rng) < 0.5
+                x = torch.where(flip.view(-1, 1, 1, 1), x.flip(3), x)
+            x = x.to(device)
+            lr = _lr_at(config, step)
+            for opt in (opt_e, opt_d):
+                for g in opt.param_groups:
+                    g["lr"] = lr
+
+            # E step: D is a fixed critic here.
+            _set_requires_grad(disc, False)
+            x_rec = generator.synthesis(encoder(x))
+            loss_pix = F.mse_loss(x_rec, x)
+            with torch.no_grad():
+                feat_real = perceptual(x)
+            loss_feat = F.mse_loss(perceptual(x_rec), feat_real)
+            loss_adv = F.softplus(-disc(x_rec)).mean()
+            loss_e = loss_pix + lambda_vgg * loss_feat + config.lambda_adv * loss_adv
+            opt_e.zero_grad(set_to_none=True)
+            loss_e.backward()
+            opt_e.step()
+
+            # D step: logistic loss, R1 on reals.
+            _set_requires_grad(disc, True)
+            do_r1 = gamma > 0 and step % config.r1_interval == 0
+            real = x.detach().requires_grad_(do_r1)
+            real_logits = disc(real)
+            fake_logits = disc(x_rec.detach())
+            loss_d_real = F.softplus(-real_logits).mean()
+            loss_d_fake = F.softplus(fake_logits).mean()
+            loss_d = loss_d_real + loss_d_fake
+            r1 = None
+            if do_r1:
+                (grad,) = torch.autograd.grad(real_logits.sum(), real, create_graph=True)
+                r1 = grad.pow(2).sum(dim=(1, 2, 3)).mean()
+                loss_d = loss_d + 0.5 * gamma * config.r1_interval * r1
+            opt_d.zero_grad(set_to_none=True)
+            loss_d.backward()
+            opt_d.step()
+
+            done = step + 1
+            losses = {"loss_pix": loss_pix.item(), "loss_feat": loss_feat.item(),
+                      "loss_adv": loss_adv.item(), "loss_e": loss_e.item(),
+                      "loss_d_real": loss_d_real.item(), "loss_d_fake": loss_d_fake.item(),
+                      "r1": r1.item() if r1 is not None else None}
+            row = log.add(done, losses, lr=lr, seconds=round(clock.total(), 2))
+            if row is not None:
+                bar.set_postfix(pix=f"{row['loss_pix']:.4f}", feat=f"{row['loss_feat']:.3f}",
+                                adv=f"{row['loss_adv']:.3f}")
+            bar.update(1)
+            if done % config.checkpoint_every == 0 or done == config.steps:
+                save(done)
+    bar.close()
+    encoder.eval()
+    disc.eval()
+    summary = {"steps": config.steps, "wall_time_s": round(clock.total(), 1),
+               "lambda_vgg": lambda_vgg, "lambda_calibration": calibration, "r1_gamma": gamma,
+               "final": log.last(), "config": cfg_dict}
+    return encoder, disc, summary
+
+
+# ------------------------------------------------------------------------------------------------
+# Evaluation
+# ------------------------------------------------------------------------------------------------
+
+@torch.no_grad()
+def reconstruction_mse(encoder: nn.Module, generator: nn.Module, images,
+                       batch_size: int = 64) -> float:
+    """Mean over images of mean((G.synthesis(E(x)) - x)^2); images: ImageSet or [N, 3, R, R]."""
+    dev = generator.truncation.w_avg.device
+    was = encoder.training
+    encoder.eval()
+    total, n = 0.0, 0
+    if isinstance(images, torch.Tensor):
+        batches = (images[i:i + batch_size] for i in range(0, images.shape[0], batch_size))
+    else:
+        batches = (b for _, b in images.batches(batch_size))
+    for x in batches:
+        x = x.to(dev)
+        rec = generator.synthesis(encoder(x))
+        total += ((rec - x) ** 2).mean(dim=(1, 2, 3)).sum().item()
+        n += x.shape[0]
+    encoder.train(was)
+    return total / max(n, 1)
+
+
+@torch.no_grad()
+def time_encoder(encoder: nn.Module, images: torch.Tensor, repeats: int = 5) -> float:
+    """Median wall time (s) of one forward pass of `encoder` on the batch `images`."""
+    was = encoder.training
+    encoder.eval()
+    encoder(images)   # warm-up
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        encoder(images)
+        times.append(time.perf_counter() - t)
+    encoder.train(was)
+    times.sort()
+    return times[len(times) // 2]

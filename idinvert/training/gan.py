@@ -1,0 +1,358 @@
+"""GAN training for the embedded StyleGAN, and the generator-quality evaluation.
+
+Losses (StyleGAN/StyleGAN2 recipe):
+    D: softplus(D(G(z))) + softplus(-D(x))  + lazy R1 every `r1_interval` steps:
+       (gamma / 2) * ||grad_x D(x)||^2 * r1_interval
+    G: softplus(-D(G(z)))                   (non-saturating logistic)
+with style mixing (two z's, random crossover layer), fresh per-layer noise while training, `w_avg`
+tracked as an exponential moving average of mapped w's (used by truncation), and an EMA copy of G that
+is the generator shipped. Adam lr 0.002, betas (0, 0.99); D's lr and beta2 are adjusted for lazy
+regularisation as in StyleGAN2 (c = k / (k + 1)).
+
+R1 gamma: StyleGAN used gamma = 10 at 1024 px (FFHQ); the penalty sums squared gradients over pixels,
+so it scales with the pixel count; StyleGAN2-ADA's heuristic 0.0002 * R^2 / batch gives 0.0064 at
+32 px / batch 32 and they used 0.01 for CIFAR-10. The embedded default is 0.05: in that range, a little
+stronger because the domain's flat colours invite sharp discriminator gradients.
+
+Real images come from the domain's *train* split (the test split stays unseen), rendered once into a
+uint8 cache in the work dir.
+
+    train_gan(GANConfig(), work_dir)  ->  path of the exported generator weights (fp16)
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from idinvert.nets.discriminator import Discriminator
+from idinvert.nets.stylegan_generator import StyleGANGenerator
+from idinvert.training.common import (LossLog, Stopwatch, atomic_save, check_resume_config,
+                                      config_dict, ema_update, export_fp16_state_dict,
+                                      load_checkpoint, progress, rng_state, save_checkpoint,
+                                      set_rng_state)
+
+__all__ = ["GANConfig", "train_gan", "build_generator", "build_discriminator", "evaluate_generator",
+           "real_image_cache", "save_grid"]
+
+
+@dataclass
+class GANConfig:
+    """Settings of the embedded GAN (defaults = what is shipped)."""
+    resolution: int = 32
+    z_dim: int = 128
+    w_dim: int = 128
+    mapping_layers: int = 4
+    g_fmaps_base: int = 1024          # channels 64, 64, 64, 32 at 4, 8, 16, 32 px
+    g_fmaps_max: int = 64
+    d_fmaps_base: int = 512           # channels 16, 32, 64, 64 at 32, 16, 8, 4 px
+    d_fmaps_max: int = 64
+    final_tanh: bool = True
+    batch_size: int = 32
+    lr: float = 0.002
+    betas: tuple = (0.0, 0.99)
+    r1_gamma: float = 0.05
+    r1_interval: int = 16
+    style_mixing_prob: float = 0.9
+    w_avg_beta: float = 0.995
+    ema_kimg: float = 2.0
+    ema_rampup: float = 0.05          # EMA half-life at most this fraction of images seen so far
+    total_kimg: float = 100.0
+    max_minutes: Optional[float] = 38.0  # stop (and export) after this much wall time, if set
+    train_images: int = 32768         # size of the rendered train-split cache
+    seed: int = 0
+    threads: int = 1                  # 1: OpenMP with 2 threads collapses on a shared 2-core box
+    checkpoint_every: int = 200       # steps
+    log_every: int = 20               # steps
+    grid_every_kimg: float = 10.0
+    domain: str = "synthetic-faces"
+
+    # fields that may change between a run and its resumption
+    RESUMABLE_CHANGES = ("total_kimg", "max_minutes", "checkpoint_every", "log_every",
+                         "grid_every_kimg", "threads")
+
+
+def build_generator(cfg: GANConfig) -> StyleGANGenerator:
+    """The embedded generator: standard W space (repeat_w), no truncation at sampling time."""
+    return StyleGANGenerator(resolution=cfg.resolution, z_space_dim=cfg.z_dim, w_space_dim=cfg.w_dim,
+                             num_mapping_layers=cfg.mapping_layers, repeat_w=True,
+                             final_tanh=cfg.final_tanh, fused_scale="auto", truncation_psi=None,
+                             truncation_layers=None, fmaps_base=cfg.g_fmaps_base,
+                             fmaps_max=cfg.g_fmaps_max)
+
+
+def build_discriminator(cfg: GANConfig) -> Discriminator:
+    return Discriminator(resolution=cfg.resolution, fmaps_base=cfg.d_fmaps_base,
+                         fmaps_max=cfg.d_fmaps_max)
+
+
+def _make_domain(name: str, resolution: int):
+    if name != "synthetic-faces":
+        raise ValueError(f"unknown domain {name!r} (only 'synthetic-faces' is built in)")
+    from idinvert.domains.synthetic_faces import SyntheticFaces
+    return SyntheticFaces(resolution=resolution)
+
+
+def real_image_cache(work_dir: Path, domain_name: str, resolution: int, n: int,
+                     chunk: int = 1024) -> torch.Tensor:
+    """The first n train-split images as uint8 [n, 3, R, R], rendered once and kept in work_dir."""
+    path = Path(work_dir) / f"train_cache_{domain_name}_{resolution}px_{n}.pt"
+    if path.exists():
+        return torch.load(path, weights_only=True)
+    split = _make_domain(domain_name, resolution).split("train", n)
+    out = torch.empty(n, 3, resolution, resolution, dtype=torch.uint8)
+    for start in range(0, n, chunk):
+        idx = list(range(start, min(n, start + chunk)))
+        out[start:start + len(idx)] = _to_uint8(split.load(idx))
+    atomic_save(out, path)
+    return out
+
+
+def _to_uint8(images: torch.Tensor) -> torch.Tensor:
+    return ((images.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+
+
+def _from_uint8(images: torch.Tensor) -> torch.Tensor:
+    return images.float() / 127.5 - 1.0
+
+
+def save_grid(images: torch.Tensor, path: str | Path, nrow: int = 8) -> None:
+    """images [B, 3, H, W] in [-1, 1] -> PNG grid."""
+    import torchvision.utils as vutils
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    vutils.save_image(images.detach().float().clamp(-1, 1) * 0.5 + 0.5, str(path), nrow=nrow, padding=1)
+
+
+def _mixed_wp(G: StyleGANGenerator, batch: int, mixing_prob: float, w_avg_beta: Optional[float]):
+    """Sample z, map to w (updating G's w_avg), broadcast to W+ and apply style mixing."""
+    L = G.num_layers
+    z = torch.randn(batch, G.z_space_dim)
+    w = G.mapping(z)
+    if w_avg_beta is not None:
+        with torch.no_grad():
+            G.truncation.w_avg.lerp_(w.detach().mean(0), 1.0 - w_avg_beta)
+    wp = w.unsqueeze(1).repeat(1, L, 1)
+    if mixing_prob > 0:
+        z2 = torch.randn(batch, G.z_space_dim)
+        w2 = G.mapping(z2)
+        cutoff = torch.randint(1, L, (batch,))
+        mix = torch.rand(batch) < mixing_prob
+        cutoff = torch.where(mix, cutoff, torch.full_like(cutoff, L))
+        layer = torch.arange(L).view(1, L)
+        use2 = (layer >= cutoff.view(-1, 1)).unsqueeze(-1)
+        wp = torch.where(use2, w2.unsqueeze(1).expand(-1, L, -1), wp)
+    return wp
+
+
+def train_gan(config: GANConfig, work_dir: str | Path, out_dir: Optional[str | Path] = None,
+              show_progress: bool = True) -> Path:
+    """Train (or resume training) the GAN in `work_dir`; export G (the EMA) and D as fp16 state dicts
+    to `out_dir` (default: work_dir) as generator.pt / discriminator.pt with a JSON card each.
+
+    Returns the generator weights path. Deterministic given config.seed (up to torch's CPU kernels).
+    """
+    cfg = config
+    work_dir = Path(work_dir)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = Path(out_dir) if out_dir is not None else work_dir
+    torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+
+    G = build_generator(cfg)
+    D = build_discriminator(cfg)
+    G_ema = copy.deepcopy(G).eval()
+    G.set_noise_mode("random")
+    G_ema.set_noise_mode("const")
+    c = cfg.r1_interval / (cfg.r1_interval + 1)
+    opt_G = torch.optim.Adam(G.parameters(), lr=cfg.lr, betas=tuple(cfg.betas), eps=1e-8)
+    opt_D = torch.optim.Adam(D.parameters(), lr=cfg.lr * c,
+                             betas=(cfg.betas[0] ** c, cfg.betas[1] ** c), eps=1e-8)
+
+    reals = real_image_cache(work_dir, cfg.domain, cfg.resolution, cfg.train_images)
+    grid_z = torch.randn(64, cfg.z_dim, generator=torch.Generator().manual_seed(cfg.seed + 12345))
+
+    cfg_now = config_dict(cfg)
+    state = load_checkpoint(work_dir)
+    if state is not None:
+        check_resume_config(state["config"], cfg_now, ignore=GANConfig.RESUMABLE_CHANGES)
+        G.load_state_dict(state["G"]); D.load_state_dict(state["D"]); G_ema.load_state_dict(state["G_ema"])
+        opt_G.load_state_dict(state["opt_G"]); opt_D.load_state_dict(state["opt_D"])
+        set_rng_state(state["rng"])
+        step, nimg, next_grid = state["step"], state["nimg"], state["next_grid_kimg"]
+        clock = Stopwatch(state["seconds"])
+        log = LossLog(work_dir / "log.jsonl", resume_step=step)
+    else:
+        step, nimg, next_grid = 0, 0, 0.0
+        clock = Stopwatch()
+        log = LossLog(work_dir / "log.jsonl")
+
+    total_nimg = int(cfg.total_kimg * 1000)
+    total_steps = math.ceil(total_nimg / cfg.batch_size)
+    bar = progress(total_steps, initial=step, desc="GAN", enabled=show_progress)
+    B = cfg.batch_size
+    run_start, run_start_nimg = time.time(), nimg
+    stats = {}
+
+    def checkpoint():
+        save_checkpoint(work_dir, dict(
+            config=cfg_now, G=G.state_dict(), D=D.state_dict(), G_ema=G_ema.state_dict(),
+            opt_G=opt_G.state_dict(), opt_D=opt_D.state_dict(), rng=rng_state(), step=step,
+            nimg=nimg, next_grid_kimg=next_grid, seconds=clock.total()))
+
+    while nimg < total_nimg:
+        if cfg.max_minutes is not None and clock.total() > cfg.max_minutes * 60:
+            break
+        if nimg / 1000 >= next_grid:
+            with torch.no_grad():
+                save_grid(G_ema(grid_z), work_dir / "samples" / f"fakes{nimg // 1000:06d}kimg.png")
+            next_grid += cfg.grid_every_kimg
+
+        # ---- discriminator -------------------------------------------------------------------
+        real = _from_uint8(reals[torch.randint(0, reals.shape[0], (B,))])
+        with torch.no_grad():
+            fake = G.synthesis(_mixed_wp(G, B, cfg.style_mixing_prob, None))
+        d_real, d_fake = D(real), D(fake)
+        loss_D = F.softplus(d_fake).mean() + F.softplus(-d_real).mean()
+        opt_D.zero_grad(set_to_none=True)
+        loss_D.backward()
+        opt_D.step()
+        if step % cfg.r1_interval == 0 and cfg.r1_gamma > 0:
+            real_r1 = real.detach().requires_grad_(True)
+            (grad,) = torch.autograd.grad(D(real_r1).sum(), real_r1, create_graph=True)
+            r1 = grad.pow(2).sum(dim=(1, 2, 3)).mean()
+            opt_D.zero_grad(set_to_none=True)
+            (r1 * (cfg.r1_gamma / 2) * cfg.r1_interval).backward()
+            opt_D.step()
+            stats["r1"] = float(r1.detach())
+
+        # ---- generator ------------------------------------------------------------------------
+        for p in D.parameters():
+            p.requires_grad_(False)
+        d_gen = D(G.synthesis(_mixed_wp(G, B, cfg.style_mixing_prob, cfg.w_avg_beta)))
+        loss_G = F.softplus(-d_gen).mean()
+        opt_G.zero_grad(set_to_none=True)
+        loss_G.backward()
+        opt_G.step()
+        for p in D.parameters():
+            p.requires_grad_(True)
+
+        # ---- EMA --------------------------------------------------------------------------------
+        nimg += B
+        step += 1
+        ema_nimg = cfg.ema_kimg * 1000
+        if cfg.ema_rampup:
+            ema_nimg = min(ema_nimg, nimg * cfg.ema_rampup)
+        ema_update(G_ema, G, 0.5 ** (B / max(ema_nimg, 1e-8)))
+
+        if step % cfg.log_every == 0:
+            rate = (nimg - run_start_nimg) / max(time.time() - run_start, 1e-6)
+            log.write(step=step, kimg=nimg / 1000, loss_D=float(loss_D.detach()),
+                      loss_G=float(loss_G.detach()),
+                      d_real=float(d_real.detach().mean()), d_fake=float(d_fake.detach().mean()),
+                      r1=stats.get("r1"), img_per_s=rate, seconds=clock.total())
+            bar.set_postfix(D=f"{float(loss_D.detach()):.3f}", G=f"{float(loss_G.detach()):.3f}",
+                            ips=f"{rate:.0f}")
+        bar.update(1)
+        if step % cfg.checkpoint_every == 0:
+            checkpoint()
+    bar.close()
+    checkpoint()
+    with torch.no_grad():
+        save_grid(G_ema(grid_z), work_dir / "samples" / "final.png")
+    return export_gan(work_dir, out_dir)
+
+
+def export_gan(work_dir: str | Path, out_dir: str | Path, quality: Optional[dict] = None) -> Path:
+    """Write generator.pt (the EMA G) and discriminator.pt from work_dir's checkpoint to out_dir."""
+    work_dir, out_dir = Path(work_dir), Path(out_dir)
+    state = load_checkpoint(work_dir)
+    if state is None:
+        raise FileNotFoundError(f"no GAN checkpoint in {work_dir}")
+    cfg = GANConfig(**{k: (tuple(v) if k == "betas" else v) for k, v in state["config"].items()})
+    G = build_generator(cfg)
+    G.load_state_dict(state["G_ema"])
+    D = build_discriminator(cfg)
+    D.load_state_dict(state["D"])
+    common = dict(training=config_dict(cfg), kimg=state["nimg"] / 1000, steps=state["step"],
+                  wall_seconds=round(state["seconds"], 1))
+    g_card = dict(model="StyleGANGenerator", constructor=G.config, note="EMA of G; noise: stored "
+                  "buffers (const); no truncation", **common)
+    if quality is not None:
+        g_card["quality"] = quality
+    gpath = export_fp16_state_dict(G, out_dir / "generator.pt", g_card)
+    export_fp16_state_dict(D, out_dir / "discriminator.pt",
+                           dict(model="Discriminator", constructor=D.config, **common))
+    return gpath
+
+
+# --------------------------------------------------------------------------------------------------
+# Quality evaluation
+# --------------------------------------------------------------------------------------------------
+
+@torch.no_grad()
+def _classify(classifier, images: torch.Tensor, batch: int = 256):
+    probs, embeds = [], []
+    for x in images.split(batch):
+        e = classifier.embed(x)
+        probs.append(torch.sigmoid(classifier.head(e)))
+        embeds.append(e)
+    return torch.cat(probs), torch.cat(embeds)
+
+
+def _stats(feats: torch.Tensor):
+    f = feats.double().numpy()
+    return f.mean(0), np.cov(f, rowvar=False)
+
+
+@torch.no_grad()
+def evaluate_generator(G: StyleGANGenerator, classifier, domain, n: int = 2000, seed: int = 0,
+                       batch: int = 250) -> dict:
+    """Quality of G's samples measured with the domain's attribute classifier.
+
+    Returns a dict with: per-attribute marginals P(label = 1) of classified G samples and of real
+    test images (and their largest absolute gap), mean classifier confidence max(p, 1 - p) on
+    samples and on real images, the Fréchet distance in the classifier's embed space between n
+    samples and n real test images, and the real-vs-real floor (n test vs n other test images).
+    """
+    from pytorch_fid.fid_score import calculate_frechet_distance
+
+    g = torch.Generator().manual_seed(seed)
+    G = G.eval()
+    classifier = classifier.eval()
+    fakes = torch.cat([G.synthesis(G.z_to_wp(G.sample_z(min(batch, n - i), g)))
+                       for i in range(0, n, batch)])
+    test = domain.split("test", 2 * n)
+    real_a = torch.cat([test.load(list(range(i, min(n, i + 1000)))) for i in range(0, n, 1000)])
+    real_b = torch.cat([test.load(list(range(i, min(2 * n, i + 1000)))) for i in range(n, 2 * n, 1000)])
+    p_fake, e_fake = _classify(classifier, fakes)
+    p_a, e_a = _classify(classifier, real_a)
+    _, e_b = _classify(classifier, real_b)
+    attrs = list(getattr(domain, "attributes", [f"attr{i}" for i in range(p_fake.shape[1])]))
+    marg_fake = (p_fake > 0.5).float().mean(0)
+    marg_real = (p_a > 0.5).float().mean(0)
+    with warnings.catch_warnings():
+        # pytorch-fid passes scipy's deprecated `disp` argument; the number is unaffected.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        fd = calculate_frechet_distance(*_stats(e_fake), *_stats(e_a))
+        floor = calculate_frechet_distance(*_stats(e_b), *_stats(e_a))
+    return dict(
+        n=n, seed=seed,
+        marginals_fake={a: round(float(v), 4) for a, v in zip(attrs, marg_fake)},
+        marginals_real={a: round(float(v), 4) for a, v in zip(attrs, marg_real)},
+        max_marginal_gap=round(float((marg_fake - marg_real).abs().max()), 4),
+        confidence_fake=round(float(torch.maximum(p_fake, 1 - p_fake).mean()), 4),
+        confidence_fake_per_attribute={a: round(float(v), 4) for a, v in
+                                       zip(attrs, torch.maximum(p_fake, 1 - p_fake).mean(0))},
+        confidence_real=round(float(torch.maximum(p_a, 1 - p_a).mean()), 4),
+        frechet_distance_classifier=round(float(fd), 4),
+        frechet_distance_real_vs_real=round(float(floor), 4),
+    )

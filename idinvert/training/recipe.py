@@ -1,0 +1,396 @@
+"""The shipped recipe of the synthetic-faces bundle: train every part in order, then write the card.
+
+    train_zoo()                                  # everything, resuming whatever was done before
+    train_zoo(["domain-encoder", "card"])        # one part again, then the card
+
+Targets, in the order they run (each resumable from its own sub-directory of `work_dir`, each
+exporting its weights to `out_dir`, by default the package's idinvert/weights/synthetic-faces/):
+
+    classifier            attribute classifier on rendered images with exact labels
+    gan                   StyleGAN generator + discriminator
+    conventional-encoder  latent regression on G's samples (needs gan)
+    domain-encoder        domain-guided encoder on real train images (needs gan, classifier)
+    card                  evaluation -> bundle.json, MODEL_CARD.md, samples.png (needs all parts)
+
+`card` runs automatically after any other target. A target whose inputs are missing from
+`out_dir` fails with the file name and the target that builds it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+import platform
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Optional
+
+import torch
+
+from idinvert.training.encoders import (PAPER_PERCEPTUAL_TO_PIXEL_RATIO,
+                                        ConventionalEncoderConfig, DomainEncoderConfig,
+                                        reconstruction_mse, time_encoder,
+                                        train_conventional_encoder, train_domain_encoder)
+
+__all__ = ["TARGETS", "ZooRecipe", "train_zoo", "resolve_targets", "write_card"]
+
+TARGETS = ("classifier", "gan", "conventional-encoder", "domain-encoder", "card")
+
+
+def _default_gan_config():
+    from idinvert.training.gan import GANConfig
+    return GANConfig()
+
+
+def _default_classifier_config():
+    from idinvert.training.classifier import ClassifierConfig
+    return ClassifierConfig()
+
+
+@dataclass
+class ZooRecipe:
+    """All settings of the shipped bundle. The part configs are those modules' own dataclasses."""
+    classifier: Any = field(default_factory=_default_classifier_config)
+    gan: Any = field(default_factory=_default_gan_config)
+    conventional: ConventionalEncoderConfig = field(default_factory=ConventionalEncoderConfig)
+    domain: DomainEncoderConfig = field(default_factory=DomainEncoderConfig)
+    resolution: int = 32
+    eval_test_images: int = 1000       # encoder MSE and classifier accuracy on the test split
+    eval_generator_samples: int = 2000  # G marginals / confidence / Fréchet distance
+    eval_seed: int = 0
+
+
+def resolve_targets(targets: str | Iterable[str] | None) -> list[str]:
+    """None / "all" -> every target; "a,b" or a list -> those, in recipe order, plus "card"."""
+    if targets is None or targets == "all":
+        return list(TARGETS)
+    if isinstance(targets, str):
+        targets = [t.strip() for t in targets.split(",") if t.strip()]
+    chosen = set()
+    for t in targets:
+        if t == "all":
+            return list(TARGETS)
+        if t not in TARGETS:
+            close = difflib.get_close_matches(t, TARGETS, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ValueError(f"unknown zoo target {t!r}{hint}; targets: {', '.join(TARGETS)}")
+        chosen.add(t)
+    chosen.add("card")
+    return [t for t in TARGETS if t in chosen]
+
+
+def _domain(resolution: int):
+    from idinvert.domains.synthetic_faces import SyntheticFaces
+    return SyntheticFaces(resolution=resolution)
+
+
+def _sha(out_dir: Path, part: str) -> str:
+    from idinvert.zoo import SYNTHETIC_FACES_FILES, file_sha256
+    return file_sha256(out_dir / SYNTHETIC_FACES_FILES[part][0])
+
+
+def _part(out_dir: Path, part: str):
+    from idinvert.zoo import load_part
+    return load_part(out_dir, part)
+
+
+def train_zoo(targets: str | Iterable[str] | None = None, work_dir: str | Path = "zoo-work",
+              out_dir: str | Path | None = None, device: str | torch.device = "cpu",
+              recipe: Optional[ZooRecipe] = None, show_progress: bool = True) -> dict:
+    """Run the recipe's `targets` in order (see module docstring); returns {target: summary}."""
+    from idinvert.zoo import SYNTHETIC_FACES_DIR, export_part
+
+    recipe = recipe or ZooRecipe()
+    work_dir = Path(work_dir)
+    out_dir = Path(out_dir) if out_dir is not None else SYNTHETIC_FACES_DIR
+    out_dir.mkdir(parents=True, exist_ok=True)
+    results: dict[str, Any] = {}
+    chosen = resolve_targets(targets)
+    card_requested = targets is None or targets == "all" or "card" in (
+        [t.strip() for t in targets.split(",")] if isinstance(targets, str) else list(targets))
+    for target in chosen:
+        t0 = time.time()
+        if target == "classifier":
+            from idinvert.training.classifier import train_classifier
+            results[target] = str(train_classifier(recipe.classifier, work_dir / "classifier",
+                                                   out_dir, show_progress=show_progress))
+        elif target == "gan":
+            from idinvert.training.gan import train_gan
+            results[target] = str(train_gan(recipe.gan, work_dir / "gan", out_dir,
+                                            show_progress=show_progress))
+        elif target == "conventional-encoder":
+            generator = _part(out_dir, "generator")
+            g_sha = _sha(out_dir, "generator")
+            # A work dir per generator: a checkpoint made against another G is never resumed.
+            encoder, summary = train_conventional_encoder(
+                generator, recipe.conventional, work_dir / "conventional_encoder" / g_sha[:12],
+                device, show_progress=show_progress)
+            export_part(encoder.cpu(), out_dir, "conventional_encoder",
+                        {"kind": "conventional encoder (latent regression in W+)",
+                         "generator_sha256": g_sha, "training": summary})
+            results[target] = summary
+        elif target == "domain-encoder":
+            from idinvert.nets.perceptual import DomainPerceptual
+            generator = _part(out_dir, "generator")
+            g_sha = _sha(out_dir, "generator")
+            discriminator = _part(out_dir, "discriminator")
+            perceptual = DomainPerceptual(_part(out_dir, "classifier"))
+            images = _domain(recipe.resolution).split("train", recipe.domain.train_images)
+            encoder, _, summary = train_domain_encoder(
+                generator, discriminator, perceptual, images, recipe.domain,
+                work_dir / "domain_encoder" / g_sha[:12], device, show_progress=show_progress)
+            summary["perceptual"] = perceptual.name
+            summary["perceptual_layer"] = perceptual.layer
+            export_part(encoder.cpu(), out_dir, "encoder",
+                        {"kind": "domain-guided encoder (In-Domain GAN Inversion)",
+                         "generator_sha256": g_sha, "training": summary})
+            results[target] = summary
+        elif target == "card":
+            from idinvert.zoo import SYNTHETIC_FACES_FILES
+            missing = [f for f, _ in SYNTHETIC_FACES_FILES.values() if not (out_dir / f).exists()]
+            if missing and not card_requested:
+                print(f"[zoo] card: skipped, {', '.join(missing)} not built yet", flush=True)
+                continue
+            results[target] = write_card(out_dir, recipe)
+        print(f"[zoo] {target}: done in {time.time() - t0:.0f} s", flush=True)
+    return results
+
+
+# ------------------------------------------------------------------------------------------------
+# Evaluation and the model card
+# ------------------------------------------------------------------------------------------------
+
+def _card(out_dir: Path, part: str) -> dict:
+    from idinvert.zoo import SYNTHETIC_FACES_FILES
+    path = out_dir / Path(SYNTHETIC_FACES_FILES[part][0]).with_suffix(".json")
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+@torch.no_grad()
+def _classifier_accuracy(classifier, test, n: int, attributes) -> dict:
+    images = test.load(list(range(n)))
+    labels = test.labels[:n]
+    preds = torch.cat([(classifier(x) > 0).long() for x in images.split(250)])
+    acc = (preds == labels).float().mean(0)
+    return {a: round(float(v), 4) for a, v in zip(attributes, acc)}
+
+
+def _params(module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def _wall(card: dict) -> Optional[float]:
+    for key in ("wall_seconds", "wall_time_s", "seconds"):
+        if key in card:
+            return float(card[key])
+    training = card.get("training")
+    if isinstance(training, dict):
+        return _wall(training)
+    return None
+
+
+@torch.no_grad()
+def write_card(out_dir: str | Path, recipe: Optional[ZooRecipe] = None) -> dict:
+    """Evaluate the bundle in `out_dir`; write bundle.json, MODEL_CARD.md and samples.png there."""
+    from idinvert.domains.synthetic_faces import ATTRIBUTES
+    from idinvert.nets.perceptual import PAPER_LAMBDA_VGG, DomainPerceptual
+    from idinvert.training.gan import evaluate_generator, save_grid
+    from idinvert.zoo import SYNTHETIC_FACES_FILES, write_bundle_manifest
+
+    recipe = recipe or ZooRecipe()
+    out_dir = Path(out_dir)
+    missing = [f for f, _ in SYNTHETIC_FACES_FILES.values() if not (out_dir / f).exists()]
+    if missing:
+        raise FileNotFoundError(f"cannot write the card: {', '.join(missing)} missing in {out_dir}; "
+                                "train those targets first")
+    parts = {p: _part(out_dir, p) for p in SYNTHETIC_FACES_FILES}
+    cards = {p: _card(out_dir, p) for p in SYNTHETIC_FACES_FILES}
+    g_sha = _sha(out_dir, "generator")
+    stale = [p for p in ("conventional_encoder", "encoder")
+             if cards[p].get("generator_sha256", g_sha) != g_sha]
+    if stale:
+        targets = ",".join("domain-encoder" if p == "encoder" else "conventional-encoder"
+                           for p in stale)
+        raise ValueError(f"{', '.join(stale)} in {out_dir} were trained against another "
+                         f"generator.pt; retrain them: python -m bench zoo train --target {targets}")
+    G, E, E_conv, C = (parts["generator"], parts["encoder"], parts["conventional_encoder"],
+                       parts["classifier"])
+    domain = _domain(recipe.resolution)
+    n_test = recipe.eval_test_images
+    test = domain.split("test", n_test)
+
+    t0 = time.time()
+    classifier_acc = _classifier_accuracy(C, test, n_test, ATTRIBUTES)
+    gen_quality = evaluate_generator(G, C, domain, n=recipe.eval_generator_samples,
+                                     seed=recipe.eval_seed)
+    mse_domain = reconstruction_mse(E, G, test, batch_size=250)
+    mse_conv = reconstruction_mse(E_conv, G, test, batch_size=250)
+    batch64 = test.load(list(range(64)))
+    threads = torch.get_num_threads()
+    timing = {"encoder_s_per_64": round(time_encoder(E, batch64), 4),
+              "conventional_encoder_s_per_64": round(time_encoder(E_conv, batch64), 4),
+              "torch_threads": threads, "machine": platform.processor() or platform.machine()}
+    enc_training = cards["encoder"].get("training", {})
+    lam = enc_training.get("lambda_vgg")
+    perceptual_layer = enc_training.get("perceptual_layer", DomainPerceptual(C).layer)
+    quality = {
+        "classifier_accuracy": classifier_acc,
+        "classifier_accuracy_min": min(classifier_acc.values()),
+        "generator": gen_quality,
+        "encoder_mse_test": {"domain_guided": round(mse_domain, 5),
+                             "conventional": round(mse_conv, 5), "n_images": n_test},
+        "encoder_timing": timing,
+        "evaluation_seconds": round(time.time() - t0, 1),
+    }
+    wall = {p: _wall(cards[p]) for p in ("classifier", "generator", "conventional_encoder",
+                                         "encoder")}
+    info = {
+        "name": "synthetic-faces",
+        "resolution": G.resolution,
+        "attributes": list(ATTRIBUTES),
+        "perceptual": f"domain-classifier-features[{perceptual_layer}]",
+        "perceptual_layer": perceptual_layer,
+        "lambda_vgg_default": lam,
+        "lambda_vgg_paper": PAPER_LAMBDA_VGG,
+        "lambda_vgg_rescaling_factor": (lam / PAPER_LAMBDA_VGG) if lam else None,
+        "lambda_calibration": enc_training.get("lambda_calibration"),
+        "perceptual_to_pixel_ratio": PAPER_PERCEPTUAL_TO_PIXEL_RATIO,
+        "r1_gamma_encoder": enc_training.get("r1_gamma"),
+        "quality": quality,
+        "wall_time_s": wall,
+        "parameters": {p: _params(m) for p, m in parts.items()},
+        "recipe": _jsonable(recipe),
+        "torch": torch.__version__,
+    }
+    manifest = write_bundle_manifest(out_dir, info)
+    _write_samples(G, E, E_conv, test, out_dir / "samples.png", save_grid, recipe.eval_seed)
+    (out_dir / "MODEL_CARD.md").write_text(_model_card_markdown(manifest, cards, parts))
+    return manifest
+
+
+def _jsonable(obj):
+    if dataclasses.is_dataclass(obj):
+        return {f.name: _jsonable(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, dict):
+        return {k: _jsonable(v) for k, v in obj.items()}
+    return obj
+
+
+def _write_samples(G, E, E_conv, test, path: Path, save_grid, seed: int) -> None:
+    """8 columns: 2 rows of G samples, then real test images, domain-guided and conventional
+    reconstructions of them."""
+    samples = G.synthesis(G.sample_wp(16, torch.Generator().manual_seed(seed)))
+    real = test.load(list(range(8)))
+    rows = [samples, real, G.synthesis(E(real)), G.synthesis(E_conv(real))]
+    save_grid(torch.cat(rows), path, nrow=8)
+
+
+def _fmt(v, digits=4) -> str:
+    if v is None:
+        return "n/a"
+    if isinstance(v, float):
+        return f"{v:.{digits}g}"
+    return str(v)
+
+
+def _model_card_markdown(m: dict, cards: dict, parts: dict) -> str:
+    q = m["quality"]
+    g = q["generator"]
+    mse = q["encoder_mse_test"]
+    tim = q["encoder_timing"]
+    wall = m["wall_time_s"]
+    attrs = m["attributes"]
+    lines = [
+        "# Model card: synthetic-faces bundle",
+        "",
+        "The embedded default bundle of idinvert-bench: a StyleGAN, its domain-guided (In-Domain GAN "
+        "Inversion) and conventional encoders, the GAN's discriminator and an attribute classifier, "
+        f"trained from scratch on the synthetic-faces domain at {m['resolution']} px on a CPU. "
+        "Rebuild with `python -m bench zoo train` (a part: `--target NAME`). "
+        "This file, bundle.json and samples.png are written by `idinvert.training.recipe.write_card`.",
+        "",
+        f"Fingerprint (hash of the weight files): `{m['fingerprint']}`",
+        "",
+        "## Parts",
+        "",
+        "| part | file | class | parameters | training wall time |",
+        "|---|---|---|---|---|",
+    ]
+    for part, info in m["files"].items():
+        card = cards[part]
+        lines.append(f"| {part} | {info['file']} ({info['bytes'] / 2 ** 20:.1f} MiB, fp16) | "
+                     f"{card.get('model', '?')} | {m['parameters'][part]:,} | "
+                     f"{_fmt(wall.get(part if part != 'discriminator' else 'generator'))} s |")
+    lines += [
+        "",
+        "Constructor settings (from each file's JSON card):",
+        "",
+    ]
+    for part, card in cards.items():
+        lines.append(f"- {part}: `{json.dumps(card.get('constructor'))}`")
+    lines += [
+        "",
+        "## Training settings",
+        "",
+        "- Classifier and GAN: see their JSON cards (`classifier.json`, `generator.json`) and "
+        "`idinvert/training/`.",
+        f"- Conventional encoder: `{json.dumps(m['recipe']['conventional'])}`",
+        f"- Domain-guided encoder: `{json.dumps(m['recipe']['domain'])}`",
+        f"- Perceptual model F: {m['perceptual']} (the classifier's deepest feature map with at "
+        "least 8x8 positions; the domain's stand-in for VGG16 conv4_3).",
+        f"- lambda_vgg = {_fmt(m['lambda_vgg_default'])} (paper: {m['lambda_vgg_paper']} for VGG16 "
+        f"conv4_3; rescaling factor {_fmt(m['lambda_vgg_rescaling_factor'])}). Chosen so that "
+        "lambda_vgg * mean(dF^2) = "
+        f"{m['perceptual_to_pixel_ratio']} * mean(dx^2) on (real image, unrelated G sample) pairs, "
+        "the size the perceptual term has relative to the pixel term at the start of the paper's "
+        f"encoder training (estimated; see idinvert/training/encoders.py). Calibration: "
+        f"`{json.dumps(m['lambda_calibration'])}`. Inversion methods use it as their default.",
+        f"- R1 gamma of the encoder's discriminator: {_fmt(m['r1_gamma_encoder'])} (paper: 10 at "
+        "256 px, rescaled by (R/256)^2).",
+        "",
+        "## Quality",
+        "",
+        f"Attribute classifier accuracy on {mse['n_images']} held-out test images:",
+        "",
+        "| " + " | ".join(attrs) + " |",
+        "|" + "---|" * len(attrs),
+        "| " + " | ".join(_fmt(q["classifier_accuracy"][a]) for a in attrs) + " |",
+        "",
+        f"Generator ({g['n']} samples vs real test images, classified by the classifier):",
+        "",
+        "| attribute | P(1) samples | P(1) real |",
+        "|---|---|---|",
+    ]
+    for a in attrs:
+        lines.append(f"| {a} | {_fmt(g['marginals_fake'][a])} | {_fmt(g['marginals_real'][a])} |")
+    lines += [
+        "",
+        f"- largest marginal gap: {_fmt(g['max_marginal_gap'])}",
+        f"- mean classifier confidence on samples: {_fmt(g['confidence_fake'])} "
+        f"(on real images: {_fmt(g['confidence_real'])})",
+        f"- Fréchet distance in classifier-embedding space, samples vs real: "
+        f"{_fmt(g['frechet_distance_classifier'])} (real-vs-real floor: "
+        f"{_fmt(g['frechet_distance_real_vs_real'])})",
+        "",
+        f"Encoders, reconstruction MSE of G(E(x)) on {mse['n_images']} real test images "
+        "(images in [-1, 1]):",
+        "",
+        "| encoder | MSE | time to encode a batch of 64 |",
+        "|---|---|---|",
+        f"| domain-guided | {_fmt(mse['domain_guided'])} | {_fmt(tim['encoder_s_per_64'])} s |",
+        f"| conventional | {_fmt(mse['conventional'])} | "
+        f"{_fmt(tim['conventional_encoder_s_per_64'])} s |",
+        "",
+        f"(timed with {tim['torch_threads']} torch threads on {tim['machine']}, shared machine.)",
+        "",
+        "## Samples",
+        "",
+        "`samples.png`: rows 1-2 G samples; row 3 real test images; row 4 their domain-guided "
+        "reconstructions G(E(x)); row 5 conventional-encoder reconstructions.",
+        "",
+    ]
+    return "\n".join(lines)

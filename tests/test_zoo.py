@@ -1,0 +1,154 @@
+"""The model zoo: bundles load strictly, fail loudly, and the shipped one produces images."""
+
+import json
+
+import pytest
+import torch
+
+from idinvert.zoo import (BUNDLES, SYNTHETIC_FACES_DIR, SYNTHETIC_FACES_FILES, MissingWeights,
+                          UnknownBundle, export_part, load_bundle, tiny_random_bundle,
+                          write_bundle_manifest)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_tiny_random_bundle_has_every_part_with_matching_shapes():
+    b = tiny_random_bundle(seed=0, resolution=16)
+    assert b.resolution == 16 and b.num_layers == 6 and b.w_avg.shape == (b.w_dim,)
+    assert all(b.has(p) for p in ("generator", "encoder", "conventional_encoder",
+                                  "discriminator", "perceptual", "classifier"))
+    codes = b.w_avg.view(1, 1, -1).repeat(4, b.num_layers, 1)
+    images = b.generator.synthesis(codes)
+    assert images.shape == (4, 3, 16, 16) and images.abs().max() <= 1
+    assert b.encoder(images).shape == codes.shape
+    assert b.conventional_encoder(images).shape == codes.shape
+    assert b.discriminator(images).shape == (4,)
+    assert b.classifier(images).shape == (4, len(b.attributes))
+    assert b.perceptual(images).ndim == 4
+    assert not any(p.requires_grad for p in b.generator.parameters())
+
+
+def test_tiny_random_bundle_is_deterministic_and_leaves_global_rng_alone():
+    state = torch.get_rng_state()
+    a, b = tiny_random_bundle(seed=3), tiny_random_bundle(seed=3)
+    assert torch.equal(torch.get_rng_state(), state)
+    for (k, x), y in zip(a.encoder.state_dict().items(), b.encoder.state_dict().values()):
+        assert torch.equal(x, y), k
+    assert a.fingerprint == b.fingerprint != tiny_random_bundle(seed=4).fingerprint
+
+
+def test_tiny_random_bundle_gradients_reach_the_codes():
+    b = tiny_random_bundle()
+    codes = b.w_avg.view(1, 1, -1).repeat(2, b.num_layers, 1).requires_grad_(True)
+    b.perceptual(b.generator.synthesis(codes)).square().mean().backward()
+    assert codes.grad is not None and codes.grad.abs().sum() > 0
+
+
+def test_unknown_bundle_suggests_the_closest_name():
+    with pytest.raises(UnknownBundle, match="did you mean 'synthetic-faces'"):
+        load_bundle("synthetic-face")
+    assert {"synthetic-faces", "styleganinv-ffhq256"} <= set(BUNDLES)
+
+
+def test_missing_weight_file_names_the_file_and_the_rebuild_command(tmp_path):
+    with pytest.raises(MissingWeights, match=r"generator\.pt.*python -m bench zoo train --target gan"):
+        load_bundle("synthetic-faces", weights_dir=tmp_path)
+
+
+def _write_tiny_bundle(weights_dir):
+    b = tiny_random_bundle(seed=1)
+    for part in SYNTHETIC_FACES_FILES:
+        export_part(getattr(b, part), weights_dir, part, {"note": "test"})
+    return b, write_bundle_manifest(weights_dir, {"attributes": list(b.attributes),
+                                                  "lambda_vgg_default": 1.0})
+
+
+def test_exported_bundle_reloads_strictly_with_the_same_outputs(tmp_path):
+    original, manifest = _write_tiny_bundle(tmp_path)
+    loaded = load_bundle("synthetic-faces", weights_dir=tmp_path)
+    assert loaded.fingerprint == manifest["fingerprint"]
+    assert loaded.info["lambda_vgg_default"] == 1.0
+    assert loaded.attributes == original.attributes
+    x = torch.rand(2, 3, 16, 16) * 2 - 1
+    # fp16 storage: equal up to half precision
+    assert torch.allclose(loaded.encoder(x), original.encoder(x), atol=2e-2, rtol=1e-2)
+    assert loaded.perceptual.layer == original.perceptual.layer
+
+
+def test_a_state_dict_with_a_missing_key_is_rejected_by_name(tmp_path):
+    _write_tiny_bundle(tmp_path)
+    path = tmp_path / "encoder.pt"
+    sd = torch.load(path, weights_only=True)
+    del sd["block2.conv2.weight"]
+    torch.save(sd, path)
+    with pytest.raises(ValueError, match=r"encoder\.pt.*missing keys: block2\.conv2\.weight"):
+        load_bundle("synthetic-faces", weights_dir=tmp_path)
+
+
+def test_a_part_retrained_after_the_manifest_is_detected(tmp_path):
+    _write_tiny_bundle(tmp_path)
+    export_part(tiny_random_bundle(seed=9).encoder, tmp_path, "encoder")
+    with pytest.raises(ValueError, match=r"encoder\.pt differs"):
+        load_bundle("synthetic-faces", weights_dir=tmp_path)
+
+
+def test_fingerprint_changes_with_the_weights(tmp_path):
+    _, first = _write_tiny_bundle(tmp_path / "a")
+    export_part(tiny_random_bundle(seed=9).encoder, tmp_path / "a", "encoder")
+    second = write_bundle_manifest(tmp_path / "a", {"attributes": []})
+    assert first["fingerprint"] != second["fingerprint"]
+
+
+_SHIPPED = all((SYNTHETIC_FACES_DIR / f).exists()
+               for f in BUNDLES["synthetic-faces"].files)
+
+
+@pytest.mark.skipif(not _SHIPPED, reason="shipped synthetic-faces weights not built yet "
+                                         "(python -m bench zoo train)")
+def test_shipped_bundle_loads_and_produces_images_in_range():
+    b = load_bundle("synthetic-faces")
+    assert b.resolution == 32 and b.attributes == ("age", "gender", "eyeglasses", "pose",
+                                                   "expression")
+    codes = b.generator.sample_wp(8, torch.Generator().manual_seed(0))
+    images = b.generator.synthesis(codes)
+    assert images.shape == (8, 3, 32, 32)
+    assert images.min() >= -1 and images.max() <= 1
+    recon = b.generator.synthesis(b.encoder(images))
+    assert recon.shape == images.shape
+    assert b.conventional_encoder(images).shape == codes.shape
+    assert b.info["lambda_vgg_default"] > 0
+    info = json.loads((SYNTHETIC_FACES_DIR / "bundle.json").read_text())
+    assert b.fingerprint == info["fingerprint"]
+    total = sum((SYNTHETIC_FACES_DIR / f).stat().st_size for f in BUNDLES["synthetic-faces"].files)
+    assert total <= 25 * 2 ** 20
+
+
+def test_recipe_card_writes_manifest_card_and_samples_for_a_bundle(tmp_path):
+    from idinvert.training.recipe import ZooRecipe, resolve_targets, write_card
+
+    _write_tiny_bundle(tmp_path)
+    recipe = ZooRecipe(classifier=None, gan=None, resolution=16, eval_test_images=64,
+                       eval_generator_samples=64)
+    manifest = write_card(tmp_path, recipe)
+    for name in ("bundle.json", "MODEL_CARD.md", "samples.png"):
+        assert (tmp_path / name).exists(), name
+    q = manifest["quality"]
+    assert set(q["classifier_accuracy"]) == set(manifest["attributes"])
+    assert q["encoder_mse_test"]["domain_guided"] > 0 and q["encoder_mse_test"]["conventional"] > 0
+    assert "Fréchet" in (tmp_path / "MODEL_CARD.md").read_text()
+    assert load_bundle("synthetic-faces", weights_dir=tmp_path).fingerprint == manifest["fingerprint"]
+    assert resolve_targets("gan") == ["gan", "card"]
+    with pytest.raises(ValueError, match="did you mean 'gan'"):
+        resolve_targets("gna")
+
+
+def test_fingerprint_is_stable_when_the_same_weights_are_saved_again(tmp_path):
+    b, first = _write_tiny_bundle(tmp_path)
+    export_part(b.encoder, tmp_path, "encoder", {"note": "saved again"})
+    assert write_bundle_manifest(tmp_path, {"attributes": []})["fingerprint"] == first["fingerprint"]
