@@ -90,7 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     zsub.required = True
     zt = zsub.add_parser("train", help="rebuild the embedded synthetic-faces models from scratch")
     zt.add_argument("--target", default="all",
-                    help="all, or a comma list of: classifier, gan, encoder, conventional-encoder, card")
+                    help="all, or a comma list of: classifier, gan, conventional-encoder, domain-encoder, card")
     zt.add_argument("--work-dir", type=Path, default=Path("zoo-work"),
                     help="checkpoints and logs; rerunning resumes from here (default: %(default)s)")
     zt.add_argument("--out", type=Path, default=None,
@@ -261,15 +261,15 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
 
 def cmd_zoo(args: argparse.Namespace) -> int:
-    from idinvert.training.recipe import TARGETS, train_zoo
+    from idinvert.training.recipe import TARGETS, resolve_targets, train_zoo
 
-    targets = [t.strip() for t in args.target.split(",") if t.strip()]
-    if targets == ["all"]:
-        targets = list(TARGETS)
-    unknown = [t for t in targets if t not in TARGETS]
-    if unknown:
-        raise UsageError(f"zoo train: unknown target(s) {', '.join(unknown)}; choose from all, {', '.join(TARGETS)}")
-    train_zoo(targets, work_dir=args.work_dir, out_dir=args.out, device=args.device)
+    wanted = [t.strip() for t in args.target.split(",") if t.strip()]
+    unknown = [t for t in wanted if t != "all" and t not in TARGETS]
+    if unknown or not wanted:
+        raise UsageError(f"zoo train: unknown target(s) {', '.join(unknown) or '(none)'}; "
+                         f"choose all or a comma list of {', '.join(TARGETS)}")
+    train_zoo(resolve_targets("all" if "all" in wanted else wanted), work_dir=args.work_dir,
+              out_dir=args.out, device=args.device)
     return 0
 
 

@@ -88,8 +88,8 @@ class DomainPerceptual(nn.Module):
     is deep (10 of 13 convs) yet still a fine spatial grid (32 x 32 positions at 256 px), so the loss
     compares semantic features *per location*. At 32 px the map at the same relative resolution
     (1/8) is 4 x 4, the classifier's last map, which is nearly a global descriptor; the deepest map
-    with at least 8 x 8 positions (`default_layer`; for AttributeClassifier `features[2]`, 128
-    channels at 8 x 8 after 6 of its 7 convs) keeps both properties. Pass `layer` to override.
+    with at least 8 x 8 positions (`default_layer`; for AttributeClassifier `features[2]`,
+    4 x width channels at 8 x 8 after 6 of its 7 convs) keeps both properties. Pass `layer` to override.
 
     The classifier's parameters are not trained through F (they are frozen by whoever owns the
     bundle); gradients flow to the input images.
