@@ -43,6 +43,9 @@ def _add_common_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=defaults.BATCH_SIZE, help="images per batch (default: %(default)s)")
     p.add_argument("--seed", type=int, default=defaults.SEED, help="seed (default: %(default)s)")
     p.add_argument("--device", default=defaults.DEVICE, help="cpu, cuda or cuda:N (default: %(default)s)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads (default: torch's own choice; use 1 on a busy machine, where "
+                        "spinning OpenMP threads can slow small models down many times)")
     p.add_argument("--results", type=Path, default=Path(defaults.RESULTS_DIR),
                    help="results directory (default: %(default)s)")
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="METHOD.PARAM=VALUE",
@@ -173,7 +176,7 @@ def _run_options(args: argparse.Namespace, methods_spec: str):
         raise UsageError(str(exc)) from None
     overrides = parse_sets(args.sets)
     _validate_overrides(names, overrides)
-    for flag in ("limit", "batch_size"):
+    for flag in ("limit", "batch_size", "threads"):
         value = getattr(args, flag)
         if value is not None and value < 1:
             raise UsageError(f"--{flag.replace('_', '-')} must be at least 1, got {value}")
@@ -181,7 +184,7 @@ def _run_options(args: argparse.Namespace, methods_spec: str):
         methods=names, bundle=args.bundle, weights_dir=args.weights_dir, data=args.data, labels=args.labels,
         boundaries=args.boundaries, limit=args.limit, batch_size=args.batch_size, seed=args.seed,
         device=args.device, results_dir=args.results, overrides=overrides, fresh=args.fresh,
-        semantic=not args.no_semantic, report=not args.no_report,
+        semantic=not args.no_semantic, report=not args.no_report, threads=args.threads,
     )
 
 

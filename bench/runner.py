@@ -44,6 +44,7 @@ class RunOptions:
     semantic: bool = True
     report: bool = True
     quiet: bool = False
+    threads: int | None = None
     semantic_config: Any = None  # bench.semantic.SemanticConfig; None: its defaults with this seed
 
 
@@ -166,6 +167,8 @@ def run_benchmark(opts: RunOptions, *, sweep_id: str | None = None) -> list[str]
     from methods import registry
 
     device = resolve_device(opts.device)
+    if opts.threads:
+        torch.set_num_threads(opts.threads)
     dist = Dist.from_env(device)
     if device.type == "cuda" and dist.world > 1:
         device = torch.device("cuda", dist.local_rank)

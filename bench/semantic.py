@@ -50,17 +50,17 @@ class SemanticConfig:
     """Settings of the semantic analysis. Defaults and their reasons:
 
     boundary_*:    InterFaceGAN boundary training (see ``idinvert.boundaries`` for the measurements):
-                   5,000 sampled codes, the 20% most confident a side, all layers, seed 0 (boundaries
+                   5,000 sampled codes, the 10% most confident a side, all layers, seed 0 (boundaries
                    belong to the bundle, not to a run's seed).
     interp_pairs / interp_steps: 24 pairs x 8 points (6 interior) = 144 decoded images, enough for a
                    Fréchet estimate in the classifier's 64-d embedding against the real set.
     edit_alphas / alpha_unit:   (-3, -1.5, 1.5, 3) in units of the std of the signed distance of codes
                    sampled from G ("std"; "w" = raw W distances). In W the spread differs per attribute
-                   (on the embedded bundle from 0.29 for gender to 1.9 for age), so one raw range would
-                   push some attributes far off the distribution and barely move others; the std unit is
-                   the analogue of InterFaceGAN's [-3, 3] in Z, where that std is 1. Measured on sampled
-                   codes: 1.5 std flips 65-87% of eligible codes, 3 std 92-100% (all but gender, which
-                   the W boundary barely edits) -- one mid-range and one near-saturated strength.
+                   (embedded bundle: 0.78 for expression to 2.06 for age), so one raw range would push
+                   some attributes far off the distribution and barely move others; the std unit is the
+                   analogue of InterFaceGAN's [-3, 3] in Z, where that std is 1. Measured on 100 sampled
+                   codes: 1.5 std flips 63-85% of the eligible codes per attribute, 3 std 83-99% -- one
+                   mid-range and one near-saturated strength, where methods can differ.
     edit_images:   images edited per attribute, each at every alpha: 24 x 4 = 96 edits per attribute.
     spread_samples: sampled codes to measure the distance spread where a boundary does not carry it.
     interp_strips / edit_strip_images: how many PNG strips to save.
@@ -70,7 +70,7 @@ class SemanticConfig:
     """
 
     boundary_samples: int = 5_000
-    boundary_top_fraction: float = 0.2
+    boundary_top_fraction: float = 0.1
     boundary_layers: tuple[int, ...] | None = None
     boundary_seed: int = 0
     interp_pairs: int = 24
@@ -131,7 +131,7 @@ def _device_of(module: Any) -> torch.device:
 class _Nets:
     """The bundle's generator and classifier in eval mode, batched and on their device."""
 
-    def __init__(self, bundle: Any, batch_size: int):
+    def __init__(self, bundle: Any, batch_size: int, domain_features: Callable | None = None):
         self.generator = bundle.generator
         self.classifier = getattr(bundle, "classifier", None)
         if hasattr(bundle, "has") and not bundle.has("classifier"):
@@ -139,6 +139,9 @@ class _Nets:
         self.batch_size = batch_size
         self.device = _device_of(self.generator)
         self.cdevice = _device_of(self.classifier) if self.classifier is not None else self.device
+        self.domain_features = domain_features
+        self.domain_description = getattr(domain_features, "description", None) or (
+            "domain features" if domain_features is not None else "classifier.embed")
 
     @torch.no_grad()
     def decode(self, codes: Tensor) -> Tensor:
@@ -155,6 +158,9 @@ class _Nets:
         return torch.sigmoid(self._apply(self.classifier, images))
 
     def embed(self, images: Tensor) -> Tensor:
+        """The domain Fréchet features: the given feature map, else classifier.embed."""
+        if self.domain_features is not None:
+            return self.domain_features(images).float().cpu()
         return self._apply(self.classifier.embed, images)
 
     @torch.no_grad()
@@ -328,11 +334,11 @@ def _interpolation(nets: _Nets, codes: Tensor, real_images: Tensor, ids: Sequenc
         fl = M.real_floor(real_feats, size, seed=config.seed)
         return {"floor": fl.value, "floor_n": fl.n, "floor_kind": "two disjoint subsets of the real images"}
 
-    if nets.classifier is not None:
+    if nets.classifier is not None or nets.domain_features is not None:
         real_emb = nets.embed(real_images)
         value = M.frechet_distance(M.feature_stats(nets.embed(fake)), M.feature_stats(real_emb))
         res.metrics.append(MetricRow("interp_fid_domain", value, detail={
-            **base, "dims": int(real_emb.shape[1]), "features": "classifier.embed",
+            **base, "dims": int(real_emb.shape[1]), "features": nets.domain_description,
             **floor_of(real_emb, nets.embed)}))
     else:
         res.metrics.append(MetricRow.unavailable(
@@ -493,7 +499,8 @@ def evaluate_semantics(bundle: Any, codes: Tensor, real_images: Tensor, ids: Seq
                        out_dir: Path, rel_prefix: str, config: SemanticConfig = SemanticConfig(), *,
                        inception: Any = None, inception_reason: str | None = None,
                        reference: Tensor | None = None, no_boundary_reason: str | None = None,
-                       label_attributes: Sequence[str] | None = None) -> SemanticResult:
+                       label_attributes: Sequence[str] | None = None,
+                       domain_features: Callable[[Tensor], Tensor] | None = None) -> SemanticResult:
     """Attribute AP, interpolation and manipulation metrics of one method's codes.
 
     bundle: generator (``.synthesis``), classifier (or None), attributes (label / logit column names).
@@ -507,12 +514,15 @@ def evaluate_semantics(bundle: Any, codes: Tensor, real_images: Tensor, ids: Seq
       ``interp_fid`` is unavailable with ``inception_reason``).
     reference: real images disjoint from ``real_images`` for the real-vs-real floors, or None (then the
       floor compares two disjoint subsets of ``real_images``).
+    domain_features: the feature map of ``fid_domain`` (images -> [B, K]; the runner's PCA-reduced
+      classifier embedding), so that ``interp_fid_domain`` is measured in the same space; None:
+      ``classifier.embed``.
     """
     if codes.ndim != 3 or codes.shape[0] != real_images.shape[0] or len(ids) != codes.shape[0]:
         raise ValueError(f"codes [N, L, D], real_images [N, 3, H, W] and ids [N] must agree, got "
                          f"{tuple(codes.shape)}, {tuple(real_images.shape)}, {len(ids)}")
     out_dir = Path(out_dir)
-    nets = _Nets(bundle, config.batch_size)
+    nets = _Nets(bundle, config.batch_size, domain_features)
     attributes = list(getattr(bundle, "attributes", ()) or ())
     boundaries = dict(boundaries or {})
     no_boundary_reason = no_boundary_reason or (
@@ -566,7 +576,8 @@ def semantic_for_run(evaluator: Any, codes: Tensor, reals: Tensor, ok_idx: Seque
     """The runner's hook (``bench.evaluation.Evaluator``): boundaries once per evaluator, then
     ``evaluate_semantics`` on the run's successfully inverted images."""
     opts = evaluator.opts
-    config = config or getattr(opts, "semantic_config", None) or SemanticConfig(seed=int(getattr(opts, "seed", 0)))
+    config = (config or getattr(opts, "semantic_config", None)
+              or SemanticConfig(seed=int(getattr(opts, "seed", 0))))
     if getattr(evaluator, "_semantic_boundaries", None) is None:
         say = None if getattr(opts, "quiet", False) else (lambda msg: print(f"bench: {msg}", flush=True))
         evaluator._semantic_boundaries = load_or_train_boundaries(
@@ -586,5 +597,6 @@ def semantic_for_run(evaluator: Any, codes: Tensor, reals: Tensor, ok_idx: Seque
                              boundaries, evaluator.results_dir / rel_prefix, rel_prefix, config,
                              inception=inception, inception_reason=evaluator.unavailable.get("fid"),
                              reference=reference, no_boundary_reason=reason,
-                             label_attributes=label_attributes)
+                             label_attributes=label_attributes,
+                             domain_features=getattr(evaluator, "domain_features", None))
     return res.metrics, res.curves, res.artifacts

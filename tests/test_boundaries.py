@@ -166,7 +166,7 @@ def test_cache_round_trips_and_is_weights_only(tmp_path):
     back = cache.load(key)
     assert list(back) == list(out)
     for name in out:
-        assert torch.equal(back[name].normal, out[name].normal)
+        assert torch.allclose(back[name].normal, out[name].normal, atol=1e-6)  # rows re-normalised
         assert back[name].layers == out[name].layers
         assert back[name].offset == pytest.approx(out[name].offset)
         assert back[name].val_accuracy == pytest.approx(out[name].val_accuracy)
@@ -178,7 +178,7 @@ def test_cache_key_changes_with_every_setting():
     key = BoundaryCache.key("fp", ["a"], base)
     assert key == BoundaryCache.key("fp", ["a"], BoundarySettings())
     others = [BoundaryCache.key("fp2", ["a"], base), BoundaryCache.key("fp", ["b"], base)]
-    for change in (dict(n_samples=5), dict(top_fraction=0.1), dict(val_fraction=0.2), dict(seed=1),
+    for change in (dict(n_samples=5), dict(top_fraction=0.3), dict(val_fraction=0.2), dict(seed=1),
                    dict(layers=(0, 1)), dict(C=0.5)):
         others.append(BoundaryCache.key("fp", ["a"], BoundarySettings(**change)))
     assert len(set(others + [key])) == len(others) + 1
@@ -204,7 +204,7 @@ def test_get_or_train_trains_once(tmp_path, monkeypatch):
     first = cache.get_or_train(FakeBundle(), settings)
     second = cache.get_or_train(FakeBundle(), settings)
     assert len(calls) == 1
-    assert torch.equal(first["a"].normal, second["a"].normal)
+    assert torch.allclose(first["a"].normal, second["a"].normal, atol=1e-6)
     cache.get_or_train(FakeBundle(), BoundarySettings(n_samples=400, seed=3))
     assert len(calls) == 2
 

@@ -325,3 +325,21 @@ def test_label_columns_are_matched_by_name(tmp_path):
     with pytest.raises(ValueError, match="one column per attribute"):
         evaluate_semantics(bundle, codes, bundle.generator.synthesis(codes), [str(i) for i in range(40)],
                            csv_labels, "csv", axis_boundaries(attrs), tmp_path, "sem", FAST)
+
+
+def test_interp_fid_domain_uses_the_runners_domain_features(tmp_path):
+    attrs = ("a",)
+    bundle = ToyBundle(LinearGenerator(), ProjectionClassifier(1), attrs)
+    codes = toy_codes()
+
+    class TwoDims:
+        description = "first two pooled pixels"
+
+        def __call__(self, images):
+            return _pixels(images)[:, :2]
+
+    res = evaluate_semantics(bundle, codes, bundle.generator.synthesis(codes), [str(i) for i in range(40)],
+                             None, "none", axis_boundaries(attrs), tmp_path, "sem", FAST,
+                             domain_features=TwoDims())
+    row = rows_by_name(res)["interp_fid_domain"]
+    assert row.detail["dims"] == 2 and row.detail["features"] == "first two pooled pixels"
