@@ -360,8 +360,10 @@ def build_table(title: str, data: Sequence[RunMetrics], metrics: Sequence[str], 
     if any(c.spread and c.spread.startswith("sd") for r in rows for c in r.cells.values()):
         table.notes.append("sd : standard deviation over images")
     if any(c.floor is not None for r in rows for c in r.cells.values()):
-        table.notes.append("floor : the same distance between two disjoint real sets of this size "
-                           "(what a perfect method would score)")
+        table.notes.append("floor : the same distance between two disjoint real sets of this size, i.e. "
+                           "the sampling noise of the estimate. New images (interpolations) cannot be "
+                           "expected below it; reconstructions of the very test images can (a perfect "
+                           "reconstruction scores 0)")
     return table
 
 

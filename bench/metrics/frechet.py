@@ -217,7 +217,8 @@ class RealFloor:
 
 
 def real_floor(real_features: Tensor | np.ndarray, n: int, seed: int = 0) -> RealFloor:
-    """The Fréchet distance a perfect method would get at sample size ``n``: split a pool of real
+    """The Fréchet distance between independent real samples of size ``n`` (the estimate's noise level;
+    what a perfect *generator* would get — a perfect *reconstruction* of the same images scores 0): split a pool of real
     features [N, K] into two disjoint random subsets of ``n`` (``N // 2`` when N < 2n) and compare them.
     Features come from the same extractor as the FID it accompanies (Inception or classifier.embed)."""
     x = _to_numpy64(real_features)
