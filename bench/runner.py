@@ -11,6 +11,7 @@ touches the store, and it computes the set-level metrics.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -35,7 +36,7 @@ class RunOptions:
     labels: Path | None = None
     boundaries: Path | None = None
     limit: int | None = None
-    batch_size: int = defaults.BATCH_SIZE
+    batch_size: int | None = None  # None: the bundle's default for the device, else defaults.BATCH_SIZE
     seed: int = defaults.SEED
     device: str = defaults.DEVICE
     results_dir: Path = Path(defaults.RESULTS_DIR)
@@ -126,6 +127,26 @@ class Dist:
             dist.barrier()
 
 
+def resolve_batch_size(requested: int | None, bundle: Any, device: torch.device) -> tuple[int, str | None]:
+    """The batch size to run with, and a message when it is not the one asked for.
+
+    A bundle may declare ``info["default_batch_size"]`` (an int, or {device type: int}): real-size
+    networks, where a batch of ``defaults.BATCH_SIZE`` would need tens of GB for the backward pass (about
+    0.35 GB per image at 256 px). ``requested`` None takes that default, else ``defaults.BATCH_SIZE``.
+    The CLI's ``--batch-size`` defaults to ``defaults.BATCH_SIZE`` itself, so that value is also taken to
+    mean "not chosen" for such a bundle (pass another value to override the bundle's default)."""
+    want = (getattr(bundle, "info", None) or {}).get("default_batch_size")
+    if isinstance(want, dict):
+        want = want.get(device.type)
+    if requested is None:
+        return (int(want), None) if want else (defaults.BATCH_SIZE, None)
+    if want and requested == defaults.BATCH_SIZE and int(want) < requested:
+        return int(want), (f"batch size {int(want)}, not {requested}: the default of bundle {bundle.name} "
+                           f"on {device.type} ({bundle.resolution} px networks need far more memory per "
+                           f"image); pass --batch-size N to choose")
+    return requested, None
+
+
 # -- data -----------------------------------------------------------------------------------------------
 
 def load_dataset(opts: RunOptions, bundle: Any):
@@ -177,8 +198,17 @@ def run_benchmark(opts: RunOptions, *, sweep_id: str | None = None) -> list[str]
     dataset, n = load_dataset(opts, bundle)
     ids = list(dataset.ids[:n])
     say = (lambda *a: None) if (opts.quiet or not dist.is_main) else print
+    batch_size, batch_note = resolve_batch_size(opts.batch_size, bundle, device)
+    if batch_size != opts.batch_size:
+        opts = dataclasses.replace(opts, batch_size=batch_size)
     say(f"bench: bundle {bundle.name} ({bundle.resolution}px), data {dataset.name}: {n} images, "
-        f"device {device}, {torch.get_num_threads()} threads" + (f", {dist.world} processes" if dist.world > 1 else ""))
+        f"device {device}, {torch.get_num_threads()} threads, batch size {batch_size}"
+        + (f", {dist.world} processes" if dist.world > 1 else ""))
+    if batch_note:
+        say(f"bench: {batch_note}")
+    cpu_note = (bundle.info or {}).get("cpu_note")
+    if device.type == "cpu" and cpu_note:
+        say(f"bench: note: {cpu_note}")
     if getattr(dataset, "skipped", None):
         say(f"bench: skipped {len(dataset.skipped)} unreadable file(s): "
             + "; ".join(f"{f} ({r})" for f, r in dataset.skipped[:5]))
@@ -279,11 +309,16 @@ def _write_report(results_dir: Path, say) -> None:
 
 def run_sweep(opts: RunOptions, param: str, values: Sequence[str]) -> list[str]:
     """``bench ablate``: one ordinary run per value for every selected method, grouped as one sweep."""
+    from methods import registry
+
     run_ids: list[str] = []
     sweep_id = None
+    default = registry.get(opts.methods[0]).hyperparameters()[param]
+    typed = [registry.coerce(v, default, f"{opts.methods[0]}.{param}") if default is not None else v
+             for v in values]  # stored as the runs' params are, so the report can match them
     if int(os.environ.get("RANK", "0")) == 0:
         with Store(opts.results_dir) as store:
-            sweep_id = store.add_sweep(param, list(values), list(opts.methods))
+            sweep_id = store.add_sweep(param, typed, list(opts.methods))
     report = opts.report
     for i, value in enumerate(values):
         sub = RunOptions(**{**opts.__dict__, "report": False,
