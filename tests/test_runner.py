@@ -139,3 +139,20 @@ def test_torchrun_two_processes_match_one_process(tmp_path):
                 assert ra["status"] == rb["status"]
                 for k, v in ra["metrics"].items():
                     assert rb["metrics"][k] == pytest.approx(v, rel=1e-4, abs=1e-5), (method, image_id, k)
+
+
+def test_sweep_over_two_values_makes_two_grouped_runs(tmp_path):
+    from bench.runner import run_sweep
+
+    opts = _opts(tmp_path, ["idinvert"], semantic=False)
+    run_ids = run_sweep(opts, "lambda_dom", ["0", "5"])
+    assert len(set(run_ids)) == 2
+    with Store(tmp_path) as store:
+        (sweep,) = store.sweeps()
+        assert sweep["param"] == "lambda_dom" and sweep["values"] == [0.0, 5.0]
+        runs = store.runs(sweep_id=sweep["sweep_id"])
+        assert sorted(r["params"]["lambda_dom"] for r in runs) == [0.0, 5.0]
+        assert all(r["status"] == "complete" and r["method"] == "idinvert" for r in runs)
+        mse = {r["params"]["lambda_dom"]: next(m["value"] for m in store.metrics(r["run_id"]) if m["name"] == "mse")
+               for r in runs}
+        assert mse[0.0] != mse[5.0]  # the swept value really reached the method
