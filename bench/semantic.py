@@ -40,6 +40,7 @@ from bench.artifacts import safe_name, save_png
 from bench.store import MetricRow
 from idinvert.boundaries import BoundarySettings, distance_spread, sample_codes
 from idinvert.editing import edit_codes, interpolate_codes, signed_distance
+from idinvert.grids import image_row
 
 __all__ = ["SemanticConfig", "SemanticResult", "evaluate_semantics", "semantic_for_run",
            "metric_names", "load_or_train_boundaries", "edit_scales"]
@@ -183,22 +184,6 @@ class _Nets:
 
 def _rel(rel_prefix: str, name: str) -> str:
     return f"{rel_prefix.rstrip('/')}/{name}" if rel_prefix else name
-
-
-def _strip(tiles: Sequence[Tensor], min_tile: int = 64, gap: int = 2) -> Tensor:
-    """Tiles [3, H, W] in [-1, 1] side by side (nearest-upscaled to at least ``min_tile`` px, white
-    gaps) -> [3, H', W']."""
-    h = tiles[0].shape[-1]
-    scale = max(1, math.ceil(min_tile / h))
-    big = [F.interpolate(t[None].float(), scale_factor=scale, mode="nearest")[0] if scale > 1 else t.float()
-           for t in tiles]
-    sep = torch.ones(3, big[0].shape[1], gap)
-    parts = []
-    for i, t in enumerate(big):
-        if i:
-            parts.append(sep)
-        parts.append(t)
-    return torch.cat(parts, dim=2)
 
 
 def _pairs(n: int, count: int, seed: int) -> list[tuple[int, int]]:
@@ -368,7 +353,7 @@ def _interpolation(nets: _Nets, codes: Tensor, real_images: Tensor, ids: Sequenc
         decoded = nets.decode(path[k])
         tiles = [real_images[i]] + list(decoded) + [real_images[j]]
         name = f"interp_{k:02d}.png"
-        save_png(_strip(tiles), out_dir / name)
+        save_png(image_row(tiles), out_dir / name)
         res.artifacts.append(("interp_strip", _rel(rel_prefix, name), {
             "pair": [ids[i], ids[j]], "steps": steps,
             "layout": "real A | decoded path A..B (endpoints = reconstructions) | real B"}))
@@ -411,7 +396,7 @@ def _manipulation(nets: _Nets, codes: Tensor, real_images: Tensor, ids: Sequence
             per_alpha = {float(al): edited[s * k + j] for j, al in enumerate(config.edit_alphas)}
             per_alpha[0.0] = recon[s]
             fname = f"edit_{safe_name(a)}_{s:02d}.png"
-            save_png(_strip([real_images[idx[s]]] + [per_alpha[al] for al in strip_alphas]), out_dir / fname)
+            save_png(image_row([real_images[idx[s]]] + [per_alpha[al] for al in strip_alphas]), out_dir / fname)
             res.artifacts.append(("edit_strip", _rel(rel_prefix, fname), {
                 "attribute": a, "image_id": ids[idx[s]], "alphas": strip_alphas,
                 "alpha_unit": config.alpha_unit, "alphas_w": [al * scale for al in strip_alphas],
@@ -564,7 +549,8 @@ def load_or_train_boundaries(bundle: Any, cache_dir: Path, boundary_dir: Path | 
                else getattr(bundle, "classifier", None) is not None)
     if not has_cls:
         return {}, (f"no attribute boundaries: bundle {getattr(bundle, 'name', '?')} has no attribute "
-                    f"classifier to train them; pass --boundaries DIR with boundary files")
+                    f"classifier to train them; pass --boundaries DIR with boundary files (and --labels "
+                    f"FILE.csv with the images' attributes, for the attribute AP)")
     from idinvert.boundaries import BoundaryCache
 
     return BoundaryCache(cache_dir).get_or_train(bundle, config.boundary_settings(), progress), None
@@ -578,6 +564,12 @@ def semantic_for_run(evaluator: Any, codes: Tensor, reals: Tensor, ok_idx: Seque
     opts = evaluator.opts
     config = (config or getattr(opts, "semantic_config", None)
               or SemanticConfig(seed=int(getattr(opts, "seed", 0))))
+    # Real-size networks declare a small batch (bench.runner.resolve_batch_size); decoding 128 images
+    # of 256 px at once would take ~15 GB, so decode no more at once than the run's batch.
+    run_batch = getattr(opts, "batch_size", None)
+    if ((getattr(evaluator.bundle, "info", None) or {}).get("default_batch_size") and run_batch
+            and config.batch_size > run_batch):
+        config = dataclasses.replace(config, batch_size=int(run_batch))
     if getattr(evaluator, "_semantic_boundaries", None) is None:
         say = None if getattr(opts, "quiet", False) else (lambda msg: print(f"bench: {msg}", flush=True))
         evaluator._semantic_boundaries = load_or_train_boundaries(

@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from idinvert.grids import image_row, stack_rows
 from idinvert.inversion import DEFAULT_LR, DEFAULT_STEPS, encode, optimize_codes
 
 __all__ = ["OFFICIAL_CROP", "center_box", "box_mask", "resize_mask", "composite", "DiffusionResult",
@@ -168,25 +169,5 @@ def diffusion_grid(target: Tensor, context: Tensor, result: DiffusionResult, min
     rows = []
     for i in range(b):
         tiles = [target[min(i, target.shape[0] - 1)], context[i], result.composite[i], result.result[i]]
-        rows.append(_row(tiles, min_tile, gap))
-    sep = torch.ones(3, gap, rows[0].shape[-1])
-    out = []
-    for i, r in enumerate(rows):
-        if i:
-            out.append(sep)
-        out.append(r)
-    return torch.cat(out, dim=1)
-
-
-def _row(tiles: Sequence[Tensor], min_tile: int, gap: int) -> Tensor:
-    side = tiles[0].shape[-1]
-    scale = max(1, -(-min_tile // side))
-    big = [F.interpolate(t[None].float().cpu(), scale_factor=scale, mode="nearest")[0] if scale > 1
-           else t.float().cpu() for t in tiles]
-    sep = torch.ones(3, big[0].shape[1], gap)
-    parts = []
-    for i, t in enumerate(big):
-        if i:
-            parts.append(sep)
-        parts.append(t)
-    return torch.cat(parts, dim=2)
+        rows.append(image_row(tiles, min_tile, gap))
+    return stack_rows(rows, gap)

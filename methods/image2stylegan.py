@@ -8,7 +8,7 @@ live here because Image2StyleGAN is the base of that family.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any, ClassVar, Optional
 
 import torch
 
@@ -109,6 +109,7 @@ class Image2StyleGAN(InversionMethod):
     name = "image2stylegan"
     summary = "W+ optimisation from the mean w, pixel + perceptual loss (no encoder)"
     needs = ("generator", "perceptual")
+    space: ClassVar[str] = "wp"  # optim-w is this method with space "w"
 
     iters: int = 100
     lr: float = 0.01
@@ -127,7 +128,7 @@ class Image2StyleGAN(InversionMethod):
         x = images.to(self.device)
         opt = optimize_codes(b.generator, x, mean_codes(b, x.shape[0], self.device), steps=steps,
                              lr=self.lr, lambda_perceptual=self._lambda_vgg, perceptual=b.perceptual,
-                             space="wp")
+                             space=self.space)
         return to_result(opt)
 
     def invert(self, images: torch.Tensor) -> InversionResult:
