@@ -198,6 +198,10 @@ def run_benchmark(opts: RunOptions, *, sweep_id: str | None = None) -> list[str]
     dataset, n = load_dataset(opts, bundle)
     ids = list(dataset.ids[:n])
     say = (lambda *a: None) if (opts.quiet or not dist.is_main) else print
+    if opts.semantic and opts.boundaries is not None:  # a bad --boundaries fails now, not after inverting
+        from idinvert.official_boundaries import load_boundary_dir
+
+        load_boundary_dir(opts.boundaries, bundle.num_layers, bundle.w_dim)
     batch_size, batch_note = resolve_batch_size(opts.batch_size, bundle, device)
     if batch_size != opts.batch_size:
         opts = dataclasses.replace(opts, batch_size=batch_size)

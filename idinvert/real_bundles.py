@@ -55,8 +55,21 @@ ENCODER_FILE = "styleganinv_ffhq256_encoder.pth"
 VGG16_FILE = "vgg16.pth"
 OFFICIAL_SOURCE = ("the official In-Domain GAN Inversion release (github.com/genforce/idinvert_pytorch, "
                    "README 'Pre-trained Models')")
-_CPU_NOTE = ("real-size networks: inversion on a CPU takes minutes per image at the official "
-             "optimisation settings; use --device cuda where available")
+_CPU_NOTE = ("real-size networks: on a CPU this is slow -- each optimisation method takes minutes per "
+             "image at its default 100 iterations (at 256 px on 2 idle cores: image2stylegan ~1.6, "
+             "idinvert ~2.2 minutes per image; more on a busy machine), and the semantic analysis "
+             "decodes hundreds of images per method; use --device cuda where available, or --limit")
+
+
+def _default_batch_size(resolution: int) -> dict[str, int] | None:
+    """The runner's default batch per device type for real-size networks (None below 128 px: the
+    harness default). An optimisation step at 256 px holds about 0.2-0.35 GB of activations per image
+    (measured on the CPU: image2stylegan 0.2, idinvert 0.35), so the harness's 64 would need ~20 GB;
+    8 keeps a CPU run near 3 GB above the ~2.6 GB of weights. Scaled by pixel count for other sizes."""
+    if resolution < 128:
+        return None
+    scale = (256 / resolution) ** 2
+    return {"cpu": max(1, int(8 * scale)), "cuda": max(1, int(32 * scale))}
 
 
 def default_weights_dir() -> Path:
@@ -167,7 +180,8 @@ def build_styleganinv_ffhq256(weights_dir: Optional[Path] = None):
               "lambda_vgg_default": PAPER_LAMBDA_VGG, "lambda_vgg_paper": PAPER_LAMBDA_VGG,
               "w_avg_source": f"{files['generator']} truncation.w_avg",
               "semantic": "no attribute classifier: pass --labels and/or --boundaries",
-              "note": _CPU_NOTE})
+              "note": _CPU_NOTE, "cpu_note": _CPU_NOTE if generator.resolution >= 128 else None,
+              "default_batch_size": _default_batch_size(generator.resolution)})
     _freeze(generator, bundle.encoder, bundle.perceptual)
     return bundle
 
@@ -234,7 +248,8 @@ def build_stylegan2(weights_dir: Optional[Path] = None):
               "lambda_vgg_default": PAPER_LAMBDA_VGG,
               "no_encoder": "no encoder for this generator: encoder-based methods are skipped",
               "semantic": "no attribute classifier: pass --labels and/or --boundaries",
-              "note": _CPU_NOTE})
+              "note": _CPU_NOTE, "cpu_note": _CPU_NOTE if generator.resolution >= 128 else None,
+              "default_batch_size": _default_batch_size(generator.resolution)})
     _freeze(generator, perceptual)
     return bundle
 
