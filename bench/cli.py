@@ -40,7 +40,9 @@ def _add_common_run_args(p: argparse.ArgumentParser) -> None:
                    help="folder of official InterFaceGAN/idinvert boundary .npy files")
     p.add_argument("--limit", type=int, default=None,
                    help=f"number of test images (default: {defaults.LIMIT} on the embedded domain, all of --data)")
-    p.add_argument("--batch-size", type=int, default=defaults.BATCH_SIZE, help="images per batch (default: %(default)s)")
+    p.add_argument("--batch-size", type=int, default=None,
+                   help=f"images per batch (default: {defaults.BATCH_SIZE}, or the bundle's own default for "
+                        "real-size networks, e.g. 8 on a CPU at 256 px)")
     p.add_argument("--seed", type=int, default=defaults.SEED, help="seed (default: %(default)s)")
     p.add_argument("--device", default=defaults.DEVICE, help="cpu, cuda or cuda:N (default: %(default)s)")
     p.add_argument("--threads", type=int, default=None,

@@ -132,18 +132,13 @@ def resolve_batch_size(requested: int | None, bundle: Any, device: torch.device)
 
     A bundle may declare ``info["default_batch_size"]`` (an int, or {device type: int}): real-size
     networks, where a batch of ``defaults.BATCH_SIZE`` would need tens of GB for the backward pass (about
-    0.35 GB per image at 256 px). ``requested`` None takes that default, else ``defaults.BATCH_SIZE``.
-    The CLI's ``--batch-size`` defaults to ``defaults.BATCH_SIZE`` itself, so that value is also taken to
-    mean "not chosen" for such a bundle (pass another value to override the bundle's default)."""
+    0.35 GB per image at 256 px). ``requested`` None takes that default, else ``defaults.BATCH_SIZE``;
+    an explicit size is used as given."""
     want = (getattr(bundle, "info", None) or {}).get("default_batch_size")
     if isinstance(want, dict):
         want = want.get(device.type)
     if requested is None:
         return (int(want), None) if want else (defaults.BATCH_SIZE, None)
-    if want and requested == defaults.BATCH_SIZE and int(want) < requested:
-        return int(want), (f"batch size {int(want)}, not {requested}: the default of bundle {bundle.name} "
-                           f"on {device.type} ({bundle.resolution} px networks need far more memory per "
-                           f"image); pass --batch-size N to choose")
     return requested, None
 
 

@@ -109,9 +109,21 @@ class _Images:
             from PIL import Image
             with Image.open(io.BytesIO(data)) as im:
                 im.load()  # a truncated file would embed as a broken image
+                if max(im.size) > MAX_EMBED_SIDE * 4 or (min(im.size) > MAX_EMBED_SIDE and len(data) > 64_000):
+                    # big real-resolution strips: embed a downscaled JPEG so the page stays light
+                    scale = MAX_EMBED_SIDE / min(im.size) if min(im.size) > MAX_EMBED_SIDE else 1.0
+                    scale = min(scale, MAX_EMBED_SIDE * 8 / max(im.size))
+                    size = (max(1, round(im.width * scale)), max(1, round(im.height * scale)))
+                    buf = io.BytesIO()
+                    im.convert("RGB").resize(size, Image.Resampling.LANCZOS).save(buf, "JPEG", quality=88)
+                    data, mime = buf.getvalue(), "image/jpeg"
         except Exception:
             return None, f"unreadable image: {rel}"
         return f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}", None
+
+
+# Images embedded in the page are at most this many pixels on their short side (strips: 8x on the long).
+MAX_EMBED_SIDE = 128
 
 
 def _uri(png: bytes) -> str:
