@@ -109,10 +109,9 @@ class _Images:
             from PIL import Image
             with Image.open(io.BytesIO(data)) as im:
                 im.load()  # a truncated file would embed as a broken image
-                if max(im.size) > MAX_EMBED_SIDE * 4 or (min(im.size) > MAX_EMBED_SIDE and len(data) > 64_000):
-                    # big real-resolution strips: embed a downscaled JPEG so the page stays light
-                    scale = MAX_EMBED_SIDE / min(im.size) if min(im.size) > MAX_EMBED_SIDE else 1.0
-                    scale = min(scale, MAX_EMBED_SIDE * 8 / max(im.size))
+                # big real-resolution images and strips: embed a downscaled JPEG so the page stays light
+                scale = min(1.0, MAX_EMBED_SIDE / min(im.size), MAX_EMBED_SIDE * 8 / max(im.size))
+                if scale < 1.0 and len(data) > 64_000:
                     size = (max(1, round(im.width * scale)), max(1, round(im.height * scale)))
                     buf = io.BytesIO()
                     im.convert("RGB").resize(size, Image.Resampling.LANCZOS).save(buf, "JPEG", quality=88)
