@@ -11,14 +11,6 @@ from idinvert.inversion import encode, optimize_codes
 from idinvert.zoo import tiny_random_bundle
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny networks run fastest on one thread, especially on a machine shared with training."""
-    prev = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(prev)
-
 
 def tiny_parts(seed: int = 0):
     """Random tiny generator / encoder / F (16 px); plumbing only, nothing trained."""

@@ -15,13 +15,6 @@ BUILTIN = ["encoder", "image2stylegan", "mse-optim", "optim-w", "idinvert-encode
 OPTIMISERS = ["image2stylegan", "mse-optim", "optim-w", "idinvert"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    prev = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(prev)
-
 
 @pytest.fixture(scope="module")
 def bundle():

@@ -16,14 +16,6 @@ TINY = dict(batch_size=8, encoder_channels_base=8, encoder_channels_max=32, log_
             checkpoint_every=5)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # Tiny models: one thread is much faster than two competing on a shared 2-core machine.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 @pytest.fixture(scope="module")
 def bundle():

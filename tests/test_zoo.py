@@ -10,13 +10,6 @@ from idinvert.zoo import (BUNDLES, SYNTHETIC_FACES_DIR, SYNTHETIC_FACES_FILES, M
                           write_bundle_manifest)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 def test_tiny_random_bundle_has_every_part_with_matching_shapes():
     b = tiny_random_bundle(seed=0, resolution=16)

@@ -37,6 +37,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from idinvert.nets.stylegan_generator import LatentSampling
+
 __all__ = [
     "StyleGAN2Generator",
     "StyleGAN2Truncation",
@@ -303,7 +305,7 @@ class StyleGAN2Truncation(nn.Module):
 
 # --------------------------------------------------------------------------------------------------
 
-class StyleGAN2Generator(nn.Module):
+class StyleGAN2Generator(LatentSampling, nn.Module):
     """StyleGAN2 generator (config-f architecture), state dict = rosinality's `Generator`.
 
     Attributes: `resolution`, `z_space_dim`, `w_space_dim`, `num_layers` (W+ rows, 2 log2(R) - 2),
@@ -390,27 +392,6 @@ class StyleGAN2Generator(nn.Module):
             x = self.convs[2 * b + 1](x, wp[:, i + 1], noise[i + 1])
             skip = to_rgb(x, wp[:, i + 2], skip)
         return skip
-
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        """z [B, D] -> images [B, 3, R, R] (mapping, truncation if configured, synthesis)."""
-        return self.synthesis(self.truncation(self.mapping(z)))
-
-    def z_to_wp(self, z: torch.Tensor, truncate: bool = True) -> torch.Tensor:
-        """z [B, D] -> W+ [B, L, D], with or without the configured truncation."""
-        w = self.mapping(z)
-        return self.truncation(w) if truncate else self.truncation.to_wp(w)
-
-    def sample_z(self, n: int, generator: Optional[torch.Generator] = None) -> torch.Tensor:
-        """n latent codes z ~ N(0, I) [n, D] from a CPU `generator`, on the module's device."""
-        dev = self.input.input.device
-        return torch.randn(n, self.z_space_dim, generator=generator).to(dev)
-
-    @torch.no_grad()
-    def sample_wp(self, n: int, generator: Optional[torch.Generator] = None,
-                  truncate: bool = True, batch_size: int = 1024) -> torch.Tensor:
-        """n W+ codes [n, L, D] of random z drawn from `generator` (CPU generator)."""
-        z = self.sample_z(n, generator)
-        return torch.cat([self.z_to_wp(zb, truncate) for zb in z.split(batch_size)])
 
     def set_noise_mode(self, mode: str) -> None:
         """'const': the stored noise buffers (default); 'random': fresh noise on every call."""

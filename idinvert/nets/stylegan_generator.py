@@ -355,7 +355,33 @@ class SynthesisModule(nn.Module):
 
 # --------------------------------------------------------------------------------------------------
 
-class StyleGANGenerator(nn.Module):
+class LatentSampling:
+    """z -> W+ helpers shared by our generator classes (needs ``mapping``, ``truncation`` with ``w_avg``
+    and ``to_wp``, ``synthesis`` and ``z_space_dim``)."""
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        """z [B, Z] -> images [B, C, R, R] (mapping, truncation if configured, synthesis)."""
+        return self.synthesis(self.truncation(self.mapping(z)))
+
+    def z_to_wp(self, z: torch.Tensor, truncate: bool = True) -> torch.Tensor:
+        """z [B, Z] -> W+ codes [B, L, D], with or without the configured truncation."""
+        w = self.mapping(z)
+        return self.truncation(w) if truncate else self.truncation.to_wp(w)
+
+    def sample_z(self, n: int, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+        """n latent codes z ~ N(0, I) [n, Z] drawn from a CPU ``generator``, on the module's device."""
+        dev = self.truncation.w_avg.device
+        return torch.randn(n, self.z_space_dim, generator=generator, device="cpu").to(dev)
+
+    @torch.no_grad()
+    def sample_wp(self, n: int, generator: Optional[torch.Generator] = None,
+                  truncate: bool = True, batch_size: int = 1024) -> torch.Tensor:
+        """n W+ codes [n, L, D] of random z drawn from ``generator`` (CPU generator)."""
+        z = self.sample_z(n, generator)
+        return torch.cat([self.z_to_wp(zb, truncate) for zb in z.split(batch_size)])
+
+
+class StyleGANGenerator(LatentSampling, nn.Module):
     """StyleGAN v1 generator: `mapping` z -> w, `truncation` w -> W+, `synthesis` W+ -> image.
 
     Attributes: `resolution`, `z_space_dim`, `w_space_dim`, `num_layers` (W+ layers, 2 per
@@ -395,27 +421,6 @@ class StyleGANGenerator(nn.Module):
     # Keys the official loader takes from the constructed network rather than from the file
     # (they encode the truncation setting, not learned state); a file may have them or not.
     SETTING_KEYS = ("truncation.truncation",)
-
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        """z [B, Z] -> images [B, C, R, R] (mapping, truncation, synthesis)."""
-        return self.synthesis(self.truncation(self.mapping(z)))
-
-    def z_to_wp(self, z: torch.Tensor, truncate: bool = True) -> torch.Tensor:
-        """z [B, Z] -> W+ codes [B, L, D], with or without the configured truncation."""
-        w = self.mapping(z)
-        return self.truncation(w) if truncate else self.truncation.to_wp(w)
-
-    def sample_z(self, n: int, generator: Optional[torch.Generator] = None) -> torch.Tensor:
-        """n latent codes z ~ N(0, I) [n, Z] drawn from `generator` (on the module's device)."""
-        dev = self.truncation.w_avg.device
-        return torch.randn(n, self.z_space_dim, generator=generator, device="cpu").to(dev)
-
-    @torch.no_grad()
-    def sample_wp(self, n: int, generator: Optional[torch.Generator] = None,
-                  truncate: bool = True, batch_size: int = 1024) -> torch.Tensor:
-        """n W+ codes [n, L, D] of random z drawn from `generator` (CPU generator)."""
-        z = self.sample_z(n, generator)
-        return torch.cat([self.z_to_wp(zb, truncate) for zb in z.split(batch_size)])
 
     def set_noise_mode(self, mode: str) -> None:
         """'const': use the stored noise buffers (inference default); 'random': fresh noise."""
