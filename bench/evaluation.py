@@ -45,6 +45,7 @@ class Evaluator:
             self.unavailable["dpips"] = reason
             self.unavailable["fid_domain"] = reason
         self._boundaries: dict | None = None
+        self._references: dict[int, torch.Tensor | None] = {}
         self.domain_features = self._domain_features() if classifier is not None else None
 
     def _domain_features(self) -> "M.DomainFeatures":
@@ -194,9 +195,12 @@ class Evaluator:
         return out
 
     def _reference(self, dataset: Any, n: int) -> torch.Tensor | None:
+        """The floor's disjoint real set of size n, rendered once per run of the harness, not per method."""
         from bench.runner import real_reference
 
-        return real_reference(self.opts, self.bundle, n)
+        if n not in self._references:
+            self._references[n] = real_reference(self.opts, self.bundle, n)
+        return self._references[n]
 
     @staticmethod
     def _floor(real_feats: torch.Tensor, reference: torch.Tensor | None, extract) -> dict[str, Any]:

@@ -4,7 +4,7 @@ pass per batch — the paper's "traditional encoder" baseline."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
@@ -36,11 +36,12 @@ class ConventionalEncoder(InversionMethod):
     name = "encoder"
     summary = "conventional encoder (latent regression on generated images), no optimisation"
     needs = ("generator", "conventional_encoder")
+    part: ClassVar[str] = "conventional_encoder"  # the bundle part that encodes
 
     def prepare(self, bundle: Any) -> None:
         super().prepare(bundle)
-        self.device = module_device(bundle.conventional_encoder)
+        self.device = module_device(getattr(bundle, self.part))
 
     def invert(self, images: torch.Tensor) -> InversionResult:
-        return encoder_result(self.bundle.conventional_encoder, images, self.device,
+        return encoder_result(getattr(self.bundle, self.part), images, self.device,
                               batch_size=max(1, images.shape[0]))

@@ -14,6 +14,7 @@ import torch
 
 from idinvert.inversion import optimize_codes
 from methods.base import InversionMethod, InversionResult
+from methods.encoder import module_device
 from methods.registry import BadParameter, register
 
 WARMUP_STEPS = 2
@@ -68,10 +69,7 @@ def bundle_lambda_vgg(bundle: Any, value: Optional[float]) -> float:
 
 
 def generator_device(bundle: Any) -> torch.device:
-    gen = bundle.generator
-    for t in list(gen.parameters()) + list(gen.buffers()):
-        return t.device
-    return torch.device("cpu")
+    return module_device(bundle.generator)
 
 
 def mean_codes(bundle: Any, n: int, device: torch.device) -> torch.Tensor:

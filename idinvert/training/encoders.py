@@ -39,17 +39,16 @@ exactly the batches an uninterrupted one would. Losses go to `log.jsonl` in the 
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from idinvert.inversion import frozen
 from idinvert.nets.stylegan_encoder import StyleGANEncoder
 from idinvert.training.common import (LossLog, Stopwatch, check_resume_config, config_dict,
                                       load_checkpoint, progress, save_checkpoint)
@@ -154,23 +153,6 @@ def _lr_at(config, step: int) -> float:
     return config.lr * config.lr_decay_rate ** (step / period)
 
 
-@contextlib.contextmanager
-def _frozen(*modules: nn.Module) -> Iterator[None]:
-    """Parameters of `modules` do not require grad inside the block; flags and modes restored after."""
-    saved = [(p, p.requires_grad) for m in modules for p in m.parameters()]
-    modes = [(m, m.training) for m in modules]
-    for m in modules:
-        m.eval()
-        m.requires_grad_(False)
-    try:
-        yield
-    finally:
-        for p, flag in saved:
-            p.requires_grad_(flag)
-        for m, mode in modes:
-            m.train(mode)
-
-
 def _set_requires_grad(module: nn.Module, flag: bool) -> None:
     for p in module.parameters():
         p.requires_grad_(flag)
@@ -273,7 +255,7 @@ def train_conventional_encoder(generator: nn.Module, config: ConventionalEncoder
                                    "step": step, "seconds": clock.total(), "config": cfg_dict})
 
     bar = progress(config.steps, start, "conventional encoder", enabled=show_progress)
-    with _frozen(generator):
+    with frozen(generator):
         encoder.train()
         for step in range(start, config.steps):
             rng = _step_generator(config.seed, step)
@@ -316,7 +298,7 @@ def calibrate_lambda_perceptual(generator: nn.Module, perceptual: nn.Module, rea
     """
     rng = torch.Generator().manual_seed(seed)
     dev = generator.truncation.w_avg.device
-    with _frozen(generator, perceptual):
+    with frozen(generator, perceptual):
         wp = sample_training_codes(generator, real.shape[0], rng, style_mixing_prob=0.0)
         fake = generator.synthesis(wp)
         real = real.to(dev)
@@ -385,7 +367,7 @@ def train_domain_encoder(generator: nn.Module, discriminator: nn.Module, percept
                                    "step": step, "seconds": clock.total(), "config": cfg_dict})
 
     bar = progress(config.steps, start, "domain-guided encoder", enabled=show_progress)
-    with _frozen(generator, perceptual):
+    with frozen(generator, perceptual):
         encoder.train()
         for step in range(start, config.steps):
             rng = _step_generator(config.seed, step)
