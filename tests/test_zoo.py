@@ -122,6 +122,26 @@ def test_shipped_bundle_loads_and_produces_images_in_range():
     assert total <= 25 * 2 ** 20
 
 
+@pytest.mark.skipif(not _SHIPPED, reason="shipped synthetic-faces weights not built yet")
+def test_shipped_bundle_meets_its_bars_and_its_generator_figures_reproduce():
+    from idinvert.domains.synthetic_faces import SyntheticFaces
+    from idinvert.training.gan import evaluate_generator
+    from idinvert.training.recipe import quality_checks
+
+    info = json.loads((SYNTHETIC_FACES_DIR / "bundle.json").read_text())
+    recorded = info["quality"]
+    failed = [b["bar"] for b in quality_checks(recorded) if not b["met"]]
+    assert not failed, f"shipped bundle misses: {failed}"
+    # the card's generator figures are measured, not written down: recompute them
+    b = load_bundle("synthetic-faces")
+    g = recorded["generator"]
+    with torch.no_grad():
+        again = evaluate_generator(b.generator, b.classifier, SyntheticFaces(resolution=32),
+                                   n=g["n"], seed=g["seed"])
+    assert again["marginals_fake"] == pytest.approx(g["marginals_fake"], abs=2e-3)
+    assert again["confidence_fake"] == pytest.approx(g["confidence_fake"], abs=2e-3)
+
+
 def test_recipe_card_writes_manifest_card_and_samples_for_a_bundle(tmp_path):
     from idinvert.training.recipe import ZooRecipe, resolve_targets, write_card
 
@@ -134,11 +154,43 @@ def test_recipe_card_writes_manifest_card_and_samples_for_a_bundle(tmp_path):
     q = manifest["quality"]
     assert set(q["classifier_accuracy"]) == set(manifest["attributes"])
     assert q["encoder_mse_test"]["domain_guided"] > 0 and q["encoder_mse_test"]["conventional"] > 0
-    assert "Fréchet" in (tmp_path / "MODEL_CARD.md").read_text()
+    card_text = (tmp_path / "MODEL_CARD.md").read_text()
+    assert "Fréchet" in card_text
+    # a random-weight bundle misses the generator bars, and the card says so
+    bars = {b["name"]: b for b in q["bars"]}
+    assert set(bars) == {"classifier_accuracy", "generator_marginals", "generator_confidence",
+                         "encoder_mse", "encoder_speed"}
+    assert bars["encoder_speed"]["met"]
+    assert "NOT MET" in card_text
     assert load_bundle("synthetic-faces", weights_dir=tmp_path).fingerprint == manifest["fingerprint"]
     assert resolve_targets("gan") == ["gan", "card"]
     with pytest.raises(ValueError, match="did you mean 'gan'"):
         resolve_targets("gna")
+
+
+def test_card_waits_for_encoders_trained_against_the_current_generator(tmp_path):
+    from idinvert.training.recipe import _card_blocker, write_card
+
+    b, _ = _write_tiny_bundle(tmp_path)
+    assert _card_blocker(tmp_path) is None
+    export_part(b.encoder, tmp_path, "encoder", {"generator_sha256": "0" * 64})
+    assert "encoder not yet retrained" in _card_blocker(tmp_path)
+    with pytest.raises(ValueError, match="--target domain-encoder"):
+        write_card(tmp_path)
+    (tmp_path / "classifier.pt").unlink()
+    assert _card_blocker(tmp_path) == "classifier.pt not built yet"
+
+
+def test_quality_checks_compare_each_measure_with_its_bar():
+    from idinvert.training.recipe import quality_checks
+
+    quality = {"classifier_accuracy_min": 0.985,
+               "generator": {"max_marginal_gap": 0.1, "confidence_fake": 0.89},
+               "encoder_mse_test": {"domain_guided": 0.03, "conventional": 0.03},
+               "encoder_timing": {"encoder_s_per_64": 0.05, "conventional_encoder_s_per_64": 1.2}}
+    met = {b["name"]: b["met"] for b in quality_checks(quality)}
+    assert met == {"classifier_accuracy": True, "generator_marginals": True,
+                   "generator_confidence": False, "encoder_mse": False, "encoder_speed": False}
 
 
 def test_fingerprint_is_stable_when_the_same_weights_are_saved_again(tmp_path):

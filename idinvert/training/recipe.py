@@ -34,9 +34,37 @@ from idinvert.training.encoders import (PAPER_PERCEPTUAL_TO_PIXEL_RATIO,
                                         reconstruction_mse, time_encoder,
                                         train_conventional_encoder, train_domain_encoder)
 
-__all__ = ["TARGETS", "ZooRecipe", "train_zoo", "resolve_targets", "write_card"]
+__all__ = ["TARGETS", "QUALITY_BARS", "ZooRecipe", "quality_checks", "train_zoo", "resolve_targets",
+           "write_card"]
 
 TARGETS = ("classifier", "gan", "conventional-encoder", "domain-encoder", "card")
+
+
+# The quality the shipped bundle must reach (issue 3), checked by `quality_checks` and printed in the
+# model card as met / NOT met. Each: (name, description, getter on the quality dict, test).
+QUALITY_BARS = (
+    ("classifier_accuracy", "attribute classifier accuracy >= 0.98 for every attribute",
+     lambda q: q["classifier_accuracy_min"], lambda v: v >= 0.98),
+    ("generator_marginals", "largest gap between G-sample and real attribute marginals <= 0.1",
+     lambda q: q["generator"]["max_marginal_gap"], lambda v: v <= 0.1),
+    ("generator_confidence", "mean classifier confidence on G samples >= 0.9",
+     lambda q: q["generator"]["confidence_fake"], lambda v: v >= 0.9),
+    ("encoder_mse", "domain-guided encoder MSE below the conventional encoder's",
+     lambda q: q["encoder_mse_test"]["domain_guided"] / q["encoder_mse_test"]["conventional"],
+     lambda v: v < 1.0),
+    ("encoder_speed", "each encoder inverts a batch of 64 in under a second",
+     lambda q: max(q["encoder_timing"]["encoder_s_per_64"],
+                   q["encoder_timing"]["conventional_encoder_s_per_64"]), lambda v: v < 1.0),
+)
+
+
+def quality_checks(quality: dict) -> list[dict]:
+    """[{name, bar, value, met}] for each of QUALITY_BARS on a bundle's measured `quality`."""
+    out = []
+    for name, bar, get, ok in QUALITY_BARS:
+        value = float(get(quality))
+        out.append({"name": name, "bar": bar, "value": round(value, 4), "met": bool(ok(value))})
+    return out
 
 
 def _default_gan_config():
@@ -148,10 +176,9 @@ def train_zoo(targets: str | Iterable[str] | None = None, work_dir: str | Path =
                          "generator_sha256": g_sha, "training": summary})
             results[target] = summary
         elif target == "card":
-            from idinvert.zoo import SYNTHETIC_FACES_FILES
-            missing = [f for f, _ in SYNTHETIC_FACES_FILES.values() if not (out_dir / f).exists()]
-            if missing and not card_requested:
-                print(f"[zoo] card: skipped, {', '.join(missing)} not built yet", flush=True)
+            blocker = _card_blocker(out_dir)
+            if blocker and not card_requested:
+                print(f"[zoo] card: skipped, {blocker}", flush=True)
                 continue
             results[target] = write_card(out_dir, recipe)
         print(f"[zoo] {target}: done in {time.time() - t0:.0f} s", flush=True)
@@ -166,6 +193,29 @@ def _card(out_dir: Path, part: str) -> dict:
     from idinvert.zoo import SYNTHETIC_FACES_FILES
     path = out_dir / Path(SYNTHETIC_FACES_FILES[part][0]).with_suffix(".json")
     return json.loads(path.read_text()) if path.exists() else {}
+
+
+def _missing_files(out_dir: Path) -> list[str]:
+    from idinvert.zoo import SYNTHETIC_FACES_FILES
+    return [f for f, _ in SYNTHETIC_FACES_FILES.values() if not (out_dir / f).exists()]
+
+
+def _stale_encoders(out_dir: Path) -> list[str]:
+    """Encoder parts whose card names another generator than the generator.pt in out_dir."""
+    g_sha = _sha(out_dir, "generator")
+    return [p for p in ("conventional_encoder", "encoder")
+            if _card(out_dir, p).get("generator_sha256", g_sha) != g_sha]
+
+
+def _card_blocker(out_dir: Path) -> Optional[str]:
+    """Why the card cannot be written yet (a part missing or trained against an older G), or None."""
+    missing = _missing_files(out_dir)
+    if missing:
+        return f"{', '.join(missing)} not built yet"
+    stale = _stale_encoders(out_dir)
+    if stale:
+        return f"{', '.join(stale)} not yet retrained against the current generator.pt"
+    return None
 
 
 @torch.no_grad()
@@ -201,20 +251,18 @@ def write_card(out_dir: str | Path, recipe: Optional[ZooRecipe] = None) -> dict:
 
     recipe = recipe or ZooRecipe()
     out_dir = Path(out_dir)
-    missing = [f for f, _ in SYNTHETIC_FACES_FILES.values() if not (out_dir / f).exists()]
+    missing = _missing_files(out_dir)
     if missing:
         raise FileNotFoundError(f"cannot write the card: {', '.join(missing)} missing in {out_dir}; "
                                 "train those targets first")
-    parts = {p: _part(out_dir, p) for p in SYNTHETIC_FACES_FILES}
-    cards = {p: _card(out_dir, p) for p in SYNTHETIC_FACES_FILES}
-    g_sha = _sha(out_dir, "generator")
-    stale = [p for p in ("conventional_encoder", "encoder")
-             if cards[p].get("generator_sha256", g_sha) != g_sha]
+    stale = _stale_encoders(out_dir)
     if stale:
         targets = ",".join("domain-encoder" if p == "encoder" else "conventional-encoder"
                            for p in stale)
         raise ValueError(f"{', '.join(stale)} in {out_dir} were trained against another "
                          f"generator.pt; retrain them: python -m bench zoo train --target {targets}")
+    parts = {p: _part(out_dir, p) for p in SYNTHETIC_FACES_FILES}
+    cards = {p: _card(out_dir, p) for p in SYNTHETIC_FACES_FILES}
     G, E, E_conv, C = (parts["generator"], parts["encoder"], parts["conventional_encoder"],
                        parts["classifier"])
     domain = _domain(recipe.resolution)
@@ -244,6 +292,7 @@ def write_card(out_dir: str | Path, recipe: Optional[ZooRecipe] = None) -> dict:
         "encoder_timing": timing,
         "evaluation_seconds": round(time.time() - t0, 1),
     }
+    quality["bars"] = quality_checks(quality)
     wall = {p: _wall(cards[p]) for p in ("classifier", "generator", "conventional_encoder",
                                          "encoder")}
     info = {
@@ -299,11 +348,22 @@ def _fmt(v, digits=4) -> str:
     return str(v)
 
 
+def _gan_settings_line(g_card: dict) -> list[str]:
+    t = g_card.get("training")
+    if not t:
+        return []
+    keys = ("total_kimg", "batch_size", "lr", "r1_gamma", "r1_interval", "style_mixing_prob",
+            "ema_kimg", "seed")
+    shown = ", ".join(f"{k} {t[k]}" for k in keys if k in t)
+    return [f"- GAN: trained {_fmt(g_card.get('kimg'))} kimg ({shown})."]
+
+
 def _model_card_markdown(m: dict, cards: dict, parts: dict) -> str:
     q = m["quality"]
     g = q["generator"]
     mse = q["encoder_mse_test"]
     tim = q["encoder_timing"]
+    bars = q.get("bars") or quality_checks(q)
     wall = m["wall_time_s"]
     attrs = m["attributes"]
     lines = [
@@ -340,6 +400,7 @@ def _model_card_markdown(m: dict, cards: dict, parts: dict) -> str:
         "",
         "- Classifier and GAN: see their JSON cards (`classifier.json`, `generator.json`) and "
         "`idinvert/training/`.",
+        *_gan_settings_line(cards.get("generator", {})),
         f"- Conventional encoder: `{json.dumps(m['recipe']['conventional'])}`",
         f"- Domain-guided encoder: `{json.dumps(m['recipe']['domain'])}`",
         f"- Perceptual model F: {m['perceptual']} (the classifier's deepest feature map with at "
@@ -355,6 +416,13 @@ def _model_card_markdown(m: dict, cards: dict, parts: dict) -> str:
         "256 px, rescaled by (R/256)^2).",
         "",
         "## Quality",
+        "",
+        "The bars the shipped bundle must reach:",
+        "",
+        "| bar | measured | met |",
+        "|---|---|---|",
+        *[f"| {b['bar']} | {_fmt(b['value'])} | {'yes' if b['met'] else '**NOT MET**'} |"
+          for b in bars],
         "",
         f"Attribute classifier accuracy on {mse['n_images']} held-out test images:",
         "",
