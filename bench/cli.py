@@ -266,15 +266,17 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
 
 def cmd_zoo(args: argparse.Namespace) -> int:
-    from idinvert.training.recipe import TARGETS, resolve_targets, train_zoo
+    from idinvert.training.recipe import TARGETS, train_zoo
 
     wanted = [t.strip() for t in args.target.split(",") if t.strip()]
     unknown = [t for t in wanted if t != "all" and t not in TARGETS]
     if unknown or not wanted:
         raise UsageError(f"zoo train: unknown target(s) {', '.join(unknown) or '(none)'}; "
                          f"choose all or a comma list of {', '.join(TARGETS)}")
-    train_zoo(resolve_targets("all" if "all" in wanted else wanted), work_dir=args.work_dir,
-              out_dir=args.out, device=args.device)
+    # the raw list: train_zoo adds "card" itself, and skips it (saying why) when it was not asked for
+    # and a part is missing or was trained against an older generator
+    train_zoo("all" if "all" in wanted else wanted, work_dir=args.work_dir, out_dir=args.out,
+              device=args.device)
     return 0
 
 

@@ -197,3 +197,24 @@ def test_fingerprint_is_stable_when_the_same_weights_are_saved_again(tmp_path):
     b, first = _write_tiny_bundle(tmp_path)
     export_part(b.encoder, tmp_path, "encoder", {"note": "saved again"})
     assert write_bundle_manifest(tmp_path, {"attributes": []})["fingerprint"] == first["fingerprint"]
+
+
+def test_zoo_train_one_encoder_skips_the_card_while_the_other_is_stale(tmp_path, monkeypatch, capsys):
+    import idinvert.training.recipe as recipe
+    from bench.cli import main
+
+    b, _ = _write_tiny_bundle(tmp_path)
+    export_part(b.encoder, tmp_path, "encoder", {"generator_sha256": "0" * 64})  # an older G's
+    trained = []
+
+    def fake_training(generator, config, work_dir, device, show_progress=True):
+        trained.append(work_dir)
+        return b.conventional_encoder, {"steps": 0}
+
+    monkeypatch.setattr(recipe, "train_conventional_encoder", fake_training)
+    assert main(["zoo", "train", "--target", "conventional-encoder", "--out", str(tmp_path),
+                 "--work-dir", str(tmp_path / "work")]) == 0
+    assert len(trained) == 1
+    out = capsys.readouterr().out
+    assert "card: skipped, encoder not yet retrained against the current generator.pt" in out
+    assert not (tmp_path / "MODEL_CARD.md").exists()
