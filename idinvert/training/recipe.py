@@ -49,7 +49,7 @@ QUALITY_BARS = (
      lambda q: q["generator"]["max_marginal_gap"], lambda v: v <= 0.1),
     ("generator_confidence", "mean classifier confidence on G samples >= 0.9",
      lambda q: q["generator"]["confidence_fake"], lambda v: v >= 0.9),
-    ("encoder_mse", "domain-guided encoder MSE below the conventional encoder's",
+    ("encoder_mse", "MSE ratio, domain-guided / conventional encoder, below 1",
      lambda q: q["encoder_mse_test"]["domain_guided"] / q["encoder_mse_test"]["conventional"],
      lambda v: v < 1.0),
     ("encoder_speed", "each encoder inverts a batch of 64 in under a second",
@@ -387,6 +387,8 @@ def _model_card_markdown(m: dict, cards: dict, parts: dict) -> str:
         lines.append(f"| {part} | {info['file']} ({info['bytes'] / 2 ** 20:.1f} MiB, fp16) | "
                      f"{card.get('model', '?')} | {m['parameters'][part]:,} | "
                      f"{_fmt(wall.get(part if part != 'discriminator' else 'generator'))} s |")
+    lines += [f"\n{part}: {card['wall_time_note']}" for part, card in cards.items()
+              if card.get("wall_time_note")]
     lines += [
         "",
         "Constructor settings (from each file's JSON card):",
