@@ -81,8 +81,8 @@ def r1_gamma_for_resolution(resolution: int, gamma_at_256: float = PAPER_R1_GAMM
 
 @dataclass
 class ConventionalEncoderConfig:
-    """Latent-regression encoder. Defaults: the shipped synthetic-faces recipe (measured: 996 s on the
-    shared 2-core dev machine, 1 thread, alongside the domain-guided run)."""
+    """Latent-regression encoder. Defaults: the shipped synthetic-faces recipe (measured: 524 s on the
+    2-core dev machine, 1 thread, alongside the domain-guided run; 996 s when it was busier)."""
     steps: int = 3000
     batch_size: int = 32
     # Official: 1e-4 for ~110k steps of batch 128 on 8 GPUs. With ~3k steps a larger step is needed;
@@ -103,8 +103,8 @@ class ConventionalEncoderConfig:
 
 @dataclass
 class DomainEncoderConfig:
-    """Domain-guided encoder. Defaults: the shipped synthetic-faces recipe (measured: 1038 s on the
-    shared 2-core dev machine, 1 thread, alongside the conventional run)."""
+    """Domain-guided encoder. Defaults: the shipped synthetic-faces recipe (measured: 581 s on the
+    2-core dev machine, 1 thread, alongside the conventional run; 1038 s when it was busier)."""
     steps: int = 1200
     batch_size: int = 32
     lr: float = 1e-3                  # as the conventional encoder; E and D share the schedule
