@@ -363,7 +363,6 @@ def _model_card_markdown(m: dict, cards: dict, parts: dict) -> str:
     g = q["generator"]
     mse = q["encoder_mse_test"]
     tim = q["encoder_timing"]
-    bars = q.get("bars") or quality_checks(q)
     wall = m["wall_time_s"]
     attrs = m["attributes"]
     lines = [
@@ -387,8 +386,9 @@ def _model_card_markdown(m: dict, cards: dict, parts: dict) -> str:
         lines.append(f"| {part} | {info['file']} ({info['bytes'] / 2 ** 20:.1f} MiB, fp16) | "
                      f"{card.get('model', '?')} | {m['parameters'][part]:,} | "
                      f"{_fmt(wall.get(part if part != 'discriminator' else 'generator'))} s |")
-    lines += [f"\n{part}: {card['wall_time_note']}" for part, card in cards.items()
-              if card.get("wall_time_note")]
+    for part, card in cards.items():
+        if card.get("wall_time_note"):
+            lines += ["", f"{part}: {card['wall_time_note']}"]
     lines += [
         "",
         "Constructor settings (from each file's JSON card):",
@@ -424,7 +424,7 @@ def _model_card_markdown(m: dict, cards: dict, parts: dict) -> str:
         "| bar | measured | met |",
         "|---|---|---|",
         *[f"| {b['bar']} | {_fmt(b['value'])} | {'yes' if b['met'] else '**NOT MET**'} |"
-          for b in bars],
+          for b in q["bars"]],
         "",
         f"Attribute classifier accuracy on {mse['n_images']} held-out test images:",
         "",
