@@ -41,6 +41,7 @@ from bench.store import MetricRow
 from idinvert.boundaries import BoundarySettings, distance_spread, sample_codes
 from idinvert.editing import edit_codes, interpolate_codes, signed_distance
 from idinvert.grids import image_row
+from idinvert.utils import device_of
 
 __all__ = ["SemanticConfig", "SemanticResult", "evaluate_semantics", "semantic_for_run",
            "metric_names", "load_or_train_boundaries", "edit_scales"]
@@ -123,11 +124,6 @@ def metric_names(attributes: Sequence[str]) -> list[str]:
 # helpers
 # --------------------------------------------------------------------------------------------------
 
-def _device_of(module: Any) -> torch.device:
-    for t in list(module.parameters()) + list(module.buffers()):
-        return t.device
-    return torch.device("cpu")
-
 
 class _Nets:
     """The bundle's generator and classifier in eval mode, batched and on their device."""
@@ -138,8 +134,8 @@ class _Nets:
         if hasattr(bundle, "has") and not bundle.has("classifier"):
             self.classifier = None
         self.batch_size = batch_size
-        self.device = _device_of(self.generator)
-        self.cdevice = _device_of(self.classifier) if self.classifier is not None else self.device
+        self.device = device_of(self.generator)
+        self.cdevice = device_of(self.classifier) if self.classifier is not None else self.device
         self.domain_features = domain_features
         self.domain_description = getattr(domain_features, "description", None) or (
             "domain features" if domain_features is not None else "classifier.embed")

@@ -11,14 +11,13 @@ import base64
 import datetime as _dt
 import io
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any, Sequence
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
 from bench import tables as T
+from idinvert.utils import atomic_write
 from bench.report import figures as F
 from bench.store import DB_NAME, Store
 
@@ -37,15 +36,7 @@ def build_report(results_dir: str | Path, out: str | Path | None = None) -> Path
     out = Path(out) if out is not None else root / "report.html"
     context = _context(root)
     html = _environment().get_template("report.html.j2").render(**context)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".report-", suffix=".html", dir=out.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(html)
-        os.replace(tmp, out)  # a reader never sees half a page
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(out, lambda fh: fh.write(html.encode("utf-8")))  # a reader never sees half a page
     return out
 
 
