@@ -24,6 +24,7 @@ import torch
 from tqdm.auto import tqdm
 
 from bench import defaults
+from bench.errors import UsageError
 from bench.store import RunSpec, Store
 
 
@@ -71,8 +72,6 @@ def code_version() -> str:
 def resolve_device(name: str) -> torch.device:
     dev = torch.device(name)
     if dev.type == "cuda" and not torch.cuda.is_available():
-        from bench.cli import UsageError
-
         raise UsageError(f"--device {name}: CUDA is not available on this machine (torch {torch.__version__}); "
                          "use --device cpu")
     return dev
@@ -130,22 +129,19 @@ class Dist:
 def resolve_batch_size(requested: int | None, bundle: Any, device: torch.device) -> tuple[int, str | None]:
     """The batch size to run with, and a message when it is not the one asked for.
 
-    A bundle may declare ``info["default_batch_size"]`` (an int, or {device type: int}): real-size
+    A bundle may declare a default per device type (``BundleInfo.default_batch_size``): real-size
     networks, where a batch of ``defaults.BATCH_SIZE`` would need tens of GB for the backward pass (about
     0.35 GB per image at 256 px). ``requested`` None takes that default, else ``defaults.BATCH_SIZE``;
     an explicit size is used as given."""
-    want = (getattr(bundle, "info", None) or {}).get("default_batch_size")
-    if isinstance(want, dict):
-        want = want.get(device.type)
     if requested is None:
-        return (int(want), None) if want else (defaults.BATCH_SIZE, None)
+        return bundle.info.batch_size_for(device.type) or defaults.BATCH_SIZE, None
     return requested, None
 
 
 # -- data -----------------------------------------------------------------------------------------------
 
 def load_dataset(opts: RunOptions, bundle: Any):
-    """The test set: ``--data`` folder, or the embedded domain's test split."""
+    """The test set: ``--data`` folder, or the test split of the bundle's built-in domain."""
     from idinvert.domains.base import ImageSet
 
     if opts.data is not None:
@@ -154,24 +150,14 @@ def load_dataset(opts: RunOptions, bundle: Any):
         full: ImageSet = ImageFolder(opts.data, bundle.resolution, labels_csv=opts.labels)
         n = len(full) if opts.limit is None else min(opts.limit, len(full))
         return full, n
+    if bundle.info.test_data is None:
+        raise UsageError(bundle.info.needs_data(bundle.name))
     if opts.labels is not None:
-        from bench.cli import UsageError
-
         raise UsageError("--labels applies to --data images; the embedded domain has exact labels already")
     from idinvert.domains.synthetic_faces import SyntheticFaces
 
     n = opts.limit or defaults.LIMIT
     return SyntheticFaces(resolution=bundle.resolution).split("test", n), n
-
-
-def real_reference(opts: RunOptions, bundle: Any, n: int) -> torch.Tensor | None:
-    """A second real set, disjoint from the test images and of the same size, for the FID floor."""
-    if opts.data is not None:
-        return None  # the floor then splits the test set in two halves (see bench.evaluation)
-    from idinvert.domains.synthetic_faces import SyntheticFaces
-
-    train = SyntheticFaces(resolution=bundle.resolution).split("train", n)
-    return train.load(list(range(n)))
 
 
 # -- the run --------------------------------------------------------------------------------------------
@@ -205,9 +191,8 @@ def run_benchmark(opts: RunOptions, *, sweep_id: str | None = None) -> list[str]
         + (f", {dist.world} processes" if dist.world > 1 else ""))
     if batch_note:
         say(f"bench: {batch_note}")
-    cpu_note = (bundle.info or {}).get("cpu_note")
-    if device.type == "cpu" and cpu_note:
-        say(f"bench: note: {cpu_note}")
+    if device.type == "cpu" and bundle.info.cpu_note:
+        say(f"bench: note: {bundle.info.cpu_note}")
     if getattr(dataset, "skipped", None):
         say(f"bench: skipped {len(dataset.skipped)} unreadable file(s): "
             + "; ".join(f"{f} ({r})" for f, r in dataset.skipped[:5]))
@@ -293,7 +278,8 @@ def _invert_batch(method, bundle, dataset, indices: Sequence[int], device: torch
         torch.cuda.synchronize(device)
     seconds = time.perf_counter() - t0
     return {"indices": list(indices), "codes": result.codes.detach().float().cpu(),
-            "failed": result.failed.cpu(), "reasons": list(result.reasons), "seconds": seconds}
+            "failed": result.failed.cpu(), "reasons": list(result.reasons), "seconds": seconds,
+            "decoders": result.decoders}
 
 
 def _write_report(results_dir: Path, say) -> None:
