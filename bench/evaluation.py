@@ -76,7 +76,7 @@ def _fid_in(ctx: MetricContext, extract: Callable[[Tensor], Tensor], extractor_i
 def inception_extract(ctx: MetricContext) -> tuple[Callable[[Tensor], Tensor], str]:
     """The Inception feature map (images -> [N, 2048]) and its id; MetricUnavailable without weights."""
     inception = ctx.resources.inception()
-    return (lambda x: M.extract_features(inception, x, FEATURE_BATCH)), inception.id
+    return (lambda x: M.extract_features(inception, x, FEATURE_BATCH)), getattr(inception, "id", "inception")
 
 
 def fid_domain_metric(ctx: MetricContext) -> MetricRow:

@@ -45,6 +45,7 @@ from bench.store import MetricRow
 from idinvert.boundaries import BoundarySettings, distance_spread, sample_codes
 from idinvert.editing import edit_codes, interpolate_codes, signed_distance
 from idinvert.grids import image_row
+from idinvert.utils import device_of
 
 __all__ = ["SemanticConfig", "SemanticResult", "evaluate_semantics", "attribute_ap", "interpolation",
            "manipulation", "metric_names", "load_or_train_boundaries", "edit_scales"]
@@ -186,7 +187,7 @@ def _boundaries(ctx: MetricContext, config: SemanticConfig) -> tuple[dict[str, A
 def _decode(ctx: MetricContext, codes: Tensor, batch_size: int) -> Tensor:
     """codes [N, L, D] -> images [N, 3, H, W] in [-1, 1], CPU."""
     g = ctx.bundle.generator
-    device = next(iter(g.parameters())).device
+    device = device_of(g)
     out = [g.synthesis(c.to(device)).clamp(-1, 1).float().cpu() for c in codes.split(batch_size)]
     return torch.cat(out) if out else torch.empty(0)
 

@@ -180,6 +180,13 @@ class MetricContext:
     artifacts: list[tuple[str, str, dict]] = field(default_factory=list)
     memo: dict[str, Any] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        if self.labels is not None:
+            self.labels = torch.as_tensor(self.labels).long().cpu()
+            if self.labels.shape != (self.n, len(self.label_names)):
+                raise ValueError(f"labels must be [N={self.n}, {len(self.label_names)}], one column per "
+                                 f"attribute of {self.label_names}, got {tuple(self.labels.shape)}")
+
     # -- shortcuts ----------------------------------------------------------------------------------
     @property
     def bundle(self) -> Any:
