@@ -63,7 +63,7 @@ def frechet_with_floor(ctx: MetricContext, real: Tensor, fake: Tensor, ref: Tens
     return value, {"dims": int(real.shape[1]), **floor}
 
 
-def _fid_in(ctx: MetricContext, extract: Callable[[Tensor], Tensor], extractor_id: str,
+def frechet_to_real(ctx: MetricContext, extract: Callable[[Tensor], Tensor], extractor_id: str,
             fake_images: Tensor, floor_seed: int | None = None) -> tuple[float, dict[str, Any]]:
     """Fréchet distance of ``fake_images`` to the context's real images in one feature space, with its
     floor against a disjoint real set of the fake set's size."""
@@ -81,13 +81,13 @@ def inception_extract(ctx: MetricContext) -> tuple[Callable[[Tensor], Tensor], s
 
 def fid_domain_metric(ctx: MetricContext) -> MetricRow:
     net = ctx.eval_embedding
-    value, detail = _fid_in(ctx, net.embed, net.id, ctx.recons)
+    value, detail = frechet_to_real(ctx, net.embed, net.id, ctx.recons)
     return MetricRow("fid_domain", value, detail={"n": ctx.n, "features": net.label, **detail})
 
 
 def fid_metric(ctx: MetricContext) -> MetricRow:
     extract, extractor_id = inception_extract(ctx)
-    value, detail = _fid_in(ctx, extract, extractor_id, ctx.recons)
+    value, detail = frechet_to_real(ctx, extract, extractor_id, ctx.recons)
     return MetricRow("fid", value, detail={"n": ctx.n, **detail})
 
 

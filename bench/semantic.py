@@ -38,7 +38,7 @@ from torch import Tensor
 
 from bench import metrics as M
 from bench.artifacts import safe_name, save_png
-from bench.evaluation import _fid_in, inception_extract
+from bench.evaluation import frechet_to_real, inception_extract
 from bench.metrics.context import EvalNetwork, MetricContext
 from bench.metrics.errors import MetricUnavailable
 from bench.store import MetricRow
@@ -118,10 +118,12 @@ class SemanticResult:
 
 
 def metric_names(attributes: Sequence[str]) -> list[str]:
-    """Every metric name ``evaluate_semantics`` returns a row for, given the attribute names."""
-    return ([f"ap_{a}" for a in attributes] + ["ap_mean", "interp_fid_domain", "interp_fid", "interp_swd"]
-            + [f"edit_success_{a}" for a in attributes]
-            + ["edit_success_mean", "edit_preservation", "edit_dpips"])
+    """Every metric name the semantic stages return a row for, given the attribute names (from the
+    registry: its semantic entries, templates expanded per attribute)."""
+    out: list[str] = []
+    for m in M.all_metrics(level="semantic"):
+        out += [m.name.replace(M.registry.ATTR, a) for a in attributes] if m.is_template else [m.name]
+    return out
 
 
 # --------------------------------------------------------------------------------------------------
@@ -359,7 +361,7 @@ def _interp_frechet(ctx: MetricContext, su: _Setup, name: str, fake: Tensor, bas
             (extract, extractor_id), extra = inception_extract(ctx), {}
     except MetricUnavailable as exc:
         return MetricRow.unavailable(name, exc.reason)
-    value, detail = _fid_in(ctx, extract, extractor_id, fake, floor_seed=su.config.seed)
+    value, detail = frechet_to_real(ctx, extract, extractor_id, fake, floor_seed=su.config.seed)
     return MetricRow(name, value, detail={**base, **extra, **detail})
 
 
