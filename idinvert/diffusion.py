@@ -103,7 +103,7 @@ def diffuse(bundle: Any, target: Tensor, context: Tensor, mask: Optional[Tensor]
 
     target: [1 | B, 3, R, R], context: [B, 3, R, R], in [-1, 1]; mask: [1 | B, 1, R, R] in {0, 1}
       (default: ``center_box``). lambda_perceptual: weight of the masked perceptual term (None: the
-      bundle's ``info["lambda_vgg_default"]``, the weight the inversion methods use for its F; 0 turns
+      bundle's ``info.lambda_vgg_default``, the weight the inversion methods use for its F; 0 turns
       it off). init: "encoder" (official: E(composite)), "mean" (the mean w), or codes [B, L, D].
     """
     g = bundle.generator
