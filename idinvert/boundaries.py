@@ -53,7 +53,6 @@ import dataclasses
 import hashlib
 import json
 import os
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,6 +64,7 @@ from torch import Tensor
 
 from idinvert.editing import edit_codes, signed_distance  # noqa: F401  (part of this module's API)
 from idinvert.official_boundaries import Boundary
+from idinvert.utils import atomic_save, device_of
 
 __all__ = ["BoundarySettings", "DEFAULT_SETTINGS", "train_boundaries", "train_boundary_from_codes",
            "sample_scored_codes", "sample_codes", "distance_spread", "BoundaryCache", "edit_codes",
@@ -110,11 +110,6 @@ DEFAULT_SETTINGS = BoundarySettings()
 # Sampling and the SVM
 # --------------------------------------------------------------------------------------------------
 
-def _device_of(module: Any) -> torch.device:
-    for t in list(module.parameters()) + list(module.buffers()):
-        return t.device
-    return torch.device("cpu")
-
 
 @torch.no_grad()
 def sample_scored_codes(generator: Any, classifier: Any, n_samples: int, seed: int,
@@ -127,7 +122,7 @@ def sample_scored_codes(generator: Any, classifier: Any, n_samples: int, seed: i
     ``torch.Generator().manual_seed(seed)`` so the codes do not depend on the device.
     """
     per_layer = getattr(generator, "repeat_w", True) is False
-    device = _device_of(generator)
+    device = device_of(generator)
     rng = torch.Generator().manual_seed(int(seed))
     z = torch.randn(n_samples, generator.z_space_dim, generator=rng)
     ws, logits = [], []
@@ -301,7 +296,7 @@ def _fit_per_layer(codes: Tensor, scores: Tensor, layers: list[int], **svm) -> t
 def sample_codes(generator: Any, n: int, seed: int, batch_size: int = 1024) -> Tensor:
     """``n`` untruncated W+ codes [n, L, D] of z ~ N(0, I) drawn from a CPU generator seeded ``seed``
     (works for mappings that emit one w, broadcast, and for those that emit a whole W+ code)."""
-    device = _device_of(generator)
+    device = device_of(generator)
     z = torch.randn(n, generator.z_space_dim, generator=torch.Generator().manual_seed(int(seed)))
     out = []
     for chunk in z.split(batch_size):
@@ -381,18 +376,7 @@ class BoundaryCache:
                                       else float(b.val_accuracy),
                                       "meta": _plain(getattr(b, "meta", {}) or {})}
                                for name, b in boundaries.items()}}
-        path = self.path(key)
-        fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=self.dir)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                torch.save(blob, f)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            _unlink_quietly(tmp)
-            raise
-        return path
+        return atomic_save(blob, self.path(key), fsync=True)
 
     def get_or_train(self, bundle: Any, settings: BoundarySettings = DEFAULT_SETTINGS,
                      progress: Callable[[str], None] | None = None) -> dict[str, Boundary]:
@@ -411,13 +395,6 @@ class BoundaryCache:
         self.save(key, boundaries, {"bundle": getattr(bundle, "name", ""),
                                     "fingerprint": bundle.fingerprint, "settings": kwargs})
         return boundaries
-
-
-def _unlink_quietly(path: str) -> None:
-    try:
-        os.unlink(path)
-    except OSError:
-        pass
 
 
 def _plain(obj: Any) -> Any:
