@@ -7,11 +7,12 @@ curves and image artifacts to the context. ``evaluate_semantics(ctx)`` runs all 
 
 - **Attribute AP**: score = signed distance of each code to each attribute boundary
   (``idinvert.editing.signed_distance``); ground truth = the given labels (the renderer's exact labels on
-  the synthetic domain, a CSV on user folders) or, without labels, the classifier's prediction on the
-  *real* image, as the paper does. ``label_source`` is written into every row and curve.
+  the synthetic domain, a CSV on user folders) or, without labels, the judge's prediction on the
+  *real* image (the paper uses its attribute predictor; here the boundaries' own classifier would be
+  circular, so the benchmark's judge stands in). ``label_source`` is written into every row and curve.
 - **Interpolation**: seeded pairs of codes, ``interp_steps`` points of a straight line in W+ (endpoints
   are the reconstructions themselves and are left out of the metrics), decoded and compared with the
-  real images: ``interp_fid_domain`` (classifier.embed), ``interp_fid`` (Inception, when given) and
+  real images: ``interp_fid_domain`` (judge.embed), ``interp_fid`` (Inception, when given) and
   ``interp_swd``.
 - **Manipulation**: x_edit = G(w + alpha·n) on the boundary's layers for each alpha; edit strengths are
   given in units of the standard deviation of the signed distance of codes sampled from G (so ±3 means
@@ -59,7 +60,7 @@ class SemanticConfig:
                    5,000 sampled codes, the 10% most confident a side, all layers, seed 0 (boundaries
                    belong to the bundle, not to a run's seed).
     interp_pairs / interp_steps: 24 pairs x 8 points (6 interior) = 144 decoded images, enough for a
-                   Fréchet estimate in the classifier's 64-d embedding against the real set.
+                   Fréchet estimate in the judge's 64-d embedding against the real set.
     edit_alphas / alpha_unit:   (-3, -1.5, 1.5, 3) in units of the std of the signed distance of codes
                    sampled from G ("std"; "w" = raw W distances). In W the spread differs per attribute
                    (embedded bundle: 0.78 for expression to 2.06 for age), so one raw range would push
@@ -274,7 +275,7 @@ def _ap_labels(ctx: MetricContext, su: _Setup) -> tuple[Tensor | None, list[str]
     if ctx.labels is not None:
         return torch.as_tensor(ctx.labels).long().cpu(), list(ctx.label_names), ctx.label_source
     if su.judge is not None:
-        return (_probs(su.judge, ctx.images, su.config.batch_size) >= 0.5).long(), su.attributes, "classifier"
+        return (_probs(su.judge, ctx.images, su.config.batch_size) >= 0.5).long(), su.attributes, "judge"
     return None, [], "none"
 
 
@@ -288,7 +289,7 @@ def attribute_ap(ctx: MetricContext) -> list[MetricRow]:
     labels, label_names, source = _ap_labels(ctx, su)
     if labels is None:
         reason = ("no ground-truth attributes for these images: pass --labels FILE.csv with their "
-                  "attributes, or use a bundle with an attribute classifier to predict them")
+                  "attributes, or use a bundle with a judge network to predict them")
         return [MetricRow.unavailable(n, reason, label_source="none") for n in [f"ap_{a}" for a in names] + ["ap_mean"]]
     rows, values = [], {}
     for a in names:
@@ -444,7 +445,7 @@ def _edit_attribute(ctx: MetricContext, su: _Setup, ed: _Edits, a: str) -> Metri
     if su.judge is None:
         return MetricRow.unavailable(name, _no_judge(su))
     if a not in su.attributes:
-        return MetricRow.unavailable(name, f"the classifier has no output for {a!r}")
+        return MetricRow.unavailable(name, f"the judge has no output for {a!r}")
     t = su.attributes.index(a)
     probs_edit = _probs(su.judge, edited, su.config.batch_size)
     before = ed.probs_recon.repeat_interleave(k, dim=0)
@@ -476,10 +477,10 @@ def _edit_success(ctx: MetricContext, su: _Setup, ed: _Edits, a: str, probs_edit
         per_alpha[str(al)] = {"rate": None if math.isnan(r.rate) else r.rate, "n_eligible": r.n_eligible}
     detail = {"n_images": n, "alphas": list(su.config.edit_alphas), "alpha_unit": su.config.alpha_unit,
               "n_eligible": primary.n_eligible, "n_success": primary.n_success, "per_alpha": per_alpha,
-              "start_state": ("start: the real image's exact label (renderer); end: classifier on the edited "
+              "start_state": ("start: the real image's exact label (renderer); end: judge on the edited "
                               "image") if exact else
-              "start and end: classifier on the unedited reconstruction and on the edited image",
-              "label_source": ctx.label_source if exact else "classifier",
+              "start and end: judge on the unedited reconstruction and on the edited image",
+              "label_source": ctx.label_source if exact else "judge",
               "success_vs_reconstruction": None if math.isnan(by_recon.rate) else by_recon.rate}
     return primary, detail
 
@@ -503,14 +504,14 @@ def _edit_summary(ed: _Edits, common: dict[str, Any]) -> list[MetricRow]:
     if ed.success:
         rows.append(MetricRow("edit_success_mean", sum(ed.success.values()) / len(ed.success), detail={
             **common, "attributes": sorted(ed.success),
-            "start_state": "exact labels" if ed.exact_labels else "classifier"}))
+            "start_state": "exact labels" if ed.exact_labels else "judge"}))
     else:
         rows.append(MetricRow.unavailable("edit_success_mean", "no edit success rate was defined"))
     kept = [v for v in ed.preservation.values() if not math.isnan(v)]
     if kept:
         rows.append(MetricRow("edit_preservation", sum(kept) / len(kept), detail={
             **common, "per_attribute": ed.preservation,
-            "definition": "fraction of (edit, non-target attribute) pairs whose classifier prediction "
+            "definition": "fraction of (edit, non-target attribute) pairs whose judge prediction "
                           "equals that on the unedited reconstruction; mean over edited attributes"}))
     else:
         rows.append(MetricRow.unavailable("edit_preservation", "no non-target attribute to compare"))

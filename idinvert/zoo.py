@@ -33,6 +33,7 @@ import torch.nn as nn
 
 from idinvert.nets.classifier import AttributeClassifier
 from idinvert.nets.discriminator import Discriminator
+from idinvert.nets.judge import JudgeNet
 from idinvert.nets.loading import load_state_dict_strict
 from idinvert.nets.perceptual import DomainPerceptual
 from idinvert.nets.stylegan_encoder import StyleGANEncoder
@@ -56,6 +57,7 @@ SYNTHETIC_FACES_FILES = {
     "classifier": ("classifier.pt", "classifier"),
     "conventional_encoder": ("conventional_encoder.pt", "conventional-encoder"),
     "encoder": ("encoder.pt", "domain-encoder"),
+    "judge": ("judge.pt", "judge"),
 }
 BUNDLE_MANIFEST = "bundle.json"
 
@@ -64,6 +66,7 @@ _CLASSES: dict[str, type[nn.Module]] = {
     "StyleGANEncoder": StyleGANEncoder,
     "Discriminator": Discriminator,
     "AttributeClassifier": AttributeClassifier,
+    "JudgeNet": JudgeNet,
 }
 
 
@@ -144,6 +147,8 @@ class Bundle:
     discriminator: Optional[nn.Module] = _part()
     perceptual: nn.Module = _part()                       # F: images -> features [B, C, h, w]
     classifier: Optional[nn.Module] = _part()
+    # The benchmark's evaluation-only network (embedding + attribute judge); no method may use it.
+    judge: Optional[nn.Module] = _part()
     attributes: tuple[str, ...] = ()
     fingerprint: str = ""
     info: BundleInfo = field(default_factory=BundleInfo)
@@ -313,7 +318,7 @@ def _build_synthetic_faces(weights_dir: Optional[Path]) -> Bundle:
         name="synthetic-faces", resolution=generator.resolution, generator=generator,
         encoder=parts["encoder"], conventional_encoder=parts["conventional_encoder"],
         discriminator=parts["discriminator"], perceptual=perceptual, classifier=classifier,
-        attributes=tuple(info.get("attributes", ())),
+        judge=parts["judge"], attributes=tuple(info.get("attributes", ())),
         fingerprint=weights_fingerprint(files, hashes),
         info=BundleInfo.from_dict(info, test_data="synthetic-faces"))
     freeze(*(getattr(bundle, p) for p in PARTS))
@@ -385,10 +390,13 @@ def _tiny_random_bundle(seed: int, resolution: int, attributes, fingerprint_of) 
     disc = Discriminator(resolution, fmaps_base=8 * resolution, fmaps_max=32)
     classifier = AttributeClassifier(resolution, num_attributes=len(attributes), width=8,
                                      embed_dim=16)
+    judge = JudgeNet(resolution, num_attributes=len(attributes), num_nuisances=27, width=8,
+                     embed_dim=16)
     bundle = Bundle(
         name=f"tiny-random-{resolution}px", resolution=resolution, generator=g, encoder=encoder,
         conventional_encoder=conventional, discriminator=disc,
-        perceptual=DomainPerceptual(classifier), classifier=classifier, attributes=attributes,
+        perceptual=DomainPerceptual(classifier), classifier=classifier, judge=judge,
+        attributes=attributes,
         fingerprint=fingerprint_of("tiny-random-bundle", seed, resolution),
         info=BundleInfo(lambda_vgg_default=1.0, test_data="synthetic-faces", random=True,
                         extra={"note": "random weights for tests; lambda_vgg_default not calibrated"}))

@@ -95,7 +95,7 @@ def toy_resources(bundle, results_dir, config, boundaries=None, *, inception=Non
                 MetricUnavailable("fid", inception_reason or "no Inception extractor was given"))
     cls = bundle.classifier if bundle.has("classifier") else None
     if cls is None:
-        res.provide("eval_network", MetricUnavailable("eval_network", "the bundle has no attribute classifier"))
+        res.provide("eval_network", MetricUnavailable("eval_network", "the bundle has no judge network"))
     else:
         embed = domain_features or cls.embed
         res.provide("eval_network", EvalNetwork(cls, embed, cls.features, cls, tuple(bundle.attributes),
@@ -153,7 +153,7 @@ def test_ap_uses_signed_distance_of_codes(tmp_path):
     assert rows["ap_a"].detail["label_source"] == "csv"
 
 
-def test_without_labels_ground_truth_is_the_classifier_on_real_images(tmp_path):
+def test_without_labels_ground_truth_is_the_judge_on_real_images(tmp_path):
     attrs = ("a", "b")
     bundle = ToyBundle(LinearGenerator(), ProjectionClassifier(2), attrs)
     codes = toy_codes()
@@ -162,8 +162,8 @@ def test_without_labels_ground_truth_is_the_classifier_on_real_images(tmp_path):
                              axis_boundaries(attrs), tmp_path, "sem", FAST)
     rows = rows_by_name(res)
     assert rows["ap_a"].value == pytest.approx(1.0)
-    assert rows["ap_a"].detail["label_source"] == "classifier"
-    assert res.curves["pr/b"]["label_source"] == "classifier"
+    assert rows["ap_a"].detail["label_source"] == "judge"
+    assert res.curves["pr/b"]["label_source"] == "judge"
 
 
 def test_no_labels_and_no_classifier_says_what_would_enable_ap(tmp_path):
@@ -175,7 +175,7 @@ def test_no_labels_and_no_classifier_says_what_would_enable_ap(tmp_path):
     rows = rows_by_name(res)
     for name in ("ap_a", "ap_b", "ap_mean", "edit_success_a", "edit_preservation", "interp_fid_domain"):
         assert rows[name].status == "unavailable" and rows[name].value is None
-    assert "--labels" in rows["ap_a"].detail["reason"] and "classifier" in rows["ap_a"].detail["reason"]
+    assert "--labels" in rows["ap_a"].detail["reason"] and "judge" in rows["ap_a"].detail["reason"]
     assert rows["interp_swd"].status == "ok"
     assert any(kind == "edit_strip" for kind, _, _ in res.artifacts)  # strips need no classifier
 
@@ -310,7 +310,7 @@ def test_boundaries_are_trained_once_per_harness_run_and_artifacts_are_relative(
                         resources=resources)
     by = rows_by_name(res)
     assert by["interp_fid"].detail["reason"] == "no Inception weights here"
-    assert by["ap_mean"].detail["label_source"] == "classifier"  # no labels: the judge predicts them
+    assert by["ap_mean"].detail["label_source"] == "judge"  # no labels: the judge predicts them
     assert len(list((tmp_path / "cache" / "boundaries").glob("*.pt"))) == 1
     for _, rel, _ in res.artifacts:
         assert rel.startswith("runs/run1/semantic/") and (tmp_path / rel).is_file()

@@ -31,8 +31,9 @@ FEATURE_BATCH = 50  # images per forward pass of the Inception extractor (pytorc
 
 @dataclass
 class EvalNetwork:
-    """The benchmark's evaluation network (today the bundle's attribute classifier; issue 12 replaces it
-    by a separate judge). ``embed``: images -> [B, K] (PCA-reduced) for Fréchet metrics; ``features``:
+    """The benchmark's evaluation network: the bundle's judge (an evaluation-only network that no method,
+    encoder, GAN or boundary training uses; not the attribute classifier, whose features are the
+    methods' perceptual loss F and whose predictions label the boundaries' training codes). ``embed``: images -> [B, K] (PCA-reduced) for Fréchet metrics; ``features``:
     images -> feature maps for dpips; ``logits``: images -> [B, A] attribute logits; ``label`` says what it is.
     """
 
@@ -98,13 +99,14 @@ class EvalResources:
         from bench.metrics.domain_features import DEFAULT_FIT_IMAGES, DomainFeatures
 
         bundle = self.bundle
-        if not bundle.has("classifier"):
-            raise MetricUnavailable("eval_network", f"bundle {bundle.name} has no attribute classifier "
-                                                    "(its features define the domain metrics)")
-        cls = bundle.classifier
+        if not bundle.has("judge"):
+            raise MetricUnavailable("eval_network", f"bundle {bundle.name} has no judge network (the "
+                                                    "evaluation-only embedding and attribute judge that "
+                                                    "define the domain metrics)")
+        judge = bundle.judge
         fit = self._training_images(FIT_OFFSET, DEFAULT_FIT_IMAGES)
-        embed = DomainFeatures(lambda x: cls.embed(x.to(self.device)), fit)
-        return EvalNetwork(module=cls, embed=embed, features=cls.features, logits=cls,
+        embed = DomainFeatures(lambda x: judge.embed(x.to(self.device)), fit, label="judge.embed")
+        return EvalNetwork(module=judge, embed=embed, features=judge.features, logits=judge,
                            attributes=tuple(bundle.attributes), label=embed.description,
                            id=f"{bundle.fingerprint[:16]}:{embed.id}")
 

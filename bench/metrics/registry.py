@@ -19,7 +19,7 @@ Vocabulary of ``needs``:
 
     images            the real images            recons          their reconstructions G(codes)
     codes             the inverted W+ codes      generator       the bundle's G
-    eval_network      the evaluation network (ctx.eval_embedding; today the bundle's classifier)
+    eval_network      the evaluation network (ctx.eval_embedding: the bundle's judge, evaluation only)
     reference         a real set disjoint from the test images (real-vs-real floors)
     boundaries        attribute boundaries (unit normals in W)
     labels            ground-truth attribute labels of the images

@@ -151,7 +151,7 @@ def _attach_snapshot_curve(out_dir: Path, gan_dir: Path, recipe: ZooRecipe) -> N
     """Judge every G snapshot of the GAN run and store the curve in generator.json (for the card's
     training-curves figure); skipped, saying so, while no judge.pt has been built."""
     from idinvert.training.common import atomic_write_text
-    from idinvert.training.gan import snapshot_curve
+    from idinvert.training.judged import snapshot_curve
     from idinvert.zoo import SYNTHETIC_FACES_FILES
     if not (out_dir / SYNTHETIC_FACES_FILES["judge"][0]).exists():
         print("[zoo] gan: no judge.pt yet, the generator's training curve is not attached", flush=True)
@@ -310,7 +310,8 @@ def write_card(out_dir: str | Path, recipe: Optional[ZooRecipe] = None) -> dict:
     """Evaluate the bundle in `out_dir`; write bundle.json, MODEL_CARD.md and samples.png there."""
     from idinvert.domains.synthetic_faces import ATTRIBUTES
     from idinvert.nets.perceptual import PAPER_LAMBDA_VGG, DomainPerceptual
-    from idinvert.training.gan import evaluate_generator, evaluate_generator_judged, save_grid
+    from idinvert.training.gan import evaluate_generator, save_grid
+    from idinvert.training.judged import evaluate_generator_judged
     from idinvert.training.judge import evaluate_judge
     from idinvert.zoo import SYNTHETIC_FACES_FILES, write_bundle_manifest
 
