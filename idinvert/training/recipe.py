@@ -79,6 +79,22 @@ QUALITY_BARS = (
 )
 
 
+# What has been tried against each bar that a shipped bundle missed (the card prints it beside the miss).
+TRIED = {
+    "generator_frechet": "v1 (R1 gamma 0.05, 100 kimg) and v2 (gamma 2.0, 150 kimg), both with one w "
+                         "broadcast to all layers; v2 is judged here. v3 (per-layer W, 600 kimg, "
+                         "snapshots judged every 50 kimg) is training: `python -m bench zoo train "
+                         "--target gan` resumes it.",
+    "generator_precision": "as generator_frechet",
+    "generator_recall": "as generator_frechet",
+    "generator_marginals": "as generator_frechet (v2's gap by the classifier was 0.08; the judge "
+                           "reads its samples' pose and gender less balanced)",
+    "encoder_mse": "v2 encoders: 38 kimg (domain-guided) and 96 kimg (conventional), fixed step "
+                   "counts. The recipe now trains both to a validation plateau (< 1 % per 50 kimg); "
+                   "they are retrained after the v3 generator.",
+}
+
+
 def quality_checks(quality: dict) -> list[dict]:
     """[{name, bar, value, met}] for each of QUALITY_BARS on a bundle's measured `quality`; a bar
     whose measure is absent is listed as not met with value None."""
@@ -449,6 +465,17 @@ def _write_curves(cards: dict, path: Path) -> None:
     plt.close(fig)
 
 
+def _misses_lines(q: dict) -> list[str]:
+    missed = [b for b in q["bars"] if not b["met"]]
+    if not missed:
+        return []
+    lines = ["## Bars not met, and what was tried", ""]
+    for b in missed:
+        lines.append(f"- **{b['name']}**: {b['bar']}; measured {_fmt(b['value'])}. "
+                     f"{TRIED.get(b['name'], 'Nothing else tried yet.')}")
+    return lines + [""]
+
+
 def _judge_lines(q: dict, attrs: list[str]) -> list[str]:
     j = q.get("judge")
     gj = q.get("generator_judged")
@@ -620,6 +647,7 @@ def _model_card_markdown(m: dict, cards: dict, parts: dict) -> str:
         f"(encoder forward pass only, median of 5, torch threads: {tim['torch_threads']}, "
         f"{tim['machine']}, shared machine.)",
         "",
+        *_misses_lines(q),
         *_judge_lines(q, attrs),
         "## Samples",
         "",
