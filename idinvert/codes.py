@@ -31,9 +31,12 @@ def mean_code(generator: nn.Module, n: int = 4096, seed: int = 0) -> torch.Tenso
 
 def mapping_codes(generator: nn.Module, n: int, rng: torch.Generator) -> torch.Tensor:
     """n W+ codes [n, L, D] of z ~ N(0, I) drawn from the CPU generator `rng`, through G's own
-    mapping (no truncation): the distribution a latent discriminator calls real."""
+    mapping (no truncation), in G's device and dtype: the distribution a latent discriminator
+    calls real."""
+    ref = generator.truncation.w_avg
+    z = torch.randn(n, generator.z_space_dim, generator=rng).to(ref)
     with torch.no_grad():
-        return generator.sample_wp(n, rng, truncate=False)
+        return generator.z_to_wp(z, truncate=False)
 
 
 def expand_code(code: torch.Tensor, batch: int, num_layers: int, w_dim: int) -> torch.Tensor:
