@@ -73,8 +73,12 @@ def test_e4e_stage_zero_gives_one_code_per_image_over_the_average():
     assert torch.allclose(enc(x), avg + w0[:, None], atol=1e-6)
 
 
-def test_e4e_unlocks_exactly_layers_one_to_k():
+def test_e4e_offsets_start_at_zero_and_unlock_exactly_layers_one_to_k():
     enc = _e4e()
+    x = torch.rand(2, 3, 16, 16) * 2 - 1
+    assert torch.equal(enc.forward_parts(x)[1], torch.zeros(2, enc.num_layers, 32))
+    with torch.no_grad():
+        enc.delta_head.weight.normal_()       # as after training
     x = torch.rand(2, 3, 16, 16) * 2 - 1
     for k in (1, 3, enc.num_layers - 1):
         enc.set_progressive_stage(k)
@@ -139,6 +143,9 @@ def test_restyle_invert_adds_one_residual_per_step(bundle):
         assert torch.allclose(codes[2], codes[1] + enc(x, recons[1]), atol=1e-6)
         assert torch.allclose(recons[2], G.synthesis(codes[2]), atol=1e-6)
         single = restyle_invert(enc, x[1:2], G, avg, steps=3)
+        enc.set_latent_avg(avg)
+        own = restyle_invert(enc, x, G, steps=3)       # the encoder's own start code
+    assert torch.allclose(own[-1], codes[-1], atol=1e-6)
     assert torch.allclose(single[-1], codes[-1][1:2], atol=1e-5)
     with pytest.raises(ValueError, match="6"):
         enc(torch.zeros(1, 3, 16, 16))

@@ -12,9 +12,13 @@ Architecture: the trunk is `EncoderBackbone`, the same convolutional blocks (and
 harness's other encoders, so e4e differs from them in its heads and training only. Two dense heads
 read the flattened 4 x 4 map: one gives w_0 [D], the other the L - 1 offsets [L-1, D]. (Official
 e4e reads coarse / medium / fine offsets from an IR-SE50 feature pyramid; at 32 px one 4 x 4 map is
-the whole pyramid's deepest level and the harness's encoders all use it.) The heads' initial
+the whole pyramid's deepest level and the harness's encoders all use it.) The w_0 head's initial
 weights are scaled by `head_gain` (0.1) so that an untrained encoder starts near the average code,
-the state e4e's `start_from_latent_avg` aims for; a choice for short CPU training, not official.
+the state e4e's `start_from_latent_avg` aims for, and the offset head starts at zero, so unlocking a
+layer frees its offset without changing the output at that moment (with a random offset head, a
+32 px smoke run saw the pixel loss triple when the last layer was unlocked: the untrained rows gave
+offsets of norm ~60 where ||w - w_avg|| of mapped codes is ~8). Both are choices for short CPU
+training, not official.
 
 `LatentDiscriminator`: the official `LatentCodesDiscriminator` shape, an MLP of 4 linear layers
 (D -> D -> D -> D -> 1) with LeakyReLU(0.2) between them, applied to single w vectors [N, D].
@@ -67,7 +71,7 @@ class E4EEncoder(nn.Module):
         self.num_layers = 2 * (int(math.log2(resolution)) - 1)
         features = self.backbone.out_channels * 16
         self.w0_head = scaled_linear(features, w_space_dim, head_gain)
-        self.delta_head = scaled_linear(features, (self.num_layers - 1) * w_space_dim, head_gain)
+        self.delta_head = scaled_linear(features, (self.num_layers - 1) * w_space_dim, 0.0)
         self.register_buffer("latent_avg", torch.zeros(self.num_layers, w_space_dim))
         self.register_buffer("num_unlocked", torch.tensor(self.num_layers - 1, dtype=torch.long))
 

@@ -53,6 +53,19 @@ class ReStyleEncoder(nn.Module):
         self.backbone = EncoderBackbone(resolution, 2 * image_channels, encoder_channels_base,
                                         encoder_channels_max, use_wscale, use_bn)
         self.head = scaled_linear(self.backbone.out_channels * 16, self.num_layers * w_space_dim, head_gain)
+        # The start code the encoder was trained from (saved with it; see set_latent_avg).
+        self.register_buffer("latent_avg", torch.zeros(self.num_layers, w_space_dim))
+
+    @torch.no_grad()
+    def set_latent_avg(self, avg: torch.Tensor) -> None:
+        """avg: [D] or [L, D], the generator's average code (idinvert.codes.mean_code)."""
+        avg = avg.detach().to(self.latent_avg)
+        if avg.ndim == 1:
+            avg = avg.unsqueeze(0).expand(self.num_layers, -1)
+        if tuple(avg.shape) != tuple(self.latent_avg.shape):
+            raise ValueError(f"latent_avg must be [{self.w_space_dim}] or "
+                             f"{list(self.latent_avg.shape)}, got {list(avg.shape)}")
+        self.latent_avg.copy_(avg)
 
     def forward(self, images: torch.Tensor, reconstructions: Optional[torch.Tensor] = None
                 ) -> torch.Tensor:
@@ -66,11 +79,11 @@ class ReStyleEncoder(nn.Module):
 
 
 def restyle_invert(encoder: ReStyleEncoder, images: torch.Tensor, generator: nn.Module,
-                   w_avg: torch.Tensor, steps: int = DEFAULT_INFERENCE_STEPS,
+                   w_avg: Optional[torch.Tensor] = None, steps: int = DEFAULT_INFERENCE_STEPS,
                    return_images: bool = False):
     """Refine codes for `images` [B, 3, R, R] for `steps` steps from the average code.
 
-    w_avg: the start code, [D], [L, D] or [B, L, D] (see idinvert.codes.mean_code).
+    w_avg: the start code, [D], [L, D] or [B, L, D]; None: the encoder's own `latent_avg`.
     Returns the list of `steps` codes [B, L, D] (after step 1, 2, ...); with `return_images`, also
     the list of their reconstructions (the last one is what a next step would see). Runs under the
     caller's grad mode and the modules' current train/eval modes (use `.eval()` and no_grad for
@@ -80,6 +93,8 @@ def restyle_invert(encoder: ReStyleEncoder, images: torch.Tensor, generator: nn.
         raise ValueError(f"steps must be >= 1, got {steps}")
     B = images.shape[0]
     L, D = encoder.num_layers, encoder.w_space_dim
+    if w_avg is None:
+        w_avg = encoder.latent_avg
     w = expand_code(w_avg.to(images), B, L, D)
     y = generator.synthesis(w[:1]).expand(B, -1, -1, -1) if w_avg.ndim < 3 else generator.synthesis(w)
     codes, recons = [], []

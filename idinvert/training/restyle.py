@@ -91,6 +91,7 @@ def build_restyle_encoder(generator: nn.Module, config: ReStyleConfig) -> ReStyl
                                  use_bn=config.use_bn, head_gain=config.head_gain)
     if encoder.num_layers != generator.num_layers:
         raise ValueError(f"encoder has {encoder.num_layers} layers, generator {generator.num_layers}")
+    encoder.set_latent_avg(mean_code(generator, seed=config.seed).cpu())
     return encoder
 
 
@@ -132,11 +133,10 @@ def train_restyle_encoder(generator: nn.Module, perceptual: nn.Module, images,
     val_x = (val_images if val_images is not None else images.load(list(val_idx))).to(device)
     lambda_vgg, calibration = resolve_lambda_vgg(config, generator, perceptual, images, train_idx,
                                                  work_dir)
-    avg = mean_code(generator, seed=config.seed).to(device)          # [L, D]
-
     cfg_dict = config_dict(config)
     cfg_dict["betas"] = list(cfg_dict["betas"])
     encoder = build_restyle_encoder(generator, config).to(device)
+    avg = encoder.latent_avg                                          # [L, D]
     opt = torch.optim.Adam([p for p in encoder.parameters() if p.requires_grad], lr=config.lr,
                            betas=tuple(config.betas))
     start, previous = 0, 0.0
