@@ -186,7 +186,7 @@ def test_progressive_schedule_is_officials():
 
 
 def test_e4e_training_reduces_validation_mse_and_unlocks_offsets(bundle, real_images, tmp_path):
-    cfg = E4EConfig(steps=20, progressive_start=5, progressive_step_every=5, **TINY)
+    cfg = E4EConfig(steps=20, progressive_start=5, progressive_step_every=5, lr=1e-2, **TINY)
     enc, disc, summary = train_e4e_encoder(bundle.generator, bundle.perceptual, real_images, cfg,
                                            tmp_path, show_progress=False)
     val = _rows(tmp_path / "val.jsonl")
@@ -260,7 +260,7 @@ def test_resume_after_kill_loses_nothing(bundle, real_images, tmp_path, which):
 
 
 def test_restyle_training_reduces_validation_mse(bundle, real_images, tmp_path):
-    cfg = ReStyleConfig(steps=20, n_iters_per_batch=3, val_steps=3, **TINY)
+    cfg = ReStyleConfig(steps=20, n_iters_per_batch=3, val_steps=3, lr=1e-2, **TINY)
     enc, summary = train_restyle_encoder(bundle.generator, bundle.perceptual, real_images, cfg,
                                          tmp_path, show_progress=False)
     val = _rows(tmp_path / "val.jsonl")

@@ -10,7 +10,8 @@ the setting is a buffer, so a saved encoder records how many offsets it uses.
 
 Architecture: the trunk is `EncoderBackbone`, the same convolutional blocks (and widths) as the
 harness's other encoders, so e4e differs from them in its heads and training only. Two dense heads
-read the flattened 4 x 4 map: one gives w_0 [D], the other the L - 1 offsets [L-1, D]. (Official
+read the flattened 4 x 4 map (equalised-lr dense layers, as official): one gives w_0 [D], the other
+the L - 1 offsets [L-1, D]. (Official
 e4e reads coarse / medium / fine offsets from an IR-SE50 feature pyramid; at 32 px one 4 x 4 map is
 the whole pyramid's deepest level and the harness's encoders all use it.) The w_0 head's initial
 weights are scaled by `head_gain` (0.1) so that an untrained encoder starts near the average code,
@@ -34,15 +35,24 @@ import torch.nn.functional as F
 
 from idinvert.nets.stylegan_encoder import EncoderBackbone
 
-__all__ = ["E4EEncoder", "LatentDiscriminator", "scaled_linear"]
+__all__ = ["E4EEncoder", "LatentDiscriminator", "EqualLinear"]
 
 
-def scaled_linear(in_features: int, out_features: int, gain: float) -> nn.Linear:
-    """nn.Linear with weights N(0, (gain / sqrt(fan_in))^2) and zero bias (gain 1: unit-variance outputs)."""
-    layer = nn.Linear(in_features, out_features)
-    nn.init.normal_(layer.weight, 0.0, gain / math.sqrt(in_features))
-    nn.init.zeros_(layer.bias)
-    return layer
+class EqualLinear(nn.Module):
+    """Dense layer with equalised learning rate, as the official e4e / pSp heads (StyleGAN's
+    EqualLinear, lr_mul 1): weights stored ~ N(0, gain^2) and scaled by 1 / sqrt(fan_in) at run
+    time, so Adam's per-weight steps move the output by O(lr) whatever the fan-in (a plain Linear
+    on the 2048 trunk features moved each code coordinate by ~lr * 2048 per step).
+    x [N, in] -> [N, out]."""
+
+    def __init__(self, in_features: int, out_features: int, gain: float = 1.0):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(out_features, in_features) * gain)
+        self.bias = nn.Parameter(torch.zeros(out_features))
+        self.scale = 1.0 / math.sqrt(in_features)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, self.weight * self.scale, self.bias)
 
 
 class E4EEncoder(nn.Module):
@@ -70,8 +80,8 @@ class E4EEncoder(nn.Module):
         self.w_space_dim = w_space_dim
         self.num_layers = 2 * (int(math.log2(resolution)) - 1)
         features = self.backbone.out_channels * 16
-        self.w0_head = scaled_linear(features, w_space_dim, head_gain)
-        self.delta_head = scaled_linear(features, (self.num_layers - 1) * w_space_dim, 0.0)
+        self.w0_head = EqualLinear(features, w_space_dim, head_gain)
+        self.delta_head = EqualLinear(features, (self.num_layers - 1) * w_space_dim, 0.0)
         self.register_buffer("latent_avg", torch.zeros(self.num_layers, w_space_dim))
         self.register_buffer("num_unlocked", torch.tensor(self.num_layers - 1, dtype=torch.long))
 

@@ -7,8 +7,8 @@ reconstruction.
 `ReStyleEncoder` predicts the residual Delta [B, L, D] in W+ (one code per layer; no assumption that
 layers share one w). `restyle_invert` runs the refinement and returns the code after every step:
 each step is a milestone for quality-against-time curves. The trunk is `EncoderBackbone` with 6
-input channels (the same blocks and widths as the harness's other encoders), with one dense head on
-the 4 x 4 map, initialised at `head_gain` (0.1) times the usual scale so that an untrained encoder
+input channels (the same blocks and widths as the harness's other encoders), with one equalised-lr dense head
+on the 4 x 4 map (as official e4e / pSp heads), initialised at `head_gain` (0.1) times the usual scale so that an untrained encoder
 makes small steps (a choice for short CPU training, not official).
 """
 
@@ -21,7 +21,7 @@ import torch
 import torch.nn as nn
 
 from idinvert.codes import expand_code
-from idinvert.nets.e4e_encoder import scaled_linear
+from idinvert.nets.e4e_encoder import EqualLinear
 from idinvert.nets.stylegan_encoder import EncoderBackbone
 
 __all__ = ["ReStyleEncoder", "restyle_invert", "DEFAULT_INFERENCE_STEPS", "TRAINING_STEPS"]
@@ -52,7 +52,8 @@ class ReStyleEncoder(nn.Module):
         self.num_layers = 2 * (int(math.log2(resolution)) - 1)
         self.backbone = EncoderBackbone(resolution, 2 * image_channels, encoder_channels_base,
                                         encoder_channels_max, use_wscale, use_bn)
-        self.head = scaled_linear(self.backbone.out_channels * 16, self.num_layers * w_space_dim, head_gain)
+        self.head = EqualLinear(self.backbone.out_channels * 16, self.num_layers * w_space_dim,
+                                head_gain)
         # The start code the encoder was trained from (saved with it; see set_latent_avg).
         self.register_buffer("latent_avg", torch.zeros(self.num_layers, w_space_dim))
 
