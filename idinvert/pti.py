@@ -232,7 +232,7 @@ def pivotal_tuning(generator: nn.Module, targets: torch.Tensor, pivots: torch.Te
                   for n in names}
         with torch.no_grad():
             feat_x = perceptual(x) if use_f else None
-        opt = torch.optim.Adam(list(params.values()), lr=lr)
+        opt = _adam(list(params.values()), lr)
         failed = torch.zeros(B, dtype=torch.bool, device=device)
         fail_step = torch.full((B,), -1, dtype=torch.long, device=device)
         last_good = {n: p.detach().clone() for n, p in params.items()}
@@ -258,22 +258,40 @@ def pivotal_tuning(generator: nn.Module, targets: torch.Tensor, pivots: torch.Te
                 total = torch.where(failed, torch.zeros_like(losses), losses).sum()
                 opt.zero_grad(set_to_none=False)
                 total.backward()
+                # One host sync per step (cheap next to a tuning step): the bookkeeping that keeps
+                # failed images frozen runs only once some image has failed.
+                any_failed = bool(failed.any())
                 with torch.no_grad():
                     for n, p in params.items():
-                        keep = failed.view(-1, *([1] * (p.ndim - 1)))
-                        p.grad.masked_fill_(keep, 0.0)
-                        last_good[n] = torch.where(keep, last_good[n], p.detach())
+                        if any_failed:
+                            keep = failed.view(-1, *([1] * (p.ndim - 1)))
+                            p.grad.masked_fill_(keep, 0.0)
+                            last_good[n] = torch.where(keep, last_good[n], p.detach())
+                        else:
+                            last_good[n].copy_(p.detach())
                     opt.step()
-                    for n, p in params.items():
-                        keep = failed.view(-1, *([1] * (p.ndim - 1)))
-                        p.copy_(torch.where(keep, last_good[n], p))
+                    if any_failed:
+                        for n, p in params.items():
+                            keep = failed.view(-1, *([1] * (p.ndim - 1)))
+                            p.copy_(torch.where(keep, last_good[n], p))
                 if bar is not None:
                     bar.update(1)
                     bar.set_postfix(loss=float(history[-1].nanmean()))
         finally:
             if bar is not None:
                 bar.close()
-        deltas = {n: (params[n].detach() - base[n].unsqueeze(0)).contiguous() for n in names}
+        with torch.no_grad():
+            # The last update can itself make weights non-finite (a NaN gradient with a finite
+            # loss): such an image is failed too and keeps its last good weights.
+            bad = torch.zeros(B, dtype=torch.bool, device=device)
+            for p in params.values():
+                bad |= ~torch.isfinite(p).flatten(1).all(1)
+            bad &= ~failed
+            fail_step = torch.where(bad, len(history), fail_step)
+            failed |= bad
+            final = {n: torch.where(failed.view(-1, *([1] * (p.ndim - 1))), last_good[n], p.detach())
+                     for n, p in params.items()}
+        deltas = {n: (final[n] - base[n].unsqueeze(0)).contiguous() for n in names}
     failed_cpu = failed.cpu()
     steps_cpu = fail_step.cpu().tolist()
     reasons = [f"tuning loss became non-finite at step {steps_cpu[i]}" if failed_cpu[i] else None
@@ -281,6 +299,15 @@ def pivotal_tuning(generator: nn.Module, targets: torch.Tensor, pivots: torch.Te
     hist = torch.stack(history).float().cpu() if history else torch.empty(0, B)
     return PTIResult(codes=pivots.clone(), weights=TunedWeights(deltas, synthesis),
                      loss_history=hist, failed=failed_cpu, reasons=reasons)
+
+
+def _adam(params: list, lr: float) -> torch.optim.Optimizer:
+    """Adam (default betas and eps, as official PTI), the fused kernel where this torch has one
+    (elementwise all the same: per-image updates stay independent)."""
+    try:
+        return torch.optim.Adam(params, lr=lr, fused=True)
+    except (RuntimeError, TypeError, ValueError):
+        return torch.optim.Adam(params, lr=lr)
 
 
 def _locality_loss(generator, synthesis, fixed, params, pivots, locality: Locality, perceptual,

@@ -36,7 +36,7 @@ def _plain_tuning(G, F, x, pivot, steps, lr=3e-4, lam=1.0):
     params = [p for n, p in G.synthesis.named_parameters() if n in names]
     for p in params:
         p.requires_grad_(True)
-    opt = torch.optim.Adam(params, lr=lr)
+    opt = torch.optim.Adam(params, lr=lr, fused=True)     # as pivotal_tuning uses
     with torch.no_grad():
         fx = F(x)
     for _ in range(steps):
