@@ -31,7 +31,15 @@ Defaults and sources (official = danielroich/PTI `configs/hyperparameters.py`):
   assumption, not measured). With the regulariser on, the random codes depend on the batch, so
   batch = one-at-a-time holds only with it off.
 - what it costs: one copy of the synthesis weights per image (`TunedWeights.bytes_per_image`);
-  `TunedWeights.compact()` stores the changes in fp16 (half that).
+  `TunedWeights.compact()` stores the changes in fp16 (half that). Unused parameters (the coarser
+  toRGB layers) are not tuned. Embedded 32 px generator: 329,571 tuned parameters, 1.32 MB per image
+  in fp32, 0.66 MB compact.
+
+Measured (embedded bundle, 32 px, 1 torch thread on the shared 2-core dev machine, load ~9, so
++-30%): tuning 8 images for 20 steps batched 4.1 s = 39 image-steps/s, against 19.9 for the
+one-image loop with an ordinary module copy (2.0x) and 17.0 for this code at B = 1 (2.3x); a
+batch-size sweep in another run gave 12.6 / 21.6 / 25.8 / 34.5 / 40.0 image-steps/s at
+B = 1 / 4 / 8 / 16 / 32. 350 steps therefore cost about 9-14 s per image.
 """
 
 from __future__ import annotations

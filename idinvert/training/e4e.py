@@ -36,6 +36,12 @@ README's FFHQ command):
   (official: Ranger at a constant 1e-4 for a few 100k steps; a few CPU minutes need larger steps,
   as for the other encoders of the zoo). Batch 16 (official 8).
 
+Smoke run (embedded bundle, 400 steps of batch 16 with progressive_start 100 / step_every 25, 1
+thread on the shared 2-core machine): validation MSE 0.208 (the average code) -> 0.034 at step 100
+(one code per image) -> 0.021 at step 400 (all 7 offsets on); sum of offset norms ~29 (||w - w_avg||
+of a mapped code is ~8.2); latent discriminator accuracy 0.60 on e4e codes, 0.86 on mapped codes;
+31 images/s, so the default 1500 x 16 takes about 13 minutes.
+
 Resumable (checkpoint every `checkpoint_every` steps; batches are a function of (seed, step)).
 Logs: <work_dir>/log.jsonl (training losses), <work_dir>/val.jsonl (validation MSE of G(E(x)) on a
 held-out set, with the progressive stage). The summary reports the latent discriminator's final
