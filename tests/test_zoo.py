@@ -66,7 +66,7 @@ def test_exported_bundle_reloads_strictly_with_the_same_outputs(tmp_path):
     original, manifest = _write_tiny_bundle(tmp_path)
     loaded = load_bundle("synthetic-faces", weights_dir=tmp_path)
     assert loaded.fingerprint == manifest["fingerprint"]
-    assert loaded.info["lambda_vgg_default"] == 1.0
+    assert loaded.info.lambda_vgg_default == 1.0
     assert loaded.attributes == original.attributes
     x = torch.rand(2, 3, 16, 16) * 2 - 1
     # fp16 storage: equal up to half precision
@@ -115,7 +115,7 @@ def test_shipped_bundle_loads_and_produces_images_in_range():
     recon = b.generator.synthesis(b.encoder(images))
     assert recon.shape == images.shape
     assert b.conventional_encoder(images).shape == codes.shape
-    assert b.info["lambda_vgg_default"] > 0
+    assert b.info.lambda_vgg_default > 0
     info = json.loads((SYNTHETIC_FACES_DIR / "bundle.json").read_text())
     assert b.fingerprint == info["fingerprint"]
     total = sum((SYNTHETIC_FACES_DIR / f).stat().st_size for f in BUNDLES["synthetic-faces"].files)
