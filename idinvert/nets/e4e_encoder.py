@@ -10,16 +10,16 @@ the setting is a buffer, so a saved encoder records how many offsets it uses.
 
 Architecture: the trunk is `EncoderBackbone`, the same convolutional blocks (and widths) as the
 harness's other encoders, so e4e differs from them in its heads and training only. Two dense heads
-read the flattened 4 x 4 map (equalised-lr dense layers, as official): one gives w_0 [D], the other
-the L - 1 offsets [L-1, D]. (Official
-e4e reads coarse / medium / fine offsets from an IR-SE50 feature pyramid; at 32 px one 4 x 4 map is
-the whole pyramid's deepest level and the harness's encoders all use it.) The w_0 head's initial
-weights are scaled by `head_gain` (0.1) so that an untrained encoder starts near the average code,
-the state e4e's `start_from_latent_avg` aims for, and the offset head starts at zero, so unlocking a
-layer frees its offset without changing the output at that moment (with a random offset head, a
-32 px smoke run saw the pixel loss triple when the last layer was unlocked: the untrained rows gave
-offsets of norm ~60 where ||w - w_avg|| of mapped codes is ~8). Both are choices for short CPU
-training, not official.
+with equalised learning rate (official e4e's EqualLinear) read the flattened 4 x 4 map: one gives
+w_0 [D], the other the L - 1 offsets [L-1, D]. (Official e4e reads coarse / medium / fine offsets
+from an IR-SE50 feature pyramid; at 32 px one 4 x 4 map is the deepest level of that pyramid and the
+harness's encoders all use it.) The w_0 head's initial weights are scaled by `head_gain` (0.1) so
+that an untrained encoder starts near the average code, the state e4e's `start_from_latent_avg`
+aims for; the offset head starts at zero, so unlocking a layer frees its offset without changing
+the output at that moment (a first 32 px smoke run, with plain dense heads initialised at random,
+saw the pixel loss triple when the last layer was unlocked: the untrained rows gave offsets of norm
+~60 where ||w - w_avg|| of a mapped code is ~8). Both are choices for short CPU training, not
+official.
 
 `LatentDiscriminator`: the official `LatentCodesDiscriminator` shape, an MLP of 4 linear layers
 (D -> D -> D -> D -> 1) with LeakyReLU(0.2) between them, applied to single w vectors [N, D].
