@@ -166,10 +166,11 @@ def test_4_data_out_of_the_bundles_domain_is_flagged(tmp_path):
 
     bundle = load_bundle("synthetic-faces")
     ev = Evaluator(bundle, RunOptions(methods=[], batch_size=8), torch.device("cpu"), tmp_path / "ev")
+    embed = ev.resources.eval_network().embed
     inside = ImageFolder(_in_domain(tmp_path / "in", 32, 16), 32)
     outside = ImageFolder(_colour_fields(tmp_path / "out", 32, 16), 32)
-    verdict_in = check_domain(inside, len(inside), bundle, ev.domain_features)
-    verdict_out = check_domain(outside, len(outside), bundle, ev.domain_features)
+    verdict_in = check_domain(inside, len(inside), bundle, embed)
+    verdict_out = check_domain(outside, len(outside), bundle, embed)
     assert verdict_in.status == "in" and verdict_in.ratio < 1.5
     assert verdict_out.status == "out" and verdict_out.ratio > verdict_out.limit
 
@@ -275,7 +276,7 @@ def test_7_the_atomic_writer_removes_its_temp_file_when_the_disk_fills(tmp_path,
         def close(self):
             self._f.close()
 
-    monkeypatch.setattr(fileio.os, "fdopen", lambda fd, mode: FullDisk(fd))
+    monkeypatch.setattr(os, "fdopen", lambda fd, mode="r", *a, **kw: FullDisk(fd))
     target = tmp_path / "runs" / "r" / "codes" / "000000-4.pt"
     with pytest.raises(EnvironmentProblem, match="No space left on device") as exc:
         fileio.write_bytes_atomic(target, b"x" * 1000)
