@@ -166,12 +166,12 @@ def test_4_data_out_of_the_bundles_domain_is_flagged(tmp_path):
 
     bundle = load_bundle("synthetic-faces")
     ev = Evaluator(bundle, RunOptions(methods=[], batch_size=8), torch.device("cpu"), tmp_path / "ev")
-    embed = ev.resources.eval_network().embed
+    embed = ev.resources.eval_network().embed.embed  # the full embedding, as the runner uses it
     inside = ImageFolder(_in_domain(tmp_path / "in", 32, 16), 32)
     outside = ImageFolder(_colour_fields(tmp_path / "out", 32, 16), 32)
     verdict_in = check_domain(inside, len(inside), bundle, embed)
     verdict_out = check_domain(outside, len(outside), bundle, embed)
-    assert verdict_in.status == "in" and verdict_in.ratio < 1.5
+    assert verdict_in.status == "in" and verdict_in.ratio < 1.2
     assert verdict_out.status == "out" and verdict_out.ratio > verdict_out.limit
 
     # end to end: a warning, the verdict stored with the run, and a banner on the report
