@@ -64,6 +64,18 @@ def fmt_number(value: float | None, sig: int = 4) -> str:
 
 
 # -- run selection --------------------------------------------------------------------------------------
+# Runs that are not inversions but a reference level shown beside the methods: method -> (label, the
+# metrics in which the row is shown). Such a row is never marked best and appears in no other table.
+REFERENCE_METHODS = {
+    "g-samples": ("G samples (reference)",
+                  frozenset({"fid", "fid_domain", "swd", "interp_fid", "interp_fid_domain", "interp_swd"})),
+}
+
+
+def is_reference(run: dict[str, Any]) -> bool:
+    return run["method"] in REFERENCE_METHODS
+
+
 def config_key(run: dict[str, Any]) -> tuple[Any, ...]:
     """What makes two runs the same row: a later run of the same key supersedes an earlier one."""
     return (run["method"], json.dumps(run["params"], sort_keys=True), run["bundle"], run["dataset"],
@@ -312,16 +324,25 @@ def build_table(title: str, data: Sequence[RunMetrics], metrics: Sequence[str], 
                 key: str = "method") -> Table:
     """A table of ``metrics`` for the runs in ``data`` (one bundle/dataset), best value per column marked."""
     columns = [Column(m, metric_label(m), metric_direction(m)) for m in metrics]
-    rows = []
+    rows, references = [], []
     for d in data:
         run = d.run
-        rows.append(Row(run["run_id"], labels.get(run["run_id"], run["method"]), run["method"], run["params"],
-                        run["bundle"], run["dataset"], run["n_images"], {m: d.cell(m) for m in metrics},
-                        seed=run.get("seed", 0)))
+        shown = REFERENCE_METHODS[run["method"]][1] if is_reference(run) else None
+        if shown is not None and not shown & set(metrics):
+            continue  # a reference row only appears in the tables of its metrics
+        cells = {m: d.cell(m) if shown is None or m in shown else Cell(None, status="absent")
+                 for m in metrics}
+        label = REFERENCE_METHODS[run["method"]][0] if shown is not None else labels.get(run["run_id"], run["method"])
+        row = Row(run["run_id"], label, run["method"], run["params"], run["bundle"], run["dataset"],
+                  run["n_images"], cells, seed=run.get("seed", 0))
+        (references if shown is not None else rows).append(row)
     for col in columns:
-        _mark_best([r for r in rows], col)
-    table = Table(title, columns, rows, key=key)
-    table.notes += _unlike_runs_notes(rows)
+        _mark_best(rows, col)
+    table = Table(title, columns, rows + references, key=key)
+    table.notes += _unlike_runs_notes(rows + references)
+    for ref in references:
+        table.notes.append(f"{ref.label}: the same measures for fresh samples of the generator (random codes, "
+                           "no inversion): the level G reaches by itself, never marked best")
     if any(c.spread and c.spread.startswith("±") for r in rows for c in r.cells.values()):
         table.notes.append("± : half-width of the 95% confidence interval of the mean over images")
     if any(c.spread and c.spread.startswith("sd") for r in rows for c in r.cells.values()):

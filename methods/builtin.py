@@ -9,6 +9,7 @@ BUILTIN_MODULES = (
     "methods.optim_w",
     "methods.idinvert_encoder",
     "methods.idinvert",
+    "methods.g_samples",
 )
 
 for _module in BUILTIN_MODULES:

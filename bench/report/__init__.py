@@ -136,13 +136,16 @@ def _group(store: Store, images: _Images, sel: T.Selection, key: tuple[str, str]
     g["banner"], g["unavailable"] = _unavailability(list(data.values()), labels)
     g["domain_warning"] = _domain_warning(runs, bundle, dataset)
 
+    # reference rows (G samples) join the realism and interpolation tables only
+    inversions = [r for r in main if not T.is_reference(r)]
+    inv_data = [data[r["run_id"]] for r in inversions]
     t1 = T.build_table("Table 1: inversion quality and speed", main_data, T.table1_metrics(main_data), labels)
     g["table1"] = t1
     g["scatter"] = _scatter(t1, colors)
-    g["grid"] = _grid(store, images, main, labels)
-    g["pr"] = _pr(store, main_data, labels, colors)
+    g["grid"] = _grid(store, images, inversions, labels)
+    g["pr"] = _pr(store, inv_data, labels, colors)
     g["interp"] = _interp(store, images, main_data, labels)
-    g["edits"] = _edits(store, images, main_data, labels)
+    g["edits"] = _edits(store, images, inv_data, labels)
     g["sweeps"] = _sweeps(sel, runs, data)
     g["failures"] = [{"label": labels[d.run["run_id"]], "run_id": d.run["run_id"], "image_id": im["image_id"],
                       "idx": im["idx"], "reason": im["reason"] or "(no reason stored)"}
