@@ -1,0 +1,98 @@
+"""Time to quality from anytime curves: first milestone meeting a target, "not reached" as its own
+value, and speed-ups that are bounds when one side never got there."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from bench.anytime import curve, mean_curve, speedup, time_to_target, value_at
+
+# image2stylegan-like: slow descent from the mean w; idinvert-like: good start, quick.
+SLOW = curve([0, 10, 30, 100, 300, 1000], [0.0, 1.0, 3.0, 10.0, 30.0, 100.0],
+             [0.10, 0.05, 0.03, 0.015, 0.010, 0.008])
+FAST = curve([0, 10, 30, 100], [0.01, 0.3, 0.9, 3.0], [0.030, 0.020, 0.016, 0.013])
+
+
+def test_first_milestone_that_meets_the_target_no_interpolation():
+    t = time_to_target(SLOW, 0.02)  # met first at step 100 (0.015), not interpolated between 30 and 100
+    assert t.reached and t.step == 100 and t.seconds_per_image == 10.0 and t.value == 0.015
+    exact = time_to_target(SLOW, 0.03)  # "<=": equal counts as reached
+    assert exact.step == 30
+
+
+def test_not_reached_is_its_own_value():
+    t = time_to_target(FAST, 0.010)
+    assert not t.reached and t.seconds_per_image is None and t.step is None
+    assert t.budget_seconds_per_image == 3.0 and t.budget_step == 100
+    assert str(t) == "not reached in 3 s (100 steps)"
+
+
+def test_higher_is_better_metrics():
+    ap = curve([0, 10, 100], [0, 1, 10], [0.6, 0.7, 0.8])
+    assert time_to_target(ap, 0.7, "higher").step == 10
+    assert not time_to_target(ap, 0.9, "higher").reached
+    with pytest.raises(ValueError, match="direction"):
+        time_to_target(ap, 0.7, "better")
+
+
+def test_speedup_ratio_when_both_reach():
+    target = value_at(FAST)  # idinvert's MSE at its budget: 0.013
+    s = speedup(time_to_target(FAST, target), time_to_target(SLOW, target))
+    # FAST reaches 0.013 at its last point (3 s); SLOW first <= 0.013 at step 300 (30 s)
+    assert s.kind == "ratio" and s.value == pytest.approx(10.0)
+    assert str(s) == "10x"
+
+
+def test_speedup_is_a_labelled_bound_when_one_side_does_not_reach():
+    target = 0.014
+    fast = time_to_target(FAST, 0.016)   # reached at 0.9 s
+    slow_short = time_to_target(curve([0, 10], [0.0, 1.0], [0.1, 0.05]), 0.016)  # not reached in 1 s
+    s = speedup(fast, slow_short)
+    assert s.kind == "at least" and s.value == pytest.approx(1.0 / 0.9)
+    s2 = speedup(time_to_target(FAST, 0.009), time_to_target(SLOW, 0.009))  # only SLOW reaches (100 s)
+    assert s2.kind == "at most" and s2.value == pytest.approx(100.0 / 3.0)
+    s3 = speedup(time_to_target(FAST, 0.001), time_to_target(SLOW, 0.001))
+    assert s3.kind == "none" and s3.value is None and str(s3) == "neither reached"
+    with pytest.raises(ValueError, match="different targets"):
+        speedup(time_to_target(FAST, target), time_to_target(SLOW, 0.02))
+
+
+def test_encoder_is_a_single_point_curve():
+    enc = curve([0], [0.002], [0.03])
+    t = time_to_target(enc, 0.03)
+    assert t.reached and t.seconds_per_image == 0.002
+    assert not time_to_target(enc, 0.02).reached
+
+
+def test_nan_values_never_meet_a_target():
+    c = curve([0, 10, 20], [0, 1, 2], [math.nan, 0.5, 0.1])
+    assert time_to_target(c, 0.2).step == 20
+    assert time_to_target(c, 1.0).step == 10
+
+
+def test_mean_curve_ignores_failed_images():
+    per_image = np.array([[0.2, 0.1], [np.nan, np.nan], [0.4, 0.3]])
+    c = mean_curve([0, 10], [0.0, 1.0], per_image)
+    assert [p.value for p in c] == pytest.approx([0.3, 0.2])
+    all_failed = mean_curve([0], [0.0], np.array([[np.nan]]))
+    assert math.isnan(all_failed[0].value)
+
+
+def test_value_at_names_the_milestones_it_has():
+    assert value_at(SLOW, 30) == 0.03 and value_at(SLOW) == 0.008
+    with pytest.raises(KeyError, match="milestones"):
+        value_at(SLOW, 50)
+
+
+def test_curves_are_checked():
+    with pytest.raises(ValueError, match="increase"):
+        curve([0, 0], [0, 1], [1, 1])
+    with pytest.raises(ValueError, match="not decrease"):
+        curve([0, 10], [2, 1], [1, 1])
+    with pytest.raises(ValueError, match="length"):
+        curve([0], [0, 1], [1])
+    with pytest.raises(ValueError, match="finite"):
+        curve([0], [math.inf], [1])
