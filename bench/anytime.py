@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
 __all__ = ["AnytimePoint", "curve", "mean_curve", "value_at", "TimeToTarget", "time_to_target",
-           "Speedup", "speedup"]
+           "Speedup", "speedup", "milestone_values", "pooled_seconds_per_image"]
 
 DIRECTIONS = ("lower", "higher")
 
@@ -167,3 +167,49 @@ def speedup(fast: TimeToTarget, slow: TimeToTarget) -> Speedup:
     if slow.reached:
         return Speedup("at most", _ratio(slow.seconds_per_image, fast.budget_seconds_per_image), fast, slow)
     return Speedup("none", None, fast, slow)
+
+
+# ------------------------------------------------------------------------------------------------
+# From the loop's milestones to per-image curves (what the runner stores, one row per image and step)
+# ------------------------------------------------------------------------------------------------
+
+def milestone_values(milestones: Sequence[Any], metric: Callable[[Any], Any]) -> np.ndarray:
+    """``milestones``: the loop's ``Milestone`` list of one batch (``.codes`` [B, L, D], ``.failed``
+    [B]); ``metric``: codes [B, L, D] -> per-image values [B] (e.g. the MSE of G(codes) to the batch's
+    images). -> [B, K] float64, nan where the image had failed by that milestone."""
+    if not milestones:
+        raise ValueError("no milestones")
+    cols = []
+    for m in milestones:
+        values = np.asarray(_to_numpy(metric(m.codes)), dtype=np.float64).reshape(-1)
+        failed = np.asarray(_to_numpy(m.failed), dtype=bool).reshape(-1)
+        if values.shape != failed.shape:
+            raise ValueError(f"metric gave {values.shape[0]} values for a batch of {failed.shape[0]}")
+        cols.append(np.where(failed, np.nan, values))
+    return np.stack(cols, axis=1)
+
+
+def pooled_seconds_per_image(batches: Sequence[tuple[Sequence[int], Sequence[float], int]]
+                             ) -> tuple[list[int], list[float]]:
+    """Seconds per image at each milestone over several batches: ``batches`` = [(steps, seconds of the
+    whole batch at each step, batch size)], all with the same steps -> (steps, total seconds / total
+    images). A small last batch is weighed by its size, so this is the time per image of the run."""
+    if not batches:
+        raise ValueError("no batches")
+    steps = [int(s) for s in batches[0][0]]
+    total = np.zeros(len(steps))
+    images = 0
+    for b_steps, seconds, size in batches:
+        if [int(s) for s in b_steps] != steps:
+            raise ValueError(f"batches have different milestones: {steps} vs {list(b_steps)}")
+        if size < 1 or len(seconds) != len(steps):
+            raise ValueError(f"bad batch: size {size}, {len(seconds)} times for {len(steps)} milestones")
+        total += np.asarray(seconds, dtype=np.float64)
+        images += int(size)
+    return steps, (total / images).tolist()
+
+
+def _to_numpy(x: Any) -> Any:
+    if hasattr(x, "detach"):
+        return x.detach().cpu().double().numpy() if x.is_floating_point() else x.detach().cpu().numpy()
+    return x

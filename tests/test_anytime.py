@@ -96,3 +96,34 @@ def test_curves_are_checked():
         curve([0], [0, 1], [1])
     with pytest.raises(ValueError, match="finite"):
         curve([0], [math.inf], [1])
+
+
+def test_milestone_values_mark_failed_images_nan_and_match_the_loop():
+    import torch
+
+    from bench.anytime import milestone_values, pooled_seconds_per_image
+    from idinvert.inversion import optimize_codes
+    from idinvert.zoo import tiny_random_bundle
+
+    parts = tiny_random_bundle(seed=0)
+    gen = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        x = parts.generator.synthesis(parts.generator.sample_wp(3, gen)).clamp(-1, 1)
+    bad = x.clone()
+    bad[2, 0, 0, 0] = float("nan")  # image 2 fails at step 0 (it is measured against the clean x)
+    init = parts.w_avg.reshape(1, 1, -1).expand(3, parts.num_layers, -1)
+    res = optimize_codes(parts.generator, bad, init, steps=6, milestones=[0, 3, 6])
+
+    def mse(codes):
+        with torch.no_grad():
+            return (parts.generator.synthesis(codes) - x).pow(2).flatten(1).mean(1)
+
+    v = milestone_values(res.milestones, mse)
+    assert v.shape == (3, 3)
+    assert np.isfinite(v[:2]).all() and not np.isnan(v[2, 0]) and np.isnan(v[2, 1:]).all()
+    assert (v[:2, 2] < v[:2, 0]).all()  # the optimisation lowered the MSE
+    assert v[0, 2] == pytest.approx(float(mse(res.codes)[0]))
+    steps, secs = pooled_seconds_per_image([([0, 3, 6], [0.0, 3.0, 6.0], 3), ([0, 3, 6], [0.0, 1.0, 2.0], 1)])
+    assert steps == [0, 3, 6] and secs == pytest.approx([0.0, 1.0, 2.0])
+    with pytest.raises(ValueError, match="different milestones"):
+        pooled_seconds_per_image([([0, 3], [0, 1], 1), ([0, 4], [0, 1], 1)])
