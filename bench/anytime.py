@@ -19,7 +19,8 @@ from typing import Any, Callable, Optional, Sequence
 import numpy as np
 
 __all__ = ["AnytimePoint", "curve", "mean_curve", "value_at", "TimeToTarget", "time_to_target",
-           "Speedup", "speedup", "milestone_values", "pooled_seconds_per_image"]
+           "Speedup", "speedup", "milestone_values", "pooled_seconds_per_image",
+           "SubsetPlan", "subset_for_budget"]
 
 DIRECTIONS = ("lower", "higher")
 
@@ -213,3 +214,45 @@ def _to_numpy(x: Any) -> Any:
     if hasattr(x, "detach"):
         return x.detach().cpu().double().numpy() if x.is_floating_point() else x.detach().cpu().numpy()
     return x
+
+
+# ------------------------------------------------------------------------------------------------
+# Fitting a long budget into a run's time: a documented subset, never a silently shorter budget
+# ------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class SubsetPlan:
+    """How many images (the first ``n_images`` of the evaluated set, so that paired comparisons with
+    other methods use the same images) run the full ``steps``; ``full`` when that is all of them."""
+
+    n_images: int
+    n_available: int
+    steps: int
+    expected_seconds: float
+    full: bool
+    reason: str
+
+
+def subset_for_budget(seconds_per_image_step: float, steps: int, seconds_available: float,
+                      n_available: int, min_images: int = 8) -> SubsetPlan:
+    """The largest number of images whose ``steps``-step optimisation fits ``seconds_available``,
+    given a measured cost per image and step; at least ``min_images`` (the run then takes longer
+    than asked, and says so) and at most ``n_available``."""
+    if seconds_per_image_step <= 0 or not math.isfinite(seconds_per_image_step):
+        raise ValueError(f"seconds per image-step must be a positive number, got {seconds_per_image_step}")
+    if steps < 1 or n_available < 1 or min_images < 1:
+        raise ValueError(f"steps, n_available and min_images must be >= 1, got {steps}, {n_available}, "
+                         f"{min_images}")
+    per_image = seconds_per_image_step * steps
+    fits = int(max(seconds_available, 0.0) // per_image)
+    n = min(n_available, max(fits, min(min_images, n_available)))
+    if n == n_available:
+        reason = f"all {n} images fit ({n * per_image:.0f} s of {seconds_available:.0f} s)"
+    elif fits >= min_images:
+        reason = (f"{n} of {n_available} images: {steps} steps cost {per_image:.1f} s per image and "
+                  f"{seconds_available:.0f} s are available")
+    else:
+        reason = (f"{n} of {n_available} images (the minimum): only {fits} fit in "
+                  f"{seconds_available:.0f} s at {per_image:.1f} s per image, so this takes longer")
+    return SubsetPlan(n_images=n, n_available=n_available, steps=steps,
+                      expected_seconds=n * per_image, full=n == n_available, reason=reason)

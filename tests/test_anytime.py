@@ -127,3 +127,18 @@ def test_milestone_values_mark_failed_images_nan_and_match_the_loop():
     assert steps == [0, 3, 6] and secs == pytest.approx([0.0, 1.0, 2.0])
     with pytest.raises(ValueError, match="different milestones"):
         pooled_seconds_per_image([([0, 3], [0, 1], 1), ([0, 4], [0, 1], 1)])
+
+
+def test_subset_for_budget_fits_the_time_and_keeps_a_minimum():
+    from bench.anytime import subset_for_budget
+
+    # 0.01 s per image-step, 5000 steps = 50 s per image; 400 s -> 8 images of 128
+    plan = subset_for_budget(0.01, 5000, 400.0, 128)
+    assert plan.n_images == 8 and not plan.full and plan.expected_seconds == pytest.approx(400.0)
+    assert "8 of 128" in plan.reason
+    assert subset_for_budget(0.01, 5000, 1e9, 128).full
+    tight = subset_for_budget(0.01, 5000, 60.0, 128, min_images=4)
+    assert tight.n_images == 4 and "minimum" in tight.reason and tight.expected_seconds == pytest.approx(200.0)
+    assert subset_for_budget(0.01, 5000, 60.0, 3, min_images=8).n_images == 3
+    with pytest.raises(ValueError, match="positive"):
+        subset_for_budget(0.0, 5000, 60.0, 3)
