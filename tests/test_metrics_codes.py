@@ -162,3 +162,24 @@ def test_code_frechet_refuses_too_few_samples_and_non_finite_codes():
     bad[0, 0, 0] = math.nan
     with pytest.raises(ValueError, match="non-finite"):
         code_frechet(bad, torch.randn(100, L, D))
+
+
+def test_reencoding_runs_the_encoder_in_eval_mode_and_restores_it():
+    """A batch-norm encoder in train mode would make one image's value depend on its chunk."""
+    synthesis, encoder = toy_linear_pair()
+
+    class BNEncoder(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.bn = torch.nn.BatchNorm1d(L * D).double()
+
+        def forward(self, x):
+            return encoder(x) + self.bn(encoder(x).flatten(1)).reshape(-1, L, D) * 0
+
+    e = BNEncoder().train()
+    w = codes(6)
+    before = e.bn.running_mean.clone()
+    together = domain_regularizer_term(w, synthesis, e, batch_size=6)
+    alone = torch.cat([domain_regularizer_term(w[i:i + 1], synthesis, e) for i in range(6)])
+    assert torch.allclose(together, alone)
+    assert e.training and torch.equal(e.bn.running_mean, before)  # mode restored, stats untouched

@@ -19,7 +19,9 @@
   contains the domain term (as a sum, rooted); compare both.
 
 Shapes: codes [N, L, D]; ``synthesis``: codes [B, L, D] -> images [B, 3, H, W]; ``encoder``: images
--> codes [B, L, D] (or anything reshapeable to it). Networks are called in chunks, without gradients.
+-> codes [B, L, D] (or anything reshapeable to it). Networks are called in chunks, without gradients,
+in eval mode (``idinvert.inversion.frozen``: the encoder's batch norm must not couple the images of a
+chunk), and restored afterwards.
 """
 from __future__ import annotations
 
@@ -52,8 +54,11 @@ def _module_device(fn: Any, fallback: torch.device) -> torch.device:
 
 def _reencode(codes: Tensor, synthesis: Synthesis, encoder: Encoder) -> Tensor:
     """E(G(codes)) reshaped like codes, on codes' device and dtype."""
+    from idinvert.inversion import frozen
+
     device = _module_device(synthesis, codes.device)
-    out = encoder(synthesis(codes.to(device)))
+    with frozen(synthesis, encoder):
+        out = encoder(synthesis(codes.to(device)))
     return out.reshape(codes.shape).to(device=codes.device, dtype=codes.dtype)
 
 
