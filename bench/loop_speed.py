@@ -4,7 +4,8 @@ another thread count -- at equal results?
 A benchmark, not a test. On the bundle's test images it runs ``optimize_codes`` with the idinvert
 loss (encoder start, lambda_dom 2, the bundle's lambda_vgg) in several variants, ``--repeats`` times
 each, interleaved so that a busy shared machine slows all of them alike, and reports per variant: the
-best wall time, its ratio to the fp32 baseline at the same thread count, the mean reconstruction MSE of
+best wall time and process CPU time (all threads; robust to other jobs, but not the measure
+for more threads), their ratios to the fp32 baseline at the same thread count, the mean reconstruction MSE of
 the final codes, and the max abs difference of the codes to the baseline's. A variant is only worth
 keeping if it is faster *and* its MSE equals the baseline's (within run-to-run noise).
 """
@@ -67,18 +68,23 @@ def main(argv=None) -> dict:
         for v in variants:  # warm-up
             run(v, steps=2, n=2)
         times = {v: [] for v in variants}
+        cpu = {v: [] for v in variants}
         codes = {}
         for _ in range(args.repeats):
             for v in variants:
-                t0 = time.perf_counter()
+                t0, c0 = time.perf_counter(), time.process_time()
                 codes[v] = run(v).codes.float()
                 times[v].append(time.perf_counter() - t0)
+                cpu[v].append(time.process_time() - c0)
         base = min(times["fp32"]) if "fp32" in times else None
+        base_cpu = min(cpu["fp32"]) if "fp32" in cpu else None
         for v in variants:
             best = min(times[v])
             results[f"{v}@{threads}t"] = {
                 "threads": threads, "variant": v, "seconds": times[v], "best_seconds": best,
-                "ratio_to_fp32": best / base if base else None, "final_mse": mse(codes[v]),
+                "ratio_to_fp32": best / base if base else None,
+                "cpu_seconds": cpu[v], "cpu_ratio_to_fp32": min(cpu[v]) / base_cpu if base_cpu else None,
+                "final_mse": mse(codes[v]),
                 "max_abs_code_diff_to_fp32": float((codes[v] - codes["fp32"]).abs().max())
                 if "fp32" in codes else None,
             }
