@@ -10,7 +10,11 @@ log-ratio, whose sign reads the same way):
 Interval (``bootstrap_effect``): a two-level (hierarchical) percentile bootstrap. Each replicate draws
 the seeds of the whole run with replacement, then, inside each drawn seed, the images with
 replacement; the effect is computed on each drawn seed's resampled images (A and B resampled with the
-same indices: the comparison is paired, image by image) and averaged over the drawn seeds. The
+same indices: the comparison is paired, image by image) and averaged over the drawn seeds. When every
+seed ran on the same images (``SeedData.image_ids`` equal), one image resample is shared by all seeds
+of a replicate: the images are the units and the seeds repeated measurements of them (independent
+resamples of the same images would shrink the interval by up to sqrt(seeds) -- e.g. for deterministic
+methods whose seeds give identical runs). The
 estimate is the mean over seeds of the effect on all images. Resampling seeds first carries the
 run-to-run variance (the methods' own randomness, a different subset) into the interval; with one seed
 it reduces to the ordinary paired bootstrap over images. With 3 seeds the seed level is coarse (10
@@ -47,6 +51,7 @@ class SeedData:
 
     per_image: Mapping[str, Any]
     fixed: Mapping[str, Any] = field(default_factory=dict)
+    image_ids: Optional[tuple] = None  # which images (e.g. test-split indices), in per_image's order
 
     def __post_init__(self) -> None:
         arrays = {k: np.asarray(v) for k, v in self.per_image.items()}
@@ -57,6 +62,11 @@ class SeedData:
             raise ValueError(f"per-image arrays must share their first axis; lengths: {lengths}")
         if next(iter(lengths.values())) < 1:
             raise ValueError("SeedData has no images")
+        if self.image_ids is not None:
+            ids = tuple(self.image_ids)
+            if len(ids) != next(iter(lengths.values())):
+                raise ValueError(f"{len(ids)} image_ids for {next(iter(lengths.values()))} images")
+            object.__setattr__(self, "image_ids", ids)
         object.__setattr__(self, "per_image", MappingProxyType(arrays))
         object.__setattr__(self, "fixed", MappingProxyType(dict(self.fixed)))
 
@@ -106,18 +116,29 @@ def bootstrap_effect(data: Sequence[SeedData], effect: Effect, *, n_boot: int = 
     estimate = float(np.mean([effect(d.per_image, d.fixed) for d in data]))
     rng = np.random.default_rng(seed)
     n_seeds = len(data)
+    # Seeds that ran on the very same images (same ids, same order) are repeated measurements of one
+    # set of units: they share one image resample per replicate. Resampling them independently would
+    # average independent draws of the same images and shrink the interval by up to sqrt(seeds).
+    shared = n_seeds > 1 and data[0].image_ids is not None and \
+        all(d.image_ids == data[0].image_ids for d in data)
     reps = np.empty(n_boot)
     for b in range(n_boot):
         drawn = rng.integers(n_seeds, size=n_seeds) if n_seeds > 1 else (0,)
+        common = rng.integers(data[0].n, size=data[0].n) if shared else None
         vals = []
         for s in drawn:
             d = data[int(s)]
-            vals.append(effect(d.take(rng.integers(d.n, size=d.n)), d.fixed))
+            idx = common if shared else rng.integers(d.n, size=d.n)
+            vals.append(effect(d.take(idx), d.fixed))
         reps[b] = np.mean(vals)
     alpha = 1 - confidence
     low, high = _quantiles(reps, (alpha / 2, 1 - alpha / 2))
+    method = ("hierarchical percentile bootstrap (seeds, then one image resample shared by all seeds: "
+              "the seeds ran on the same images; paired)") if shared else \
+        ("hierarchical percentile bootstrap (seeds, then images within each seed; paired)"
+         if n_seeds > 1 else "percentile bootstrap over images (paired)")
     return Interval(estimate=estimate, low=low, high=high, confidence=confidence, n_boot=n_boot,
-                    n_seeds=n_seeds, n_images=tuple(d.n for d in data))
+                    n_seeds=n_seeds, n_images=tuple(d.n for d in data), method=method)
 
 
 def decide(interval: Interval, direction: str) -> str:
