@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 import numpy as np
 
 __all__ = ["AnytimePoint", "curve", "mean_curve", "value_at", "TimeToTarget", "time_to_target",
            "Speedup", "speedup", "milestone_values", "pooled_seconds_per_image",
-           "SubsetPlan", "subset_for_budget"]
+           "SubsetPlan", "subset_for_budget", "Target", "target_from", "time_to_quality_table"]
 
 DIRECTIONS = ("lower", "higher")
 
@@ -256,3 +256,42 @@ def subset_for_budget(seconds_per_image_step: float, steps: int, seconds_availab
                   f"{seconds_available:.0f} s at {per_image:.1f} s per image, so this takes longer")
     return SubsetPlan(n_images=n, n_available=n_available, steps=steps,
                       expected_seconds=n * per_image, full=n == n_available, reason=reason)
+
+
+# ------------------------------------------------------------------------------------------------
+# The time-to-quality table
+# ------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Target:
+    """A quality to reach: ``value`` of a metric with ``direction``, named by where it comes from
+    (e.g. "image2stylegan final MSE", "idinvert MSE at 100 steps")."""
+
+    name: str
+    metric: str
+    value: float
+    direction: str = "lower"
+
+
+def target_from(points: Sequence[AnytimePoint], name: str, metric: str, step: Optional[int] = None,
+                direction: str = "lower") -> Target:
+    """A target read off a measured curve: its value at ``step`` (default: the last milestone)."""
+    return Target(name=name, metric=metric, value=value_at(points, step), direction=direction)
+
+
+def time_to_quality_table(curves: Mapping[str, Mapping[str, Sequence[AnytimePoint]]],
+                          targets: Sequence[Target], fast: str = "idinvert",
+                          slow: str = "image2stylegan") -> list[dict[str, Any]]:
+    """One row per target: for every method, its :class:`TimeToTarget`; and the speed-up of ``fast``
+    over ``slow`` (:class:`Speedup`; None when either method has no curve for the metric).
+
+    curves: {method: {metric: points}}. A method without a curve for a target's metric is left out of
+    that row (not "not reached": it was not measured).
+    """
+    rows = []
+    for t in targets:
+        times = {m: time_to_target(c[t.metric], t.value, t.direction)
+                 for m, c in curves.items() if t.metric in c}
+        ratio = speedup(times[fast], times[slow]) if fast in times and slow in times else None
+        rows.append({"target": t, "times": times, "speedup": ratio, "fast": fast, "slow": slow})
+    return rows

@@ -142,3 +142,22 @@ def test_subset_for_budget_fits_the_time_and_keeps_a_minimum():
     assert subset_for_budget(0.01, 5000, 60.0, 3, min_images=8).n_images == 3
     with pytest.raises(ValueError, match="positive"):
         subset_for_budget(0.0, 5000, 60.0, 3)
+
+
+def test_time_to_quality_table_rows():
+    from bench.anytime import target_from, time_to_quality_table
+
+    enc = curve([0], [0.002], [0.030])
+    curves = {"idinvert": {"mse": FAST}, "image2stylegan": {"mse": SLOW}, "idinvert-encoder": {"mse": enc}}
+    targets = [target_from(SLOW, "image2stylegan final MSE", "mse"),
+               target_from(FAST, "idinvert MSE at 100 steps", "mse", step=100)]
+    rows = time_to_quality_table(curves, targets)
+    first, second = rows
+    assert first["target"].value == 0.008
+    assert not first["times"]["idinvert"].reached and first["times"]["image2stylegan"].step == 1000
+    assert first["speedup"].kind == "at most"  # idinvert never gets there within its 100 steps
+    assert not first["times"]["idinvert-encoder"].reached
+    assert second["speedup"].kind == "ratio" and second["speedup"].value == pytest.approx(10.0)
+    # a metric a method was not measured on is absent, not "not reached"
+    rows = time_to_quality_table({"idinvert": {"mse": FAST}, "image2stylegan": {}}, targets[1:])
+    assert "image2stylegan" not in rows[0]["times"] and rows[0]["speedup"] is None
