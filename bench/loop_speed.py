@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import copy
 import json
 import time
 from pathlib import Path
@@ -45,17 +44,15 @@ def main(argv=None) -> dict:
     images = load_images(bundle, args.images, 0, tiny=False)
     init = encode(bundle.encoder, images, batch_size=images.shape[0])
     lam_vgg = float(bundle.info.get("lambda_vgg_default", 0.0))
-    nets = {"generator": bundle.generator, "encoder": bundle.encoder, "perceptual": bundle.perceptual}
-    cl = {k: copy.deepcopy(v).to(memory_format=torch.channels_last) for k, v in nets.items()}
 
     def run(variant: str, steps: int = args.steps, n: int = images.shape[0]):
-        parts, x = (cl, images[:n].contiguous(memory_format=torch.channels_last)) \
-            if variant == "channels_last" else (nets, images[:n])
         ctx = torch.autocast("cpu", dtype=torch.bfloat16) if variant == "bf16_autocast" \
             else contextlib.nullcontext()
+        fmt = "channels_last" if variant == "channels_last" else "contiguous"
         with ctx:
-            return optimize_codes(parts["generator"], x, init[:n], steps=steps, lambda_perceptual=lam_vgg,
-                                  perceptual=parts["perceptual"], lambda_dom=2.0, encoder=parts["encoder"])
+            return optimize_codes(bundle.generator, images[:n], init[:n], steps=steps,
+                                  lambda_perceptual=lam_vgg, perceptual=bundle.perceptual, lambda_dom=2.0,
+                                  encoder=bundle.encoder, memory_format=fmt)
 
     def mse(codes):
         with torch.no_grad():

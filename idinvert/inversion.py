@@ -33,7 +33,7 @@ from typing import Callable, Iterable, Iterator, Optional
 import torch
 import torch.nn as nn
 
-__all__ = ["OptimizationResult", "Milestone", "optimize_codes", "encode", "frozen",
+__all__ = ["OptimizationResult", "Milestone", "optimize_codes", "encode", "frozen", "channels_last",
            "anytime_milestones", "check_milestones",
            "DEFAULT_LR", "DEFAULT_STEPS", "DEFAULT_LAMBDA_DOM"]
 
@@ -101,6 +101,28 @@ def frozen(*objs) -> Iterator[None]:
             p.requires_grad_(flag)
         for m, mode in modes:
             m.train(mode)
+
+
+@contextlib.contextmanager
+def channels_last(*objs, enabled: bool = True) -> Iterator[None]:
+    """The 4-D parameters and buffers of the given modules in channels_last memory format for the
+    duration (values unchanged), restored to their own layout afterwards. Non-modules are ignored.
+
+    Measured on the embedded bundle's loop (1 CPU thread, idinvert loss, 16 images x 30 steps, five
+    interleaved repeats): 13 % less time, final MSE equal to 1e-6 (``python -m bench.loop_speed``).
+    """
+    if not enabled:
+        yield
+        return
+    tensors = [t for m in _modules(*objs) for t in list(m.parameters()) + list(m.buffers()) if t.ndim == 4]
+    saved = [(t, t.data) for t in tensors]
+    try:
+        for t in tensors:
+            t.data = t.data.contiguous(memory_format=torch.channels_last)
+        yield
+    finally:
+        for t, data in saved:
+            t.data = data
 
 
 def _device_of(module) -> torch.device:
@@ -191,7 +213,8 @@ def optimize_codes(generator: nn.Module, targets: torch.Tensor, init_codes: torc
                    lambda_dom: float = 0.0, encoder: Optional[Callable] = None, space: str = "wp",
                    mask: Optional[torch.Tensor] = None, progress: bool = False,
                    seed: Optional[int] = None, milestones: Optional[Iterable[int]] = None,
-                   time_origin: Optional[float] = None) -> OptimizationResult:
+                   time_origin: Optional[float] = None, memory_format: str = "contiguous"
+                   ) -> OptimizationResult:
     """Optimise W+ (or W) codes so that ``generator.synthesis(codes)`` reconstructs ``targets``.
 
     generator: has ``.synthesis(wp [B, L, D]) -> images [B, 3, H, W]``.
@@ -209,11 +232,17 @@ def optimize_codes(generator: nn.Module, targets: torch.Tensor, init_codes: torc
       iterate, not the lowest-loss one, and so do the milestones), with the seconds elapsed.
     time_origin: a ``time.perf_counter()`` value the milestone and final seconds count from, so a
       caller can include work done before the loop (an encoder start); default: entry to this call.
+    memory_format: "contiguous" (default) or "channels_last": the networks' 4-D weights and the
+      images in channels_last layout for the duration (see :func:`channels_last`; faster convolutions
+      on CPU, same result up to float rounding -- which Adam amplifies to ~1e-3 in the codes).
     Networks are put in eval mode with frozen parameters for the duration and restored afterwards.
     """
     t_origin = time.perf_counter() if time_origin is None else float(time_origin)
     if space not in ("wp", "w"):
         raise ValueError(f"space must be 'wp' or 'w', got {space!r}")
+    if memory_format not in ("contiguous", "channels_last"):
+        raise ValueError(f"memory_format must be 'contiguous' or 'channels_last', got {memory_format!r}")
+    use_cl = memory_format == "channels_last"
     if steps < 0:
         raise ValueError(f"steps must be >= 0, got {steps}")
     if targets.ndim != 4:
@@ -230,6 +259,8 @@ def optimize_codes(generator: nn.Module, targets: torch.Tensor, init_codes: torc
     # batch-independence of the loop itself, free of float32 rounding.
     dtype = _float_dtype_of(generator)
     x = targets.to(device=device, dtype=dtype)
+    if use_cl:
+        x = x.contiguous(memory_format=torch.channels_last)
     B = x.shape[0]
     num_layers = int(getattr(generator, "num_layers", init_codes.shape[1] if init_codes.ndim == 3 else 1))
     init = init_codes.detach().to(device=device, dtype=dtype)
@@ -247,7 +278,8 @@ def optimize_codes(generator: nn.Module, targets: torch.Tensor, init_codes: torc
 
     rng = torch.random.fork_rng(devices=[device] if device.type == "cuda" else []) \
         if seed is not None else contextlib.nullcontext()
-    with rng, frozen(generator, encoder, perceptual):
+    with rng, frozen(generator, encoder, perceptual), \
+            channels_last(generator, encoder, perceptual, enabled=use_cl):
         if seed is not None:
             torch.manual_seed(seed)
         x_masked = x * mask if mask is not None else x

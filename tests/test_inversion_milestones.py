@@ -192,3 +192,18 @@ def test_anytime_schedule():
     assert anytime_milestones(0) == [0]
     with pytest.raises(ValueError):
         anytime_milestones(-1)
+
+
+def test_channels_last_gives_the_same_result_and_restores_the_networks():
+    parts, x, start = parts_and_targets()
+    kw = full_loss(parts)
+    plain = optimize_codes(parts.generator, x, start, steps=5, **kw)
+    cl = optimize_codes(parts.generator, x, start, steps=5, memory_format="channels_last", **kw)
+    assert (cl.codes - plain.codes).abs().max() <= 1e-3
+    assert torch.allclose(cl.loss_history, plain.loss_history, rtol=1e-4)
+    for m in (parts.generator, parts.encoder, parts.perceptual):
+        for p in list(m.parameters()) + list(m.buffers()):
+            if p.ndim == 4:
+                assert p.is_contiguous(), "a weight was left in channels_last"
+    with pytest.raises(ValueError, match="memory_format"):
+        optimize_codes(parts.generator, x, start, steps=1, memory_format="nhwc")
