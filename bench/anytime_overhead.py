@@ -43,7 +43,7 @@ def main(argv=None) -> dict:
 
     bundle = load_bundle(args.bundle)
     images = load_images(bundle, args.images, 0, tiny=False)
-    lam_vgg = float(bundle.info.get("lambda_vgg_default", 0.0))
+    lam_vgg = float(bundle.info.lambda_vgg_default or 0.0)
     if args.loss == "idinvert":
         init = encode(bundle.encoder, images, batch_size=images.shape[0])
         kw = dict(lambda_perceptual=lam_vgg, perceptual=bundle.perceptual, lambda_dom=2.0,

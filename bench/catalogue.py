@@ -20,8 +20,8 @@ def describe() -> dict[str, Any]:
             "hyperparameters": cls.hyperparameters(),
         })
     out_metrics = [
-        {"name": m.name, "direction": m.direction, "kind": m.kind, "needs": list(m.needs),
-         "description": m.description}
+        {"name": m.name, "label": m.display, "direction": m.direction, "level": m.level, "needs": list(m.needs),
+         "unit": m.unit, "aggregate": m.aggregate, "table": m.table, "description": m.description}
         for m in metrics.all_metrics()
     ]
     out_bundles = [{"name": name, "description": spec.description, "files": list(spec.files)}

@@ -15,8 +15,7 @@ from typing import Sequence
 from bench import defaults
 
 
-class UsageError(Exception):
-    """Bad command-line input: exit code 2."""
+from bench.errors import UsageError  # noqa: E402  (re-exported: `from bench.cli import UsageError`)
 
 
 class BenchError(Exception):
@@ -161,7 +160,8 @@ def cmd_ls(args: argparse.Namespace) -> int:
         print(f"  {m['name']:<18} needs {'+'.join(m['needs'])}; {params}")
     print("Metrics:")
     for m in info["metrics"]:
-        print(f"  {m['name']:<22} {m['direction']:<6} is better; needs {', '.join(m['needs']) or '-'}")
+        print(f"  {m['name']:<22} {m['level']:<9} {m['direction']:<6} is better; needs "
+              f"{', '.join(m['needs']) or '-'}")
     print("Bundles:")
     for b in info["bundles"]:
         print(f"  {b['name']:<22} {b['description']}")

@@ -54,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _usage(message: str) -> Exception:
-    from bench.cli import UsageError
+    from bench.errors import UsageError
 
     return UsageError(message)
 

@@ -1,228 +1,113 @@
-"""Turns a method's codes into stored results: per-image rows as batches finish, set-level metrics at the end.
+"""Turns a method's codes into stored results, driven by the metric registry.
 
-Only rank 0 of a run uses this. Which metrics are computable depends on what exists: the ImageNet
-metrics (``lpips``, ``fid``) need their weight files; the domain metrics (``dpips``, ``fid_domain``) need
-a bundle with an attribute classifier. Whatever cannot be computed is stored as *unavailable* with the
-reason, never replaced silently by something else.
+Per batch: reconstructions are decoded once (with the method's own per-image decoder when it returns
+one), every ``per_image`` metric of the registry is computed on a batch context, and the rows, the codes
+and the reconstructions are stored. At the end of a run: a set context with the run's stored
+reconstructions, and every ``set`` and (unless ``--no-semantic``) ``semantic`` metric of the registry.
+Whatever cannot be computed is stored as *unavailable* with the reason, never replaced by something else.
+
+The built-in metric functions of the reconstruction (``mse_metric`` ... ``seconds_metric``) live here;
+their registry entries are in ``bench.metrics.registry``.
 """
 
 from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
+from torch import Tensor
 
 from bench import defaults, metrics as M
 from bench.artifacts import safe_name, save_atomic, save_png
+from bench.metrics.context import FEATURE_BATCH, EvalResources, MetricContext
+from bench.metrics.errors import MetricUnavailable
 from bench.store import ImageRow, MetricRow, Store
 
-PER_IMAGE = ("mse", "psnr", "dpips", "lpips")
-# fid_domain's PCA is fitted on training images from this index on: disjoint from the floor's reference
-# set (the first N training images) and from the test split.
-FIT_OFFSET = 40_000
+
+# -- per-image metrics: (ctx) -> [B] ---------------------------------------------------------------------
+def mse_metric(ctx: MetricContext) -> Tensor:
+    return M.mse(ctx.images, ctx.recons)
 
 
-class Evaluator:
-    def __init__(self, bundle: Any, opts: Any, device: torch.device, results_dir: Path):
-        self.bundle = bundle
-        self.opts = opts
-        self.device = device
-        self.results_dir = Path(results_dir)
-        self.cache = M.StatsCache(self.results_dir / "cache" / "stats")
-        self.unavailable: dict[str, str] = {}
-        try:
-            self.lpips = M.LPIPSMetric(device=device)
-        except M.MetricUnavailable as exc:
-            self.lpips = None
-            self.unavailable["lpips"] = exc.reason
-        self._inception: Any = None
-        classifier = bundle.classifier if bundle.has("classifier") else None
-        self.classifier = classifier
-        if classifier is None:
-            reason = f"bundle {bundle.name} has no attribute classifier (its features define the domain metric)"
-            self.unavailable["dpips"] = reason
-            self.unavailable["fid_domain"] = reason
-        self._boundaries: dict | None = None
-        self._references: dict[int, torch.Tensor | None] = {}
-        self.domain_features = self._domain_features() if classifier is not None else None
-
-    def _domain_features(self) -> "M.DomainFeatures":
-        """fid_domain's feature map: classifier.embed reduced by a PCA fitted on real training images
-        disjoint from the floor's reference set (see bench.metrics.domain_features)."""
-        from idinvert.domains.synthetic_faces import SyntheticFaces
-
-        train = SyntheticFaces(resolution=self.bundle.resolution).split("train", FIT_OFFSET + M.DEFAULT_FIT_IMAGES)
-        fit = train.load(list(range(FIT_OFFSET, FIT_OFFSET + M.DEFAULT_FIT_IMAGES)))
-        return M.DomainFeatures(lambda x: self.classifier.embed(x.to(self.device)), fit)
-
-    # -- helpers ------------------------------------------------------------------------------------------
-    @torch.no_grad()
-    def reconstruct(self, codes: torch.Tensor, batch_size: int | None = None) -> torch.Tensor:
-        bs = batch_size or self.opts.batch_size
-        out = [self.bundle.generator.synthesis(codes[i:i + bs].to(self.device)).clamp(-1, 1).float().cpu()
-               for i in range(0, codes.shape[0], bs)]
-        return torch.cat(out) if out else torch.empty(0)
-
-    def inception(self) -> Any:
-        if self._inception is None and "fid" not in self.unavailable:
-            try:
-                self._inception = M.InceptionFeatures(device=self.device)
-            except M.MetricUnavailable as exc:
-                self.unavailable["fid"] = exc.reason
-        return self._inception
-
-    def _embed(self, images: torch.Tensor) -> torch.Tensor:
-        return self.domain_features(images)
-
-    # -- per batch ----------------------------------------------------------------------------------------
-    def store_batch(self, store: Store, run_id: str, part: dict[str, Any], ids: Sequence[str],
-                    dataset: Any) -> None:
-        indices: list[int] = part["indices"]
-        codes, failed = part["codes"], part["failed"]
-        per_image_seconds = part["seconds"] / max(len(indices), 1)
-        images = dataset.load(indices)
-        recons = self.reconstruct(codes)
-        values: dict[str, torch.Tensor] = {}
-        with torch.no_grad():
-            values["mse"] = M.mse(images, recons)
-            values["psnr"] = M.psnr(images, recons)
-            if self.classifier is not None:
-                values["dpips"] = M.dpips(images.to(self.device), recons.to(self.device),
-                                          self.classifier.features).cpu()
-            if self.lpips is not None:
-                values["lpips"] = self.lpips(images, recons)
-        rows = []
-        for j, idx in enumerate(indices):
-            if bool(failed[j]):
-                rows.append(ImageRow(ids[idx], idx, "failed", part["reasons"][j] or "inversion failed",
-                                     per_image_seconds, {}))
-            else:
-                rows.append(ImageRow(ids[idx], idx, "ok", None, per_image_seconds,
-                                     {k: float(v[j]) for k, v in values.items()}))
-        rel_dir = Path("runs") / run_id
-        codes_rel = rel_dir / "codes" / f"{indices[0]:06d}-{len(indices)}.pt"
-        save_atomic({"indices": indices, "ids": [ids[i] for i in indices], "codes": codes, "failed": failed},
-                     self.results_dir / codes_rel)
-        artifacts = [("codes", str(codes_rel), {"n": len(indices)})]
-        for j, idx in enumerate(indices):
-            if idx < defaults.GRID_IMAGES:
-                for kind, img in (("input", images[j]), ("recon", recons[j])):
-                    rel = rel_dir / kind / f"{idx:04d}-{safe_name(ids[idx])}.png"
-                    save_png(img, self.results_dir / rel)
-                    artifacts.append((kind, str(rel), {"image_id": ids[idx], "idx": idx}))
-        store.add_images(run_id, rows, artifacts)
-
-    # -- per run ------------------------------------------------------------------------------------------
-    def load_codes(self, store: Store, run_id: str, ok_indices: set[int]) -> dict[int, torch.Tensor]:
-        codes: dict[int, torch.Tensor] = {}
-        for art in store.artifacts(run_id, "codes"):
-            blob = torch.load(self.results_dir / art["path"], map_location="cpu", weights_only=True)
-            for j, idx in enumerate(blob["indices"]):
-                if idx in ok_indices:
-                    codes[idx] = blob["codes"][j].float()
-        return codes
-
-    def finish_run(self, store: Store, run_id: str, method: Any, dataset: Any, ids: Sequence[str]) -> None:
-        rows = store.images(run_id)
-        ok = [r for r in rows if r["status"] == "ok"]
-        n_failed = len(rows) - len(ok)
-        result: list[MetricRow] = []
-        curves: dict[str, Any] = {}
-        base = {"n": len(ok), "n_failed": n_failed}
-
-        for name in PER_IMAGE:
-            vals = [r["metrics"].get(name) for r in ok if r["metrics"].get(name) is not None]
-            if name in self.unavailable:
-                result.append(MetricRow.unavailable(name, self.unavailable[name]))
-            elif vals:
-                m, sd, ci = _mean_std_ci(vals)
-                result.append(MetricRow(name, m, detail={**base, "std": sd, "ci95": ci}))
-            else:
-                result.append(MetricRow.unavailable(name, "no successfully inverted image", **base))
-        secs = [r["seconds"] for r in rows if r["seconds"] is not None]
-        result.append(MetricRow("seconds_per_image", sum(secs) / len(secs) if secs else None,
-                                detail={"device": str(self.device), "threads": torch.get_num_threads(),
-                                        "batch_size": self.opts.batch_size, "timed": "invert() only, warm-up excluded",
-                                        "n": len(secs)}))
-
-        ok_idx = sorted(r["idx"] for r in ok)
-        if len(ok_idx) >= 2:
-            code_map = self.load_codes(store, run_id, set(ok_idx))
-            ok_idx = [i for i in ok_idx if i in code_map]
-            codes = torch.stack([code_map[i] for i in ok_idx])
-            recons = self.reconstruct(codes)
-            reals = dataset.load(ok_idx)
-            result += self._set_metrics(recons, reals, dataset, len(ok_idx))
-            if self.opts.semantic:
-                sem_rows, sem_curves, sem_artifacts = self._semantic(codes, reals, ok_idx, ids, dataset, run_id)
-                result += sem_rows
-                curves.update(sem_curves)
-                if sem_artifacts:
-                    store.add_artifacts(run_id, sem_artifacts)
-        else:
-            for name in ("fid_domain", "fid", "swd"):
-                result.append(MetricRow.unavailable(name, "fewer than 2 successfully inverted images"))
-        store.complete_run(run_id, result, curves)
-
-    def _set_metrics(self, recons: torch.Tensor, reals: torch.Tensor, dataset: Any, n: int) -> list[MetricRow]:
-        out: list[MetricRow] = []
-        reference = self._reference(dataset, n)
-        # Fréchet distance in the domain classifier's features, with the real-vs-real floor beside it.
-        if self.classifier is not None:
-            real_emb = self._embed(reals)
-            fake_emb = self._embed(recons)
-            value = M.frechet_distance(M.feature_stats(fake_emb), M.feature_stats(real_emb))
-            floor = self._floor(real_emb, reference, self._embed)
-            out.append(MetricRow("fid_domain", value, detail={"n": n, "dims": int(real_emb.shape[1]),
-                                                              "features": self.domain_features.description,
-                                                              **floor}))
-        else:
-            out.append(MetricRow.unavailable("fid_domain", self.unavailable["fid_domain"]))
-        inception = self.inception()
-        if inception is not None:
-            real_f = M.extract_features(inception, reals, 50)
-            fake_f = M.extract_features(inception, recons, 50)
-            value = M.frechet_distance(M.feature_stats(fake_f), M.feature_stats(real_f))
-            floor = self._floor(real_f, reference, lambda x: M.extract_features(inception, x, 50))
-            out.append(MetricRow("fid", value, detail={"n": n, "dims": int(real_f.shape[1]), **floor}))
-        else:
-            out.append(MetricRow.unavailable("fid", self.unavailable["fid"]))
-        sw = M.swd(recons, reals, seed=self.opts.seed)
-        out.append(MetricRow("swd", sw.mean, detail={"n": n, "levels": {str(k): v for k, v in sw.levels.items()},
-                                                      "unit": "x1e3"}))
-        return out
-
-    def _reference(self, dataset: Any, n: int) -> torch.Tensor | None:
-        """The floor's disjoint real set of size n, rendered once per run of the harness, not per method."""
-        from bench.runner import real_reference
-
-        if n not in self._references:
-            self._references[n] = real_reference(self.opts, self.bundle, n)
-        return self._references[n]
-
-    @staticmethod
-    def _floor(real_feats: torch.Tensor, reference: torch.Tensor | None, extract) -> dict[str, Any]:
-        """Real-vs-real Fréchet distance at the evaluated size: the test images against a disjoint real set
-        of the same size (embedded domain), or two halves of the test set (user folders).
-        extract: images [N, 3, H, W] -> features [N, K]."""
-        if reference is not None:
-            ref = extract(reference[: real_feats.shape[0]])
-            value = M.frechet_distance(M.feature_stats(real_feats), M.feature_stats(ref))
-            return {"floor": value, "floor_n": int(ref.shape[0]), "floor_kind": "test images vs a disjoint real set"}
-        if real_feats.shape[0] < 4:
-            return {"floor": None, "floor_kind": "too few images for a floor"}
-        fl = M.real_floor(real_feats, real_feats.shape[0] // 2)
-        return {"floor": fl.value, "floor_n": fl.n, "floor_kind": "two halves of the test set (half size)"}
-
-    def _semantic(self, codes, reals, ok_idx, ids, dataset, run_id):
-        from bench.semantic import semantic_for_run
-
-        return semantic_for_run(self, codes, reals, ok_idx, ids, dataset, run_id)
+def psnr_metric(ctx: MetricContext) -> Tensor:
+    return M.psnr(ctx.images, ctx.recons)
 
 
-def _mean_std_ci(values: Sequence[float]) -> tuple[float, float | None, float | None]:
+def dpips_metric(ctx: MetricContext) -> Tensor:
+    net = ctx.eval_embedding
+    return M.dpips(ctx.images.to(ctx.device), ctx.recons.to(ctx.device), net.features).cpu()
+
+
+def lpips_metric(ctx: MetricContext) -> Tensor:
+    return ctx.resources.lpips()(ctx.images, ctx.recons)
+
+
+# -- set metrics: (ctx) -> MetricRow ---------------------------------------------------------------------
+def frechet_with_floor(ctx: MetricContext, real: Tensor, fake: Tensor, ref: Tensor | None,
+                       floor_seed: int | None = None) -> tuple[float, dict[str, Any]]:
+    """Fréchet distance of ``fake`` [M, K] to ``real`` [N, K] features, and the real-vs-real floor at the
+    same size: ``real`` against the disjoint reference features ``ref`` (embedded domain), else two
+    disjoint subsets of ``real`` (user folders: halves when ``floor_seed`` is None, else of ``M`` rows)."""
+    value = M.frechet_distance(M.feature_stats(fake), M.feature_stats(real))
+    if ref is not None and ref.shape[0] >= 2:
+        floor = {"floor": M.frechet_distance(M.feature_stats(real), M.feature_stats(ref)),
+                 "floor_n": int(ref.shape[0]), "floor_kind": "the real images vs a disjoint real set"}
+    elif real.shape[0] < 4:
+        floor = {"floor": None, "floor_kind": "too few real images for a floor"}
+    else:
+        size = real.shape[0] // 2 if floor_seed is None else fake.shape[0]
+        fl = M.real_floor(real, size, seed=floor_seed or 0)
+        floor = {"floor": fl.value, "floor_n": fl.n, "floor_kind": "two disjoint subsets of the real images"}
+    return value, {"dims": int(real.shape[1]), **floor}
+
+
+def frechet_to_real(ctx: MetricContext, extract: Callable[[Tensor], Tensor], extractor_id: str,
+            fake_images: Tensor, floor_seed: int | None = None) -> tuple[float, dict[str, Any]]:
+    """Fréchet distance of ``fake_images`` to the context's real images in one feature space, with its
+    floor against a disjoint real set of the fake set's size."""
+    real = ctx.real_features(extract, extractor_id)
+    fake = extract(fake_images).float().cpu()
+    ref = ctx.reference_features(extract, extractor_id, fake.shape[0])
+    return frechet_with_floor(ctx, real, fake, ref, floor_seed)
+
+
+def inception_extract(ctx: MetricContext) -> tuple[Callable[[Tensor], Tensor], str]:
+    """The Inception feature map (images -> [N, 2048]) and its id; MetricUnavailable without weights."""
+    inception = ctx.resources.inception()
+    return (lambda x: M.extract_features(inception, x, FEATURE_BATCH)), getattr(inception, "id", "inception")
+
+
+def fid_domain_metric(ctx: MetricContext) -> MetricRow:
+    net = ctx.eval_embedding
+    value, detail = frechet_to_real(ctx, net.embed, net.id, ctx.recons)
+    return MetricRow("fid_domain", value, detail={"n": ctx.n, "features": net.label, **detail})
+
+
+def fid_metric(ctx: MetricContext) -> MetricRow:
+    extract, extractor_id = inception_extract(ctx)
+    value, detail = frechet_to_real(ctx, extract, extractor_id, ctx.recons)
+    return MetricRow("fid", value, detail={"n": ctx.n, **detail})
+
+
+def swd_metric(ctx: MetricContext) -> MetricRow:
+    sw = M.swd(ctx.recons, ctx.images, seed=ctx.seed)
+    return MetricRow("swd", sw.mean, detail={"n": ctx.n, "levels": {str(k): v for k, v in sw.levels.items()},
+                                              "unit": "x1e3"})
+
+
+def seconds_metric(ctx: MetricContext) -> MetricRow:
+    secs = [r["seconds"] for r in ctx.rows if r["seconds"] is not None]
+    opts = ctx.resources.opts
+    return MetricRow("seconds_per_image", sum(secs) / len(secs) if secs else None,
+                     detail={"device": str(ctx.device), "threads": torch.get_num_threads(),
+                             "batch_size": opts.batch_size, "timed": "invert() only, warm-up excluded",
+                             "n": len(secs)})
+
+
+# -- helpers -----------------------------------------------------------------------------------------------
+def mean_std_ci(values: Sequence[float]) -> tuple[float, float | None, float | None]:
     """Mean, sample std and the half-width of a normal 95% CI of the mean (None below two values)."""
     vals = [v for v in values if v is not None and math.isfinite(v)]
     m = sum(vals) / len(vals)
@@ -230,3 +115,150 @@ def _mean_std_ci(values: Sequence[float]) -> tuple[float, float | None, float | 
         return m, None, None
     sd = math.sqrt(sum((v - m) ** 2 for v in vals) / (len(vals) - 1))
     return m, sd, 1.96 * sd / math.sqrt(len(vals))
+
+
+def compute(metric: M.Metric, ctx: MetricContext) -> list[MetricRow]:
+    """Run one set / semantic metric function on ``ctx``: its rows, or one unavailable row with the reason."""
+    try:
+        out = metric.load()(ctx)
+    except MetricUnavailable as exc:
+        return [MetricRow.unavailable(metric.name, exc.reason)]
+    if isinstance(out, MetricRow):
+        return [out]
+    if isinstance(out, list):
+        return out
+    return [MetricRow(metric.name, None if out is None else float(out), detail={"n": ctx.n})]
+
+
+class Evaluator:
+    """Rank 0's evaluation of every run of one harness run (one bundle, one device)."""
+
+    def __init__(self, bundle: Any, opts: Any, device: torch.device, results_dir: Path):
+        self.bundle = bundle
+        self.opts = opts
+        self.device = device
+        self.results_dir = Path(results_dir)
+        self.resources = EvalResources(bundle, opts, device, self.results_dir)
+        self.unavailable: dict[str, str] = {}  # per-image metric -> why it has no values
+
+    @torch.no_grad()
+    def reconstruct(self, codes: Tensor, decoders: Sequence[Any] | None = None) -> Tensor:
+        """codes [N, L, D] -> images [N, 3, H, W] in [-1, 1] on the CPU, in batches of the run's size;
+        with ``decoders`` (one generator per image, e.g. PTI's tuned G) image i decodes with its own."""
+        if decoders is not None:
+            return torch.cat([g.synthesis(c[None].to(self.device)).clamp(-1, 1).float().cpu()
+                              for g, c in zip(decoders, codes)])
+        bs = self.opts.batch_size
+        out = [self.bundle.generator.synthesis(codes[i:i + bs].to(self.device)).clamp(-1, 1).float().cpu()
+               for i in range(0, codes.shape[0], bs)]
+        return torch.cat(out) if out else torch.empty(0)
+
+    # -- per batch ----------------------------------------------------------------------------------------
+    def per_image_values(self, ctx: MetricContext) -> dict[str, Tensor]:
+        values: dict[str, Tensor] = {}
+        with torch.no_grad():
+            for metric in M.all_metrics(level="per_image"):
+                try:
+                    values[metric.name] = metric.load()(ctx)
+                except MetricUnavailable as exc:
+                    self.unavailable[metric.name] = exc.reason
+        return values
+
+    def store_batch(self, store: Store, run_id: str, part: dict[str, Any], ids: Sequence[str],
+                    dataset: Any) -> None:
+        indices: list[int] = part["indices"]
+        failed = part["failed"]
+        per_image_seconds = part["seconds"] / max(len(indices), 1)
+        images = dataset.load(indices)
+        recons = self.reconstruct(part["codes"], part.get("decoders"))
+        ctx = MetricContext(self.resources, images, recons, part["codes"], list(indices),
+                            [ids[i] for i in indices], dataset, run_id=run_id)
+        values = self.per_image_values(ctx)
+        rows = [ImageRow(ids[idx], idx, "failed", part["reasons"][j] or "inversion failed", per_image_seconds, {})
+                if bool(failed[j]) else
+                ImageRow(ids[idx], idx, "ok", None, per_image_seconds, {k: float(v[j]) for k, v in values.items()})
+                for j, idx in enumerate(indices)]
+        store.add_images(run_id, rows, self._save_batch(run_id, part, ids, images, recons))
+
+    def _save_batch(self, run_id: str, part: dict[str, Any], ids: Sequence[str], images: Tensor,
+                    recons: Tensor) -> list[tuple[str, str, dict]]:
+        """The batch's codes and reconstructions (one file, atomically) and the grid PNGs -> artifacts."""
+        indices = part["indices"]
+        rel_dir = Path("runs") / run_id
+        codes_rel = rel_dir / "codes" / f"{indices[0]:06d}-{len(indices)}.pt"
+        save_atomic({"indices": indices, "ids": [ids[i] for i in indices], "codes": part["codes"],
+                     "failed": part["failed"], "recons": recons}, self.results_dir / codes_rel)
+        artifacts = [("codes", str(codes_rel), {"n": len(indices)})]
+        for j, idx in enumerate(indices):
+            if idx < defaults.GRID_IMAGES:
+                for kind, img in (("input", images[j]), ("recon", recons[j])):
+                    rel = rel_dir / kind / f"{idx:04d}-{safe_name(ids[idx])}.png"
+                    save_png(img, self.results_dir / rel)
+                    artifacts.append((kind, str(rel), {"image_id": ids[idx], "idx": idx}))
+        return artifacts
+
+    # -- per run ------------------------------------------------------------------------------------------
+    def load_outputs(self, store: Store, run_id: str, ok_indices: set[int]) -> dict[int, tuple[Tensor, Tensor | None]]:
+        """index -> (code, stored reconstruction or None for files written before reconstructions were)."""
+        out: dict[int, tuple[Tensor, Tensor | None]] = {}
+        for art in store.artifacts(run_id, "codes"):
+            blob = torch.load(self.results_dir / art["path"], map_location="cpu", weights_only=True)
+            for j, idx in enumerate(blob["indices"]):
+                if idx in ok_indices:
+                    recon = blob["recons"][j] if "recons" in blob else None
+                    out[idx] = (blob["codes"][j].float(), recon)
+        return out
+
+    def run_context(self, store: Store, run_id: str, dataset: Any, ids: Sequence[str]) -> MetricContext:
+        """The set-level context of a run: its successfully inverted images, codes and reconstructions."""
+        rows = store.images(run_id)
+        ok_idx = sorted(r["idx"] for r in rows if r["status"] == "ok")
+        outputs = self.load_outputs(store, run_id, set(ok_idx))
+        ok_idx = [i for i in ok_idx if i in outputs]
+        codes = torch.stack([outputs[i][0] for i in ok_idx]) if ok_idx else None
+        if ok_idx and all(outputs[i][1] is not None for i in ok_idx):
+            recons = torch.stack([outputs[i][1] for i in ok_idx])
+        else:
+            recons = self.reconstruct(codes) if codes is not None else torch.empty(0)
+        images = dataset.load(ok_idx) if ok_idx else torch.empty(0)
+        labels = getattr(dataset, "labels", None)
+        names = list(getattr(dataset, "attributes", None) or self.bundle.attributes)
+        return MetricContext(self.resources, images, recons, codes, ok_idx, [ids[i] for i in ok_idx], dataset,
+                             rows=rows, labels=None if labels is None else labels[ok_idx],
+                             label_names=names if labels is not None else [],
+                             label_source=dataset.label_source if labels is not None else "none",
+                             run_id=run_id)
+
+    def per_image_summary(self, ctx: MetricContext) -> list[MetricRow]:
+        ok = [r for r in ctx.rows if r["status"] == "ok"]
+        base = {"n": len(ok), "n_failed": len(ctx.rows) - len(ok)}
+        out = []
+        for metric in M.all_metrics(level="per_image"):
+            vals = [r["metrics"][metric.name] for r in ok if r["metrics"].get(metric.name) is not None]
+            if vals:
+                m, sd, ci = mean_std_ci(vals)
+                out.append(MetricRow(metric.name, m, detail={**base, "std": sd, "ci95": ci}))
+            elif not ok:
+                out.append(MetricRow.unavailable(metric.name, "no successfully inverted image", **base))
+            else:
+                out.append(MetricRow.unavailable(metric.name, self._reason(metric, ctx)))
+        return out
+
+    def _reason(self, metric: M.Metric, ctx: MetricContext) -> str:
+        """Why a per-image metric has no stored value (asked again on one image after a resume)."""
+        if metric.name not in self.unavailable and ctx.n:
+            self.per_image_values(MetricContext(self.resources, ctx.images[:1], ctx.recons[:1]))
+        return self.unavailable.get(metric.name, "no value was stored")
+
+    def finish_run(self, store: Store, run_id: str, method: Any, dataset: Any, ids: Sequence[str]) -> None:
+        ctx = self.run_context(store, run_id, dataset, ids)
+        result = self.per_image_summary(ctx)
+        levels = ("set", "semantic") if self.opts.semantic else ("set",)
+        for metric in (m for m in M.all_metrics() if m.level in levels and m.fn is not None):
+            if metric.needs != ("timing",) and ctx.n < 2:
+                result.append(MetricRow.unavailable(metric.name, "fewer than 2 successfully inverted images"))
+                continue
+            result += compute(metric, ctx)
+        if ctx.artifacts:
+            store.add_artifacts(run_id, ctx.artifacts)
+        store.complete_run(run_id, result, ctx.curves)

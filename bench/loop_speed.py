@@ -43,7 +43,7 @@ def main(argv=None) -> dict:
     bundle = load_bundle(args.bundle)
     images = load_images(bundle, args.images, 0, tiny=False)
     init = encode(bundle.encoder, images, batch_size=images.shape[0])
-    lam_vgg = float(bundle.info.get("lambda_vgg_default", 0.0))
+    lam_vgg = float(bundle.info.lambda_vgg_default or 0.0)
 
     def run(variant: str, steps: int = args.steps, n: int = images.shape[0]):
         ctx = torch.autocast("cpu", dtype=torch.bfloat16) if variant == "bf16_autocast" \

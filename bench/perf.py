@@ -125,7 +125,21 @@ def load_images(bundle: Any, n: int, seed: int, tiny: bool) -> torch.Tensor:
         return g.synthesis(g.sample_wp(n, gen)).clamp(-1, 1).cpu()
 
 
-def run(args: argparse.Namespace) -> dict:
+def _flops(bundle, images: torch.Tensor, iters: int) -> tuple[int, int, int, int]:
+    """FLOPs of idinvert at ``iters`` steps, from counting 1 and 2 steps: (per batched step, batched total,
+    per single-image step, one-at-a-time total)."""
+    def flops_of(steps: int, batch: torch.Tensor) -> int:
+        m = build_method(steps)
+        m.prepare(bundle)
+        return count_flops(lambda: m.invert(batch))
+
+    f1, f2 = flops_of(1, images), flops_of(2, images)
+    s1, s2 = flops_of(1, images[:1]), flops_of(2, images[:1])
+    return f2 - f1, f1 + (iters - 1) * (f2 - f1), s2 - s1, images.shape[0] * (s1 + (iters - 1) * (s2 - s1))
+
+
+def _setup(args: argparse.Namespace) -> tuple[torch.device, Any, torch.Tensor]:
+    """The device, the bundle and the images to time."""
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
@@ -137,7 +151,11 @@ def run(args: argparse.Namespace) -> dict:
     else:
         from idinvert.zoo import load_bundle
         bundle = load_bundle(args.bundle, weights_dir=args.weights_dir, device=device)
-    images = load_images(bundle, args.images, args.seed, args.tiny).to(device)
+    return device, bundle, load_images(bundle, args.images, args.seed, args.tiny).to(device)
+
+
+def run(args: argparse.Namespace) -> dict:
+    device, bundle, images = _setup(args)
     n = images.shape[0]
 
     method = build_method(args.iters)
@@ -160,17 +178,7 @@ def run(args: argparse.Namespace) -> dict:
     mse_batched = _recon_mse(bundle, batched.codes, images)
     mse_single = _recon_mse(bundle, codes_single, images)
 
-    def flops_of(iters: int, batch: torch.Tensor) -> int:
-        m = build_method(iters)
-        m.prepare(bundle)
-        return count_flops(lambda: m.invert(batch))
-
-    f1, f2 = flops_of(1, images), flops_of(2, images)
-    per_step = f2 - f1
-    total = f1 + (args.iters - 1) * per_step
-    s1, s2 = flops_of(1, images[:1]), flops_of(2, images[:1])
-    total_single = n * (s1 + (args.iters - 1) * (s2 - s1))
-
+    per_step, total, per_image_step, total_single = _flops(bundle, images, args.iters)
     peak_n = args.peak_size or (8192 if device.type == "cuda" else 2048)
     peak = matmul_peak(device, peak_n)
 
@@ -193,7 +201,7 @@ def run(args: argparse.Namespace) -> dict:
         "resolution": bundle.resolution,
         "iters": args.iters,
         "flops_per_step_batched": per_step,
-        "flops_per_step_per_image": s2 - s1,
+        "flops_per_step_per_image": per_image_step,
         "batched": row(t_batched, total),
         "one_at_a_time": row(t_single, total_single),
         "speedup": t_single / t_batched,

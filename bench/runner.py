@@ -24,6 +24,7 @@ import torch
 from tqdm.auto import tqdm
 
 from bench import defaults
+from bench.errors import UsageError
 from bench.store import RunSpec, Store
 
 
@@ -71,8 +72,6 @@ def code_version() -> str:
 def resolve_device(name: str) -> torch.device:
     dev = torch.device(name)
     if dev.type == "cuda" and not torch.cuda.is_available():
-        from bench.cli import UsageError
-
         raise UsageError(f"--device {name}: CUDA is not available on this machine (torch {torch.__version__}); "
                          "use --device cpu")
     return dev
@@ -130,22 +129,19 @@ class Dist:
 def resolve_batch_size(requested: int | None, bundle: Any, device: torch.device) -> tuple[int, str | None]:
     """The batch size to run with, and a message when it is not the one asked for.
 
-    A bundle may declare ``info["default_batch_size"]`` (an int, or {device type: int}): real-size
+    A bundle may declare a default per device type (``BundleInfo.default_batch_size``): real-size
     networks, where a batch of ``defaults.BATCH_SIZE`` would need tens of GB for the backward pass (about
     0.35 GB per image at 256 px). ``requested`` None takes that default, else ``defaults.BATCH_SIZE``;
     an explicit size is used as given."""
-    want = (getattr(bundle, "info", None) or {}).get("default_batch_size")
-    if isinstance(want, dict):
-        want = want.get(device.type)
     if requested is None:
-        return (int(want), None) if want else (defaults.BATCH_SIZE, None)
+        return bundle.info.batch_size_for(device.type) or defaults.BATCH_SIZE, None
     return requested, None
 
 
 # -- data -----------------------------------------------------------------------------------------------
 
 def load_dataset(opts: RunOptions, bundle: Any):
-    """The test set: ``--data`` folder, or the embedded domain's test split."""
+    """The test set: ``--data`` folder, or the test split of the bundle's built-in domain."""
     from idinvert.domains.base import ImageSet
 
     if opts.data is not None:
@@ -154,9 +150,9 @@ def load_dataset(opts: RunOptions, bundle: Any):
         full: ImageSet = ImageFolder(opts.data, bundle.resolution, labels_csv=opts.labels)
         n = len(full) if opts.limit is None else min(opts.limit, len(full))
         return full, n
+    if bundle.info.test_data is None:
+        raise UsageError(bundle.info.needs_data(bundle.name))
     if opts.labels is not None:
-        from bench.cli import UsageError
-
         raise UsageError("--labels applies to --data images; the embedded domain has exact labels already")
     from idinvert.domains.synthetic_faces import SyntheticFaces
 
@@ -164,23 +160,12 @@ def load_dataset(opts: RunOptions, bundle: Any):
     return SyntheticFaces(resolution=bundle.resolution).split("test", n), n
 
 
-def real_reference(opts: RunOptions, bundle: Any, n: int) -> torch.Tensor | None:
-    """A second real set, disjoint from the test images and of the same size, for the FID floor."""
-    if opts.data is not None:
-        return None  # the floor then splits the test set in two halves (see bench.evaluation)
-    from idinvert.domains.synthetic_faces import SyntheticFaces
-
-    train = SyntheticFaces(resolution=bundle.resolution).split("train", n)
-    return train.load(list(range(n)))
-
-
 # -- the run --------------------------------------------------------------------------------------------
 
-def run_benchmark(opts: RunOptions, *, sweep_id: str | None = None) -> list[str]:
-    """Run every selected method; returns the run ids (rank 0) in order."""
+def _start(opts: RunOptions, sweep_id: str | None) -> "_Session":
+    """Device, bundle, data and batch size of a harness run, said once; the store and evaluator on rank 0."""
     from bench.evaluation import Evaluator
     from idinvert.zoo import load_bundle
-    from methods import registry
 
     device = resolve_device(opts.device)
     if opts.threads:
@@ -205,85 +190,111 @@ def run_benchmark(opts: RunOptions, *, sweep_id: str | None = None) -> list[str]
         + (f", {dist.world} processes" if dist.world > 1 else ""))
     if batch_note:
         say(f"bench: {batch_note}")
-    cpu_note = (bundle.info or {}).get("cpu_note")
-    if device.type == "cpu" and cpu_note:
-        say(f"bench: note: {cpu_note}")
+    if device.type == "cpu" and bundle.info.cpu_note:
+        say(f"bench: note: {bundle.info.cpu_note}")
     if getattr(dataset, "skipped", None):
         say(f"bench: skipped {len(dataset.skipped)} unreadable file(s): "
             + "; ".join(f"{f} ({r})" for f, r in dataset.skipped[:5]))
+    return _Session(opts, bundle, dataset, n, ids, device, dist, say, sweep_id,
+                    store=Store(opts.results_dir) if dist.is_main else None,
+                    evaluator=Evaluator(bundle, opts, device, results_dir=opts.results_dir) if dist.is_main else None)
 
-    store = Store(opts.results_dir) if dist.is_main else None
-    evaluator = Evaluator(bundle, opts, device, results_dir=opts.results_dir) if dist.is_main else None
-    version = code_version()
+
+@dataclass
+class _Session:
+    """One harness run: what every method's run shares."""
+
+    opts: RunOptions
+    bundle: Any
+    dataset: Any
+    n: int
+    ids: list[str]
+    device: torch.device
+    dist: Dist
+    say: Any
+    sweep_id: str | None
+    store: Store | None
+    evaluator: Any
+    version: str = field(default_factory=code_version)
+
+
+def run_benchmark(opts: RunOptions, *, sweep_id: str | None = None) -> list[str]:
+    """Run every selected method; returns the run ids (rank 0) in order."""
+    from methods import registry
+
+    session = _start(opts, sweep_id)
     run_ids: list[str] = []
-    for name in opts.methods:
-        method = registry.build(name, opts.overrides.get(name))
-        missing = [part for part in method.needs if not bundle.has(part)]
+    for name in session.opts.methods:
+        method = registry.build(name, session.opts.overrides.get(name))
+        missing = [part for part in method.needs if not session.bundle.has(part)]
         if missing:
-            say(f"bench: skipping {name}: bundle {bundle.name} has no {', '.join(missing)}")
+            session.say(f"bench: skipping {name}: bundle {session.bundle.name} has no {', '.join(missing)}")
             continue
-        spec = RunSpec(method=name, params=method.params(), bundle=bundle.name,
-                       bundle_fingerprint=bundle.fingerprint, dataset=dataset.name,
-                       dataset_fingerprint=dataset.fingerprint, n_images=n, seed=opts.seed,
-                       code_version=version)
-        state = None
-        if dist.is_main:
-            run_id, status = store.begin_run(
-                spec, torch_version=torch.__version__, device=str(device), num_threads=torch.get_num_threads(),
-                world_size=dist.world, sweep_id=sweep_id,
-                env={"batch_size": opts.batch_size, "label_source": dataset.label_source,
-                     "python": sys.version.split()[0]})
-            if status == "complete" and not opts.fresh:
-                say(f"bench: {name}: run {run_id} is already complete (use --fresh to recompute)")
-                state = (run_id, None)
-            else:
-                if status == "complete":  # --fresh: forget the earlier result, keep the run id
-                    store.reset_run(run_id)
-                store.update_run_env(run_id, device=str(device), num_threads=torch.get_num_threads(),
-                                     world_size=dist.world)
-                done = store.done_image_ids(run_id)
-                pending = [i for i in range(n) if ids[i] not in done]
-                if done:
-                    say(f"bench: {name}: resuming run {run_id}: {len(done)} of {n} images already stored")
-                state = (run_id, pending)
-        run_id, pending = dist.broadcast(state)
-        run_ids.append(run_id)
-        if pending is None:
-            continue
-        if pending:
-            _invert_pending(method, bundle, dataset, ids, pending, run_id, opts, device, dist, store, evaluator)
-        if dist.is_main:
-            say(f"bench: {name}: set-level metrics ...")
-            evaluator.finish_run(store, run_id, method, dataset, ids)
-            say(f"bench: {name}: done ({run_id})")
-        dist.barrier()
-    if dist.is_main:
-        if opts.report and run_ids:
-            _write_report(opts.results_dir, say)
-        store.close()
+        run_ids.append(_run_method(session, name, method))
+    if session.dist.is_main:
+        if session.opts.report and run_ids:
+            _write_report(session.opts.results_dir, session.say)
+        session.store.close()
     return run_ids
 
 
-def _invert_pending(method, bundle, dataset, ids, pending, run_id, opts, device, dist, store, evaluator) -> None:
-    method.prepare(bundle)
-    first = dataset.load(pending[:1]).to(device)
-    method.warmup(first)  # untimed: allocator and kernel warm-up
-    step = opts.batch_size * dist.world
-    rounds = [pending[i:i + step] for i in range(0, len(pending), step)]
-    bar = tqdm(total=len(pending), desc=method.name, unit="img", disable=not dist.is_main or opts.quiet)
-    for round_indices in rounds:
-        mine = round_indices[dist.rank * opts.batch_size:(dist.rank + 1) * opts.batch_size]
-        part = _invert_batch(method, bundle, dataset, mine, device) if mine else None
-        parts = dist.gather(part)
+def _begin(s: _Session, name: str, method: Any) -> tuple[str, list[int] | None]:
+    """Rank 0: the run's id and its pending images (None: already complete and reused)."""
+    spec = RunSpec(method=name, params=method.params(), bundle=s.bundle.name,
+                   bundle_fingerprint=s.bundle.fingerprint, dataset=s.dataset.name,
+                   dataset_fingerprint=s.dataset.fingerprint, n_images=s.n, seed=s.opts.seed,
+                   code_version=s.version)
+    run_id, status = s.store.begin_run(
+        spec, torch_version=torch.__version__, device=str(s.device), num_threads=torch.get_num_threads(),
+        world_size=s.dist.world, sweep_id=s.sweep_id,
+        env={"batch_size": s.opts.batch_size, "label_source": s.dataset.label_source,
+             "python": sys.version.split()[0]})
+    if status == "complete" and not s.opts.fresh:
+        s.say(f"bench: {name}: run {run_id} is already complete (use --fresh to recompute)")
+        return run_id, None
+    if status == "complete":  # --fresh: forget the earlier result, keep the run id
+        s.store.reset_run(run_id)
+    s.store.update_run_env(run_id, device=str(s.device), num_threads=torch.get_num_threads(),
+                           world_size=s.dist.world)
+    done = s.store.done_image_ids(run_id)
+    if done:
+        s.say(f"bench: {name}: resuming run {run_id}: {len(done)} of {s.n} images already stored")
+    return run_id, [i for i in range(s.n) if s.ids[i] not in done]
+
+
+def _run_method(s: _Session, name: str, method: Any) -> str:
+    run_id, pending = s.dist.broadcast(_begin(s, name, method) if s.dist.is_main else None)
+    if pending is None:
+        return run_id
+    if pending:
+        _invert_pending(s, method, run_id, pending)
+    if s.dist.is_main:
+        s.say(f"bench: {name}: set-level metrics ...")
+        s.evaluator.finish_run(s.store, run_id, method, s.dataset, s.ids)
+        s.say(f"bench: {name}: done ({run_id})")
+    s.dist.barrier()
+    return run_id
+
+
+def _invert_pending(s: _Session, method: Any, run_id: str, pending: list[int]) -> None:
+    method.prepare(s.bundle)
+    method.warmup(s.dataset.load(pending[:1]).to(s.device))  # untimed: allocator and kernel warm-up
+    bs, dist = s.opts.batch_size, s.dist
+    step = bs * dist.world
+    bar = tqdm(total=len(pending), desc=method.name, unit="img", disable=not dist.is_main or s.opts.quiet)
+    for start in range(0, len(pending), step):
+        round_indices = pending[start:start + step]
+        mine = round_indices[dist.rank * bs:(dist.rank + 1) * bs]
+        parts = dist.gather(_invert_batch(method, s.dataset, mine, s.device) if mine else None)
         if dist.is_main:
             for p in parts:
                 if p is not None:
-                    evaluator.store_batch(store, run_id, p, ids, dataset)
+                    s.evaluator.store_batch(s.store, run_id, p, s.ids, s.dataset)
             bar.update(len(round_indices))
     bar.close()
 
 
-def _invert_batch(method, bundle, dataset, indices: Sequence[int], device: torch.device) -> dict[str, Any]:
+def _invert_batch(method, dataset, indices: Sequence[int], device: torch.device) -> dict[str, Any]:
     images = dataset.load(list(indices)).to(device)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -293,7 +304,8 @@ def _invert_batch(method, bundle, dataset, indices: Sequence[int], device: torch
         torch.cuda.synchronize(device)
     seconds = time.perf_counter() - t0
     return {"indices": list(indices), "codes": result.codes.detach().float().cpu(),
-            "failed": result.failed.cpu(), "reasons": list(result.reasons), "seconds": seconds}
+            "failed": result.failed.cpu(), "reasons": list(result.reasons), "seconds": seconds,
+            "decoders": result.decoders}
 
 
 def _write_report(results_dir: Path, say) -> None:

@@ -1,16 +1,18 @@
 """Semantic analysis of a method's inverted codes: attribute AP (paper Fig. 3), interpolation (Table 2)
 and manipulation (Figs. 6–7).
 
-``evaluate_semantics`` takes one method's W+ codes of the real test images and returns metric rows,
-curves and image artifacts for the store. It computes nothing that the store's report recomputes.
+Three registered metric functions of a metric context (``bench.metrics.context.MetricContext``):
+``attribute_ap``, ``interpolation`` and ``manipulation``, each returning the rows of its family and adding
+curves and image artifacts to the context. ``evaluate_semantics(ctx)`` runs all three.
 
 - **Attribute AP**: score = signed distance of each code to each attribute boundary
   (``idinvert.editing.signed_distance``); ground truth = the given labels (the renderer's exact labels on
-  the synthetic domain, a CSV on user folders) or, without labels, the classifier's prediction on the
-  *real* image, as the paper does. ``label_source`` is written into every row and curve.
+  the synthetic domain, a CSV on user folders) or, without labels, the judge's prediction on the
+  *real* image (the paper uses its attribute predictor; here the boundaries' own classifier would be
+  circular, so the benchmark's judge stands in). ``label_source`` is written into every row and curve.
 - **Interpolation**: seeded pairs of codes, ``interp_steps`` points of a straight line in W+ (endpoints
   are the reconstructions themselves and are left out of the metrics), decoded and compared with the
-  real images: ``interp_fid_domain`` (classifier.embed), ``interp_fid`` (Inception, when given) and
+  real images: ``interp_fid_domain`` (judge.embed), ``interp_fid`` (Inception, when given) and
   ``interp_swd``.
 - **Manipulation**: x_edit = G(w + alpha·n) on the boundary's layers for each alpha; edit strengths are
   given in units of the standard deviation of the signed distance of codes sampled from G (so ±3 means
@@ -37,13 +39,17 @@ from torch import Tensor
 
 from bench import metrics as M
 from bench.artifacts import safe_name, save_png
+from bench.evaluation import frechet_to_real, inception_extract
+from bench.metrics.context import EvalNetwork, MetricContext
+from bench.metrics.errors import MetricUnavailable
 from bench.store import MetricRow
 from idinvert.boundaries import BoundarySettings, distance_spread, sample_codes
 from idinvert.editing import edit_codes, interpolate_codes, signed_distance
 from idinvert.grids import image_row
+from idinvert.utils import device_of
 
-__all__ = ["SemanticConfig", "SemanticResult", "evaluate_semantics", "semantic_for_run",
-           "metric_names", "load_or_train_boundaries", "edit_scales"]
+__all__ = ["SemanticConfig", "SemanticResult", "evaluate_semantics", "attribute_ap", "interpolation",
+           "manipulation", "metric_names", "load_or_train_boundaries", "edit_scales"]
 
 
 @dataclass(frozen=True)
@@ -54,7 +60,7 @@ class SemanticConfig:
                    5,000 sampled codes, the 10% most confident a side, all layers, seed 0 (boundaries
                    belong to the bundle, not to a run's seed).
     interp_pairs / interp_steps: 24 pairs x 8 points (6 interior) = 144 decoded images, enough for a
-                   Fréchet estimate in the classifier's 64-d embedding against the real set.
+                   Fréchet estimate in the judge's 64-d embedding against the real set.
     edit_alphas / alpha_unit:   (-3, -1.5, 1.5, 3) in units of the std of the signed distance of codes
                    sampled from G ("std"; "w" = raw W distances). In W the spread differs per attribute
                    (embedded bundle: 0.78 for expression to 2.06 for age), so one raw range would push
@@ -113,77 +119,106 @@ class SemanticResult:
 
 
 def metric_names(attributes: Sequence[str]) -> list[str]:
-    """Every metric name ``evaluate_semantics`` returns a row for, given the attribute names."""
-    return ([f"ap_{a}" for a in attributes] + ["ap_mean", "interp_fid_domain", "interp_fid", "interp_swd"]
-            + [f"edit_success_{a}" for a in attributes]
-            + ["edit_success_mean", "edit_preservation", "edit_dpips"])
+    """Every metric name the semantic stages return a row for, given the attribute names (from the
+    registry: its semantic entries, templates expanded per attribute)."""
+    out: list[str] = []
+    for m in M.all_metrics(level="semantic"):
+        out += [m.name.replace(M.registry.ATTR, a) for a in attributes] if m.is_template else [m.name]
+    return out
 
 
 # --------------------------------------------------------------------------------------------------
-# helpers
+# what every stage shares: settings, boundaries, batched networks
 # --------------------------------------------------------------------------------------------------
 
-def _device_of(module: Any) -> torch.device:
-    for t in list(module.parameters()) + list(module.buffers()):
-        return t.device
-    return torch.device("cpu")
+@dataclass
+class _Setup:
+    config: SemanticConfig
+    boundaries: dict[str, Any]
+    no_boundary_reason: str | None
+    judge: EvalNetwork | None  # the evaluation network, None when the bundle has none
+    no_judge: str | None
+    out_dir: Path
+    rel_prefix: str
+
+    @property
+    def attributes(self) -> list[str]:
+        return list(self.judge.attributes) if self.judge is not None else []
+
+    def names(self) -> list[str]:
+        """The attributes to report: the judge's, then any boundary's."""
+        return list(dict.fromkeys(self.attributes + list(self.boundaries)))
+
+    def rel(self, name: str) -> str:
+        return f"{self.rel_prefix}/{name}"
 
 
-class _Nets:
-    """The bundle's generator and classifier in eval mode, batched and on their device."""
-
-    def __init__(self, bundle: Any, batch_size: int, domain_features: Callable | None = None):
-        self.generator = bundle.generator
-        self.classifier = getattr(bundle, "classifier", None)
-        if hasattr(bundle, "has") and not bundle.has("classifier"):
-            self.classifier = None
-        self.batch_size = batch_size
-        self.device = _device_of(self.generator)
-        self.cdevice = _device_of(self.classifier) if self.classifier is not None else self.device
-        self.domain_features = domain_features
-        self.domain_description = getattr(domain_features, "description", None) or (
-            "domain features" if domain_features is not None else "classifier.embed")
-
-    @torch.no_grad()
-    def decode(self, codes: Tensor) -> Tensor:
-        """codes [N, L, D] -> images [N, 3, H, W] in [-1, 1], CPU."""
-        out = [self.generator.synthesis(c.to(self.device)).clamp(-1, 1).float().cpu()
-               for c in codes.split(self.batch_size)]
-        return torch.cat(out) if out else torch.empty(0)
-
-    @torch.no_grad()
-    def _apply(self, fn: Callable[[Tensor], Tensor], images: Tensor) -> Tensor:
-        return torch.cat([fn(x.to(self.cdevice)).float().cpu() for x in images.split(self.batch_size)])
-
-    def probs(self, images: Tensor) -> Tensor:
-        return torch.sigmoid(self._apply(self.classifier, images))
-
-    def embed(self, images: Tensor) -> Tensor:
-        """The domain Fréchet features: the given feature map, else classifier.embed."""
-        if self.domain_features is not None:
-            return self.domain_features(images).float().cpu()
-        return self._apply(self.classifier.embed, images)
-
-    @torch.no_grad()
-    def dpips_to_reference(self, edited: Tensor, reference: Tensor, k: int) -> Tensor:
-        """edited [n*k] (image-major: k edits of image 0, then of image 1, ...) vs reference [n] ->
-        dpips [n*k]; the reference's features are computed once per chunk, not k times."""
-        out = []
-        for start in range(0, reference.shape[0], max(1, self.batch_size // k)):
-            ref = reference[start:start + max(1, self.batch_size // k)].to(self.cdevice)
-            ed = edited[start * k:(start + ref.shape[0]) * k].to(self.cdevice)
-            ref_rep = ref.repeat_interleave(k, dim=0)
-            ref_feats = [f.repeat_interleave(k, dim=0) for f in self.classifier.features(ref)]
-
-            def features(x: Tensor) -> list[Tensor]:
-                return ref_feats if x is ref_rep else self.classifier.features(x)
-
-            out.append(M.dpips(ed, ref_rep, features).cpu())
-        return torch.cat(out)
+def semantic_config(ctx: MetricContext) -> SemanticConfig:
+    """The run's SemanticConfig (its own seed by default); real-size networks decode no more images at
+    once than the run's batch (128 images of 256 px at once would take ~15 GB)."""
+    opts = ctx.resources.opts
+    config = getattr(opts, "semantic_config", None) or SemanticConfig(seed=ctx.seed)
+    run_batch = getattr(opts, "batch_size", None)
+    info = getattr(ctx.bundle, "info", None)
+    if getattr(info, "default_batch_size", None) and run_batch and config.batch_size > run_batch:
+        config = dataclasses.replace(config, batch_size=int(run_batch))
+    return config
 
 
-def _rel(rel_prefix: str, name: str) -> str:
-    return f"{rel_prefix.rstrip('/')}/{name}" if rel_prefix else name
+def _setup(ctx: MetricContext) -> _Setup:
+    def build() -> _Setup:
+        config = semantic_config(ctx)
+        boundaries, reason = ctx.resources._once("boundaries", lambda: _boundaries(ctx, config))
+        try:
+            judge, no_judge = ctx.eval_embedding, None
+        except MetricUnavailable as exc:
+            judge, no_judge = None, exc.reason
+        rel_prefix = f"runs/{ctx.run_id}/semantic"
+        return _Setup(config, boundaries, reason, judge, no_judge, ctx.resources.results_dir / rel_prefix,
+                      rel_prefix)
+    return ctx.cached("semantic-setup", build)
+
+
+def _boundaries(ctx: MetricContext, config: SemanticConfig) -> tuple[dict[str, Any], str | None]:
+    opts = ctx.resources.opts
+    say = None if getattr(opts, "quiet", False) else (lambda msg: print(f"bench: {msg}", flush=True))
+    return load_or_train_boundaries(ctx.bundle, ctx.resources.results_dir / "cache" / "boundaries",
+                                    getattr(opts, "boundaries", None), config, say)
+
+
+@torch.no_grad()
+def _decode(ctx: MetricContext, codes: Tensor, batch_size: int) -> Tensor:
+    """codes [N, L, D] -> images [N, 3, H, W] in [-1, 1], CPU."""
+    g = ctx.bundle.generator
+    device = device_of(g)
+    out = [g.synthesis(c.to(device)).clamp(-1, 1).float().cpu() for c in codes.split(batch_size)]
+    return torch.cat(out) if out else torch.empty(0)
+
+
+@torch.no_grad()
+def _probs(judge: EvalNetwork, images: Tensor, batch_size: int) -> Tensor:
+    """The judge's attribute probabilities [N, A]."""
+    return torch.sigmoid(torch.cat([judge.logits(x.to(judge.device)).float().cpu()
+                                    for x in images.split(batch_size)]))
+
+
+@torch.no_grad()
+def dpips_to_reference(judge: EvalNetwork, edited: Tensor, reference: Tensor, k: int, batch_size: int) -> Tensor:
+    """edited [n*k] (image-major: k edits of image 0, then of image 1, ...) vs reference [n] -> dpips [n*k];
+    the reference's features are computed once per chunk, not k times."""
+    out = []
+    step = max(1, batch_size // k)
+    for start in range(0, reference.shape[0], step):
+        ref = reference[start:start + step].to(judge.device)
+        ed = edited[start * k:(start + ref.shape[0]) * k].to(judge.device)
+        ref_rep = ref.repeat_interleave(k, dim=0)
+        ref_feats = [f.repeat_interleave(k, dim=0) for f in judge.features(ref)]
+
+        def features(x: Tensor) -> list[Tensor]:
+            return ref_feats if x is ref_rep else judge.features(x)
+
+        out.append(M.dpips(ed, ref_rep, features).cpu())
+    return torch.cat(out)
 
 
 def _pairs(n: int, count: int, seed: int) -> list[tuple[int, int]]:
@@ -209,6 +244,8 @@ def _subset(n: int, count: int, seed: int) -> list[int]:
     return sorted(int(i) for i in np.random.default_rng(seed + 1).permutation(n)[:count])
 
 
+
+
 def edit_scales(generator: Any, boundaries: dict[str, Any], config: SemanticConfig) -> dict[str, float]:
     """Per boundary, the std of the signed distance of codes sampled from G (the unit of ``edit_alphas``
     when ``alpha_unit == "std"``): ``meta["distance_std"]`` where the boundary carries it (trained
@@ -228,307 +265,276 @@ def _boundary_info(b: Any) -> dict[str, Any]:
             "boundary_val_accuracy": getattr(b, "val_accuracy", None)}
 
 
+
 # --------------------------------------------------------------------------------------------------
-# the three analyses
+# attribute AP (paper Fig. 3)
 # --------------------------------------------------------------------------------------------------
 
-def _attribute_ap(nets: _Nets, codes: Tensor, real_images: Tensor, labels: Tensor | None,
-                  label_names: list[str], label_source: str, attributes: list[str],
-                  boundaries: dict[str, Any], no_boundary_reason: str, res: SemanticResult) -> None:
+def _ap_labels(ctx: MetricContext, su: _Setup) -> tuple[Tensor | None, list[str], str]:
+    """Ground truth for AP: the given labels, else the judge's prediction on the real images."""
+    if ctx.labels is not None:
+        return torch.as_tensor(ctx.labels).long().cpu(), list(ctx.label_names), ctx.label_source
+    if su.judge is not None:
+        return (_probs(su.judge, ctx.images, su.config.batch_size) >= 0.5).long(), su.attributes, "judge"
+    return None, [], "none"
+
+
+def attribute_ap(ctx: MetricContext) -> list[MetricRow]:
+    """``ap_<attr>`` and ``ap_mean`` of the context's codes; PR curves go to ``ctx.curves``."""
     t0 = time.perf_counter()
-    names = list(dict.fromkeys(attributes + list(boundaries)))
-    if not boundaries:
-        for a in names:
-            res.metrics.append(MetricRow.unavailable(f"ap_{a}", no_boundary_reason))
-        res.metrics.append(MetricRow.unavailable("ap_mean", no_boundary_reason))
-        return
-    if labels is None and nets.classifier is not None:
-        labels = (nets.probs(real_images) >= 0.5).long()
-        label_names, label_source = attributes, "classifier"
+    su = _setup(ctx)
+    names = su.names()
+    if not su.boundaries:
+        return [MetricRow.unavailable(n, su.no_boundary_reason) for n in [f"ap_{a}" for a in names] + ["ap_mean"]]
+    labels, label_names, source = _ap_labels(ctx, su)
     if labels is None:
         reason = ("no ground-truth attributes for these images: pass --labels FILE.csv with their "
-                  "attributes, or use a bundle with an attribute classifier to predict them")
-        for a in names:
-            res.metrics.append(MetricRow.unavailable(f"ap_{a}", reason, label_source="none"))
-        res.metrics.append(MetricRow.unavailable("ap_mean", reason, label_source="none"))
-        return
-    labels = torch.as_tensor(labels).long().cpu()
-    values = {}
+                  "attributes, or use a bundle with a judge network to predict them")
+        return [MetricRow.unavailable(n, reason, label_source="none") for n in [f"ap_{a}" for a in names] + ["ap_mean"]]
+    rows, values = [], {}
     for a in names:
-        name = f"ap_{a}"
-        if a not in boundaries:
-            res.metrics.append(MetricRow.unavailable(name, f"no boundary for attribute {a!r}",
-                                                     label_source=label_source))
-            continue
-        if a not in label_names:
-            res.metrics.append(MetricRow.unavailable(name, f"no label column for attribute {a!r}",
-                                                     label_source=label_source))
-            continue
-        score = signed_distance(codes.float(), boundaries[a]).cpu()
-        ap = M.average_precision(score, labels[:, label_names.index(a)])
-        detail = {"label_source": label_source, "n": ap.n, "prior": ap.prior,
-                  "score": "signed distance of the W+ code to the boundary",
-                  **_boundary_info(boundaries[a])}
-        if math.isnan(ap.ap):
-            res.metrics.append(MetricRow.unavailable(name, "the labels of these images hold one class only",
-                                                     **detail))
-            continue
-        values[a] = ap.ap
-        res.metrics.append(MetricRow(name, ap.ap, detail=detail))
-        res.curves[f"pr/{a}"] = {"precision": ap.precision, "recall": ap.recall, "ap": ap.ap,
-                                 "prior": ap.prior, "n": ap.n, "label_source": label_source}
-    seconds = time.perf_counter() - t0
+        row = _ap_row(ctx, su.boundaries.get(a), a, labels, label_names, source)
+        rows.append(row)
+        if row.status == "ok":
+            values[a] = row.value
     if values:
-        res.metrics.append(MetricRow("ap_mean", sum(values.values()) / len(values),
-                                     detail={"label_source": label_source, "attributes": sorted(values),
-                                             "seconds": seconds}))
+        rows.append(MetricRow("ap_mean", sum(values.values()) / len(values), detail={
+            "label_source": source, "attributes": sorted(values), "seconds": time.perf_counter() - t0}))
     else:
-        res.metrics.append(MetricRow.unavailable("ap_mean", "no attribute AP could be computed",
-                                                 label_source=label_source))
+        rows.append(MetricRow.unavailable("ap_mean", "no attribute AP could be computed", label_source=source))
+    return rows
 
 
-def _interpolation(nets: _Nets, codes: Tensor, real_images: Tensor, ids: Sequence[str],
-                   config: SemanticConfig, out_dir: Path, rel_prefix: str, inception: Any,
-                   inception_reason: str | None, reference: Tensor | None, res: SemanticResult) -> None:
+def _ap_row(ctx: MetricContext, boundary: Any, a: str, labels: Tensor, label_names: list[str],
+            source: str) -> MetricRow:
+    name = f"ap_{a}"
+    if boundary is None:
+        return MetricRow.unavailable(name, f"no boundary for attribute {a!r}", label_source=source)
+    if a not in label_names:
+        return MetricRow.unavailable(name, f"no label column for attribute {a!r}", label_source=source)
+    score = signed_distance(ctx.codes.float(), boundary).cpu()
+    ap = M.average_precision(score, labels[:, label_names.index(a)])
+    detail = {"label_source": source, "n": ap.n, "prior": ap.prior,
+              "score": "signed distance of the W+ code to the boundary", **_boundary_info(boundary)}
+    if math.isnan(ap.ap):
+        return MetricRow.unavailable(name, "the labels of these images hold one class only", **detail)
+    ctx.curves[f"pr/{a}"] = {"precision": ap.precision, "recall": ap.recall, "ap": ap.ap,
+                             "prior": ap.prior, "n": ap.n, "label_source": source}
+    return MetricRow(name, ap.ap, detail=detail)
+
+
+# --------------------------------------------------------------------------------------------------
+# interpolation (paper Table 2)
+# --------------------------------------------------------------------------------------------------
+
+def interpolation(ctx: MetricContext) -> list[MetricRow]:
+    """``interp_fid_domain``, ``interp_fid`` and ``interp_swd`` of decoded W+ interpolations between
+    seeded pairs of the context's codes (endpoints excluded), vs the real images; strips to artifacts."""
     t0 = time.perf_counter()
-    n = codes.shape[0]
-    names = ("interp_fid_domain", "interp_fid", "interp_swd")
-    if n < 2:
-        for name in names:
-            res.metrics.append(MetricRow.unavailable(name, "fewer than 2 inverted images to pair"))
-        return
-    pairs = _pairs(n, config.interp_pairs, config.seed)
-    a = torch.tensor([p[0] for p in pairs])
-    b = torch.tensor([p[1] for p in pairs])
-    steps = config.interp_steps
-    path = interpolate_codes(codes[a].float(), codes[b].float(), steps)  # [P, S, L, D]
-    interior = path[:, 1:-1].reshape(-1, *codes.shape[1:])
-    fake = nets.decode(interior)
-    base = {"n_pairs": len(pairs), "steps": steps, "n_fake": int(fake.shape[0]),
-            "n_real": int(real_images.shape[0]), "endpoints": "excluded", "pair_seed": config.seed}
-
-    def floor_of(real_feats: Tensor, extract: Callable[[Tensor], Tensor]) -> dict[str, Any]:
-        size = fake.shape[0]
-        if reference is not None and reference.shape[0] >= 2:
-            ref = extract(reference[:size])
-            value = M.frechet_distance(M.feature_stats(ref), M.feature_stats(real_feats))
-            return {"floor": value, "floor_n": int(ref.shape[0]),
-                    "floor_kind": "a disjoint real set of the interpolation set's size vs the real images"}
-        if real_feats.shape[0] < 4:
-            return {"floor": None, "floor_kind": "too few real images for a floor"}
-        fl = M.real_floor(real_feats, size, seed=config.seed)
-        return {"floor": fl.value, "floor_n": fl.n, "floor_kind": "two disjoint subsets of the real images"}
-
-    if nets.classifier is not None or nets.domain_features is not None:
-        real_emb = nets.embed(real_images)
-        value = M.frechet_distance(M.feature_stats(nets.embed(fake)), M.feature_stats(real_emb))
-        res.metrics.append(MetricRow("interp_fid_domain", value, detail={
-            **base, "dims": int(real_emb.shape[1]), "features": nets.domain_description,
-            **floor_of(real_emb, nets.embed)}))
-    else:
-        res.metrics.append(MetricRow.unavailable(
-            "interp_fid_domain", "the bundle has no attribute classifier (its embedding defines the domain "
-            "Fréchet distance)"))
-    if inception is not None:
-        def extract(x: Tensor) -> Tensor:
-            return M.extract_features(inception, x, 50)
-        real_f = extract(real_images)
-        value = M.frechet_distance(M.feature_stats(extract(fake)), M.feature_stats(real_f))
-        res.metrics.append(MetricRow("interp_fid", value, detail={
-            **base, "dims": int(real_f.shape[1]), **floor_of(real_f, extract)}))
-    else:
-        reason = inception_reason or M.inception_unavailable_reason() or "no Inception extractor was given"
-        res.metrics.append(MetricRow.unavailable("interp_fid", reason))
+    su = _setup(ctx)
+    config, codes, reals = su.config, ctx.codes.float(), ctx.images
+    pairs = _pairs(codes.shape[0], config.interp_pairs, config.seed)
+    a, b = torch.tensor([p[0] for p in pairs]), torch.tensor([p[1] for p in pairs])
+    path = interpolate_codes(codes[a], codes[b], config.interp_steps)  # [P, S, L, D]
+    fake = _decode(ctx, path[:, 1:-1].reshape(-1, *codes.shape[1:]), config.batch_size)
+    base = {"n_pairs": len(pairs), "steps": config.interp_steps, "n_fake": int(fake.shape[0]),
+            "n_real": int(reals.shape[0]), "endpoints": "excluded", "pair_seed": config.seed}
+    rows = [_interp_frechet(ctx, su, "interp_fid_domain", fake, base),
+            _interp_frechet(ctx, su, "interp_fid", fake, base)]
     try:
-        sw = M.swd(fake, real_images, seed=config.seed)
+        sw = M.swd(fake, reals, seed=config.seed)
     except ValueError as exc:  # images too small for the pyramid
-        res.metrics.append(MetricRow.unavailable("interp_swd", str(exc), **base))
+        rows.append(MetricRow.unavailable("interp_swd", str(exc), **base))
     else:
-        res.metrics.append(MetricRow("interp_swd", sw.mean, detail={
+        rows.append(MetricRow("interp_swd", sw.mean, detail={
             **base, "unit": "x1e3", "levels": {str(k): v for k, v in sw.levels.items()},
             "seconds": time.perf_counter() - t0}))
+    _interp_strips(ctx, su, pairs, path)
+    return rows
 
-    for k in range(min(config.interp_strips, len(pairs))):
+
+def _interp_frechet(ctx: MetricContext, su: _Setup, name: str, fake: Tensor, base: dict) -> MetricRow:
+    try:
+        if name == "interp_fid_domain":
+            net = ctx.eval_embedding
+            extract, extractor_id, extra = net.embed, net.id, {"features": net.label}
+        else:
+            (extract, extractor_id), extra = inception_extract(ctx), {}
+    except MetricUnavailable as exc:
+        return MetricRow.unavailable(name, exc.reason)
+    value, detail = frechet_to_real(ctx, extract, extractor_id, fake, floor_seed=su.config.seed)
+    return MetricRow(name, value, detail={**base, **extra, **detail})
+
+
+def _interp_strips(ctx: MetricContext, su: _Setup, pairs: list[tuple[int, int]], path: Tensor) -> None:
+    for k in range(min(su.config.interp_strips, len(pairs))):
         i, j = pairs[k]
-        decoded = nets.decode(path[k])
-        tiles = [real_images[i]] + list(decoded) + [real_images[j]]
+        decoded = _decode(ctx, path[k], su.config.batch_size)
         name = f"interp_{k:02d}.png"
-        save_png(image_row(tiles), out_dir / name)
-        res.artifacts.append(("interp_strip", _rel(rel_prefix, name), {
-            "pair": [ids[i], ids[j]], "steps": steps,
+        save_png(image_row([ctx.images[i]] + list(decoded) + [ctx.images[j]]), su.out_dir / name)
+        ctx.artifacts.append(("interp_strip", su.rel(name), {
+            "pair": [ctx.ids[i], ctx.ids[j]], "steps": su.config.interp_steps,
             "layout": "real A | decoded path A..B (endpoints = reconstructions) | real B"}))
 
 
-def _manipulation(nets: _Nets, codes: Tensor, real_images: Tensor, ids: Sequence[str],
-                  labels: Tensor | None, label_names: list[str], label_source: str, attributes: list[str],
-                  boundaries: dict[str, Any], no_boundary_reason: str, config: SemanticConfig,
-                  out_dir: Path, rel_prefix: str, res: SemanticResult) -> None:
+# --------------------------------------------------------------------------------------------------
+# manipulation (paper Figs. 6-7)
+# --------------------------------------------------------------------------------------------------
+
+@dataclass
+class _Edits:
+    """The edited subset: indices, codes, reconstructions, the judge's probabilities on them, and what
+    the summary rows collect per attribute."""
+
+    idx: list[int]
+    codes: Tensor
+    recon: Tensor
+    probs_recon: Tensor | None
+    alphas: Tensor
+    spread: dict[str, float]
+    exact_labels: bool
+    success: dict[str, float] = field(default_factory=dict)
+    preservation: dict[str, float] = field(default_factory=dict)
+    dpips: dict[str, Tensor] = field(default_factory=dict)
+
+
+def manipulation(ctx: MetricContext) -> list[MetricRow]:
+    """``edit_success_<attr>``, ``edit_success_mean``, ``edit_preservation`` and ``edit_dpips`` of edits
+    x = G(w + alpha * n) of a seeded subset of the codes; edit strips to artifacts."""
     t0 = time.perf_counter()
-    names = list(dict.fromkeys(attributes + list(boundaries)))
+    su = _setup(ctx)
     summary = ("edit_success_mean", "edit_preservation", "edit_dpips")
-    if not boundaries:
-        for name in [f"edit_success_{a}" for a in names] + list(summary):
-            res.metrics.append(MetricRow.unavailable(name, no_boundary_reason))
-        return
-    idx = _subset(codes.shape[0], config.edit_images, config.seed)
-    c = codes[idx].float()
-    recon = nets.decode(c)
-    alphas = torch.tensor(config.edit_alphas)
-    k = len(alphas)
-    spread = edit_scales(nets.generator, boundaries, config) if config.alpha_unit == "std" \
-        else {a: 1.0 for a in boundaries}
-    exact_labels = labels is not None and label_source == "renderer"
-    cls = nets.classifier
-    probs_recon = nets.probs(recon) if cls is not None else None
-    no_cls = ("the bundle has no attribute classifier to judge edits; edit strips are still saved")
-    success, preservation, dpips_all, dpips_by_attr, preservation_by_attr = {}, [], [], {}, {}
+    if not su.boundaries:
+        return [MetricRow.unavailable(n, su.no_boundary_reason)
+                for n in [f"edit_success_{a}" for a in su.names()] + list(summary)]
+    ed = _edit_subset(ctx, su)
+    rows = [_edit_attribute(ctx, su, ed, a) for a in su.names()]
+    common = {"n_images": len(ed.idx), "alphas": list(su.config.edit_alphas),
+              "alpha_unit": su.config.alpha_unit, "seconds": time.perf_counter() - t0}
+    if su.judge is None:
+        return rows + [MetricRow.unavailable(n, _no_judge(su)) for n in summary]
+    return rows + _edit_summary(ed, common)
+
+
+def _no_judge(su: _Setup) -> str:
+    return f"{su.no_judge}: no network to judge edits; edit strips are still saved"
+
+
+def _edit_subset(ctx: MetricContext, su: _Setup) -> _Edits:
+    config = su.config
+    idx = _subset(ctx.codes.shape[0], config.edit_images, config.seed)
+    codes = ctx.codes[idx].float()
+    recon = _decode(ctx, codes, config.batch_size)
+    spread = (edit_scales(ctx.bundle.generator, su.boundaries, config) if config.alpha_unit == "std"
+              else {a: 1.0 for a in su.boundaries})
+    probs = _probs(su.judge, recon, config.batch_size) if su.judge is not None else None
+    return _Edits(idx, codes, recon, probs, torch.tensor(config.edit_alphas), spread,
+                  ctx.labels is not None and ctx.label_source == "renderer")
+
+
+def _edit_attribute(ctx: MetricContext, su: _Setup, ed: _Edits, a: str) -> MetricRow:
+    """Edit the subset along attribute ``a``'s boundary: save strips, then judge the edits."""
+    name = f"edit_success_{a}"
+    if a not in su.boundaries:
+        return MetricRow.unavailable(name, f"no boundary for attribute {a!r}")
+    b, scale = su.boundaries[a], ed.spread[a]
+    k = len(ed.alphas)
+    edited = _decode(ctx, edit_codes(ed.codes, b, ed.alphas * scale).reshape(-1, *ed.codes.shape[1:]),
+                     su.config.batch_size)  # [n*K] image-major
+    _edit_strips(ctx, su, ed, a, edited, scale)
+    if su.judge is None:
+        return MetricRow.unavailable(name, _no_judge(su))
+    if a not in su.attributes:
+        return MetricRow.unavailable(name, f"the judge has no output for {a!r}")
+    t = su.attributes.index(a)
+    probs_edit = _probs(su.judge, edited, su.config.batch_size)
+    before = ed.probs_recon.repeat_interleave(k, dim=0)
+    pres = M.edit_preservation(before, probs_edit, target=t)
+    ed.dpips[a] = dpips_to_reference(su.judge, edited, ed.recon, k, su.config.batch_size)
+    ed.preservation[a] = pres.agreement
+    primary, detail = _edit_success(ctx, su, ed, a, probs_edit)
+    detail.update({"alphas_w": [float(v) for v in ed.alphas * scale], "distance_std": scale,
+                   **_boundary_info(b)})
+    if math.isnan(primary.rate):
+        return MetricRow.unavailable(name, "no edit started on the side it moves away from", **detail)
+    ed.success[a] = primary.rate
+    return MetricRow(name, primary.rate, detail=detail)
+
+
+def _edit_success(ctx: MetricContext, su: _Setup, ed: _Edits, a: str, probs_edit: Tensor) -> tuple[Any, dict]:
+    """The success rate of attribute ``a``'s edits (start: the exact label where the renderer gives it,
+    else the judge on the reconstruction), its per-alpha rates, and the row's detail."""
+    t, k, n = su.attributes.index(a), len(ed.alphas), len(ed.idx)
+    exact = ed.exact_labels and a in ctx.label_names
+    direction = ed.alphas.repeat(n)
+    by_recon = M.edit_success(ed.probs_recon[:, t].repeat_interleave(k), probs_edit[:, t], direction=direction)
+    start = (ctx.labels[ed.idx, ctx.label_names.index(a)].float() if exact else ed.probs_recon[:, t])
+    primary = (M.edit_success(start.repeat_interleave(k), probs_edit[:, t], direction=direction)
+               if exact else by_recon)
+    per_alpha = {}
+    for j, al in enumerate(su.config.edit_alphas):
+        r = M.edit_success(start, probs_edit[torch.arange(n) * k + j, t], direction=float(al))
+        per_alpha[str(al)] = {"rate": None if math.isnan(r.rate) else r.rate, "n_eligible": r.n_eligible}
+    detail = {"n_images": n, "alphas": list(su.config.edit_alphas), "alpha_unit": su.config.alpha_unit,
+              "n_eligible": primary.n_eligible, "n_success": primary.n_success, "per_alpha": per_alpha,
+              "start_state": ("start: the real image's exact label (renderer); end: judge on the edited "
+                              "image") if exact else
+              "start and end: judge on the unedited reconstruction and on the edited image",
+              "label_source": ctx.label_source if exact else "judge",
+              "success_vs_reconstruction": None if math.isnan(by_recon.rate) else by_recon.rate}
+    return primary, detail
+
+
+def _edit_strips(ctx: MetricContext, su: _Setup, ed: _Edits, a: str, edited: Tensor, scale: float) -> None:
+    config, k = su.config, len(ed.alphas)
     strip_alphas = sorted(config.edit_alphas + (0.0,))
-    for a in names:
-        name = f"edit_success_{a}"
-        if a not in boundaries:
-            res.metrics.append(MetricRow.unavailable(name, f"no boundary for attribute {a!r}"))
-            continue
-        b = boundaries[a]
-        scale = spread[a]
-        alphas_w = alphas * scale
-        edited = nets.decode(edit_codes(c, b, alphas_w).reshape(-1, *c.shape[1:]))  # [n*K] image-major
-        for s in range(min(config.edit_strip_images, len(idx))):
-            per_alpha = {float(al): edited[s * k + j] for j, al in enumerate(config.edit_alphas)}
-            per_alpha[0.0] = recon[s]
-            fname = f"edit_{safe_name(a)}_{s:02d}.png"
-            save_png(image_row([real_images[idx[s]]] + [per_alpha[al] for al in strip_alphas]), out_dir / fname)
-            res.artifacts.append(("edit_strip", _rel(rel_prefix, fname), {
-                "attribute": a, "image_id": ids[idx[s]], "alphas": strip_alphas,
-                "alpha_unit": config.alpha_unit, "alphas_w": [al * scale for al in strip_alphas],
-                "layout": "real | edits at alphas (0 = the unedited reconstruction)"}))
-        if cls is None:
-            res.metrics.append(MetricRow.unavailable(name, no_cls))
-            continue
-        if a not in attributes:
-            res.metrics.append(MetricRow.unavailable(name, f"the classifier has no output for {a!r}"))
-            continue
-        t = attributes.index(a)
-        exact = exact_labels and a in label_names
-        probs_edit = nets.probs(edited)
-        before_recon = probs_recon.repeat_interleave(k, dim=0)
-        direction = alphas.repeat(len(idx))
-        by_recon = M.edit_success(before_recon[:, t], probs_edit[:, t], direction=direction)
-        if exact:
-            start = labels[idx, label_names.index(a)].float().repeat_interleave(k)
-            primary = M.edit_success(start, probs_edit[:, t], direction=direction)
-            start_note = ("start: the real image's exact label (renderer); end: classifier on the edited "
-                          "image")
-        else:
-            primary = by_recon
-            start_note = "start and end: classifier on the unedited reconstruction and on the edited image"
-        per_alpha = {}
-        for j, al in enumerate(config.edit_alphas):
-            sel = torch.arange(len(idx)) * k + j
-            st = labels[idx, label_names.index(a)].float() if exact else probs_recon[:, t]
-            r = M.edit_success(st, probs_edit[sel, t], direction=float(al))
-            per_alpha[str(al)] = {"rate": None if math.isnan(r.rate) else r.rate, "n_eligible": r.n_eligible}
-        pres = M.edit_preservation(before_recon, probs_edit, target=t)
-        d = nets.dpips_to_reference(edited, recon, k)
-        dpips_all.append(d)
-        dpips_by_attr[a] = float(d.mean())
-        preservation_by_attr[a] = pres.agreement
-        if not math.isnan(pres.agreement):
-            preservation.append(pres.agreement)
-        detail = {"n_images": len(idx), "alphas": list(config.edit_alphas), "alpha_unit": config.alpha_unit,
-                  "alphas_w": [float(v) for v in alphas_w], "distance_std": scale,
-                  "n_eligible": primary.n_eligible, "n_success": primary.n_success, "per_alpha": per_alpha,
-                  "start_state": start_note, "label_source": label_source if exact else "classifier",
-                  "success_vs_reconstruction": None if math.isnan(by_recon.rate) else by_recon.rate,
-                  **_boundary_info(b)}
-        if math.isnan(primary.rate):
-            res.metrics.append(MetricRow.unavailable(name, "no edit started on the side it moves away from",
-                                                     **detail))
-            continue
-        success[a] = primary.rate
-        res.metrics.append(MetricRow(name, primary.rate, detail=detail))
-    seconds = time.perf_counter() - t0
-    common = {"n_images": len(idx), "alphas": list(config.edit_alphas), "alpha_unit": config.alpha_unit,
-              "seconds": seconds}
-    if cls is None:
-        for name in summary:
-            res.metrics.append(MetricRow.unavailable(name, no_cls))
-        return
-    if success:
-        res.metrics.append(MetricRow("edit_success_mean", sum(success.values()) / len(success),
-                                     detail={**common, "attributes": sorted(success),
-                                             "start_state": "exact labels" if exact_labels
-                                             else "classifier"}))
+    for s in range(min(config.edit_strip_images, len(ed.idx))):
+        per_alpha = {float(al): edited[s * k + j] for j, al in enumerate(config.edit_alphas)}
+        per_alpha[0.0] = ed.recon[s]
+        fname = f"edit_{safe_name(a)}_{s:02d}.png"
+        save_png(image_row([ctx.images[ed.idx[s]]] + [per_alpha[al] for al in strip_alphas]), su.out_dir / fname)
+        ctx.artifacts.append(("edit_strip", su.rel(fname), {
+            "attribute": a, "image_id": ctx.ids[ed.idx[s]], "alphas": strip_alphas,
+            "alpha_unit": config.alpha_unit, "alphas_w": [al * scale for al in strip_alphas],
+            "layout": "real | edits at alphas (0 = the unedited reconstruction)"}))
+
+
+def _edit_summary(ed: _Edits, common: dict[str, Any]) -> list[MetricRow]:
+    rows = []
+    if ed.success:
+        rows.append(MetricRow("edit_success_mean", sum(ed.success.values()) / len(ed.success), detail={
+            **common, "attributes": sorted(ed.success),
+            "start_state": "exact labels" if ed.exact_labels else "judge"}))
     else:
-        res.metrics.append(MetricRow.unavailable("edit_success_mean", "no edit success rate was defined"))
-    if preservation:
-        res.metrics.append(MetricRow("edit_preservation", sum(preservation) / len(preservation), detail={
-            **common, "per_attribute": preservation_by_attr,
-            "definition": "fraction of (edit, non-target attribute) pairs whose classifier prediction "
+        rows.append(MetricRow.unavailable("edit_success_mean", "no edit success rate was defined"))
+    kept = [v for v in ed.preservation.values() if not math.isnan(v)]
+    if kept:
+        rows.append(MetricRow("edit_preservation", sum(kept) / len(kept), detail={
+            **common, "per_attribute": ed.preservation,
+            "definition": "fraction of (edit, non-target attribute) pairs whose judge prediction "
                           "equals that on the unedited reconstruction; mean over edited attributes"}))
     else:
-        res.metrics.append(MetricRow.unavailable("edit_preservation", "no non-target attribute to compare"))
-    if dpips_all:
-        res.metrics.append(MetricRow("edit_dpips", float(torch.cat(dpips_all).mean()), detail={
-            **common, "per_attribute": dpips_by_attr,
+        rows.append(MetricRow.unavailable("edit_preservation", "no non-target attribute to compare"))
+    if ed.dpips:
+        rows.append(MetricRow("edit_dpips", float(torch.cat(list(ed.dpips.values())).mean()), detail={
+            **common, "per_attribute": {a: float(d.mean()) for a, d in ed.dpips.items()},
             "definition": "dpips(edited image, unedited reconstruction), mean over all edits"}))
     else:
-        res.metrics.append(MetricRow.unavailable("edit_dpips", "no edit could be judged"))
+        rows.append(MetricRow.unavailable("edit_dpips", "no edit could be judged"))
+    return rows
 
 
 # --------------------------------------------------------------------------------------------------
 # entry points
 # --------------------------------------------------------------------------------------------------
 
-def evaluate_semantics(bundle: Any, codes: Tensor, real_images: Tensor, ids: Sequence[str],
-                       labels: Tensor | None, label_source: str, boundaries: dict[str, Any] | None,
-                       out_dir: Path, rel_prefix: str, config: SemanticConfig = SemanticConfig(), *,
-                       inception: Any = None, inception_reason: str | None = None,
-                       reference: Tensor | None = None, no_boundary_reason: str | None = None,
-                       label_attributes: Sequence[str] | None = None,
-                       domain_features: Callable[[Tensor], Tensor] | None = None) -> SemanticResult:
-    """Attribute AP, interpolation and manipulation metrics of one method's codes.
-
-    bundle: generator (``.synthesis``), classifier (or None), attributes (label / logit column names).
-    codes: [N, L, D] inverted W+ codes of ``real_images`` [N, 3, H, W] in [-1, 1]; ids: N image ids.
-    labels: int [N, A] in {0, 1}, columns named by ``label_attributes`` (default: ``bundle.attributes``),
-      or None; label_source: "renderer" | "csv" | "classifier" | "none" (what the labels are).
-    boundaries: {attribute: Boundary}; empty or None makes AP and edit metrics unavailable with
-      ``no_boundary_reason``.
-    out_dir: where PNG strips are written; artifact paths are ``rel_prefix/<file>``.
-    inception: an Inception feature extractor (images -> [B, 2048]) for ``interp_fid``, or None (then
-      ``interp_fid`` is unavailable with ``inception_reason``).
-    reference: real images disjoint from ``real_images`` for the real-vs-real floors, or None (then the
-      floor compares two disjoint subsets of ``real_images``).
-    domain_features: the feature map of ``fid_domain`` (images -> [B, K]; the runner's PCA-reduced
-      classifier embedding), so that ``interp_fid_domain`` is measured in the same space; None:
-      ``classifier.embed``.
-    """
-    if codes.ndim != 3 or codes.shape[0] != real_images.shape[0] or len(ids) != codes.shape[0]:
-        raise ValueError(f"codes [N, L, D], real_images [N, 3, H, W] and ids [N] must agree, got "
-                         f"{tuple(codes.shape)}, {tuple(real_images.shape)}, {len(ids)}")
-    out_dir = Path(out_dir)
-    nets = _Nets(bundle, config.batch_size, domain_features)
-    attributes = list(getattr(bundle, "attributes", ()) or ())
-    boundaries = dict(boundaries or {})
-    no_boundary_reason = no_boundary_reason or (
-        "no attribute boundaries: the bundle has no attribute classifier to train them; pass "
-        "--boundaries DIR with boundary files")
-    label_names = list(label_attributes) if label_attributes is not None else attributes
-    if labels is not None:
-        labels = torch.as_tensor(labels).long().cpu()
-        if labels.shape != (codes.shape[0], len(label_names)):
-            raise ValueError(f"labels must be [N={codes.shape[0]}, {len(label_names)}], one column per "
-                             f"attribute of {label_names}, got {tuple(labels.shape)}")
-    codes = codes.detach().float().cpu()
-    real_images = real_images.detach().float().cpu()
-    res = SemanticResult()
-    _attribute_ap(nets, codes, real_images, labels, label_names, label_source, attributes, boundaries,
-                  no_boundary_reason, res)
-    _interpolation(nets, codes, real_images, ids, config, out_dir, rel_prefix, inception,
-                   inception_reason, reference, res)
-    _manipulation(nets, codes, real_images, ids, labels, label_names, label_source, attributes, boundaries,
-                  no_boundary_reason, config, out_dir, rel_prefix, res)
-    return res
+def evaluate_semantics(ctx: MetricContext) -> SemanticResult:
+    """Attribute AP, interpolation and manipulation of the context's codes (the three registered
+    stages, in order) -> rows, curves and artifacts."""
+    if ctx.codes is None or ctx.codes.ndim != 3 or ctx.codes.shape[0] != ctx.n or len(ctx.ids) != ctx.n:
+        raise ValueError("the context needs codes [N, L, D], images [N, 3, H, W] and N ids")
+    rows = attribute_ap(ctx) + interpolation(ctx) + manipulation(ctx)
+    return SemanticResult(rows, ctx.curves, ctx.artifacts)
 
 
 def load_or_train_boundaries(bundle: Any, cache_dir: Path, boundary_dir: Path | None,
@@ -554,41 +560,3 @@ def load_or_train_boundaries(bundle: Any, cache_dir: Path, boundary_dir: Path | 
     from idinvert.boundaries import BoundaryCache
 
     return BoundaryCache(cache_dir).get_or_train(bundle, config.boundary_settings(), progress), None
-
-
-def semantic_for_run(evaluator: Any, codes: Tensor, reals: Tensor, ok_idx: Sequence[int],
-                     ids: Sequence[str], dataset: Any, run_id: str,
-                     config: SemanticConfig | None = None) -> tuple[list[MetricRow], dict, list]:
-    """The runner's hook (``bench.evaluation.Evaluator``): boundaries once per evaluator, then
-    ``evaluate_semantics`` on the run's successfully inverted images."""
-    opts = evaluator.opts
-    config = (config or getattr(opts, "semantic_config", None)
-              or SemanticConfig(seed=int(getattr(opts, "seed", 0))))
-    # Real-size networks declare a small batch (bench.runner.resolve_batch_size); decoding 128 images
-    # of 256 px at once would take ~15 GB, so decode no more at once than the run's batch.
-    run_batch = getattr(opts, "batch_size", None)
-    if ((getattr(evaluator.bundle, "info", None) or {}).get("default_batch_size") and run_batch
-            and config.batch_size > run_batch):
-        config = dataclasses.replace(config, batch_size=int(run_batch))
-    if getattr(evaluator, "_semantic_boundaries", None) is None:
-        say = None if getattr(opts, "quiet", False) else (lambda msg: print(f"bench: {msg}", flush=True))
-        evaluator._semantic_boundaries = load_or_train_boundaries(
-            evaluator.bundle, evaluator.results_dir / "cache" / "boundaries",
-            getattr(opts, "boundaries", None), config, say)
-    boundaries, reason = evaluator._semantic_boundaries
-    labels = None
-    if getattr(dataset, "labels", None) is not None:
-        labels = dataset.labels[list(ok_idx)]
-    label_source = dataset.label_source if labels is not None else "none"
-    has_names = labels is not None and bool(getattr(dataset, "attributes", None))
-    label_attributes = list(dataset.attributes) if has_names else None
-    inception = evaluator.inception()
-    reference = evaluator._reference(dataset, config.interp_pairs * (config.interp_steps - 2))
-    rel_prefix = f"runs/{run_id}/semantic"
-    res = evaluate_semantics(evaluator.bundle, codes, reals, [ids[i] for i in ok_idx], labels, label_source,
-                             boundaries, evaluator.results_dir / rel_prefix, rel_prefix, config,
-                             inception=inception, inception_reason=evaluator.unavailable.get("fid"),
-                             reference=reference, no_boundary_reason=reason,
-                             label_attributes=label_attributes,
-                             domain_features=getattr(evaluator, "domain_features", None))
-    return res.metrics, res.curves, res.artifacts

@@ -298,12 +298,7 @@ class Store:
         sql, args = "SELECT * FROM metrics", []
         if run_id is not None:
             sql, args = sql + " WHERE run_id=?", [run_id]
-        out = []
-        for r in self._db.execute(sql + " ORDER BY run_id, name", args).fetchall():
-            d = dict(r)
-            d["detail"] = json.loads(d["detail"])
-            out.append(d)
-        return out
+        return self._decoded(sql + " ORDER BY run_id, name", args, "detail")
 
     def curves(self, run_id: str) -> dict[str, Any]:
         return {r["name"]: json.loads(r["data"])
@@ -314,12 +309,11 @@ class Store:
         if kind is not None:
             sql += " AND kind=?"
             args.append(kind)
-        out = []
-        for r in self._db.execute(sql + " ORDER BY kind, path", args).fetchall():
-            d = dict(r)
-            d["meta"] = json.loads(d["meta"])
-            out.append(d)
-        return out
+        return self._decoded(sql + " ORDER BY kind, path", args, "meta")
+
+    def _decoded(self, sql: str, args: Sequence[Any], json_column: str) -> list[dict[str, Any]]:
+        """Rows of ``sql`` as dicts, with ``json_column`` parsed."""
+        return [{**dict(r), json_column: json.loads(r[json_column])} for r in self._db.execute(sql, args).fetchall()]
 
     def add_artifacts(self, run_id: str, artifacts: Sequence[tuple[str, str, dict]]) -> None:
         with self._transaction() as db:

@@ -12,88 +12,41 @@ from __future__ import annotations
 
 import csv
 import importlib
-import importlib.util
 import io
 import json
 import math
 import statistics
-import sys
 from dataclasses import dataclass, field
-from functools import lru_cache
-from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
 import pandas as pd
 
+from bench.metrics import registry
 from bench.store import Store
 
 FORMATS = ("md", "csv", "json", "latex")
 
-# ImageNet-backed metrics and the domain metric that stands in for each when its weights are absent.
-IMAGENET_STAND_INS = {"lpips": "dpips", "fid": "fid_domain", "interp_fid": "interp_fid_domain",
-                      "fid_floor": "fid_domain_floor"}
-PER_IMAGE_METRICS = ("mse", "psnr", "dpips", "lpips")
+# The metric registry (standard library only: importing it costs no torch) says each metric's direction,
+# label, level and table; this module keeps no list of its own.
 ATTRIBUTE_PREFIXES = ("ap_", "edit_success_")
 
-_HIGHER_IS_BETTER = {"psnr", "edit_preservation", "ap_mean", "edit_success_mean"}
 
-_LABELS = {
-    "mse": "MSE", "psnr": "PSNR (dB)", "lpips": "LPIPS", "dpips": "dpips (domain)", "fid": "FID",
-    "fid_domain": "FID (domain)", "swd": "SWD x1e3", "seconds_per_image": "s / image",
-    "interp_fid": "interp. FID", "interp_fid_domain": "interp. FID (domain)", "interp_swd": "interp. SWD x1e3",
-    "ap_mean": "mean AP", "edit_success_mean": "mean success", "edit_preservation": "preservation",
-    "edit_dpips": "dpips to recon.",
-}
+def imagenet_stand_ins() -> dict[str, str]:
+    """ImageNet-backed metric -> the domain metric that stands in for it when its weights are absent."""
+    return registry.stand_ins()
 
 
-# -- metric directions --------------------------------------------------------------------------------
-@lru_cache(maxsize=1)
-def _registry_get() -> Callable[[str], Any] | None:
-    """The metrics registry's ``get``, or None when it cannot be loaded.
-
-    Importing the ``bench.metrics`` package pulls in torch (seconds) for its metric functions; the registry
-    module itself is plain data, so unless the package is already loaded it is read on its own and the
-    report stays a few-hundred-millisecond, torch-free job.
-    """
-    loaded = sys.modules.get("bench.metrics")
-    if loaded is not None and hasattr(loaded, "get"):
-        return loaded.get
-    path = Path(__file__).with_name("metrics") / "registry.py"
-    name = "bench._metrics_registry_for_tables"
-    try:
-        spec = importlib.util.spec_from_file_location(name, path)
-        module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
-        sys.modules[name] = module  # dataclasses look their module up while the file executes
-        spec.loader.exec_module(module)  # type: ignore[union-attr]
-        return module.get
-    except Exception:
-        sys.modules.pop(name, None)
-        return None
+def per_image_metrics() -> list[str]:
+    return [m.name for m in registry.all_metrics(level="per_image")]
 
 
-@lru_cache(maxsize=None)
 def metric_direction(name: str) -> str:
-    """'lower' or 'higher': which way is better. Asks the metrics registry, else the family rules."""
-    get = _registry_get()
-    if get is not None:
-        try:
-            direction = get(name).direction
-            if direction in ("lower", "higher"):
-                return direction
-        except LookupError:  # KeyError subclass UnknownMetric: a name the registry does not know
-            pass
-    if name in _HIGHER_IS_BETTER or name.startswith(ATTRIBUTE_PREFIXES):
-        return "higher"
-    return "lower"
+    """'lower' or 'higher': which way is better (the registry's word)."""
+    return registry.direction_of(name)
 
 
 def metric_label(name: str) -> str:
-    if name in _LABELS:
-        return _LABELS[name]
-    for prefix, word in (("ap_", "AP"), ("edit_success_", "success")):
-        if name.startswith(prefix):
-            return f"{word}: {name[len(prefix):]}"
-    return name
+    return registry.label_of(name)
 
 
 # -- number formatting ----------------------------------------------------------------------------------
@@ -322,7 +275,7 @@ class RunMetrics:
         std = detail.get("std")
         if isinstance(std, (int, float)) and math.isfinite(std):
             return f"sd {fmt_number(std, 2)}"
-        if name in PER_IMAGE_METRICS:  # not stored with the mean: summarise the stored per-image values
+        if name in per_image_metrics():  # not stored with the mean: summarise the stored per-image values
             values = [r["metrics"].get(name) for r in self.images if r["status"] == "ok"]
             values = [v for v in values if isinstance(v, (int, float))]
             if len(values) >= 2:
@@ -388,9 +341,22 @@ def pick_present(data: Sequence[RunMetrics], *names: str) -> list[str]:
     return present or [names[0]]
 
 
+def table_metrics(data: Sequence[RunMetrics], table: str) -> list[str]:
+    """The registry's metrics of ``table``, in registry order; an ImageNet metric and the domain metric
+    standing in for it share one column (the one with values, see ``pick_present``)."""
+    entries = [m for m in registry.all_metrics(table=table) if not m.is_template]
+    stand_in = {m.name: m.stands_in_for for m in entries if m.stands_in_for}
+    names: list[str] = []
+    for m in entries:
+        if m.name in stand_in:
+            continue  # placed with the metric it stands in for
+        alternatives = [m.name] + [d for d, imagenet in stand_in.items() if imagenet == m.name]
+        names += pick_present(data, *alternatives) if len(alternatives) > 1 else alternatives
+    return names
+
+
 def table1_metrics(data: Sequence[RunMetrics]) -> list[str]:
-    return ["mse", "psnr", *pick_present(data, "lpips", "dpips"), *pick_present(data, "fid", "fid_domain"),
-            "swd", "seconds_per_image"]
+    return table_metrics(data, "inversion")
 
 
 def attribute_names(data: Iterable[RunMetrics], prefix: str) -> list[str]:

@@ -53,7 +53,6 @@ import dataclasses
 import hashlib
 import json
 import os
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,6 +64,7 @@ from torch import Tensor
 
 from idinvert.editing import edit_codes, signed_distance  # noqa: F401  (part of this module's API)
 from idinvert.official_boundaries import Boundary
+from idinvert.utils import atomic_save, device_of
 
 __all__ = ["BoundarySettings", "DEFAULT_SETTINGS", "train_boundaries", "train_boundary_from_codes",
            "sample_scored_codes", "sample_codes", "distance_spread", "BoundaryCache", "edit_codes",
@@ -110,24 +110,19 @@ DEFAULT_SETTINGS = BoundarySettings()
 # Sampling and the SVM
 # --------------------------------------------------------------------------------------------------
 
-def _device_of(module: Any) -> torch.device:
-    for t in list(module.parameters()) + list(module.buffers()):
-        return t.device
-    return torch.device("cpu")
-
 
 @torch.no_grad()
 def sample_scored_codes(generator: Any, classifier: Any, n_samples: int, seed: int,
                         batch_size: int = 256) -> tuple[Tensor, Tensor]:
-    """Sample ``n_samples`` codes in W and score their images: -> (w [N, D], logits [N, A]), on the CPU.
+    """Sample ``n_samples`` codes and score their images: -> (codes, logits [N, A]), on the CPU.
 
-    z is drawn on the CPU from ``torch.Generator().manual_seed(seed)`` so the codes do not depend on the
-    device; images are G.synthesis(w broadcast to all layers).
+    codes are w [N, D] for a generator with a shared W space (images: w broadcast to all layers), and
+    whole untruncated W+ codes [N, L, D] for one whose mapping emits a code per layer (``repeat_w``
+    False, the official StyleGAN-inv layout). z is drawn on the CPU from
+    ``torch.Generator().manual_seed(seed)`` so the codes do not depend on the device.
     """
-    if getattr(generator, "repeat_w", True) is False:
-        raise ValueError("this generator's mapping emits a whole W+ code (no shared W space); train "
-                         "boundaries per layer elsewhere or load the official boundary files")
-    device = _device_of(generator)
+    per_layer = getattr(generator, "repeat_w", True) is False
+    device = device_of(generator)
     rng = torch.Generator().manual_seed(int(seed))
     z = torch.randn(n_samples, generator.z_space_dim, generator=rng)
     ws, logits = [], []
@@ -136,11 +131,15 @@ def sample_scored_codes(generator: Any, classifier: Any, n_samples: int, seed: i
         for m, _ in modes:
             m.eval()
         for chunk in z.split(batch_size):
-            w = generator.mapping(chunk.to(device))
-            if w.ndim == 3:  # a mapping that already broadcasts
-                w = w[:, 0]
-            images = generator.synthesis(w[:, None].expand(-1, generator.num_layers, -1))
-            ws.append(w.float().cpu())
+            if per_layer:
+                code = generator.z_to_wp(chunk.to(device), truncate=False)
+                images = generator.synthesis(code)
+            else:
+                code = generator.mapping(chunk.to(device))
+                if code.ndim == 3:  # a mapping that already broadcasts
+                    code = code[:, 0]
+                images = generator.synthesis(code[:, None].expand(-1, generator.num_layers, -1))
+            ws.append(code.float().cpu())
             logits.append(classifier(images).float().cpu())
     finally:
         for m, mode in modes:
@@ -231,7 +230,8 @@ def train_boundaries(generator: Any, classifier: Any, attributes: Sequence[str],
 
     attributes: names of the classifier's logit columns, in order.
     layers: W+ layers the boundaries apply to (None = all ``generator.num_layers``).
-    Each Boundary has ``normal [L, D]`` (the unit W normal repeated on every row), ``layers``,
+    Each Boundary has ``normal [L, D]`` (the unit W normal repeated on every row; for a per-layer
+    generator, ``repeat_w`` False, one SVM per layer and each row its own unit normal), ``layers``,
     ``offset``, ``val_accuracy`` and ``meta`` (train/all accuracy, distance spread, sample counts).
     """
     if space != "w":
@@ -244,14 +244,19 @@ def train_boundaries(generator: Any, classifier: Any, attributes: Sequence[str],
     layer_list = list(range(num_layers)) if layers is None else [int(l) for l in layers]
     out = {}
     for a, name in enumerate(attributes):
-        fit = train_boundary_from_codes(codes, logits[:, a], top_fraction=top_fraction,
-                                        val_fraction=val_fraction, seed=seed + a, C=C)
+        if codes.ndim == 3:
+            normal, fit = _fit_per_layer(codes, logits[:, a], layer_list, top_fraction=top_fraction,
+                                         val_fraction=val_fraction, seed=seed + a, C=C)
+        else:
+            fit = train_boundary_from_codes(codes, logits[:, a], top_fraction=top_fraction,
+                                            val_fraction=val_fraction, seed=seed + a, C=C)
+            normal = fit["normal"].expand(num_layers, -1).clone()
         meta = {k: fit[k] for k in ("train_accuracy", "all_accuracy", "distance_mean", "distance_std",
                                     "n_train", "n_val", "selection")}
         meta.update(n_samples=n_samples, top_fraction=top_fraction, positive_rate=float(
-            (logits[:, a] > 0).float().mean()), algorithm=ALGORITHM_VERSION)
-        out[name] = _make_boundary(name, fit["normal"].expand(num_layers, -1).clone(), layer_list,
-                                   fit["offset"], fit["val_accuracy"], meta)
+            (logits[:, a] > 0).float().mean()), algorithm=ALGORITHM_VERSION,
+            layout="per-layer W+" if codes.ndim == 3 else "W")
+        out[name] = _make_boundary(name, normal, layer_list, fit["offset"], fit["val_accuracy"], meta)
         if progress is not None:
             progress(f"boundary {name}: val acc {fit['val_accuracy']:.3f}, all-codes agreement "
                      f"{fit['all_accuracy']:.3f}")
@@ -260,11 +265,38 @@ def train_boundaries(generator: Any, classifier: Any, attributes: Sequence[str],
     return out
 
 
+def _fit_per_layer(codes: Tensor, scores: Tensor, layers: list[int], **svm) -> tuple[Tensor, dict]:
+    """One SVM per W+ layer on that layer's codes (the official per-layer boundaries: every row a unit
+    normal). The boundary's signed distance is the mean over its layers of the per-layer distances,
+    so its offset is the mean of the per-layer offsets. Returns (normal [L, D], summary as
+    train_boundary_from_codes gives, accuracies of the combined distance, per-layer val accuracy in
+    "layer_val_accuracy")."""
+    L, D = codes.shape[1], codes.shape[2]
+    normal = torch.zeros(L, D)
+    fits = {}
+    for layer in layers:
+        fits[layer] = train_boundary_from_codes(codes[:, layer], scores, **svm)
+        normal[layer] = fits[layer]["normal"]
+    offset = float(np.mean([f["offset"] for f in fits.values()]))
+    dist = (codes[:, layers] * normal[layers]).sum(-1).mean(1).numpy() + offset
+    s = scores.numpy() if isinstance(scores, Tensor) else np.asarray(scores)
+    vals = [f["val_accuracy"] for f in fits.values() if f["val_accuracy"] is not None]
+    first = next(iter(fits.values()))
+    return normal, {
+        "offset": offset, "val_accuracy": float(np.mean(vals)) if vals else None,
+        "train_accuracy": float(np.mean([f["train_accuracy"] for f in fits.values()])),
+        "all_accuracy": float(((dist > 0) == (s > 0)).mean()),
+        "distance_mean": float(dist.mean()), "distance_std": float(dist.std()),
+        "n_train": first["n_train"], "n_val": first["n_val"], "selection": first["selection"],
+        "layer_val_accuracy": {int(k): f["val_accuracy"] for k, f in fits.items()},
+    }
+
+
 @torch.no_grad()
 def sample_codes(generator: Any, n: int, seed: int, batch_size: int = 1024) -> Tensor:
     """``n`` untruncated W+ codes [n, L, D] of z ~ N(0, I) drawn from a CPU generator seeded ``seed``
     (works for mappings that emit one w, broadcast, and for those that emit a whole W+ code)."""
-    device = _device_of(generator)
+    device = device_of(generator)
     z = torch.randn(n, generator.z_space_dim, generator=torch.Generator().manual_seed(int(seed)))
     out = []
     for chunk in z.split(batch_size):
@@ -344,18 +376,7 @@ class BoundaryCache:
                                       else float(b.val_accuracy),
                                       "meta": _plain(getattr(b, "meta", {}) or {})}
                                for name, b in boundaries.items()}}
-        path = self.path(key)
-        fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=self.dir)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                torch.save(blob, f)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            _unlink_quietly(tmp)
-            raise
-        return path
+        return atomic_save(blob, self.path(key), fsync=True)
 
     def get_or_train(self, bundle: Any, settings: BoundarySettings = DEFAULT_SETTINGS,
                      progress: Callable[[str], None] | None = None) -> dict[str, Boundary]:
@@ -374,13 +395,6 @@ class BoundaryCache:
         self.save(key, boundaries, {"bundle": getattr(bundle, "name", ""),
                                     "fingerprint": bundle.fingerprint, "settings": kwargs})
         return boundaries
-
-
-def _unlink_quietly(path: str) -> None:
-    try:
-        os.unlink(path)
-    except OSError:
-        pass
 
 
 def _plain(obj: Any) -> Any:

@@ -24,6 +24,7 @@ from torch import Tensor
 
 from idinvert.grids import image_row, stack_rows
 from idinvert.inversion import DEFAULT_LR, DEFAULT_STEPS, encode, optimize_codes
+from idinvert.utils import device_of
 
 __all__ = ["OFFICIAL_CROP", "center_box", "box_mask", "resize_mask", "composite", "DiffusionResult",
            "diffuse", "diffusion_grid"]
@@ -94,11 +95,6 @@ class DiffusionResult:
     loss_history: Tensor
 
 
-def _device_of(module: Any) -> torch.device:
-    for t in list(module.parameters()) + list(module.buffers()):
-        return t.device
-    return torch.device("cpu")
-
 
 def diffuse(bundle: Any, target: Tensor, context: Tensor, mask: Optional[Tensor] = None, *,
             steps: int = DEFAULT_STEPS, lr: float = DEFAULT_LR, lambda_perceptual: Optional[float] = None,
@@ -107,11 +103,11 @@ def diffuse(bundle: Any, target: Tensor, context: Tensor, mask: Optional[Tensor]
 
     target: [1 | B, 3, R, R], context: [B, 3, R, R], in [-1, 1]; mask: [1 | B, 1, R, R] in {0, 1}
       (default: ``center_box``). lambda_perceptual: weight of the masked perceptual term (None: the
-      bundle's ``info["lambda_vgg_default"]``, the weight the inversion methods use for its F; 0 turns
+      bundle's ``info.lambda_vgg_default``, the weight the inversion methods use for its F; 0 turns
       it off). init: "encoder" (official: E(composite)), "mean" (the mean w), or codes [B, L, D].
     """
     g = bundle.generator
-    device = _device_of(g)
+    device = device_of(g)
     res = g.resolution
     if context.ndim != 4 or target.ndim != 4 or context.shape[1:] != (3, res, res) \
             or target.shape[1:] != (3, res, res):
@@ -129,8 +125,7 @@ def diffuse(bundle: Any, target: Tensor, context: Tensor, mask: Optional[Tensor]
     x = composite(target.to(device).float(), context.to(device).float(), mask)
 
     if lambda_perceptual is None:
-        info = getattr(bundle, "info", None) or {}
-        lambda_perceptual = float(info.get("lambda_vgg_default", 0.0))
+        lambda_perceptual = float(bundle.info.lambda_vgg_default or 0.0)
     perceptual = getattr(bundle, "perceptual", None)
     if lambda_perceptual and perceptual is None:
         raise ValueError("lambda_perceptual > 0 needs the bundle's perceptual model F")

@@ -33,6 +33,8 @@ from typing import Callable, Iterable, Iterator, Optional
 import torch
 import torch.nn as nn
 
+from idinvert.utils import device_of
+
 __all__ = ["OptimizationResult", "Milestone", "optimize_codes", "encode", "frozen", "channels_last",
            "anytime_milestones", "check_milestones",
            "DEFAULT_LR", "DEFAULT_STEPS", "DEFAULT_LAMBDA_DOM"]
@@ -125,12 +127,6 @@ def channels_last(*objs, enabled: bool = True) -> Iterator[None]:
             t.data = data
 
 
-def _device_of(module) -> torch.device:
-    for t in list(module.parameters()) + list(module.buffers()):
-        return t.device
-    return torch.device("cpu")
-
-
 def _float_dtype_of(module) -> torch.dtype:
     for t in module.parameters():
         if t.is_floating_point():
@@ -199,7 +195,7 @@ def encode(encoder: Callable, images: torch.Tensor, batch_size: int = 64) -> tor
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    device = _device_of(encoder) if isinstance(encoder, nn.Module) else images.device
+    device = device_of(encoder) if isinstance(encoder, nn.Module) else images.device
     out = []
     with frozen(encoder):
         for chunk in images.split(batch_size):
@@ -254,7 +250,7 @@ def optimize_codes(generator: nn.Module, targets: torch.Tensor, init_codes: torc
     if lambda_dom and encoder is None:
         raise ValueError("lambda_dom > 0 needs an encoder E")
 
-    device = _device_of(generator)
+    device = device_of(generator)
     # Codes and targets take the generator's dtype: float32 normally; float64 lets tests check the
     # batch-independence of the loop itself, free of float32 rounding.
     dtype = _float_dtype_of(generator)

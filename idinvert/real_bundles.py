@@ -40,6 +40,7 @@ from idinvert.nets.stylegan2 import (StyleGAN2Generator, infer_rosinality_config
                                      load_rosinality_checkpoint)
 from idinvert.nets.stylegan_encoder import StyleGANEncoder, official_idinvert_ffhq256_encoder_config
 from idinvert.nets.stylegan_generator import StyleGANGenerator, official_idinvert_ffhq256_config
+from idinvert.utils import freeze
 
 __all__ = [
     "STYLEGANINV_FFHQ256", "STYLEGAN2", "GENERATOR_FILE", "ENCODER_FILE", "VGG16_FILE",
@@ -83,11 +84,6 @@ def resolve_weights_dir(weights_dir) -> Path:
     return Path(weights_dir).expanduser() if weights_dir is not None else default_weights_dir()
 
 
-def _freeze(*modules: Optional[nn.Module]) -> None:
-    for m in modules:
-        if m is not None:
-            m.eval()
-            m.requires_grad_(False)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -149,9 +145,21 @@ def _load_official_part(weights_dir: Path, part: str) -> nn.Module:
     return module
 
 
+def _real_info(resolution: int, source: str, files: dict[str, Path], extra: dict[str, Any]):
+    """The BundleInfo of a real-checkpoint bundle: the paper's lambda_vgg, no built-in test data, and
+    the CPU batch size and note of real-size networks."""
+    from idinvert.zoo import BundleInfo
+
+    return BundleInfo(
+        lambda_vgg_default=PAPER_LAMBDA_VGG, default_batch_size=_default_batch_size(resolution),
+        cpu_note=_CPU_NOTE if resolution >= 128 else None, test_data=None, source=source,
+        extra={"files": {part: str(path) for part, path in files.items()}, **extra,
+               "semantic": "no attribute classifier: pass --labels and/or --boundaries", "note": _CPU_NOTE})
+
+
 def build_styleganinv_ffhq256(weights_dir: Optional[Path] = None):
     """The official idinvert FFHQ-256 bundle from `weights_dir` (default `$BENCH_HOME/weights`)."""
-    from idinvert.zoo import Bundle, weights_fingerprint
+    from idinvert.zoo import Bundle, BundleInfo, weights_fingerprint
 
     weights_dir = resolve_weights_dir(weights_dir)
     # Check every file's keys and shapes first (memory-mapped, cheap), so that one problem is
@@ -174,15 +182,12 @@ def build_styleganinv_ffhq256(weights_dir: Optional[Path] = None):
         encoder=parts["encoder"], conventional_encoder=None, discriminator=None,
         perceptual=parts["perceptual"], classifier=None, attributes=(),
         fingerprint=weights_fingerprint(files),
-        info={"source": OFFICIAL_SOURCE, "weights_dir": str(weights_dir),
-              "files": {part: str(path) for part, path in files.items()},
-              "perceptual": "vgg16-conv4_3 (official vgg16.pth, official preprocessing)",
-              "lambda_vgg_default": PAPER_LAMBDA_VGG, "lambda_vgg_paper": PAPER_LAMBDA_VGG,
-              "w_avg_source": f"{files['generator']} truncation.w_avg",
-              "semantic": "no attribute classifier: pass --labels and/or --boundaries",
-              "note": _CPU_NOTE, "cpu_note": _CPU_NOTE if generator.resolution >= 128 else None,
-              "default_batch_size": _default_batch_size(generator.resolution)})
-    _freeze(generator, bundle.encoder, bundle.perceptual)
+        info=_real_info(generator.resolution, OFFICIAL_SOURCE, files, {
+            "weights_dir": str(weights_dir),
+            "perceptual": "vgg16-conv4_3 (official vgg16.pth, official preprocessing)",
+            "lambda_vgg_paper": PAPER_LAMBDA_VGG,
+            "w_avg_source": f"{files['generator']} truncation.w_avg"}))
+    freeze(generator, bundle.encoder, bundle.perceptual)
     return bundle
 
 
@@ -239,18 +244,12 @@ def build_stylegan2(weights_dir: Optional[Path] = None):
         name=f"{STYLEGAN2}:{ckpt.name}", resolution=generator.resolution, generator=generator,
         encoder=None, conventional_encoder=None, discriminator=None, perceptual=perceptual,
         classifier=None, attributes=(), fingerprint=weights_fingerprint(files),
-        info={"source": f"rosinality StyleGAN2 checkpoint {ckpt}",
-              "files": {part: str(path) for part, path in files.items()},
-              "architecture": {k: cfg[k] for k in ("size", "style_dim", "n_mlp",
-                                                     "channel_multiplier")},
-              "w_avg_source": generator.truncation.w_avg_source,
-              "perceptual": "vgg16-conv4_3 (official idinvert vgg16.pth)",
-              "lambda_vgg_default": PAPER_LAMBDA_VGG,
-              "no_encoder": "no encoder for this generator: encoder-based methods are skipped",
-              "semantic": "no attribute classifier: pass --labels and/or --boundaries",
-              "note": _CPU_NOTE, "cpu_note": _CPU_NOTE if generator.resolution >= 128 else None,
-              "default_batch_size": _default_batch_size(generator.resolution)})
-    _freeze(generator, perceptual)
+        info=_real_info(generator.resolution, f"rosinality StyleGAN2 checkpoint {ckpt}", files, {
+            "architecture": {k: cfg[k] for k in ("size", "style_dim", "n_mlp", "channel_multiplier")},
+            "w_avg_source": generator.truncation.w_avg_source,
+            "perceptual": "vgg16-conv4_3 (official idinvert vgg16.pth)",
+            "no_encoder": "no encoder for this generator: encoder-based methods are skipped"}))
+    freeze(generator, perceptual)
     return bundle
 
 
@@ -361,8 +360,9 @@ def write_random_official_files(weights_dir, seed: int = 0, dtype: torch.dtype =
 
 # --------------------------------------------------------------------------------------------------
 
-def register(bundles: Optional[dict] = None) -> None:
-    """Put the real bundles' specs into `bundles` (default: `idinvert.zoo.BUNDLES`). Idempotent."""
+def register(bundles=None) -> None:
+    """Put the real bundles' specs into `bundles` (default: the registry `idinvert.zoo.BUNDLES`).
+    Idempotent."""
     from idinvert import zoo
 
     bundles = zoo.BUNDLES if bundles is None else bundles

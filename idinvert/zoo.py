@@ -21,29 +21,30 @@ never weights (gradients still flow through the networks to the codes).
 
 from __future__ import annotations
 
-import difflib
+import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 import torch
 import torch.nn as nn
 
 from idinvert.nets.classifier import AttributeClassifier
 from idinvert.nets.discriminator import Discriminator
+from idinvert.nets.judge import JudgeNet
 from idinvert.nets.loading import load_state_dict_strict
 from idinvert.nets.perceptual import DomainPerceptual
 from idinvert.nets.stylegan_encoder import StyleGANEncoder
 from idinvert.nets.stylegan_generator import StyleGANGenerator
+from idinvert.registry import Registry, UnknownName
+from idinvert.utils import file_sha256, freeze
 
-__all__ = ["Bundle", "BundleSpec", "BUNDLES", "load_bundle", "tiny_random_bundle",
+__all__ = ["Bundle", "BundleInfo", "BundleSpec", "BUNDLES", "load_bundle", "tiny_random_bundle",
            "UnknownBundle", "MissingWeights", "SYNTHETIC_FACES_DIR", "REBUILD_COMMAND",
            "SYNTHETIC_FACES_FILES", "BUNDLE_MANIFEST", "PARTS", "file_sha256", "tensors_sha256",
            "weights_fingerprint", "write_bundle_manifest", "export_part", "load_part"]
-
-PARTS = ("generator", "encoder", "conventional_encoder", "discriminator", "perceptual", "classifier")
 
 SYNTHETIC_FACES_DIR = Path(__file__).resolve().parent / "weights" / "synthetic-faces"
 REBUILD_COMMAND = "python -m bench zoo train"
@@ -56,6 +57,7 @@ SYNTHETIC_FACES_FILES = {
     "classifier": ("classifier.pt", "classifier"),
     "conventional_encoder": ("conventional_encoder.pt", "conventional-encoder"),
     "encoder": ("encoder.pt", "domain-encoder"),
+    "judge": ("judge.pt", "judge"),
 }
 BUNDLE_MANIFEST = "bundle.json"
 
@@ -64,14 +66,12 @@ _CLASSES: dict[str, type[nn.Module]] = {
     "StyleGANEncoder": StyleGANEncoder,
     "Discriminator": Discriminator,
     "AttributeClassifier": AttributeClassifier,
+    "JudgeNet": JudgeNet,
 }
 
 
-class UnknownBundle(KeyError):
+class UnknownBundle(UnknownName):
     """A bundle name that is not in BUNDLES."""
-
-    def __str__(self) -> str:  # KeyError would quote the message
-        return str(self.args[0])
 
 
 class MissingWeights(FileNotFoundError):
@@ -82,20 +82,78 @@ class MissingWeights(FileNotFoundError):
 # The bundle
 # ------------------------------------------------------------------------------------------------
 
+def _part() -> Any:
+    """A network field of Bundle (listed in PARTS; None where the bundle lacks it)."""
+    return field(default=None, metadata={"part": True})
+
+
+NEEDS_DATA = "bundle {name} has no built-in test images: pass --data FOLDER with images of its domain"
+
+
+@dataclass(frozen=True)
+class BundleInfo:
+    """Every fact about a bundle that another module reads, with its default here and nowhere else.
+
+    lambda_vgg_default: the perceptual weight the optimisation methods use unless given one (5e-5 for
+      VGG16 conv4_3 as in the paper; a rescaled value for the embedded domain's F); None: set it.
+    default_batch_size: images per batch by device type ({"cpu": 8, "cuda": 32}) for real-size
+      networks; None: the harness default.
+    cpu_note: a line the runner prints before a CPU run (real-size networks are slow there).
+    perceptual_layer: the layer of the domain classifier that F reads (embedded bundles).
+    test_data: name of the built-in domain whose test split is the default data ("synthetic-faces");
+      None: the bundle has none and the user must pass --data (``needs_data`` says so).
+    source: where the weights come from, for the record.
+    random: True for untrained test bundles (their numbers mean nothing).
+    extra: every other recorded fact (the manifest's quality bars, file hashes, notes), for display.
+    """
+
+    lambda_vgg_default: Optional[float] = None
+    default_batch_size: Optional[dict[str, int]] = None
+    cpu_note: Optional[str] = None
+    perceptual_layer: Optional[int] = None
+    test_data: Optional[str] = None
+    source: Optional[str] = None
+    random: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, facts: dict[str, Any], **overrides: Any) -> "BundleInfo":
+        """Typed fields from ``facts`` (a manifest), the rest kept in ``extra``."""
+        names = {f.name for f in dataclasses.fields(cls)} - {"extra"}
+        known = {k: v for k, v in facts.items() if k in names}
+        extra = {k: v for k, v in facts.items() if k not in names}
+        return cls(**{**known, **overrides}, extra=extra)
+
+    def batch_size_for(self, device_type: str) -> Optional[int]:
+        """The bundle's batch size on this device type, or None (use the harness default)."""
+        if not self.default_batch_size:
+            return None
+        value = self.default_batch_size.get(device_type)
+        return int(value) if value else None
+
+    def needs_data(self, name: str) -> str:
+        """The message for a run without --data on a bundle without built-in test images."""
+        return NEEDS_DATA.format(name=name)
+
+
 @dataclass
 class Bundle:
     """Networks and facts for one domain. Images: [B, 3, R, R] RGB in [-1, 1]; codes: [B, L, D]."""
     name: str
     resolution: int
-    generator: StyleGANGenerator
-    encoder: Optional[nn.Module]                 # domain-guided encoder
-    conventional_encoder: Optional[nn.Module]
-    discriminator: Optional[nn.Module]
-    perceptual: nn.Module                        # F: images -> features [B, C, h, w]
-    classifier: Optional[nn.Module]
-    attributes: tuple[str, ...]
-    fingerprint: str
-    info: dict = field(default_factory=dict)
+    generator: StyleGANGenerator = _part()
+    encoder: Optional[nn.Module] = _part()                # domain-guided encoder
+    conventional_encoder: Optional[nn.Module] = _part()
+    discriminator: Optional[nn.Module] = _part()
+    perceptual: nn.Module = _part()                       # F: images -> features [B, C, h, w]
+    classifier: Optional[nn.Module] = _part()
+    # The benchmark's evaluation-only network (embedding + attribute judge); no method may use it.
+    judge: Optional[nn.Module] = _part()
+    attributes: tuple[str, ...] = ()
+    fingerprint: str = ""
+    info: BundleInfo = field(default_factory=BundleInfo)
+    # A new optional network is one more `_part()` field here (after the others, default None): `has`,
+    # `to` and `PARTS` pick it up; the builders that ship it pass it by keyword.
 
     @property
     def num_layers(self) -> int:
@@ -129,24 +187,12 @@ class Bundle:
         return self
 
 
-def _freeze(*modules: Optional[nn.Module]) -> None:
-    for m in modules:
-        if m is not None:
-            m.eval()
-            m.requires_grad_(False)
+PARTS = tuple(f.name for f in dataclasses.fields(Bundle) if f.metadata.get("part"))
 
 
 # ------------------------------------------------------------------------------------------------
 # Files
 # ------------------------------------------------------------------------------------------------
-
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
 
 def tensors_sha256(state_dict: dict) -> str:
     """sha256 of a state dict's contents (keys, dtypes, shapes, bytes): unlike the file's own hash,
@@ -272,10 +318,10 @@ def _build_synthetic_faces(weights_dir: Optional[Path]) -> Bundle:
         name="synthetic-faces", resolution=generator.resolution, generator=generator,
         encoder=parts["encoder"], conventional_encoder=parts["conventional_encoder"],
         discriminator=parts["discriminator"], perceptual=perceptual, classifier=classifier,
-        attributes=tuple(info.get("attributes", ())),
+        judge=parts["judge"], attributes=tuple(info.get("attributes", ())),
         fingerprint=weights_fingerprint(files, hashes),
-        info=info)
-    _freeze(*(getattr(bundle, p) for p in PARTS))
+        info=BundleInfo.from_dict(info, test_data="synthetic-faces"))
+    freeze(*(getattr(bundle, p) for p in PARTS))
     return bundle
 
 
@@ -287,19 +333,18 @@ class BundleSpec:
     description: str
 
 
-BUNDLES: dict[str, BundleSpec] = {
-    "synthetic-faces": BundleSpec(
-        _build_synthetic_faces,
-        tuple(f for f, _ in SYNTHETIC_FACES_FILES.values()) + (BUNDLE_MANIFEST,),
-        "embedded default: 32 px StyleGAN + encoders trained here on the synthetic-faces domain"),
-    "tiny-random": BundleSpec(
-        lambda weights_dir: tiny_random_bundle(),
-        (),
-        "random-initialised 16 px models for tests and smoke runs: exercises every code path, "
-        "its numbers mean nothing"),
-    # "styleganinv-ffhq256" and "stylegan2" (user-supplied real checkpoints) are registered by
-    # idinvert.real_bundles, imported at the end of this module.
-}
+BUNDLES: Registry[BundleSpec] = Registry("bundle")
+BUNDLES.add("synthetic-faces", BundleSpec(
+    _build_synthetic_faces,
+    tuple(f for f, _ in SYNTHETIC_FACES_FILES.values()) + (BUNDLE_MANIFEST,),
+    "embedded default: 32 px StyleGAN + encoders trained here on the synthetic-faces domain"))
+BUNDLES.add("tiny-random", BundleSpec(
+    lambda weights_dir: tiny_random_bundle(),
+    (),
+    "random-initialised 16 px models for tests and smoke runs: exercises every code path, "
+    "its numbers mean nothing"))
+# "styleganinv-ffhq256" and "stylegan2" (user-supplied real checkpoints) are registered by
+# idinvert.real_bundles, imported at the end of this module.
 
 
 def load_bundle(name: str, weights_dir: str | Path | None = None,
@@ -307,9 +352,7 @@ def load_bundle(name: str, weights_dir: str | Path | None = None,
     """Build the bundle `name` (a key of BUNDLES) from `weights_dir` (default: the bundle's own
     location) and move it to `device`. Unknown names raise UnknownBundle with a suggestion."""
     if name not in BUNDLES:
-        close = difflib.get_close_matches(name, list(BUNDLES), n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise UnknownBundle(f"unknown bundle {name!r}{hint}; known bundles: {', '.join(BUNDLES)}")
+        raise UnknownBundle("bundle", name, BUNDLES.names())
     bundle = BUNDLES[name].builder(Path(weights_dir) if weights_dir is not None else None)
     return bundle.to(device)
 
@@ -347,14 +390,17 @@ def _tiny_random_bundle(seed: int, resolution: int, attributes, fingerprint_of) 
     disc = Discriminator(resolution, fmaps_base=8 * resolution, fmaps_max=32)
     classifier = AttributeClassifier(resolution, num_attributes=len(attributes), width=8,
                                      embed_dim=16)
+    judge = JudgeNet(resolution, num_attributes=len(attributes), num_nuisances=27, width=8,
+                     embed_dim=16)
     bundle = Bundle(
         name=f"tiny-random-{resolution}px", resolution=resolution, generator=g, encoder=encoder,
         conventional_encoder=conventional, discriminator=disc,
-        perceptual=DomainPerceptual(classifier), classifier=classifier, attributes=attributes,
+        perceptual=DomainPerceptual(classifier), classifier=classifier, judge=judge,
+        attributes=attributes,
         fingerprint=fingerprint_of("tiny-random-bundle", seed, resolution),
-        info={"random": True, "lambda_vgg_default": 1.0,
-              "note": "random weights for tests; lambda_vgg_default not calibrated"})
-    _freeze(*(getattr(bundle, p) for p in PARTS))
+        info=BundleInfo(lambda_vgg_default=1.0, test_data="synthetic-faces", random=True,
+                        extra={"note": "random weights for tests; lambda_vgg_default not calibrated"}))
+    freeze(*(getattr(bundle, p) for p in PARTS))
     return bundle
 
 

@@ -15,11 +15,17 @@ import torch
 
 @dataclass
 class InversionResult:
-    """Codes for a batch; ``failed[i]`` marks an image whose inversion diverged (NaN/inf loss)."""
+    """Codes for a batch; ``failed[i]`` marks an image whose inversion diverged (NaN/inf loss).
+
+    ``decoders``: for a method whose output is more than a code (PTI tunes G per image), one generator
+    per image (each with ``.synthesis(codes [1, L, D])``); the harness then decodes image i with
+    ``decoders[i]`` instead of the bundle's G. None: every image decodes with the bundle's G.
+    """
 
     codes: torch.Tensor  # [B, L, D]
     failed: torch.Tensor | None = None  # [B] bool
     reasons: list[str | None] = field(default_factory=list)
+    decoders: list[Any] | None = None
 
     def __post_init__(self) -> None:
         b = self.codes.shape[0]

@@ -11,7 +11,8 @@ from typing import Any
 import torch
 
 from methods.base import InversionMethod, InversionResult
-from methods.image2stylegan import check, generator_device, mean_codes
+from idinvert.utils import device_of
+from methods.optimisation import check, mean_codes
 from methods.registry import register
 
 
@@ -33,7 +34,7 @@ class Dummy(InversionMethod):
 
     def prepare(self, bundle: Any) -> None:
         super().prepare(bundle)
-        self.device = generator_device(bundle)
+        self.device = device_of(bundle.generator)
 
     def invert(self, images: torch.Tensor) -> InversionResult:
         n = images.shape[0]

@@ -9,6 +9,7 @@ from typing import Any, ClassVar
 import torch
 
 from idinvert.inversion import encode
+from idinvert.utils import device_of
 from methods.base import InversionMethod, InversionResult
 from methods.registry import register
 
@@ -20,12 +21,6 @@ def encoder_result(encoder: Any, images: torch.Tensor, device: torch.device,
     bad = (~torch.isfinite(codes).flatten(1).all(1)).cpu()
     reasons = ["encoder produced a non-finite code" if f else None for f in bad.tolist()]
     return InversionResult(codes=codes, failed=bad, reasons=reasons)
-
-
-def module_device(module: Any) -> torch.device:
-    for t in list(module.parameters()) + list(module.buffers()):
-        return t.device
-    return torch.device("cpu")
 
 
 @register
@@ -40,7 +35,7 @@ class ConventionalEncoder(InversionMethod):
 
     def prepare(self, bundle: Any) -> None:
         super().prepare(bundle)
-        self.device = module_device(getattr(bundle, self.part))
+        self.device = device_of(getattr(bundle, self.part))
 
     def invert(self, images: torch.Tensor) -> InversionResult:
         return encoder_result(getattr(self.bundle, self.part), images, self.device,

@@ -8,10 +8,8 @@ from typing import Any, Optional
 
 import torch
 
-from idinvert.inversion import DEFAULT_LAMBDA_DOM, DEFAULT_LR, DEFAULT_STEPS, encode, optimize_codes
-from methods.base import InversionMethod, InversionResult
-from methods.image2stylegan import (WARMUP_STEPS, bundle_lambda_vgg, check, check_common,
-                                    generator_device, mean_codes, to_result)
+from idinvert.inversion import DEFAULT_LAMBDA_DOM, encode
+from methods.optimisation import OptimisationMethod, check
 from methods.registry import register
 
 INITS = ("encoder", "mean")
@@ -19,7 +17,7 @@ INITS = ("encoder", "mean")
 
 @register
 @dataclass
-class IDInvert(InversionMethod):
+class IDInvert(OptimisationMethod):
     """In-domain GAN inversion.
 
     Defaults, and why (all from the paper and the official idinvert_pytorch inverter):
@@ -36,37 +34,19 @@ class IDInvert(InversionMethod):
     summary = "domain-guided encoder init + domain-regularised optimisation (in-domain inversion)"
     needs = ("generator", "encoder", "perceptual")
 
-    iters: int = DEFAULT_STEPS
-    lr: float = DEFAULT_LR
     lambda_vgg: Optional[float] = None
     lambda_dom: float = DEFAULT_LAMBDA_DOM
     init: str = "encoder"
 
-    def __post_init__(self) -> None:
-        check_common(self)
+    def validate(self) -> None:
         check(self.lambda_dom >= 0, f"idinvert.lambda_dom must be >= 0, got {self.lambda_dom}")
         check(self.init in INITS, f"idinvert.init must be one of {INITS}, got {self.init!r}")
 
-    def prepare(self, bundle: Any) -> None:
-        super().prepare(bundle)
-        self.device = generator_device(bundle)
-        self._lambda_vgg = bundle_lambda_vgg(bundle, self.lambda_vgg)
-
-    def _run(self, images: torch.Tensor, steps: int) -> InversionResult:
-        b = self.bundle
-        x = images.to(self.device)
-        if self.init == "encoder":
-            init = encode(b.encoder, x, batch_size=max(1, x.shape[0])).to(self.device)
-        else:
-            init = mean_codes(b, x.shape[0], self.device)
+    def init_codes(self, images: torch.Tensor) -> torch.Tensor:
         # A NaN image gives a NaN start; the loop then marks it failed at step 0 and keeps that start.
-        opt = optimize_codes(b.generator, x, init, steps=steps, lr=self.lr,
-                             lambda_perceptual=self._lambda_vgg, perceptual=b.perceptual,
-                             lambda_dom=self.lambda_dom, encoder=b.encoder, space="wp")
-        return to_result(opt)
+        if self.init == "encoder":
+            return encode(self.bundle.encoder, images, batch_size=max(1, images.shape[0])).to(self.device)
+        return super().init_codes(images)
 
-    def invert(self, images: torch.Tensor) -> InversionResult:
-        return self._run(images, self.iters)
-
-    def warmup(self, images: torch.Tensor) -> None:
-        self._run(images[:1], min(self.iters, WARMUP_STEPS))
+    def loss_terms(self) -> dict[str, Any]:
+        return {**super().loss_terms(), "lambda_dom": self.lambda_dom, "encoder": self.bundle.encoder}

@@ -4,19 +4,14 @@ optimisation" row of Table 1)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
-import torch
-
-from idinvert.inversion import optimize_codes
-from methods.base import InversionMethod, InversionResult
-from methods.image2stylegan import WARMUP_STEPS, check_common, generator_device, mean_codes, to_result
+from methods.optimisation import OptimisationMethod
 from methods.registry import register
 
 
 @register
 @dataclass
-class MSEOptim(InversionMethod):
+class MSEOptim(OptimisationMethod):
     """Optimise a W+ code from the mean w; loss = pixel MSE only; Adam.
 
     Defaults, and why:
@@ -30,26 +25,3 @@ class MSEOptim(InversionMethod):
     name = "mse-optim"
     summary = "W+ optimisation from the mean w, pixel MSE only"
     needs = ("generator",)
-
-    iters: int = 100
-    lr: float = 0.01
-
-    def __post_init__(self) -> None:
-        check_common(self)
-
-    def prepare(self, bundle: Any) -> None:
-        super().prepare(bundle)
-        self.device = generator_device(bundle)
-
-    def _run(self, images: torch.Tensor, steps: int) -> InversionResult:
-        b = self.bundle
-        x = images.to(self.device)
-        opt = optimize_codes(b.generator, x, mean_codes(b, x.shape[0], self.device), steps=steps,
-                             lr=self.lr, space="wp")
-        return to_result(opt)
-
-    def invert(self, images: torch.Tensor) -> InversionResult:
-        return self._run(images, self.iters)
-
-    def warmup(self, images: torch.Tensor) -> None:
-        self._run(images[:1], min(self.iters, WARMUP_STEPS))

@@ -3,26 +3,17 @@
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import fnmatch
 from typing import Any
 
+from idinvert.registry import Registry, UnknownName
+from idinvert.utils import suggest
 from methods.base import InversionMethod
 
-_REGISTRY: dict[str, type[InversionMethod]] = {}
+METHODS: Registry[type[InversionMethod]] = Registry("method")
 
-
-class UnknownName(KeyError):
-    """An unknown method/metric/bundle name; the message carries a 'did you mean' suggestion."""
-
-    def __init__(self, kind: str, name: str, known: list[str]):
-        close = difflib.get_close_matches(name, known, n=3, cutoff=0.5)
-        hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
-        self.message = f"unknown {kind} {name!r}{hint} (known: {', '.join(sorted(known))})"
-        super().__init__(self.message)
-
-    def __str__(self) -> str:
-        return self.message
+__all__ = ["METHODS", "UnknownName", "BadParameter", "register", "names", "get", "resolve", "coerce",
+           "build"]
 
 
 class BadParameter(ValueError):
@@ -30,32 +21,29 @@ class BadParameter(ValueError):
 
 
 def register(cls: type[InversionMethod]) -> type[InversionMethod]:
+    """Class decorator: register a method under its ``name`` (a dataclass of hyperparameters)."""
     if not cls.name or not cls.name.replace("-", "").replace("_", "").isalnum():
         raise ValueError(f"method class {cls.__name__} needs a name of letters, digits, '-' or '_'")
-    if cls.name in _REGISTRY and _REGISTRY[cls.name] is not cls:
-        raise ValueError(f"method name {cls.name!r} registered twice")
     if not dataclasses.is_dataclass(cls):
         raise TypeError(f"method {cls.name!r} must be a dataclass (its fields are its hyperparameters)")
-    _REGISTRY[cls.name] = cls
+    METHODS.add(cls.name, cls)
     return cls
 
 
 def names() -> list[str]:
     _load_builtin()
-    return list(_REGISTRY)
+    return METHODS.names()
 
 
 def get(name: str) -> type[InversionMethod]:
     _load_builtin()
-    if name not in _REGISTRY:
-        raise UnknownName("method", name, list(_REGISTRY))
-    return _REGISTRY[name]
+    return METHODS.get(name)
 
 
 def resolve(spec: str) -> list[str]:
     """``all`` | name | comma list | glob (``idinvert*``) -> registered names, in registry order."""
     _load_builtin()
-    known = list(_REGISTRY)
+    known = METHODS.names()
     if not spec or not spec.strip():
         raise UnknownName("method", spec, known)
     picked: list[str] = []
@@ -68,8 +56,8 @@ def resolve(spec: str) -> list[str]:
             matches = [n for n in known if fnmatch.fnmatchcase(n, part)]
             if not matches:
                 raise UnknownName("method pattern", part, known)
-        elif part in _REGISTRY:
-            matches = [part]
+        elif part in METHODS:
+            matches = [METHODS.canonical(part)]
         else:
             raise UnknownName("method", part, known)
         picked += [m for m in matches if m not in picked]
@@ -104,9 +92,7 @@ def build(name: str, overrides: dict[str, str] | None = None) -> InversionMethod
     kwargs = {}
     for key, raw in (overrides or {}).items():
         if key not in defaults:
-            close = difflib.get_close_matches(key, list(defaults), n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
-            raise BadParameter(f"method {name!r} has no hyperparameter {key!r}{hint} "
+            raise BadParameter(f"method {name!r} has no hyperparameter {key!r}{suggest(key, defaults, n=1)} "
                                f"(it has: {', '.join(defaults) or 'none'})")
         kwargs[key] = coerce(raw, defaults[key], f"{name}.{key}")
     return cls(**kwargs)

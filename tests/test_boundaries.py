@@ -226,3 +226,35 @@ def test_positives_never_include_codes_the_classifier_calls_negative():
     fit = train_boundary_from_codes(codes, codes[:, 0] - 100, top_fraction=0.2, seed=0)
     assert fit["selection"] == "rank" and fit["n_train"] + fit["n_val"] == 400
     assert fit["normal"][0] > 0.9
+
+
+class PerLayerToyGenerator(ToyGenerator):
+    """The official StyleGAN-inv layout: the mapping emits one w per layer (repeat_w False); layer l's
+    code is its own linear map of z, and the 'image' is the mean W+ code."""
+
+    repeat_w = False
+
+    def __init__(self, dim: int = 12, num_layers: int = 4):
+        super().__init__(dim, num_layers)
+        g = torch.Generator().manual_seed(5)
+        self.register_buffer("mixes", torch.stack([torch.linalg.qr(torch.randn(dim, dim, generator=g))[0]
+                                                   for _ in range(num_layers)]))
+
+    def z_to_wp(self, z, truncate=False):
+        return torch.einsum("bd,lde->ble", z, self.mixes)
+
+
+def test_per_layer_generator_gets_one_unit_normal_per_layer_that_separates_the_attribute():
+    gen, clf = toy_pair()
+    gen = PerLayerToyGenerator()
+    out = train_boundaries(gen, clf, ["a", "b", "c"], n_samples=3000, top_fraction=0.2, seed=1)
+    codes = gen.z_to_wp(torch.randn(500, gen.z_space_dim, generator=torch.Generator().manual_seed(2)))
+    logits = clf(gen.synthesis(codes))
+    for i, (name, b) in enumerate(out.items()):
+        assert b.meta["layout"] == "per-layer W+"
+        assert torch.allclose(b.normal.norm(dim=1), torch.ones(gen.num_layers), atol=1e-5)
+        # the rows differ: each layer's map of z is its own
+        assert not torch.allclose(b.normal[0], b.normal[1], atol=0.1)
+        dist = signed_distance(codes, b)
+        agree = ((dist > 0) == (logits[:, i] > 0)).float().mean()
+        assert agree > 0.9, (name, float(agree))

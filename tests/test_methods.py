@@ -68,7 +68,7 @@ def test_idinvert_starts_from_the_encoder(bundle):
 
 
 def test_lambda_vgg_defaults_to_the_bundles_value(bundle):
-    assert prepared("idinvert", bundle)._lambda_vgg == bundle.info["lambda_vgg_default"]
+    assert prepared("idinvert", bundle)._lambda_vgg == bundle.info.lambda_vgg_default
     assert prepared("image2stylegan", bundle, lambda_vgg="2e-3")._lambda_vgg == 2e-3
 
 

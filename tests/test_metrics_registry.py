@@ -10,14 +10,15 @@ from bench.metrics.registry import Metric, UnknownMetric
 REPO = Path(__file__).resolve().parents[1]
 
 
-def test_every_builtin_metric_declares_direction_kind_needs_and_description():
+def test_every_builtin_metric_declares_direction_level_needs_and_description():
     names = [m.name for m in metrics.all_metrics()]
     for expected in ("mse", "psnr", "lpips", "dpips", "fid", "fid_domain", "fid_floor", "swd",
                      "seconds_per_image", "ap_mean", "interp_fid_domain", "interp_swd", "edit_preservation"):
         assert expected in names
     for m in metrics.all_metrics():
         assert m.direction in ("lower", "higher")
-        assert m.kind in ("per_image", "set")
+        assert m.level in ("per_image", "set", "semantic")
+        assert (m.fn is None) == (m.computed_by is not None)  # computed by its own function or a family's
         assert isinstance(m.needs, tuple) and m.needs
         assert m.description
 
@@ -57,9 +58,13 @@ def test_bad_fields_are_rejected():
 
 
 def test_lazy_functions_load():
-    assert metrics.get("mse").load() is metrics.mse
-    assert metrics.get("swd").load() is metrics.swd
-    assert metrics.get("lpips").load() is metrics.LPIPSMetric
+    from bench import evaluation, semantic
+
+    assert metrics.get("mse").load() is evaluation.mse_metric
+    assert metrics.get("swd").load() is evaluation.swd_metric
+    assert metrics.get("ap_mean").load() is semantic.attribute_ap
+    with pytest.raises(LookupError, match="computed with 'fid'"):
+        metrics.get("fid_floor").load()
 
 
 def test_importing_metrics_builds_nothing_heavy():
@@ -70,8 +75,7 @@ def test_importing_metrics_builds_nothing_heavy():
 
 
 def test_registry_module_loads_without_torch():
-    code = ("import importlib.util, sys; spec = importlib.util.spec_from_file_location('reg', "
-            "'bench/metrics/registry.py'); m = importlib.util.module_from_spec(spec); sys.modules['reg'] = m; "
-            "spec.loader.exec_module(m); print(m.get('edit_success_mean').direction, 'torch' in sys.modules)")
+    code = ("import sys; import bench.metrics.registry as m; "
+            "print(m.get('edit_success_mean').direction, 'torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO)
     assert out.stdout.split() == ["higher", "False"]

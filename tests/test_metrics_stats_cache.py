@@ -1,33 +1,40 @@
+from types import SimpleNamespace
+
 import numpy as np
+import torch
 
-from bench.metrics import FeatureStats, StatsCache, feature_stats, stats_key
+from bench.metrics import StatsCache, stats_key
+from bench.metrics.context import EvalResources
+from idinvert.zoo import tiny_random_bundle
 
 
-def test_stats_round_trip(tmp_path):
+def test_arrays_round_trip_atomically(tmp_path):
     cache = StatsCache(tmp_path / "cache")
-    stats = feature_stats(np.random.default_rng(0).normal(size=(20, 4)))
     key = stats_key("images-abc", "embed-v1", "none")
-    assert cache.get_stats(key) is None
-    cache.put_stats(key, stats, meta={"n": 20}, features=np.ones((20, 4)))
-    loaded = cache.get_stats(key)
-    assert np.array_equal(loaded.mu, stats.mu) and np.array_equal(loaded.sigma, stats.sigma)
+    assert cache.get(key) is None
+    cache.put(key, {"features": np.ones((20, 4))}, meta={"n": 20})
     arrays, meta = cache.get(key)
     assert meta == {"n": 20} and arrays["features"].shape == (20, 4)
     assert [p.name for p in (tmp_path / "cache").iterdir()] == [f"{key}.npz"]  # no temp files left
 
 
-def test_get_or_compute_computes_once(tmp_path):
-    cache = StatsCache(tmp_path)
+def test_real_features_are_computed_once_per_harness_run_and_reused_from_disk(tmp_path):
+    opts = SimpleNamespace(seed=0, data=None)
     calls = []
 
-    def compute():
-        calls.append(1)
-        return FeatureStats(np.zeros(2), np.eye(2))
+    def extract(images):
+        calls.append(images.shape[0])
+        return images.flatten(1)[:, :3]
 
-    key = stats_key("set", "extractor", "prep")
-    first = cache.get_or_compute(key, compute)
-    second = StatsCache(tmp_path).get_or_compute(key, compute)
-    assert len(calls) == 1 and np.array_equal(first.sigma, second.sigma)
+    images = torch.randn(6, 3, 4, 4)
+    first = EvalResources(tiny_random_bundle(), opts, torch.device("cpu"), tmp_path)
+    a = first.real_features(extract, "net-1", "data-1", lambda: images)
+    assert torch.equal(a, first.real_features(extract, "net-1", "data-1", lambda: images))
+    b = EvalResources(tiny_random_bundle(), opts, torch.device("cpu"), tmp_path).real_features(
+        extract, "net-1", "data-1", lambda: images)  # a later harness run: read from disk
+    assert calls == [6] and torch.equal(a, b)
+    first.real_features(extract, "net-2", "data-1", lambda: images)  # another network: another key
+    assert calls == [6, 6] and len(list((tmp_path / "cache" / "features").glob("*.npz"))) == 2
 
 
 def test_key_changes_with_every_input():

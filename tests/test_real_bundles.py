@@ -43,7 +43,7 @@ def test_official_bundle_loads_strictly(official_dir):
     assert (bundle.resolution, bundle.num_layers, bundle.w_dim) == (256, 14, 512)
     assert bundle.has("encoder") and isinstance(bundle.perceptual, VGG16Perceptual)
     assert not bundle.has("conventional_encoder") and not bundle.has("classifier")
-    assert bundle.info["lambda_vgg_default"] == 5e-5
+    assert bundle.info.lambda_vgg_default == 5e-5
     sd = torch.load(official_dir / rb.GENERATOR_FILE, weights_only=True)
     assert torch.equal(bundle.w_avg, sd["truncation.w_avg"].float())
     enc = torch.load(official_dir / rb.ENCODER_FILE, weights_only=True, mmap=True)

@@ -11,7 +11,11 @@ import torch.nn as nn
 import torch.nn.functional as F
 from PIL import Image
 
+from types import SimpleNamespace
+
 from bench import metrics as M
+from bench.metrics.context import EvalNetwork, EvalResources, MetricContext
+from bench.metrics.errors import MetricUnavailable
 from bench.semantic import SemanticConfig, evaluate_semantics, metric_names
 from idinvert.official_boundaries import Boundary
 from idinvert.zoo import tiny_random_bundle
@@ -80,6 +84,38 @@ def toy_codes(n=40, seed=0):
     return w[:, None].expand(-1, 3, -1).contiguous()
 
 
+def toy_resources(bundle, results_dir, config, boundaries=None, *, inception=None, inception_reason=None,
+                  reference=None, no_boundary_reason=None, domain_features=None):
+    """EvalResources for a toy bundle with the given networks, boundaries and reference provided."""
+    opts = SimpleNamespace(seed=config.seed, data=None, semantic_config=config, boundaries=None, quiet=True,
+                           batch_size=None)
+    res = EvalResources(bundle, opts, torch.device("cpu"), results_dir)
+    res.provide("boundaries", (dict(boundaries or {}), no_boundary_reason or "no boundaries given"))
+    res.provide("inception", inception if inception is not None else
+                MetricUnavailable("fid", inception_reason or "no Inception extractor was given"))
+    cls = bundle.classifier if bundle.has("classifier") else None
+    if cls is None:
+        res.provide("eval_network", MetricUnavailable("eval_network", "the bundle has no judge network"))
+    else:
+        embed = domain_features or cls.embed
+        res.provide("eval_network", EvalNetwork(cls, embed, cls.features, cls, tuple(bundle.attributes),
+                                                getattr(embed, "description", "classifier.embed"), "toy-net"))
+    res.reference = lambda n: None if reference is None else reference[:n]
+    return res
+
+
+def run_semantics(bundle, codes, reals, ids, labels, label_source, boundaries, out_dir, run_id, config,
+                  *, label_attributes=None, resources=None, **networks):
+    """The semantic stages on a context built from these inputs (results under ``out_dir``)."""
+    resources = resources or toy_resources(bundle, out_dir, config, boundaries, **networks)
+    names = list(label_attributes) if label_attributes is not None else list(bundle.attributes)
+    ctx = MetricContext(resources, reals.detach().float(), reals.detach().float(), codes.detach().float(),
+                        list(range(len(ids))), list(ids), labels=labels,
+                        label_names=names if labels is not None else [],
+                        label_source=label_source if labels is not None else "none", run_id=run_id)
+    return evaluate_semantics(ctx)
+
+
 def rows_by_name(result):
     return {m.name: m for m in result.metrics}
 
@@ -101,7 +137,7 @@ def test_ap_uses_signed_distance_of_codes(tmp_path):
     bundle = ToyBundle(LinearGenerator(), ProjectionClassifier(2), attrs)
     codes = toy_codes()
     labels = (codes[:, 0, :2] > 0).long()
-    res = evaluate_semantics(bundle, codes, bundle.generator.synthesis(codes), [str(i) for i in range(40)],
+    res = run_semantics(bundle, codes, bundle.generator.synthesis(codes), [str(i) for i in range(40)],
                              labels, "renderer", axis_boundaries(attrs), tmp_path, "sem", FAST)
     rows = rows_by_name(res)
     assert rows["ap_a"].value == pytest.approx(1.0) and rows["ap_b"].value == pytest.approx(1.0)
@@ -110,36 +146,36 @@ def test_ap_uses_signed_distance_of_codes(tmp_path):
     curve = res.curves["pr/a"]
     assert set(curve) >= {"precision", "recall", "ap", "label_source"} and len(curve["precision"]) <= 101
     # reversed labels: the ranking value of a perfectly wrong score
-    res = evaluate_semantics(bundle, codes, bundle.generator.synthesis(codes), [str(i) for i in range(40)],
+    res = run_semantics(bundle, codes, bundle.generator.synthesis(codes), [str(i) for i in range(40)],
                              1 - labels, "csv", axis_boundaries(attrs), tmp_path, "sem", FAST)
     rows = rows_by_name(res)
     assert rows["ap_a"].value < 0.7
     assert rows["ap_a"].detail["label_source"] == "csv"
 
 
-def test_without_labels_ground_truth_is_the_classifier_on_real_images(tmp_path):
+def test_without_labels_ground_truth_is_the_judge_on_real_images(tmp_path):
     attrs = ("a", "b")
     bundle = ToyBundle(LinearGenerator(), ProjectionClassifier(2), attrs)
     codes = toy_codes()
     reals = bundle.generator.synthesis(codes)
-    res = evaluate_semantics(bundle, codes, reals, [str(i) for i in range(40)], None, "none",
+    res = run_semantics(bundle, codes, reals, [str(i) for i in range(40)], None, "none",
                              axis_boundaries(attrs), tmp_path, "sem", FAST)
     rows = rows_by_name(res)
     assert rows["ap_a"].value == pytest.approx(1.0)
-    assert rows["ap_a"].detail["label_source"] == "classifier"
-    assert res.curves["pr/b"]["label_source"] == "classifier"
+    assert rows["ap_a"].detail["label_source"] == "judge"
+    assert res.curves["pr/b"]["label_source"] == "judge"
 
 
 def test_no_labels_and_no_classifier_says_what_would_enable_ap(tmp_path):
     attrs = ("a", "b")
     bundle = ToyBundle(LinearGenerator(), None, attrs)
     codes = toy_codes()
-    res = evaluate_semantics(bundle, codes, bundle.generator.synthesis(codes), [str(i) for i in range(40)],
+    res = run_semantics(bundle, codes, bundle.generator.synthesis(codes), [str(i) for i in range(40)],
                              None, "none", axis_boundaries(attrs), tmp_path, "sem", FAST)
     rows = rows_by_name(res)
     for name in ("ap_a", "ap_b", "ap_mean", "edit_success_a", "edit_preservation", "interp_fid_domain"):
         assert rows[name].status == "unavailable" and rows[name].value is None
-    assert "--labels" in rows["ap_a"].detail["reason"] and "classifier" in rows["ap_a"].detail["reason"]
+    assert "--labels" in rows["ap_a"].detail["reason"] and "judge" in rows["ap_a"].detail["reason"]
     assert rows["interp_swd"].status == "ok"
     assert any(kind == "edit_strip" for kind, _, _ in res.artifacts)  # strips need no classifier
 
@@ -150,7 +186,7 @@ def test_edit_along_known_direction_flips_the_right_attribute(tmp_path):
     codes = toy_codes(40) * 0.3  # close to the boundaries: every edit of +-1.5 std crosses
     config = dataclasses.replace(FAST, edit_images=40, alpha_unit="w", edit_alphas=(-3.0, 3.0))
     labels = (codes[:, 0, :3] > 0).long()
-    res = evaluate_semantics(bundle, codes, bundle.generator.synthesis(codes), [str(i) for i in range(40)],
+    res = run_semantics(bundle, codes, bundle.generator.synthesis(codes), [str(i) for i in range(40)],
                              labels, "renderer", axis_boundaries(attrs), tmp_path, "sem", config)
     rows = rows_by_name(res)
     for a in attrs:
@@ -168,7 +204,7 @@ def test_edit_along_a_wrong_direction_fails_and_hurts_preservation(tmp_path):
     swapped = {"a": axis_boundaries(attrs)["b"], "b": axis_boundaries(attrs)["a"]}
     swapped["a"].attribute, swapped["b"].attribute = "a", "b"
     config = dataclasses.replace(FAST, edit_images=40, alpha_unit="w", edit_alphas=(-3.0, 3.0))
-    res = evaluate_semantics(bundle, codes, bundle.generator.synthesis(codes), [str(i) for i in range(40)],
+    res = run_semantics(bundle, codes, bundle.generator.synthesis(codes), [str(i) for i in range(40)],
                              None, "none", swapped, tmp_path, "sem", config)
     rows = rows_by_name(res)
     assert rows["edit_success_a"].value < 0.7
@@ -188,8 +224,7 @@ def test_evaluate_semantics_on_tiny_bundle_produces_every_metric_and_artifact(tm
     boundaries = {a: Boundary(a, normals[i].expand(bundle.num_layers, -1), None, "random")
                   for i, a in enumerate(bundle.attributes)}
     ids = [f"img-{i}" for i in range(n)]
-    res = evaluate_semantics(bundle, codes, reals, ids, labels, "renderer", boundaries, tmp_path / "sem",
-                             "runs/r1/semantic", FAST)
+    res = run_semantics(bundle, codes, reals, ids, labels, "renderer", boundaries, tmp_path, "r1", FAST)
     names = [m.name for m in res.metrics]
     assert sorted(names) == sorted(metric_names(bundle.attributes))
     assert len(names) == len(set(names))
@@ -206,7 +241,7 @@ def test_evaluate_semantics_on_tiny_bundle_produces_every_metric_and_artifact(tm
     for kind, rel, meta in res.artifacts:
         kinds.setdefault(kind, []).append(meta)
         assert rel.startswith("runs/r1/semantic/")
-        path = tmp_path / "sem" / rel.split("/")[-1]
+        path = tmp_path / rel
         with Image.open(path) as im:
             assert im.mode == "RGB" and im.size[1] >= 64
     assert len(kinds["interp_strip"]) == 2
@@ -214,7 +249,7 @@ def test_evaluate_semantics_on_tiny_bundle_produces_every_metric_and_artifact(tm
     assert len(kinds["edit_strip"]) == 2 * len(bundle.attributes)
     assert {m["attribute"] for m in kinds["edit_strip"]} == set(bundle.attributes)
     assert 0.0 in kinds["edit_strip"][0]["alphas"]
-    assert not list((tmp_path / "sem").glob("*.tmp*"))
+    assert not list((tmp_path / "runs" / "r1" / "semantic").glob("*.tmp*"))
 
 
 def test_interp_fid_is_computed_when_an_inception_extractor_is_given(tmp_path):
@@ -225,7 +260,7 @@ def test_interp_fid_is_computed_when_an_inception_extractor_is_given(tmp_path):
     def fake_inception(images):
         return _pixels(images)[:, :3] * 2
 
-    res = evaluate_semantics(bundle, codes, bundle.generator.synthesis(codes), [str(i) for i in range(40)],
+    res = run_semantics(bundle, codes, bundle.generator.synthesis(codes), [str(i) for i in range(40)],
                              None, "none", axis_boundaries(attrs), tmp_path, "sem", FAST,
                              inception=fake_inception)
     rows = rows_by_name(res)
@@ -239,50 +274,49 @@ def test_pairs_and_edit_images_do_not_depend_on_the_method(tmp_path):
     codes = toy_codes()
     reals = bundle.generator.synthesis(codes)
     ids = [str(i) for i in range(40)]
-    one = evaluate_semantics(bundle, codes, reals, ids, None, "none", axis_boundaries(attrs), tmp_path / "1",
+    one = run_semantics(bundle, codes, reals, ids, None, "none", axis_boundaries(attrs), tmp_path / "1",
                              "x", FAST)
-    two = evaluate_semantics(bundle, codes * 0.5, reals, ids, None, "none", axis_boundaries(attrs),
+    two = run_semantics(bundle, codes * 0.5, reals, ids, None, "none", axis_boundaries(attrs),
                              tmp_path / "2", "x", FAST)
     assert [m for k, _, m in one.artifacts] == [m for k, _, m in two.artifacts]
 
 
 def test_dpips_against_reference_equals_the_direct_computation():
-    from bench.semantic import _Nets
+    from bench.semantic import dpips_to_reference
 
     bundle = ToyBundle(LinearGenerator(), ProjectionClassifier(2), ("a", "b"))
-    nets = _Nets(bundle, batch_size=8)
+    cls = bundle.classifier
+    judge = EvalNetwork(cls, cls.embed, cls.features, cls, ("a", "b"), "toy", "toy")
     g = torch.Generator().manual_seed(1)
     ref, edited = torch.randn(5, 3, 16, 16, generator=g), torch.randn(15, 3, 16, 16, generator=g)
-    direct = M.dpips(edited, ref.repeat_interleave(3, dim=0), bundle.classifier.features)
-    assert torch.allclose(nets.dpips_to_reference(edited, ref, 3), direct, atol=1e-6)
+    direct = M.dpips(edited, ref.repeat_interleave(3, dim=0), cls.features)
+    assert torch.allclose(dpips_to_reference(judge, edited, ref, 3, 8), direct, atol=1e-6)
 
 
-def test_runner_hook_trains_boundaries_once_and_stores_relative_artifacts(tmp_path):
-    from types import SimpleNamespace
+def test_boundaries_are_trained_once_per_harness_run_and_artifacts_are_relative(tmp_path):
+    from bench.semantic import load_or_train_boundaries
 
-    from bench.semantic import semantic_for_run
-
-    bundle = ToyBundle(LinearGenerator(), ProjectionClassifier(2), ("a", "b"))
-    codes = toy_codes(20)
-    reals = bundle.generator.synthesis(codes)
-    dataset = SimpleNamespace(labels=(codes[:, 0, :2] > 0).long(), label_source="renderer")
-    evaluator = SimpleNamespace(bundle=bundle, results_dir=tmp_path,
-                                opts=SimpleNamespace(seed=0, boundaries=None, quiet=True),
-                                unavailable={"fid": "no Inception weights here"},
-                                inception=lambda: None, _reference=lambda dataset, n: None)
+    bundle = tiny_random_bundle(0)
     config = dataclasses.replace(FAST, boundary_samples=300)
+    opts = SimpleNamespace(seed=0, data=None, semantic_config=config, boundaries=None, quiet=True, batch_size=None)
+    resources = EvalResources(bundle, opts, torch.device("cpu"), tmp_path)
+    resources.provide("inception", MetricUnavailable("fid", "no Inception weights here"))
+    resources.reference = lambda n: None
+    g = torch.Generator().manual_seed(0)
+    codes = bundle.generator.sample_wp(20, g, truncate=False).detach()
+    reals = bundle.generator.synthesis(codes).detach()
     ids = [f"i{k}" for k in range(20)]
-    rows, curves, artifacts = semantic_for_run(evaluator, codes, reals, list(range(20)), ids, dataset, "run1",
-                                               config)
-    by = {m.name: m for m in rows}
-    assert by["ap_a"].value > 0.95 and by["ap_a"].detail["label_source"] == "renderer"
+    res = run_semantics(bundle, codes, reals, ids, None, "none", None, tmp_path, "run1", config,
+                        resources=resources)
+    by = rows_by_name(res)
     assert by["interp_fid"].detail["reason"] == "no Inception weights here"
+    assert by["ap_mean"].detail["label_source"] == "judge"  # no labels: the judge predicts them
     assert len(list((tmp_path / "cache" / "boundaries").glob("*.pt"))) == 1
-    for _, rel, _ in artifacts:
+    for _, rel, _ in res.artifacts:
         assert rel.startswith("runs/run1/semantic/") and (tmp_path / rel).is_file()
-    cached = evaluator._semantic_boundaries
-    semantic_for_run(evaluator, codes, reals, list(range(20)), ids, dataset, "run2", config)
-    assert evaluator._semantic_boundaries is cached
+    cached = resources._built["boundaries"]
+    run_semantics(bundle, codes, reals, ids, None, "none", None, tmp_path, "run2", config, resources=resources)
+    assert resources._built["boundaries"] is cached
 
 
 OFFICIAL = __import__("pathlib").Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / \
@@ -315,7 +349,7 @@ def test_label_columns_are_matched_by_name(tmp_path):
     bundle = ToyBundle(LinearGenerator(), ProjectionClassifier(2), attrs)
     codes = toy_codes()
     csv_labels = (codes[:, 0, [1]] > 0).long()  # a CSV with only column "b"
-    res = evaluate_semantics(bundle, codes, bundle.generator.synthesis(codes), [str(i) for i in range(40)],
+    res = run_semantics(bundle, codes, bundle.generator.synthesis(codes), [str(i) for i in range(40)],
                              csv_labels, "csv", axis_boundaries(attrs), tmp_path, "sem", FAST,
                              label_attributes=["b"])
     rows = rows_by_name(res)
@@ -323,7 +357,7 @@ def test_label_columns_are_matched_by_name(tmp_path):
     assert rows["ap_a"].status == "unavailable" and "no label column" in rows["ap_a"].detail["reason"]
     assert rows["ap_mean"].value == pytest.approx(1.0)
     with pytest.raises(ValueError, match="one column per attribute"):
-        evaluate_semantics(bundle, codes, bundle.generator.synthesis(codes), [str(i) for i in range(40)],
+        run_semantics(bundle, codes, bundle.generator.synthesis(codes), [str(i) for i in range(40)],
                            csv_labels, "csv", axis_boundaries(attrs), tmp_path, "sem", FAST)
 
 
@@ -338,7 +372,7 @@ def test_interp_fid_domain_uses_the_runners_domain_features(tmp_path):
         def __call__(self, images):
             return _pixels(images)[:, :2]
 
-    res = evaluate_semantics(bundle, codes, bundle.generator.synthesis(codes), [str(i) for i in range(40)],
+    res = run_semantics(bundle, codes, bundle.generator.synthesis(codes), [str(i) for i in range(40)],
                              None, "none", axis_boundaries(attrs), tmp_path, "sem", FAST,
                              domain_features=TwoDims())
     row = rows_by_name(res)["interp_fid_domain"]

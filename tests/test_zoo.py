@@ -66,7 +66,7 @@ def test_exported_bundle_reloads_strictly_with_the_same_outputs(tmp_path):
     original, manifest = _write_tiny_bundle(tmp_path)
     loaded = load_bundle("synthetic-faces", weights_dir=tmp_path)
     assert loaded.fingerprint == manifest["fingerprint"]
-    assert loaded.info["lambda_vgg_default"] == 1.0
+    assert loaded.info.lambda_vgg_default == 1.0
     assert loaded.attributes == original.attributes
     x = torch.rand(2, 3, 16, 16) * 2 - 1
     # fp16 storage: equal up to half precision
@@ -115,7 +115,7 @@ def test_shipped_bundle_loads_and_produces_images_in_range():
     recon = b.generator.synthesis(b.encoder(images))
     assert recon.shape == images.shape
     assert b.conventional_encoder(images).shape == codes.shape
-    assert b.info["lambda_vgg_default"] > 0
+    assert b.info.lambda_vgg_default > 0
     info = json.loads((SYNTHETIC_FACES_DIR / "bundle.json").read_text())
     assert b.fingerprint == info["fingerprint"]
     total = sum((SYNTHETIC_FACES_DIR / f).stat().st_size for f in BUNDLES["synthetic-faces"].files)
@@ -123,23 +123,34 @@ def test_shipped_bundle_loads_and_produces_images_in_range():
 
 
 @pytest.mark.skipif(not _SHIPPED, reason="shipped synthetic-faces weights not built yet")
-def test_shipped_bundle_meets_its_bars_and_its_generator_figures_reproduce():
+def test_shipped_card_states_every_bar_and_its_generator_figures_reproduce():
     from idinvert.domains.synthetic_faces import SyntheticFaces
     from idinvert.training.gan import evaluate_generator
-    from idinvert.training.recipe import quality_checks
+    from idinvert.training.judged import evaluate_generator_judged
+    from idinvert.training.recipe import QUALITY_BARS, quality_checks
 
     info = json.loads((SYNTHETIC_FACES_DIR / "bundle.json").read_text())
     recorded = info["quality"]
-    failed = [b["bar"] for b in quality_checks(recorded) if not b["met"]]
-    assert not failed, f"shipped bundle misses: {failed}"
+    # the card's verdicts are the bars applied to the measured values, and every bar is stated
+    assert recorded["bars"] == quality_checks(recorded)
+    assert [b["name"] for b in recorded["bars"]] == [name for name, *_ in QUALITY_BARS]
+    card = (SYNTHETIC_FACES_DIR / "MODEL_CARD.md").read_text()
+    for bar in recorded["bars"]:
+        assert f"| {bar['bar']} |" in card
+    assert card.count("**NOT MET**") == sum(not b["met"] for b in recorded["bars"])
     # the card's generator figures are measured, not written down: recompute them
     b = load_bundle("synthetic-faces")
-    g = recorded["generator"]
+    domain = SyntheticFaces(resolution=32)
+    g, gj = recorded["generator"], recorded["generator_judged"]
     with torch.no_grad():
-        again = evaluate_generator(b.generator, b.classifier, SyntheticFaces(resolution=32),
-                                   n=g["n"], seed=g["seed"])
+        again = evaluate_generator(b.generator, b.classifier, domain, n=g["n"], seed=g["seed"])
+        judged = evaluate_generator_judged(b.generator, b.judge, domain, n=gj["n"], seed=gj["seed"])
     assert again["marginals_fake"] == pytest.approx(g["marginals_fake"], abs=2e-3)
     assert again["confidence_fake"] == pytest.approx(g["confidence_fake"], abs=2e-3)
+    assert judged["frechet_distance"] == pytest.approx(gj["frechet_distance"], rel=1e-2)
+    assert judged["precision"] == pytest.approx(gj["precision"], abs=5e-3)
+    assert judged["recall"] == pytest.approx(gj["recall"], abs=5e-3)
+    assert judged["marginals_fake"] == pytest.approx(gj["marginals_fake"], abs=2e-3)
 
 
 def test_recipe_card_writes_manifest_card_and_samples_for_a_bundle(tmp_path):
@@ -158,8 +169,9 @@ def test_recipe_card_writes_manifest_card_and_samples_for_a_bundle(tmp_path):
     assert "Fréchet" in card_text
     # a random-weight bundle misses the generator bars, and the card says so
     bars = {b["name"]: b for b in q["bars"]}
-    assert set(bars) == {"classifier_accuracy", "generator_marginals", "generator_confidence",
-                         "encoder_mse", "encoder_speed"}
+    assert set(bars) == {"classifier_accuracy", "judge_accuracy", "judge_degradations",
+                         "generator_frechet", "generator_precision", "generator_recall",
+                         "generator_marginals", "encoder_mse", "encoder_speed"}
     assert bars["encoder_speed"]["met"]
     assert "NOT MET" in card_text
     assert load_bundle("synthetic-faces", weights_dir=tmp_path).fingerprint == manifest["fingerprint"]
@@ -185,12 +197,19 @@ def test_quality_checks_compare_each_measure_with_its_bar():
     from idinvert.training.recipe import quality_checks
 
     quality = {"classifier_accuracy_min": 0.985,
-               "generator": {"max_marginal_gap": 0.1, "confidence_fake": 0.89},
-               "encoder_mse_test": {"domain_guided": 0.03, "conventional": 0.03},
+               "judge": {"min_accuracy": 0.995, "degradations_monotone": 0.0},
+               "generator_judged": {"frechet_ratio_to_floor": 4.9, "precision": 0.7, "recall": 0.69,
+                                    "max_marginal_gap": 0.06},
+               "encoder_mse_test": {"domain_guided": 0.018, "conventional": 0.03},
                "encoder_timing": {"encoder_s_per_64": 0.05, "conventional_encoder_s_per_64": 1.2}}
     met = {b["name"]: b["met"] for b in quality_checks(quality)}
-    assert met == {"classifier_accuracy": True, "generator_marginals": True,
-                   "generator_confidence": False, "encoder_mse": False, "encoder_speed": False}
+    assert met == {"classifier_accuracy": True, "judge_accuracy": True, "judge_degradations": False,
+                   "generator_frechet": True, "generator_precision": True, "generator_recall": False,
+                   "generator_marginals": False, "encoder_mse": True, "encoder_speed": False}
+    # a measure the card lacks is a bar not met, with no value
+    del quality["judge"]
+    missing = {b["name"]: b for b in quality_checks(quality)}
+    assert missing["judge_accuracy"] == {**missing["judge_accuracy"], "value": None, "met": False}
 
 
 def test_fingerprint_is_stable_when_the_same_weights_are_saved_again(tmp_path):
@@ -207,7 +226,7 @@ def test_zoo_train_one_encoder_skips_the_card_while_the_other_is_stale(tmp_path,
     export_part(b.encoder, tmp_path, "encoder", {"generator_sha256": "0" * 64})  # an older G's
     trained = []
 
-    def fake_training(generator, config, work_dir, device, show_progress=True):
+    def fake_training(generator, config, work_dir, device, show_progress=True, val_images=None):
         trained.append(work_dir)
         return b.conventional_encoder, {"steps": 0}
 

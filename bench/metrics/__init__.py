@@ -1,31 +1,41 @@
-"""Metrics of the benchmark: a registry (name, direction, kind, needs) and pure functions over tensors.
+"""Metrics of the benchmark: a registry (``registry``), the metric context (``context``) and pure
+functions over tensors (one module per family).
 
-Importing this package is cheap: it builds no network and imports neither lpips, pytorch-fid, torchvision
-nor scikit-learn; those load when a metric that needs them is computed.
+Importing this package is cheap: it imports only the registry (standard library); the functions and the
+networks behind them (torch, lpips, pytorch-fid, torchvision, scikit-learn) load on first attribute access.
 """
-from .attributes import APResult, ap_mean, average_precision, average_precision_per_attribute
-from .edits import EditPreservation, EditSuccess, edit_preservation, edit_success
-from .domain_features import DEFAULT_DIMS, DEFAULT_FIT_IMAGES, DomainFeatures
-from .errors import MetricUnavailable
-from .frechet import (FID_WEIGHTS_FILE, FeatureStats, InceptionFeatures, RealFloor, extract_features,
-                      feature_stats, fid, fid_domain, frechet_distance, inception_unavailable_reason,
-                      inception_weights_path, real_floor)
-from .perceptual import (ALEXNET_FILE, LPIPSMetric, alexnet_weights_path, dpips,
-                         lpips_linear_weights_path, lpips_unavailable_reason)
-from .pixel import mse, psnr, psnr_from_mse
-from .registry import Metric, UnknownMetric, all_metrics, get, register
-from .stats_cache import StatsCache, stats_key
-from .swd import SWDResult, swd
+from __future__ import annotations
 
-__all__ = [
-    "DomainFeatures", "DEFAULT_DIMS", "DEFAULT_FIT_IMAGES", "Metric", "UnknownMetric", "register", "get", "all_metrics", "MetricUnavailable",
-    "mse", "psnr", "psnr_from_mse",
-    "LPIPSMetric", "dpips", "alexnet_weights_path", "lpips_linear_weights_path",
-    "lpips_unavailable_reason", "ALEXNET_FILE",
-    "FeatureStats", "feature_stats", "frechet_distance", "extract_features", "InceptionFeatures", "fid",
-    "fid_domain", "RealFloor", "real_floor", "inception_weights_path", "inception_unavailable_reason",
-    "FID_WEIGHTS_FILE", "StatsCache", "stats_key",
-    "SWDResult", "swd",
-    "APResult", "average_precision", "average_precision_per_attribute", "ap_mean",
-    "EditSuccess", "EditPreservation", "edit_success", "edit_preservation",
-]
+import importlib
+from typing import Any
+
+from .registry import (METRICS, Metric, UnknownMetric, all_metrics, direction_of, find, get, label_of,
+                       metric, register, stand_ins, unregister)
+
+_LAZY = {
+    "attributes": ("APResult", "ap_mean", "average_precision", "average_precision_per_attribute"),
+    "edits": ("EditPreservation", "EditSuccess", "edit_preservation", "edit_success"),
+    "domain_features": ("DEFAULT_DIMS", "DEFAULT_FIT_IMAGES", "DomainFeatures"),
+    "errors": ("MetricUnavailable",),
+    "frechet": ("FID_WEIGHTS_FILE", "FeatureStats", "InceptionFeatures", "RealFloor", "extract_features",
+                "feature_stats", "fid", "fid_domain", "frechet_distance", "inception_unavailable_reason",
+                "inception_weights_path", "real_floor"),
+    "perceptual": ("ALEXNET_FILE", "LPIPSMetric", "alexnet_weights_path", "dpips",
+                   "lpips_linear_weights_path", "lpips_unavailable_reason"),
+    "pixel": ("mse", "psnr", "psnr_from_mse"),
+    "stats_cache": ("StatsCache", "stats_key"),
+    "swd": ("SWDResult", "swd"),
+}
+_WHERE = {name: module for module, names in _LAZY.items() for name in names}
+
+__all__ = ["METRICS", "Metric", "UnknownMetric", "all_metrics", "direction_of", "find", "get", "label_of",
+           "metric", "register", "stand_ins", "unregister", *_WHERE]
+
+
+def __getattr__(name: str) -> Any:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module 'bench.metrics' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value  # importing the submodule set e.g. `swd` to the module; the function wins
+    return value

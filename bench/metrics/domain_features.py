@@ -1,6 +1,6 @@
-"""The feature space of ``fid_domain``: the attribute classifier's embedding, reduced by a fixed PCA.
+"""The feature space of ``fid_domain``: the judge's embedding, reduced by a fixed PCA.
 
-A Fréchet distance estimates a K x K covariance from N images; with the classifier's 64-d embedding and
+A Fréchet distance estimates a K x K covariance from N images; with the judge's 64-d embedding and
 the default ~128 test images that estimate is poor (N/K = 2). So the embedding is projected onto its
 top-K principal directions, fitted once on a fixed set of real training images (never on the images
 being evaluated), which keeps most of the variance and lets N/K stay around 8. The projection is part
@@ -23,7 +23,7 @@ class DomainFeatures:
     """``features(images [B, 3, H, W] in [-1, 1]) -> [B, dims]``: PCA-projected ``embed(images)``."""
 
     def __init__(self, embed: Callable[[Tensor], Tensor], fit_images: Tensor, dims: int = DEFAULT_DIMS,
-                 batch_size: int = 256, label: str = "classifier.embed"):
+                 batch_size: int = 256, label: str = "judge.embed"):
         self.embed = embed
         self.batch_size = batch_size
         feats = self._embed_all(fit_images)

@@ -11,7 +11,6 @@ bias on two disjoint real sets of the evaluated size, to be stored beside every 
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import threading
 import warnings
@@ -23,6 +22,8 @@ from unittest import mock
 import numpy as np
 import torch
 from torch import Tensor
+
+from idinvert.utils import file_sha256
 
 from .errors import MetricUnavailable
 from .perceptual import hub_checkpoints_dir
@@ -100,14 +101,6 @@ def inception_unavailable_reason(weights_path: str | os.PathLike | None = None) 
         return (f"pytorch-fid's Inception weights are missing: put {FID_WEIGHTS_FILE} (from "
                 f"{FID_WEIGHTS_URL}) at {path} (set TORCH_HOME to use another directory)")
     return None
-
-
-def file_sha256(path: str | os.PathLike, chunk: int = 1 << 22) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 _PATCH_LOCK = threading.Lock()

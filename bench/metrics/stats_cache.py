@@ -1,4 +1,4 @@
-"""On-disk cache of feature statistics (and optionally raw features) of real image sets.
+"""On-disk cache of real-image features (and statistics) of real image sets, keyed by a content hash.
 
 The key is a content hash of everything that determines the numbers: the image set's fingerprint, the
 feature extractor's id (which includes a hash of its weights), and the preprocessing, plus any extra
@@ -10,13 +10,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
-from .frechet import FeatureStats
+from idinvert.utils import atomic_write
 
 
 def stats_key(image_set_fingerprint: str, extractor_id: str, preprocessing: str, **extra) -> str:
@@ -28,7 +26,7 @@ def stats_key(image_set_fingerprint: str, extractor_id: str, preprocessing: str,
 
 
 class StatsCache:
-    """``StatsCache(dir)``: ``get_or_compute(key, compute)`` for FeatureStats; ``put/get`` for arrays."""
+    """``StatsCache(dir)``: named arrays (features, statistics) stored under a key from :func:`stats_key`."""
 
     def __init__(self, root: str | os.PathLike):
         self.root = Path(root)
@@ -42,22 +40,9 @@ class StatsCache:
 
     def put(self, key: str, arrays: dict[str, np.ndarray], meta: dict | None = None) -> Path:
         """Write named arrays (and a JSON-able ``meta`` dict) under ``key``, atomically."""
-        self.root.mkdir(parents=True, exist_ok=True)
-        target = self.path(key)
         payload = {name: np.asarray(value) for name, value in arrays.items()}
         payload["__meta__"] = np.array(json.dumps(meta or {}, sort_keys=True, default=str))
-        fd, tmp = tempfile.mkstemp(dir=self.root, prefix=f".{key[:16]}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.savez(f, **payload)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, target)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
-        return target
+        return atomic_write(self.path(key), lambda f: np.savez(f, **payload), fsync=True)
 
     def get(self, key: str) -> tuple[dict[str, np.ndarray], dict] | None:
         """(arrays, meta) stored under ``key``, or None when absent."""
@@ -68,26 +53,3 @@ class StatsCache:
             arrays = {name: data[name] for name in data.files if name != "__meta__"}
             meta = json.loads(str(data["__meta__"])) if "__meta__" in data.files else {}
         return arrays, meta
-
-    def get_stats(self, key: str) -> FeatureStats | None:
-        entry = self.get(key)
-        if entry is None or "mu" not in entry[0] or "sigma" not in entry[0]:
-            return None
-        return FeatureStats(entry[0]["mu"], entry[0]["sigma"])
-
-    def put_stats(self, key: str, stats: FeatureStats, meta: dict | None = None,
-                  features: np.ndarray | None = None) -> Path:
-        arrays = {"mu": np.asarray(stats[0], np.float64), "sigma": np.asarray(stats[1], np.float64)}
-        if features is not None:
-            arrays["features"] = np.asarray(features)
-        return self.put(key, arrays, meta)
-
-    def get_or_compute(self, key: str, compute: Callable[[], FeatureStats],
-                       meta: dict | None = None) -> FeatureStats:
-        """Cached stats under ``key``; on a miss, ``compute()`` them and store them first."""
-        cached = self.get_stats(key)
-        if cached is not None:
-            return cached
-        stats = FeatureStats(*compute())
-        self.put_stats(key, stats, meta)
-        return stats

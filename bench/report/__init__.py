@@ -11,14 +11,13 @@ import base64
 import datetime as _dt
 import io
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any, Sequence
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
 from bench import tables as T
+from idinvert.utils import atomic_write
 from bench.report import figures as F
 from bench.store import DB_NAME, Store
 
@@ -37,15 +36,7 @@ def build_report(results_dir: str | Path, out: str | Path | None = None) -> Path
     out = Path(out) if out is not None else root / "report.html"
     context = _context(root)
     html = _environment().get_template("report.html.j2").render(**context)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".report-", suffix=".html", dir=out.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(html)
-        os.replace(tmp, out)  # a reader never sees half a page
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(out, lambda fh: fh.write(html.encode("utf-8")))  # a reader never sees half a page
     return out
 
 
@@ -196,8 +187,9 @@ def _unavailability(data: Sequence[T.RunMetrics], labels: dict[str, str]) -> tup
     for name in sorted(reasons):
         entry = {"metric": name, "label": T.metric_label(name),
                  "reasons": [{"reason": r, "runs": ", ".join(dict.fromkeys(v))} for r, v in reasons[name].items()]}
-        if name in T.IMAGENET_STAND_INS:
-            stand_in = T.IMAGENET_STAND_INS[name]
+        stand_ins = T.imagenet_stand_ins()
+        if name in stand_ins:
+            stand_in = stand_ins[name]
             has = any(d.has(stand_in) for d in data)
             entry["stand_in"] = T.metric_label(stand_in) if has else None
             banner.append(entry)
@@ -292,7 +284,7 @@ def _pr(store: Store, data: Sequence[T.RunMetrics], labels: dict[str, str], colo
 def _interp(store: Store, images: _Images, data: Sequence[T.RunMetrics], labels: dict[str, str]) -> dict | None:
     names = []
     if any(n.startswith("interp_") for d in data for n in d.metrics):
-        names = [*T.pick_present(data, "interp_fid", "interp_fid_domain"), "interp_swd"]
+        names = T.table_metrics(data, "interpolation")
     table = T.build_table("Table 2: interpolation", data, names, labels) if names else None
     pairs: dict[tuple[str, ...], dict[str, Any]] = {}
     for d in data:
@@ -311,7 +303,7 @@ def _interp(store: Store, images: _Images, data: Sequence[T.RunMetrics], labels:
 def _edits(store: Store, images: _Images, data: Sequence[T.RunMetrics], labels: dict[str, str]) -> dict | None:
     names = T.attribute_names(data, "edit_success_")
     names.sort(key=lambda n: (ATTRIBUTE_ORDER.index(n[13:]) if n[13:] in ATTRIBUTE_ORDER else 99, n))
-    names += [n for n in ("edit_success_mean", "edit_preservation", "edit_dpips") if any(n in d.metrics for d in data)]
+    names += [n for n in T.table_metrics(data, "manipulation") if any(n in d.metrics for d in data)]
     table = T.build_table("Manipulation: success and preservation", data, names, labels) if names else None
     by_attr: dict[str, dict[str, dict[str, Any]]] = {}
     for d in data:

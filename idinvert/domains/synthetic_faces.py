@@ -116,6 +116,23 @@ def labels_of(params: Params) -> Tensor:
     return torch.stack([params[a].to(torch.int64) for a in ATTRIBUTES], dim=1)
 
 
+# Continuous render parameters a judge network learns to read (shapes the evaluation embedding).
+NUISANCES = ("head_x", "head_y", "head_rx", "head_aspect", "yaw", "skin", "hair_shade", "bg_a", "bg_b",
+             "bg_angle", "shirt", "eye", "frame", "mouth_w")
+
+
+def nuisance_targets(params: Params) -> Tensor:
+    """[n, 27] float32: the NUISANCES of `params`, colours as 3 columns, bg_angle as (cos, sin)."""
+    cols = []
+    for name in NUISANCES:
+        v = params[name].float()
+        if name == "bg_angle":
+            cols += [torch.cos(v)[:, None], torch.sin(v)[:, None]]
+        else:
+            cols.append(v.view(v.shape[0], -1))
+    return torch.cat(cols, dim=1)
+
+
 class SyntheticFaces:
     """Renderer of the synthetic-faces domain at `resolution` (16, 32 or 64) px.
 

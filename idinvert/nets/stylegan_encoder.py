@@ -34,7 +34,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-__all__ = ["StyleGANEncoder", "official_idinvert_ffhq256_encoder_config"]
+__all__ = ["StyleGANEncoder", "EncoderBackbone", "official_idinvert_ffhq256_encoder_config"]
 
 _RESOLUTIONS = (8, 16, 32, 64, 128, 256, 512, 1024)
 _INIT_RES = 4
@@ -181,3 +181,39 @@ class StyleGANEncoder(nn.Module):
                 x = F.avg_pool2d(x, kernel_size=2, stride=2)
             x = getattr(self, f"block{i}")(x)
         return x.view(x.shape[0], self.num_layers, self.w_space_dim)
+
+
+class EncoderBackbone(nn.Module):
+    """The convolutional part of `StyleGANEncoder` (block0 and the residual blocks down to 4 x 4),
+    without its dense W+ head, for encoders that put other heads on the same trunk (e4e, ReStyle).
+
+    forward(x [B, C, R, R]) -> features [B, out_channels, 4, 4]. Same blocks, widths and options as
+    StyleGANEncoder(resolution, ..., image_channels=C), so the encoders the harness compares differ
+    in their heads and training, not in capacity.
+    """
+
+    def __init__(self, resolution: int, image_channels: int = 3, encoder_channels_base: int = 64,
+                 encoder_channels_max: int = 1024, use_wscale: bool = False, use_bn: bool = True):
+        super().__init__()
+        if resolution not in _RESOLUTIONS:
+            raise ValueError(f"resolution {resolution} not in {_RESOLUTIONS}")
+        self.resolution = resolution
+        self.image_channels = image_channels
+        self.num_blocks = int(math.log2(resolution)) - 1   # StyleGANEncoder's blocks minus the head
+        in_ch, out_ch = image_channels, encoder_channels_base
+        for i in range(self.num_blocks):
+            block = (_FirstBlock(in_ch, out_ch, use_wscale, use_bn) if i == 0
+                     else _ResBlock(in_ch, out_ch, use_wscale, use_bn))
+            self.add_module(f"block{i}", block)
+            in_ch, out_ch = out_ch, min(out_ch * 2, encoder_channels_max)
+        self.out_channels = in_ch
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.ndim != 4 or tuple(x.shape[1:]) != (self.image_channels, self.resolution, self.resolution):
+            raise ValueError(f"backbone expects input [B, {self.image_channels}, {self.resolution}, "
+                             f"{self.resolution}], got {tuple(x.shape)}")
+        for i in range(self.num_blocks):
+            if i > 0:
+                x = F.avg_pool2d(x, kernel_size=2, stride=2)
+            x = getattr(self, f"block{i}")(x)
+        return x

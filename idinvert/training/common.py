@@ -11,13 +11,14 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, Iterable, Optional
 
 import torch
 import torch.nn as nn
+
+from idinvert.utils import atomic_save, atomic_write_text  # noqa: F401  (re-exported)
 
 __all__ = [
     "atomic_save", "atomic_write_text", "load_checkpoint", "save_checkpoint", "CHECKPOINT_NAME",
@@ -26,34 +27,6 @@ __all__ = [
 ]
 
 CHECKPOINT_NAME = "checkpoint.pt"
-
-
-def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
-    """torch.save to a temp file in the same directory, then rename over `path` (never half-written)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; shipped files must be world-readable
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    return path
-
-
-def atomic_write_text(text: str, path: str | os.PathLike) -> Path:
-    """Write a text file atomically (temp file, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
-    return path
 
 
 def config_dict(config: Any) -> dict:

@@ -83,7 +83,7 @@ def r1_gamma_for_resolution(resolution: int, gamma_at_256: float = PAPER_R1_GAMM
 class ConventionalEncoderConfig:
     """Latent-regression encoder. Defaults: the shipped synthetic-faces recipe (measured: 524 s on the
     2-core dev machine, 1 thread, alongside the domain-guided run; 996 s when it was busier)."""
-    steps: int = 3000
+    steps: int = 20000                # a cap: with validation images, training stops at the plateau
     batch_size: int = 32
     # Official: 1e-4 for ~110k steps of batch 128 on 8 GPUs. With ~3k steps a larger step is needed;
     # a 400-step pilot on an intermediate G reached W+ loss 0.80 at 1e-3 vs 1.00 at 3e-4.
@@ -99,13 +99,16 @@ class ConventionalEncoderConfig:
     seed: int = 1
     checkpoint_every: int = 250
     log_every: int = 25
+    val_every_kimg: float = 10.0          # validation MSE on held-out real images this often
+    plateau_window_kimg: float = 50.0     # stop when it improved by less than
+    plateau_min_improvement: float = 0.01  # this fraction over the last window (issue 12)
 
 
 @dataclass
 class DomainEncoderConfig:
     """Domain-guided encoder. Defaults: the shipped synthetic-faces recipe (measured: 581 s on the
     2-core dev machine, 1 thread, alongside the conventional run; 1038 s when it was busier)."""
-    steps: int = 1200
+    steps: int = 15000                # a cap: with validation images, training stops at the plateau
     batch_size: int = 32
     lr: float = 1e-3                  # as the conventional encoder; E and D share the schedule
 
@@ -125,6 +128,9 @@ class DomainEncoderConfig:
     seed: int = 2
     checkpoint_every: int = 100
     log_every: int = 10
+    val_every_kimg: float = 10.0
+    plateau_window_kimg: float = 50.0
+    plateau_min_improvement: float = 0.01
 
 
 def build_encoder(generator: nn.Module, config: ConventionalEncoderConfig | DomainEncoderConfig,
@@ -173,6 +179,67 @@ def _resume(work_dir: Path, cfg_dict: dict) -> dict | None:
     if state is not None:
         check_resume_config(state["config"], cfg_dict, ignore=_RESUMABLE_CHANGES)
     return state
+
+
+class ValidationPlateau:
+    """Validation MSE of G(E(x)) on held-out real images every `every_kimg`, kept in
+    work_dir/val_curve.jsonl; `plateaued()` once it improved by less than `min_improvement` (relative)
+    over the last `window_kimg`. Without validation images it never stops a run."""
+
+    def __init__(self, work_dir: Path, images: torch.Tensor | None, every_kimg: float,
+                 window_kimg: float, min_improvement: float, resume_kimg: float | None):
+        self.path = work_dir / "val_curve.jsonl"
+        self.images = images
+        self.every, self.window, self.tol = every_kimg, window_kimg, min_improvement
+        rows = []
+        if resume_kimg is not None and self.path.exists():
+            rows = [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
+            rows = [r for r in rows if r["kimg"] <= resume_kimg + 1e-9]
+        self.rows = rows
+        self.path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+    def due(self, kimg_before: float, kimg_after: float) -> bool:
+        return self.images is not None and int(kimg_after // self.every) > int(kimg_before // self.every)
+
+    def add(self, kimg: float, encoder: nn.Module, generator: nn.Module, seconds: float) -> dict:
+        row = {"kimg": round(kimg, 3), "val_mse": reconstruction_mse(encoder, generator, self.images),
+               "seconds": round(seconds, 1)}
+        self.rows.append(row)
+        with self.path.open("a") as f:
+            f.write(json.dumps(row) + "\n")
+        return row
+
+    def plateaued(self) -> bool:
+        if not self.rows or self.rows[-1]["kimg"] < self.window:
+            return False
+        now = self.rows[-1]
+        past = [r for r in self.rows if r["kimg"] <= now["kimg"] - self.window + 1e-9]
+        if not past:
+            return False
+        before = past[-1]["val_mse"]
+        return (before - now["val_mse"]) / max(before, 1e-12) < self.tol
+
+    def summary(self) -> dict:
+        return {"val_curve": self.rows, "plateau_rule": f"stop when validation MSE improves by less "
+                f"than {self.tol:.0%} over {self.window:g} kimg (checked every {self.every:g} kimg)",
+                "plateaued": self.plateaued()}
+
+
+def _plateau(work_dir: Path, val_images, config, start: int | None, device) -> ValidationPlateau:
+    images = val_images.to(device) if val_images is not None else None
+    resume_kimg = None if start is None else start * config.batch_size / 1000
+    return ValidationPlateau(work_dir, images, config.val_every_kimg, config.plateau_window_kimg,
+                             config.plateau_min_improvement, resume_kimg)
+
+
+def _validate(plateau: ValidationPlateau, step: int, done: int, batch: int, encoder, generator,
+              clock) -> bool:
+    """Validate when a val_every_kimg boundary was crossed; True when the run should stop."""
+    if not plateau.due(step * batch / 1000, done * batch / 1000):
+        return False
+    plateau.add(done * batch / 1000, encoder, generator, clock.total())
+    encoder.train()
+    return plateau.plateaued()
 
 
 class _IntervalLog:
@@ -227,11 +294,14 @@ def sample_training_codes(generator: nn.Module, n: int, rng: torch.Generator,
 
 def train_conventional_encoder(generator: nn.Module, config: ConventionalEncoderConfig,
                                work_dir: str | Path, device: str | torch.device = "cpu",
-                               show_progress: bool = True) -> tuple[StyleGANEncoder, dict]:
+                               show_progress: bool = True, val_images: torch.Tensor | None = None,
+                               ) -> tuple[StyleGANEncoder, dict]:
     """Train E on latent regression; resume from `work_dir/checkpoint.pt` if present.
 
-    generator: frozen StyleGANGenerator (not modified). Returns (encoder in eval mode, summary dict
-    with steps, wall_time_s, final losses).
+    generator: frozen StyleGANGenerator (not modified). val_images: held-out real images
+    [N, 3, R, R]; with them, training stops at the validation plateau (ValidationPlateau), else
+    after `config.steps`. Returns (encoder in eval mode, summary dict with steps, wall_time_s,
+    final losses, the validation curve).
     """
     work_dir = Path(work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
@@ -249,11 +319,13 @@ def train_conventional_encoder(generator: nn.Module, config: ConventionalEncoder
         start, previous = int(state["step"]), float(state["seconds"])
     log = _IntervalLog(work_dir, config.log_every, start if state is not None else None)
     clock = Stopwatch(previous)
+    plateau = _plateau(work_dir, val_images, config, start if state is not None else None, device)
 
     def save(step: int) -> None:
         save_checkpoint(work_dir, {"encoder": encoder.state_dict(), "opt": opt.state_dict(),
                                    "step": step, "seconds": clock.total(), "config": cfg_dict})
 
+    done = start
     bar = progress(config.steps, start, "conventional encoder", enabled=show_progress)
     with frozen(generator):
         encoder.train()
@@ -275,12 +347,16 @@ def train_conventional_encoder(generator: nn.Module, config: ConventionalEncoder
             if row is not None:
                 bar.set_postfix(loss_w=f"{row['loss_w']:.4f}")
             bar.update(1)
-            if done % config.checkpoint_every == 0 or done == config.steps:
+            stop = _validate(plateau, step, done, config.batch_size, encoder, generator, clock)
+            if stop or done % config.checkpoint_every == 0 or done == config.steps:
                 save(done)
+            if stop:
+                break
     bar.close()
     encoder.eval()
-    summary = {"steps": config.steps, "wall_time_s": round(clock.total(), 1),
-               "final": log.last(), "config": cfg_dict}
+    summary = {"steps": done, "images_seen": done * config.batch_size,
+               "wall_time_s": round(clock.total(), 1), "final": log.last(), "config": cfg_dict,
+               **plateau.summary()}
     return encoder, summary
 
 
@@ -311,12 +387,14 @@ def calibrate_lambda_perceptual(generator: nn.Module, perceptual: nn.Module, rea
 def train_domain_encoder(generator: nn.Module, discriminator: nn.Module, perceptual: nn.Module,
                          images, config: DomainEncoderConfig, work_dir: str | Path,
                          device: str | torch.device = "cpu", show_progress: bool = True,
+                         val_images: torch.Tensor | None = None,
                          ) -> tuple[StyleGANEncoder, nn.Module, dict]:
     """Train the domain-guided encoder on real images; resume from `work_dir/checkpoint.pt`.
 
     generator: frozen StyleGANGenerator; discriminator: the GAN's D (copied, not modified);
     perceptual: F (frozen); images: an ImageSet (or anything with `load(indices)` and `len`) of
-    real training images. Returns (encoder in eval mode, fine-tuned D copy, summary dict).
+    real training images; val_images: held-out real images (stop at the validation plateau, as
+    train_conventional_encoder). Returns (encoder in eval mode, fine-tuned D copy, summary dict).
     """
     work_dir = Path(work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
@@ -360,12 +438,14 @@ def train_domain_encoder(generator: nn.Module, discriminator: nn.Module, percept
         start, previous = int(state["step"]), float(state["seconds"])
     log = _IntervalLog(work_dir, config.log_every, start if state is not None else None)
     clock = Stopwatch(previous)
+    plateau = _plateau(work_dir, val_images, config, start if state is not None else None, device)
 
     def save(step: int) -> None:
         save_checkpoint(work_dir, {"encoder": encoder.state_dict(), "discriminator": disc.state_dict(),
                                    "opt_e": opt_e.state_dict(), "opt_d": opt_d.state_dict(),
                                    "step": step, "seconds": clock.total(), "config": cfg_dict})
 
+    done = start
     bar = progress(config.steps, start, "domain-guided encoder", enabled=show_progress)
     with frozen(generator, perceptual):
         encoder.train()
@@ -423,12 +503,16 @@ def train_domain_encoder(generator: nn.Module, discriminator: nn.Module, percept
                 bar.set_postfix(pix=f"{row['loss_pix']:.4f}", feat=f"{row['loss_feat']:.3f}",
                                 adv=f"{row['loss_adv']:.3f}")
             bar.update(1)
-            if done % config.checkpoint_every == 0 or done == config.steps:
+            stop = _validate(plateau, step, done, config.batch_size, encoder, generator, clock)
+            if stop or done % config.checkpoint_every == 0 or done == config.steps:
                 save(done)
+            if stop:
+                break
     bar.close()
     encoder.eval()
     disc.eval()
-    summary = {"steps": config.steps, "wall_time_s": round(clock.total(), 1),
+    summary = {"steps": done, "images_seen": done * config.batch_size,
+               **plateau.summary(), "wall_time_s": round(clock.total(), 1),
                "lambda_vgg": lambda_vgg, "lambda_calibration": calibration, "r1_gamma": gamma,
                "final": log.last(), "config": cfg_dict}
     return encoder, disc, summary

@@ -1,0 +1,107 @@
+"""ReStyle (Alaluf et al. 2021): an encoder that refines a code step by step from its own
+reconstruction.
+
+    w^0 = avg,  y^0 = G(avg)
+    w^{t+1} = w^t + E([x, y^t]),   y^{t+1} = G(w^{t+1})         (E sees 6 channels: image, recon)
+
+`ReStyleEncoder` predicts the residual Delta [B, L, D] in W+ (one code per layer; no assumption that
+layers share one w). `restyle_invert` runs the refinement and returns the code after every step:
+each step is a milestone for quality-against-time curves. The trunk is `EncoderBackbone` with 6
+input channels (the same blocks and widths as the harness's other encoders), with one equalised-lr dense head
+on the 4 x 4 map (as official e4e / pSp heads), initialised at `head_gain` (0.1) times the usual scale so that an untrained encoder
+makes small steps (a choice for short CPU training, not official).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import torch
+import torch.nn as nn
+
+from idinvert.codes import expand_code
+from idinvert.nets.e4e_encoder import EqualLinear
+from idinvert.nets.stylegan_encoder import EncoderBackbone
+
+__all__ = ["ReStyleEncoder", "restyle_invert", "DEFAULT_INFERENCE_STEPS", "TRAINING_STEPS"]
+
+TRAINING_STEPS = 5             # official n_iters_per_batch
+DEFAULT_INFERENCE_STEPS = 5    # official inference: a few steps (<= 5)
+
+
+class ReStyleEncoder(nn.Module):
+    """([x, y] [B, 6, R, R] in [-1, 1]) -> residual Delta [B, L, D].
+
+    Call as `encoder(images, reconstructions)` (both [B, 3, R, R]) or `encoder(pair)` with the
+    6-channel concatenation. Attributes: `resolution`, `w_space_dim`, `num_layers`, `config`.
+    """
+
+    def __init__(self, resolution: int, w_space_dim: int = 512, image_channels: int = 3,
+                 encoder_channels_base: int = 64, encoder_channels_max: int = 1024,
+                 use_wscale: bool = False, use_bn: bool = True, head_gain: float = 0.1):
+        super().__init__()
+        self.config = dict(resolution=resolution, w_space_dim=w_space_dim,
+                           image_channels=image_channels,
+                           encoder_channels_base=encoder_channels_base,
+                           encoder_channels_max=encoder_channels_max, use_wscale=use_wscale,
+                           use_bn=use_bn, head_gain=head_gain)
+        self.resolution = resolution
+        self.image_channels = image_channels
+        self.w_space_dim = w_space_dim
+        self.num_layers = 2 * (int(math.log2(resolution)) - 1)
+        self.backbone = EncoderBackbone(resolution, 2 * image_channels, encoder_channels_base,
+                                        encoder_channels_max, use_wscale, use_bn)
+        self.head = EqualLinear(self.backbone.out_channels * 16, self.num_layers * w_space_dim,
+                                head_gain)
+        # The start code the encoder was trained from (saved with it; see set_latent_avg).
+        self.register_buffer("latent_avg", torch.zeros(self.num_layers, w_space_dim))
+
+    @torch.no_grad()
+    def set_latent_avg(self, avg: torch.Tensor) -> None:
+        """avg: [D] or [L, D], the generator's average code (idinvert.codes.mean_code)."""
+        avg = avg.detach().to(self.latent_avg)
+        if avg.ndim == 1:
+            avg = avg.unsqueeze(0).expand(self.num_layers, -1)
+        if tuple(avg.shape) != tuple(self.latent_avg.shape):
+            raise ValueError(f"latent_avg must be [{self.w_space_dim}] or "
+                             f"{list(self.latent_avg.shape)}, got {list(avg.shape)}")
+        self.latent_avg.copy_(avg)
+
+    def forward(self, images: torch.Tensor, reconstructions: Optional[torch.Tensor] = None
+                ) -> torch.Tensor:
+        x = images if reconstructions is None else torch.cat([images, reconstructions], 1)
+        if x.ndim != 4 or tuple(x.shape[1:]) != (2 * self.image_channels, self.resolution,
+                                                 self.resolution):
+            raise ValueError(f"ReStyle encoder expects [image, reconstruction] "
+                             f"[B, {2 * self.image_channels}, {self.resolution}, {self.resolution}] "
+                             f"(or the two halves), got {tuple(x.shape)}")
+        return self.head(self.backbone(x).flatten(1)).view(-1, self.num_layers, self.w_space_dim)
+
+
+def restyle_invert(encoder: ReStyleEncoder, images: torch.Tensor, generator: nn.Module,
+                   w_avg: Optional[torch.Tensor] = None, steps: int = DEFAULT_INFERENCE_STEPS,
+                   return_images: bool = False):
+    """Refine codes for `images` [B, 3, R, R] for `steps` steps from the average code.
+
+    w_avg: the start code, [D], [L, D] or [B, L, D]; None: the encoder's own `latent_avg`.
+    Returns the list of `steps` codes [B, L, D] (after step 1, 2, ...); with `return_images`, also
+    the list of their reconstructions (the last one is what a next step would see). Runs under the
+    caller's grad mode and the modules' current train/eval modes (use `.eval()` and no_grad for
+    inversion; training calls it with gradients).
+    """
+    if steps < 1:
+        raise ValueError(f"steps must be >= 1, got {steps}")
+    B = images.shape[0]
+    L, D = encoder.num_layers, encoder.w_space_dim
+    if w_avg is None:
+        w_avg = encoder.latent_avg
+    w = expand_code(w_avg.to(images), B, L, D)
+    y = generator.synthesis(w[:1]).expand(B, -1, -1, -1) if w_avg.ndim < 3 else generator.synthesis(w)
+    codes, recons = [], []
+    for _ in range(steps):
+        w = w + encoder(images, y)
+        y = generator.synthesis(w)
+        codes.append(w)
+        recons.append(y)
+    return (codes, recons) if return_images else codes

@@ -1,0 +1,223 @@
+"""Training of the benchmark's judge (idinvert/nets/judge.py), an evaluation-only network.
+
+Multi-task on freshly rendered images with exact targets: binary cross-entropy on the five attributes
+plus a regression of the renderer's 27 continuous nuisance values (standardised), so that the embedding
+describes background, skin, hair shade, head geometry ... and not only the five labels. Augmentation
+(each with probability `aug_prob`): a shift of up to one pixel, a mild Gaussian blur (sigma 0.3-0.7)
+and mild noise (sigma <= 0.03) — milder than the degradations the known-answer tests apply, so those
+still move the embedding. Its own seed stream (`seed` 7 by default, the classifier uses 0), and nothing
+in the zoo's other training reads it.
+
+    train_judge(JudgeConfig(), work_dir, out_dir) -> path of the exported judge.pt (fp16, with card)
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+
+from idinvert.nets.judge import JudgeNet
+from idinvert.quality import DEGRADATIONS, degrade, frechet_distance
+from idinvert.training.common import (LossLog, Stopwatch, check_resume_config, config_dict,
+                                      export_fp16_state_dict, load_checkpoint, progress,
+                                      save_checkpoint)
+
+__all__ = ["JudgeConfig", "train_judge", "build_judge", "evaluate_judge", "export_judge"]
+
+
+@dataclass
+class JudgeConfig:
+    """Settings of the shipped judge (defaults = what is shipped)."""
+    resolution: int = 32
+    width: int = 16
+    embed_dim: int = 64
+    batch_size: int = 128
+    steps: int = 1500
+    lr: float = 2e-3
+    lr_final_fraction: float = 0.02
+    nuisance_weight: float = 1.0
+    aug_prob: float = 0.25
+    seed: int = 7
+    threads: int = 1
+    checkpoint_every: int = 100
+    log_every: int = 25
+    eval_images: int = 2000
+    domain: str = "synthetic-faces"
+
+    RESUMABLE_CHANGES = ("checkpoint_every", "log_every", "threads", "eval_images")
+
+
+def build_judge(cfg: JudgeConfig, num_attributes: int = 5, num_nuisances: int = 27) -> JudgeNet:
+    return JudgeNet(resolution=cfg.resolution, num_attributes=num_attributes,
+                    num_nuisances=num_nuisances, width=cfg.width, embed_dim=cfg.embed_dim)
+
+
+def _domain(name: str, resolution: int):
+    if name != "synthetic-faces":
+        raise ValueError(f"unknown domain {name!r} (only 'synthetic-faces' is built in)")
+    from idinvert.domains.synthetic_faces import SyntheticFaces
+    return SyntheticFaces(resolution=resolution)
+
+
+def _batch_seed(seed: int, step: int) -> int:
+    # A stream of its own: 2_000_000_011 * (seed + 1) + step never meets the classifier's seeds.
+    return 2_000_000_011 * (seed + 1) + step
+
+
+def _lr_at(cfg: JudgeConfig, step: int) -> float:
+    t = min(step / max(cfg.steps, 1), 1.0)
+    lo = cfg.lr * cfg.lr_final_fraction
+    return lo + (cfg.lr - lo) * 0.5 * (1 + math.cos(math.pi * t))
+
+
+def _nuisance_standardiser(domain, n: int = 4096) -> tuple[torch.Tensor, torch.Tensor]:
+    from idinvert.domains.synthetic_faces import nuisance_targets
+    t = nuisance_targets(domain.sample_params(n, seed=987_654_321))
+    return t.mean(0), t.std(0).clamp(min=1e-3)
+
+
+def _augment(images: torch.Tensor, p: float, g: torch.Generator) -> torch.Tensor:
+    b = images.shape[0]
+    out = images
+    shift = torch.randint(-1, 2, (b, 2), generator=g)
+    do_shift = torch.rand(b, generator=g) < p
+    if do_shift.any():
+        rolled = torch.stack([torch.roll(img, (int(s[0]), int(s[1])), dims=(1, 2))
+                              for img, s in zip(out, shift)])
+        out = torch.where(do_shift.view(-1, 1, 1, 1), rolled, out)
+    do_blur = torch.rand(b, generator=g) < p
+    if do_blur.any():
+        sigma = 0.3 + 0.4 * float(torch.rand((), generator=g))
+        out = torch.where(do_blur.view(-1, 1, 1, 1), degrade(out, "blur", sigma), out)
+    do_noise = (torch.rand(b, generator=g) < p).view(-1, 1, 1, 1)
+    sigma = 0.03 * torch.rand(b, 1, 1, 1, generator=g)
+    noise = torch.randn(out.shape, generator=g) * sigma
+    return torch.where(do_noise, (out + noise).clamp(-1, 1), out)
+
+
+@torch.no_grad()
+def _embed_all(judge: JudgeNet, images: torch.Tensor, batch: int = 500) -> torch.Tensor:
+    return torch.cat([judge.embed(x) for x in images.split(batch)])
+
+
+@torch.no_grad()
+def evaluate_judge(judge: JudgeNet, domain, n: int = 2000) -> dict:
+    """Attribute accuracy on n test images; the embedding's Fréchet floor (n/2 test vs the other n/2)
+    and its Fréchet distance to n/2 clean test images after each known degradation."""
+    judge = judge.eval()
+    test = domain.split("test", n)
+    images = test.load(list(range(n)))
+    correct = torch.zeros(len(test.attributes))
+    for idx in torch.arange(n).split(500):
+        correct += ((judge(images[idx]) > 0).long() == test.labels[idx]).float().sum(0)
+    acc = correct / n
+    half = n // 2
+    ref = _embed_all(judge, images[:half])
+    other = images[half:2 * half]
+    floor = frechet_distance(_embed_all(judge, other), ref)
+    curves = {kind: {str(level): round(frechet_distance(_embed_all(judge, degrade(other, kind, level)),
+                                                        ref), 3)
+                     for level in levels}
+              for kind, levels in DEGRADATIONS.items()}
+    monotone = all(_increasing([floor] + list(c.values())) for c in curves.values())
+    return dict(n_test=n, accuracy={a: round(float(v), 4) for a, v in zip(test.attributes, acc)},
+                min_accuracy=round(float(acc.min()), 4), frechet_floor=round(floor, 4),
+                frechet_floor_n=half, degradation_frechet=curves,
+                degradations_monotone=float(monotone))
+
+
+def _increasing(values: list[float]) -> bool:
+    return all(b > a for a, b in zip(values, values[1:]))
+
+
+def train_judge(config: JudgeConfig, work_dir: str | Path, out_dir: Optional[str | Path] = None,
+                show_progress: bool = True) -> Path:
+    """Train (or resume) the judge in work_dir; export judge.pt (fp16) with its card to out_dir."""
+    from idinvert.domains.synthetic_faces import labels_of, nuisance_targets
+    cfg = config
+    work_dir = Path(work_dir)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = Path(out_dir) if out_dir is not None else work_dir
+    torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    domain = _domain(cfg.domain, cfg.resolution)
+    mean, std = _nuisance_standardiser(domain)
+    model = build_judge(cfg, len(domain.attributes), mean.numel())
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+
+    cfg_now = config_dict(cfg)
+    state = load_checkpoint(work_dir)
+    if state is not None:
+        check_resume_config(state["config"], cfg_now, ignore=JudgeConfig.RESUMABLE_CHANGES)
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["opt"])
+        step, clock = state["step"], Stopwatch(state["seconds"])
+        log = LossLog(work_dir / "log.jsonl", resume_step=step)
+    else:
+        step, clock = 0, Stopwatch()
+        log = LossLog(work_dir / "log.jsonl")
+
+    def checkpoint():
+        save_checkpoint(work_dir, dict(config=cfg_now, model=model.state_dict(),
+                                       opt=opt.state_dict(), step=step, seconds=clock.total()))
+
+    bar = progress(cfg.steps, initial=step, desc="judge", enabled=show_progress)
+    model.train()
+    while step < cfg.steps:
+        seed = _batch_seed(cfg.seed, step)
+        params = domain.sample_params(cfg.batch_size, seed=seed)
+        images = _augment(domain.render(params), cfg.aug_prob, torch.Generator().manual_seed(seed))
+        labels = labels_of(params).float()
+        target = (nuisance_targets(params) - mean) / std
+        for group in opt.param_groups:
+            group["lr"] = _lr_at(cfg, step)
+        _, logits, nuis = model.embed_and_outputs(images)
+        loss_attr = F.binary_cross_entropy_with_logits(logits, labels)
+        loss_nuis = F.mse_loss(nuis, target)
+        loss = loss_attr + cfg.nuisance_weight * loss_nuis
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        step += 1
+        if step % cfg.log_every == 0:
+            acc = ((logits.detach() > 0).float() == labels).float().mean(0)
+            log.write(step=step, loss_attr=float(loss_attr.detach()),
+                      loss_nuisance=float(loss_nuis.detach()), batch_acc_min=float(acc.min()),
+                      lr=_lr_at(cfg, step - 1), seconds=clock.total())
+            bar.set_postfix(attr=f"{float(loss_attr.detach()):.4f}",
+                            nuis=f"{float(loss_nuis.detach()):.3f}")
+        bar.update(1)
+        if step % cfg.checkpoint_every == 0:
+            checkpoint()
+    bar.close()
+    checkpoint()
+    return export_judge(work_dir, out_dir)
+
+
+def export_judge(work_dir: str | Path, out_dir: str | Path) -> Path:
+    """Export judge.pt (fp16) from work_dir's checkpoint with its evaluation in the JSON card."""
+    work_dir, out_dir = Path(work_dir), Path(out_dir)
+    state = load_checkpoint(work_dir)
+    if state is None:
+        raise FileNotFoundError(f"no judge checkpoint in {work_dir}")
+    cfg = JudgeConfig(**state["config"])
+    domain = _domain(cfg.domain, cfg.resolution)
+    model = build_judge(cfg, len(domain.attributes))
+    model.load_state_dict(state["model"])
+    shipped = build_judge(cfg, len(domain.attributes))
+    shipped.load_state_dict({k: v.half().float() for k, v in model.state_dict().items()})
+    t = time.time()
+    quality = evaluate_judge(shipped, domain, cfg.eval_images)
+    card = dict(model="JudgeNet", constructor=model.config, attributes=list(domain.attributes),
+                role="evaluation only: embedding (fid_domain, dpips, precision/recall, domain "
+                     "check) and attribute judge (edit success/preservation, predicted labels)",
+                training=config_dict(cfg), images_seen=state["step"] * cfg.batch_size,
+                steps=state["step"], wall_seconds=round(state["seconds"], 1), quality=quality,
+                eval_seconds=round(time.time() - t, 1))
+    return export_fp16_state_dict(model, out_dir / "judge.pt", card)

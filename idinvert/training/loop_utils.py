@@ -1,0 +1,103 @@
+"""Small pieces every encoder training loop here repeats: per-step RNG, the learning-rate schedule,
+interval-averaged loss logs, real-image batches and a fixed validation set.
+
+(idinvert.training.encoders keeps private copies of the first three; they compute the same thing.)
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Optional
+
+import torch
+import torch.nn as nn
+
+from idinvert.training.common import LossLog
+
+__all__ = ["step_generator", "lr_at", "set_lr", "IntervalLog", "real_batch", "split_holdout",
+           "as_tensor_batches", "check_positive"]
+
+
+def step_generator(seed: int, step: int) -> torch.Generator:
+    """A CPU generator that depends only on (seed, step): a resumed run draws identical batches."""
+    return torch.Generator().manual_seed((int(seed) * 1_000_003 + int(step)) % (2 ** 63))
+
+
+def lr_at(base_lr: float, step: int, total_steps: int, decay_rate: float = 0.8,
+          decay_fraction: float = 0.25) -> float:
+    """base_lr * decay_rate ** (step / (decay_fraction * total_steps)): the official idinvert
+    encoder schedule (x0.8 every quarter of training, applied continuously)."""
+    period = max(1.0, total_steps * decay_fraction)
+    return base_lr * decay_rate ** (step / period)
+
+
+def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+
+
+class IntervalLog:
+    """Averages losses over `every` steps into one row of a LossLog at `path`; a loss computed on
+    only some steps (lazy R1) is averaged over the steps that had it."""
+
+    def __init__(self, path: str | os.PathLike, every: int, resume_step: Optional[int]):
+        self.log = LossLog(path, resume_step=resume_step)
+        self.every = max(1, int(every))
+        self.sums: dict[str, float] = {}
+        self.counts: dict[str, int] = {}
+
+    def add(self, step: int, values: dict, **extra) -> Optional[dict]:
+        """Accumulate this step's losses; at every `every`-th step write and return the row."""
+        for k, v in values.items():
+            if v is not None:
+                self.sums[k] = self.sums.get(k, 0.0) + float(v)
+                self.counts[k] = self.counts.get(k, 0) + 1
+        if step % self.every != 0 or not self.sums:
+            return None
+        row = {"step": step, **{k: v / self.counts[k] for k, v in self.sums.items()}, **extra}
+        self.log.write(**row)
+        self.sums, self.counts = {}, {}
+        return row
+
+    def last(self) -> dict:
+        rows = self.log.rows()
+        return rows[-1] if rows else {}
+
+
+def split_holdout(n_images: int, holdout: int, batch_size: int) -> tuple[range, range]:
+    """(validation indices, training indices): the first `holdout` images are held out."""
+    if holdout < 0:
+        raise ValueError(f"validation holdout must be >= 0, got {holdout}")
+    if n_images - holdout < batch_size:
+        raise ValueError(f"need at least {batch_size} training images after holding out {holdout} "
+                         f"for validation, got {n_images} images")
+    return range(0, holdout), range(holdout, n_images)
+
+
+def real_batch(images, train_indices: range, batch_size: int, rng: torch.Generator,
+               mirror: bool, device: torch.device) -> torch.Tensor:
+    """A batch [B, 3, R, R] drawn with replacement from `train_indices` of `images` (ImageSet or
+    anything with `load(list)`), optionally mirrored per image with probability 1/2."""
+    idx = torch.randint(train_indices.start, train_indices.stop, (batch_size,), generator=rng)
+    x = images.load(idx.tolist())
+    if mirror:
+        flip = torch.rand(batch_size, generator=rng) < 0.5
+        x = torch.where(flip.view(-1, 1, 1, 1), x.flip(3), x)
+    return x.to(device)
+
+
+def as_tensor_batches(images, batch_size: int):
+    """Iterate [b, 3, R, R] chunks of an ImageSet or a tensor [N, 3, R, R]."""
+    if isinstance(images, torch.Tensor):
+        yield from images.split(batch_size)
+    else:
+        for _, chunk in images.batches(batch_size):
+            yield chunk
+
+
+def check_positive(**values) -> None:
+    """Raise ValueError naming every setting that is not > 0."""
+    bad = [f"{k}={v!r}" for k, v in values.items() if not (v is not None and v > 0)]
+    if bad:
+        raise ValueError(f"settings must be > 0: {', '.join(bad)}")

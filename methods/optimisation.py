@@ -1,0 +1,127 @@
+"""The base of every optimisation method: a start (``init_codes``), the loss terms, and the shared loop of
+``idinvert.inversion.optimize_codes``, with the untimed warm-up. A new optimisation method is a dataclass
+of its hyperparameters plus the hook that makes it different (usually ``init_codes``).
+
+    @register
+    @dataclass
+    class FromEncoder(OptimisationMethod):
+        name = "from-encoder"
+        needs = ("generator", "encoder")
+
+        def init_codes(self, images):
+            return encode(self.bundle.encoder, images)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar, Optional
+
+import torch
+
+from idinvert.inversion import DEFAULT_LR, DEFAULT_STEPS, optimize_codes
+from idinvert.utils import device_of
+from methods.base import InversionMethod, InversionResult
+from methods.registry import BadParameter
+
+# Optimisation steps of the untimed warm-up (on one image): enough to select kernels and warm the allocator.
+WARMUP_STEPS = 2
+
+
+def optional_float(value: Any, where: str) -> Optional[float]:
+    """A hyperparameter whose default is None (e.g. "use the bundle's value"): None or a float.
+
+    ``registry.build`` passes command-line strings through unchanged when the default is None, so
+    they are parsed here.
+    """
+    if value is None or isinstance(value, float):
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, str):
+        if value.strip().lower() in ("", "none", "null", "default"):
+            return None
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    raise BadParameter(f"{where}: {value!r} is not a valid float (or 'none' for the bundle default)")
+
+
+def check(condition: bool, message: str) -> None:
+    """A hyperparameter check: BadParameter with ``message`` when ``condition`` fails."""
+    if not condition:
+        raise BadParameter(message)
+
+
+def bundle_lambda_vgg(bundle: Any, value: Optional[float]) -> float:
+    """``value`` if set, else the bundle's default for its F (5e-5 for VGG16 conv4_3, as the paper;
+    a domain-rescaled weight for the embedded domain's F)."""
+    if value is not None:
+        return float(value)
+    default = bundle.info.lambda_vgg_default
+    if default is None:
+        raise ValueError(f"bundle {bundle.name!r} has no lambda_vgg_default; set lambda_vgg explicitly")
+    return float(default)
+
+
+def mean_codes(bundle: Any, n: int, device: torch.device) -> torch.Tensor:
+    """The mean w repeated over all layers: [n, L, D]."""
+    w_avg = bundle.w_avg.detach().to(device=device, dtype=torch.float32).reshape(1, 1, -1)
+    return w_avg.expand(n, bundle.num_layers, w_avg.shape[-1]).clone()
+
+
+@dataclass
+class OptimisationMethod(InversionMethod):
+    """Adam on the codes from ``init_codes(images)`` with the loss of ``loss_terms()``, for ``iters`` steps.
+
+    Subclasses set ``name``/``summary``/``needs``, add hyperparameter fields, and override the hooks:
+    ``init_codes`` (default: the mean w), ``loss_terms`` (default: pixel MSE, plus the perceptual term
+    when the method has a ``lambda_vgg`` field) and ``validate`` (extra hyperparameter checks).
+    """
+
+    space: ClassVar[str] = "wp"  # "w": one w per image broadcast to all layers
+
+    iters: int = DEFAULT_STEPS
+    lr: float = DEFAULT_LR
+
+    def __post_init__(self) -> None:
+        check(self.iters >= 0, f"{self.name}.iters must be >= 0, got {self.iters}")
+        check(self.lr > 0, f"{self.name}.lr must be > 0, got {self.lr}")
+        if hasattr(self, "lambda_vgg"):
+            self.lambda_vgg = optional_float(self.lambda_vgg, f"{self.name}.lambda_vgg")
+            check(self.lambda_vgg is None or self.lambda_vgg >= 0,
+                  f"{self.name}.lambda_vgg must be >= 0, got {self.lambda_vgg}")
+        self.validate()
+
+    def validate(self) -> None:
+        """Checks of the subclass's own hyperparameters (raise BadParameter via ``check``)."""
+
+    def prepare(self, bundle: Any) -> None:
+        super().prepare(bundle)
+        self.device = device_of(bundle.generator)
+        self._lambda_vgg = bundle_lambda_vgg(bundle, self.lambda_vgg) if hasattr(self, "lambda_vgg") else 0.0
+
+    # -- hooks ------------------------------------------------------------------------------------------
+    def init_codes(self, images: torch.Tensor) -> torch.Tensor:
+        """images [B, 3, H, W] on the method's device -> the start codes [B, L, D]."""
+        return mean_codes(self.bundle, images.shape[0], self.device)
+
+    def loss_terms(self) -> dict[str, Any]:
+        """Keyword arguments of ``optimize_codes`` beyond the pixel term."""
+        if not hasattr(self, "lambda_vgg"):
+            return {}
+        return {"lambda_perceptual": self._lambda_vgg, "perceptual": self.bundle.perceptual}
+
+    # -- the shared loop --------------------------------------------------------------------------------
+    def optimise(self, images: torch.Tensor, steps: int) -> InversionResult:
+        x = images.to(self.device)
+        opt = optimize_codes(self.bundle.generator, x, self.init_codes(x), steps=steps, lr=self.lr,
+                             space=self.space, **self.loss_terms())
+        return InversionResult(codes=opt.codes, failed=opt.failed, reasons=list(opt.reasons))
+
+    def invert(self, images: torch.Tensor) -> InversionResult:
+        return self.optimise(images, self.iters)
+
+    def warmup(self, images: torch.Tensor) -> None:
+        self.optimise(images[:1], min(self.iters, WARMUP_STEPS))
