@@ -1,0 +1,90 @@
+"""A/B benchmark of one GAN training step (G + D, lazy R1) on this machine's CPU.
+
+    python -m idinvert.training.gan_speed [--rounds 4] [--steps 6] [--batch 32]
+
+Variants run interleaved in one process (round-robin, medians), so a busy machine slows each the same:
+the default layout (fp32, 1 thread), channels_last, bf16 autocast and 2 torch threads. Prints wall and
+process CPU time per step and each variant's ratio to the default; GANConfig's docstring quotes a run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+import torch.nn.functional as F
+
+from idinvert.training.gan import GANConfig, _mixed_wp, build_discriminator, build_generator
+
+VARIANTS = {"fp32": (False, False, 1), "channels_last": (True, False, 1), "bf16": (False, True, 1),
+            "2 threads": (False, False, 2)}
+
+
+def _make(cfg: GANConfig, channels_last: bool):
+    torch.manual_seed(0)
+    G, D = build_generator(cfg), build_discriminator(cfg)
+    G.set_noise_mode("random")
+    if channels_last:
+        G, D = G.to(memory_format=torch.channels_last), D.to(memory_format=torch.channels_last)
+    opt_g = torch.optim.Adam(G.parameters(), cfg.lr, betas=(0.0, 0.99))
+    opt_d = torch.optim.Adam(D.parameters(), cfg.lr, betas=(0.0, 0.99))
+    return G, D, opt_g, opt_d
+
+
+def _step(state, batch: int, i: int, bf16: bool, cfg: GANConfig) -> None:
+    G, D, opt_g, opt_d = state
+    real = torch.rand(batch, 3, cfg.resolution, cfg.resolution) * 2 - 1
+    ctx = torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16)
+    with ctx:
+        with torch.no_grad():
+            fake = G.synthesis(_mixed_wp(G, batch, cfg.style_mixing_prob, None))
+        loss = F.softplus(D(fake)).mean() + F.softplus(-D(real)).mean()
+    opt_d.zero_grad()
+    loss.backward()
+    opt_d.step()
+    if i % cfg.r1_interval == 0:
+        r = real.detach().requires_grad_(True)
+        (g,) = torch.autograd.grad(D(r).sum(), r, create_graph=True)
+        opt_d.zero_grad()
+        g.pow(2).sum().backward()
+        opt_d.step()
+    for p in D.parameters():
+        p.requires_grad_(False)
+    with ctx:
+        loss = F.softplus(-D(G.synthesis(_mixed_wp(G, batch, cfg.style_mixing_prob, 0.995)))).mean()
+    opt_g.zero_grad()
+    loss.backward()
+    opt_g.step()
+    for p in D.parameters():
+        p.requires_grad_(True)
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rounds", type=int, default=4)
+    ap.add_argument("--steps", type=int, default=6)
+    ap.add_argument("--batch", type=int, default=32)
+    args = ap.parse_args(argv)
+    cfg = GANConfig()
+    states = {k: _make(cfg, v[0]) for k, v in VARIANTS.items()}
+    times: dict[str, list[tuple[float, float]]] = {k: [] for k in VARIANTS}
+    for _ in range(args.rounds):
+        for k, (_, bf16, threads) in VARIANTS.items():
+            torch.set_num_threads(threads)
+            _step(states[k], args.batch, 1, bf16, cfg)   # warm-up
+            c0, w0 = time.process_time(), time.perf_counter()
+            for i in range(args.steps):
+                _step(states[k], args.batch, i + 2, bf16, cfg)
+            times[k].append((time.perf_counter() - w0, time.process_time() - c0))
+    base_w = statistics.median(w for w, _ in times["fp32"])
+    base_c = statistics.median(c for _, c in times["fp32"])
+    for k, v in times.items():
+        w, c = statistics.median(x for x, _ in v), statistics.median(y for _, y in v)
+        print(f"{k:14s} {w / args.steps:.3f} s/step wall ({args.steps * args.batch / w:.0f} img/s), "
+              f"{c / args.steps:.3f} s/step CPU; ratio to fp32: wall {w / base_w:.2f}, CPU {c / base_c:.2f}")
+
+
+if __name__ == "__main__":
+    main()
