@@ -50,8 +50,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 from idinvert.inversion import frozen
 from idinvert.nets.stylegan_encoder import StyleGANEncoder
-from idinvert.training.common import (LossLog, Stopwatch, check_resume_config, config_dict,
+from idinvert.training.common import (Stopwatch, check_resume_config, config_dict,
                                       load_checkpoint, progress, save_checkpoint)
+from idinvert.training.loop_utils import IntervalLog, lr_at, step_generator
 
 __all__ = [
     "ConventionalEncoderConfig", "DomainEncoderConfig", "PAPER_PERCEPTUAL_TO_PIXEL_RATIO",
@@ -149,14 +150,8 @@ def build_encoder(generator: nn.Module, config: ConventionalEncoderConfig | Doma
 # Small helpers
 # ------------------------------------------------------------------------------------------------
 
-def _step_generator(seed: int, step: int) -> torch.Generator:
-    """A CPU generator that depends only on (seed, step): resumed runs draw identical batches."""
-    return torch.Generator().manual_seed((int(seed) * 1_000_003 + int(step)) % (2 ** 63))
-
-
 def _lr_at(config, step: int) -> float:
-    period = max(1.0, config.steps * config.lr_decay_fraction)
-    return config.lr * config.lr_decay_rate ** (step / period)
+    return lr_at(config.lr, step, config.steps, config.lr_decay_rate, config.lr_decay_fraction)
 
 
 def _set_requires_grad(module: nn.Module, flag: bool) -> None:
@@ -242,34 +237,6 @@ def _validate(plateau: ValidationPlateau, step: int, done: int, batch: int, enco
     return plateau.plateaued()
 
 
-class _IntervalLog:
-    """Averages losses over `every` steps into one row of common.LossLog (work_dir/log.jsonl).
-    A loss computed only on some steps (lazy R1) is averaged over the steps that had it."""
-
-    def __init__(self, work_dir: Path, every: int, resume_step: int | None):
-        self.log = LossLog(work_dir / "log.jsonl", resume_step=resume_step)
-        self.every = max(1, every)
-        self.sums: dict[str, float] = {}
-        self.counts: dict[str, int] = {}
-
-    def add(self, step: int, values: dict[str, float | None], **extra) -> dict | None:
-        """Accumulate this step's losses; at every `every`-th step write and return the row."""
-        for k, v in values.items():
-            if v is not None:
-                self.sums[k] = self.sums.get(k, 0.0) + float(v)
-                self.counts[k] = self.counts.get(k, 0) + 1
-        if step % self.every != 0 or not self.sums:
-            return None
-        row = {"step": step, **{k: v / self.counts[k] for k, v in self.sums.items()}, **extra}
-        self.log.write(**row)
-        self.sums, self.counts = {}, {}
-        return row
-
-    def last(self) -> dict:
-        rows = self.log.rows()
-        return rows[-1] if rows else {}
-
-
 def sample_training_codes(generator: nn.Module, n: int, rng: torch.Generator,
                           style_mixing_prob: float = 0.5, truncate: bool = False) -> torch.Tensor:
     """W+ codes [n, L, D] of random z: one w broadcast to all layers, or (with probability
@@ -317,7 +284,7 @@ def train_conventional_encoder(generator: nn.Module, config: ConventionalEncoder
         encoder.load_state_dict(state["encoder"])
         opt.load_state_dict(state["opt"])
         start, previous = int(state["step"]), float(state["seconds"])
-    log = _IntervalLog(work_dir, config.log_every, start if state is not None else None)
+    log = IntervalLog(work_dir / "log.jsonl", config.log_every, start if state is not None else None)
     clock = Stopwatch(previous)
     plateau = _plateau(work_dir, val_images, config, start if state is not None else None, device)
 
@@ -330,7 +297,7 @@ def train_conventional_encoder(generator: nn.Module, config: ConventionalEncoder
     with frozen(generator):
         encoder.train()
         for step in range(start, config.steps):
-            rng = _step_generator(config.seed, step)
+            rng = step_generator(config.seed, step)
             wp = sample_training_codes(generator, config.batch_size, rng,
                                        config.style_mixing_prob, config.truncate)
             with torch.no_grad():
@@ -436,7 +403,7 @@ def train_domain_encoder(generator: nn.Module, discriminator: nn.Module, percept
         opt_e.load_state_dict(state["opt_e"])
         opt_d.load_state_dict(state["opt_d"])
         start, previous = int(state["step"]), float(state["seconds"])
-    log = _IntervalLog(work_dir, config.log_every, start if state is not None else None)
+    log = IntervalLog(work_dir / "log.jsonl", config.log_every, start if state is not None else None)
     clock = Stopwatch(previous)
     plateau = _plateau(work_dir, val_images, config, start if state is not None else None, device)
 
@@ -450,7 +417,7 @@ def train_domain_encoder(generator: nn.Module, discriminator: nn.Module, percept
     with frozen(generator, perceptual):
         encoder.train()
         for step in range(start, config.steps):
-            rng = _step_generator(config.seed, step)
+            rng = step_generator(config.seed, step)
             idx = torch.randint(0, n_images, (config.batch_size,), generator=rng)
             x = images.load(idx.tolist())
             if config.mirror_augment:

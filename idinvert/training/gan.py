@@ -351,6 +351,20 @@ def _classify(classifier, images: torch.Tensor, batch: int = 256):
     return torch.cat(probs), torch.cat(embeds)
 
 
+@torch.no_grad()
+def samples_and_reals(G: StyleGANGenerator, domain, n: int, seed: int, batch: int = 250):
+    """n G samples (z from a CPU generator seeded `seed`), the first n test images and the next n:
+    -> (fakes, real_a, real_b), each [n, 3, R, R] in [-1, 1]."""
+    g = torch.Generator().manual_seed(seed)
+    G = G.eval()
+    fakes = torch.cat([G.synthesis(G.z_to_wp(G.sample_z(min(batch, n - i), g)))
+                       for i in range(0, n, batch)])
+    test = domain.split("test", 2 * n)
+    real_a = torch.cat([test.load(list(range(i, min(n, i + 1000)))) for i in range(0, n, 1000)])
+    real_b = torch.cat([test.load(list(range(i, min(2 * n, i + 1000)))) for i in range(n, 2 * n, 1000)])
+    return fakes, real_a, real_b
+
+
 def _stats(feats: torch.Tensor):
     f = feats.double().numpy()
     return f.mean(0), np.cov(f, rowvar=False)
@@ -368,14 +382,8 @@ def evaluate_generator(G: StyleGANGenerator, classifier, domain, n: int = 2000, 
     """
     from pytorch_fid.fid_score import calculate_frechet_distance
 
-    g = torch.Generator().manual_seed(seed)
-    G = G.eval()
     classifier = classifier.eval()
-    fakes = torch.cat([G.synthesis(G.z_to_wp(G.sample_z(min(batch, n - i), g)))
-                       for i in range(0, n, batch)])
-    test = domain.split("test", 2 * n)
-    real_a = torch.cat([test.load(list(range(i, min(n, i + 1000)))) for i in range(0, n, 1000)])
-    real_b = torch.cat([test.load(list(range(i, min(2 * n, i + 1000)))) for i in range(n, 2 * n, 1000)])
+    fakes, real_a, real_b = samples_and_reals(G, domain, n, seed, batch)
     p_fake, e_fake = _classify(classifier, fakes)
     p_a, e_a = _classify(classifier, real_a)
     _, e_b = _classify(classifier, real_b)

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 from idinvert.nets.stylegan_generator import StyleGANGenerator
 from idinvert.training.common import load_checkpoint
-from idinvert.training.gan import GANConfig, build_generator
+from idinvert.training.gan import GANConfig, build_generator, samples_and_reals
 
 __all__ = ["evaluate_generator_judged", "snapshot_curve"]
 
@@ -44,13 +44,8 @@ def evaluate_generator_judged(G: StyleGANGenerator, judge, domain, n: int = 2000
     """
     from idinvert.quality import frechet_distance, precision_recall, two_sample_probe
 
-    g = torch.Generator().manual_seed(seed)
-    G, judge = G.eval(), judge.eval()
-    fakes = torch.cat([G.synthesis(G.z_to_wp(G.sample_z(min(batch, n - i), g)))
-                       for i in range(0, n, batch)])
-    test = domain.split("test", 2 * n)
-    real_a = torch.cat([test.load(list(range(i, min(n, i + 1000)))) for i in range(0, n, 1000)])
-    real_b = torch.cat([test.load(list(range(i, min(2 * n, i + 1000)))) for i in range(n, 2 * n, 1000)])
+    judge = judge.eval()
+    fakes, real_a, real_b = samples_and_reals(G, domain, n, seed, batch)
     e_fake, p_fake = _judge_outputs(judge, fakes)
     e_a, p_a = _judge_outputs(judge, real_a)
     e_b, _ = _judge_outputs(judge, real_b)

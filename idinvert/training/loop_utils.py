@@ -1,7 +1,5 @@
 """Small pieces every encoder training loop here repeats: per-step RNG, the learning-rate schedule,
 interval-averaged loss logs, real-image batches and a fixed validation set.
-
-(idinvert.training.encoders keeps private copies of the first three; they compute the same thing.)
 """
 
 from __future__ import annotations
