@@ -425,9 +425,18 @@ def _invert_batch(method, dataset, indices: Sequence[int], device: torch.device)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     seconds = time.perf_counter() - t0
+    # Anytime points: the method's milestones (an optimisation's codes after 0, 10, 30, ... steps, with
+    # the seconds since invert() started), else one point -- the result itself at the method's budget
+    # (step 0 for an encoder). Codes a per-image decoder (PTI) goes with are one point too: its
+    # milestones' codes would decode with a G it never tuned.
+    milestones = None
+    if result.milestones and result.decoders is None:
+        milestones = [{"step": int(m.step), "seconds": float(m.seconds), "codes": m.codes.detach().float().cpu(),
+                       "failed": m.failed.cpu()} for m in result.milestones]
     return {"indices": list(indices), "codes": result.codes.detach().float().cpu(),
             "failed": result.failed.cpu(), "reasons": list(result.reasons), "seconds": seconds,
-            "decoders": result.decoders}
+            "decoders": result.decoders, "milestones": milestones,
+            "final_step": int(getattr(method, "iters", 0) or 0)}
 
 
 def _write_report(results_dir: Path, say) -> None:
