@@ -142,6 +142,8 @@ def _group(store: Store, images: _Images, sel: T.Selection, key: tuple[str, str]
     t1 = T.build_table("Table 1: inversion quality and speed", main_data, T.table1_metrics(main_data), labels)
     g["table1"] = t1
     g["scatter"] = _scatter(t1, colors)
+    g["anytime"] = _anytime(store, main, labels, colors)
+    g["claims"] = None
     g["grid"] = _grid(store, images, inversions, labels)
     g["pr"] = _pr(store, inv_data, labels, colors)
     g["interp"] = _interp(store, images, main_data, labels)
@@ -215,6 +217,28 @@ def _unavailability(data: Sequence[T.RunMetrics], labels: dict[str, str]) -> tup
         else:
             other.append(entry)
     return banner, other
+
+
+def _anytime(store: Store, main: Sequence[dict[str, Any]], labels: dict[str, str],
+             colors: dict[str, str]) -> dict | None:
+    """Quality against time (issue 13): the milestone curves of every inversion run and the
+    time-to-quality table; None when no run stored milestones."""
+    from bench import quality_time as Q
+
+    curves = Q.curves_for(store, main, labels)
+    panels = Q.figure_panels(curves)
+    if not panels:
+        return None
+    table = Q.quality_time_table(curves)
+    return {"figure": _uri(F.quality_vs_time(panels, colors)),
+            "methods": [c.label for c in curves],
+            "budgets": [{"label": c.label, "steps": ", ".join(map(str, c.steps)), "n": len(c.image_ids),
+                         "seconds": f"{c.seconds[-1]:.3g}"} for c in curves],
+            "table": None if table is None else {
+                "methods": table.methods, "fast": Q.FAST, "slow": Q.SLOW, "notes": table.notes,
+                "rows": [{"target": r["target"].name, "value": f"{r['target'].value:.4g}",
+                          "cells": [table.cell(r, m) for m in table.methods],
+                          "speedup": table.speedup_text(r)} for r in table.rows]}}
 
 
 def _scatter(t1: T.Table, colors: dict[str, str]) -> str | None:

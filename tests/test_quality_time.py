@@ -1,0 +1,52 @@
+"""Quality against time from a real (tiny) store: curves, the time-to-quality table, and the report's
+quality-vs-time figure, time-to-quality table and claims section."""
+
+import math
+
+import pytest
+
+from bench.runner import run_benchmark
+from bench.store import Store
+from tests.test_runner import _opts
+
+
+@pytest.fixture(scope="module")
+def store_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("anytime")
+    run_benchmark(_opts(root, ["encoder", "idinvert", "image2stylegan"],
+                        overrides={"idinvert": {"iters": "30"}, "image2stylegan": {"iters": "30"}}))
+    return root
+
+
+def test_curves_and_time_to_quality_table(store_dir):
+    from bench import quality_time as Q
+    from bench.tables import run_labels
+
+    with Store(store_dir, readonly=True) as store:
+        runs = store.runs(status="complete")
+        curves = Q.curves_for(store, runs, run_labels(runs))
+    by = {c.run["method"]: c for c in curves}
+    assert by["encoder"].one_point and by["idinvert"].steps == [0, 10, 30]
+    mse = by["image2stylegan"].curve("mse")
+    assert [p.step for p in mse] == [0, 10, 30] and mse[-1].value < mse[0].value
+    assert "fid_domain" in by["idinvert"].sets and "ap_mean" in by["idinvert"].sets
+    table = Q.quality_time_table(curves)
+    assert table is not None and table.n_images == 6
+    names = [r["target"].name for r in table.rows]
+    assert "image2stylegan final mse" in names and "idinvert mse at step 30" in names
+    row = table.rows[names.index("image2stylegan final mse")]
+    t = row["times"]["image2stylegan"]
+    assert t.reached and t.step == 30  # the target is its own final value
+    for r in table.rows:  # every cell is a time at a milestone or "not reached", never made up
+        for time in r["times"].values():
+            assert (time.reached and time.seconds_per_image > 0) or (not time.reached and time.seconds_per_image is None)
+    md = table.to_markdown()
+    assert "idinvert vs image2stylegan" in md
+
+
+def test_report_has_quality_vs_time_figure_and_time_to_quality_table(store_dir):
+    from bench.report import build_report
+
+    html = build_report(store_dir).read_text()
+    assert 'id="g1-anytime"' in html and "quality against seconds per image" in html
+    assert 'id="g1-time-to-quality"' in html and "image2stylegan final mse" in html
