@@ -57,6 +57,9 @@ def _add_common_run_args(p: argparse.ArgumentParser) -> None:
                    help="results directory (default: %(default)s)")
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="METHOD.PARAM=VALUE",
                    help="override a method hyperparameter, e.g. --set idinvert.lambda_dom=5 (repeatable)")
+    p.add_argument("--budget", choices=("own", "full"), default="own",
+                   help="own (default): each method at its own paper's budget, a long one on its documented "
+                        "image subset (max_images); full: every method on every image")
     p.add_argument("--fresh", action="store_true",
                    help="recompute runs that are already complete instead of reusing them")
     p.add_argument("--no-semantic", action="store_true",
@@ -196,6 +199,10 @@ def _run_options(args: argparse.Namespace, methods_spec: str):
     except registry.UnknownName as exc:
         raise UsageError(str(exc)) from None
     overrides = parse_sets(args.sets)
+    if getattr(args, "budget", "own") == "full":  # every image, unless --set says otherwise
+        for name in names:
+            if "max_images" in registry.get(name).hyperparameters():
+                overrides.setdefault(name, {}).setdefault("max_images", "0")
     _validate_overrides(names, overrides)
     for flag in ("limit", "batch_size", "threads"):
         value = getattr(args, flag)

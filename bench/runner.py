@@ -275,7 +275,18 @@ def _begin(s: _Session, name: str, method: Any) -> tuple[str, list[int] | None]:
     return run_id, [i for i in range(s.n) if s.ids[i] not in done]
 
 
+def image_subset(method: Any, n: int) -> int:
+    """How many of the run's first ``n`` images ``method`` inverts: all, unless it has a ``max_images``
+    hyperparameter > 0 (a long-budget protocol on a documented subset, e.g. image2stylegan's 5,000 steps)."""
+    limit = getattr(method, "max_images", 0) or 0
+    return min(n, int(limit)) if limit > 0 else n
+
+
 def _run_method(s: _Session, name: str, method: Any) -> str:
+    k = image_subset(method, s.n)
+    if k < s.n:
+        s.say(f"bench: {name}: the first {k} of {s.n} images (max_images={k}; --budget full for all)")
+        s = dataclasses.replace(s, n=k, ids=s.ids[:k])
     run_id, pending = s.dist.broadcast(_begin(s, name, method) if s.dist.is_main else None)
     if pending is None:
         return run_id

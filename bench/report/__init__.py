@@ -128,7 +128,7 @@ def _group(store: Store, images: _Images, sel: T.Selection, key: tuple[str, str]
            runs: list[dict[str, Any]]) -> dict[str, Any]:
     bundle, dataset = key
     main = T.main_runs(runs, sel.sweeps)
-    labels = {**T.run_labels(runs), **T.run_labels(main)}
+    labels = T.protocol_labels(main, {**T.run_labels(runs), **T.run_labels(main)})
     data = {r["run_id"]: T.RunMetrics(store, r) for r in runs}
     main_data = [data[r["run_id"]] for r in main]
     colors = {labels[r["run_id"]]: F.color(i) for i, r in enumerate(main)}
@@ -140,6 +140,7 @@ def _group(store: Store, images: _Images, sel: T.Selection, key: tuple[str, str]
     inversions = [r for r in main if not T.is_reference(r)]
     inv_data = [data[r["run_id"]] for r in inversions]
     t1 = T.build_table("Table 1: inversion quality and speed", main_data, T.table1_metrics(main_data), labels)
+    T.add_matched_budget_rows(t1, store, main, labels)
     g["table1"] = t1
     g["scatter"] = _scatter(t1, colors)
     g["anytime"] = _anytime(store, main, labels, colors)
