@@ -52,6 +52,23 @@ def test_report_has_quality_vs_time_figure_and_time_to_quality_table(store_dir):
     html = build_report(store_dir).read_text()
     assert 'id="g1-anytime"' in html and "quality against seconds per image" in html
     assert 'id="g1-time-to-quality"' in html and "image2stylegan final mse" in html
+    assert 'id="g1-codes"' in html and "LEC" in html
+
+
+def test_code_metrics_are_registered_stored_and_directed(store_dir):
+    from bench.metrics import registry
+
+    for name in ("code_domain_term", "code_spread", "code_frechet", "code_lec", "code_lec_excess"):
+        m = registry.get(name)
+        assert m.direction == "lower" and m.table == "codes"
+    with Store(store_dir, readonly=True) as store:
+        runs = {r["method"]: r for r in store.runs()}
+        got = {m["name"]: m for m in store.metrics(runs["idinvert"]["run_id"])}
+        images = store.images(runs["idinvert"]["run_id"])
+    assert got["code_frechet"]["status"] == "ok" and got["code_frechet"]["detail"]["floor"] > 0
+    lec = got["code_lec"]["detail"]
+    assert len(lec["per_image"]) == 6 and got["code_lec"]["value"] > lec["lec_alpha0"] >= 0
+    assert all(r["metrics"]["code_domain_term"] >= 0 for r in images)
 
 
 def test_table1_shows_own_protocol_and_the_matched_budget_row(store_dir):

@@ -143,6 +143,9 @@ def _group(store: Store, images: _Images, sel: T.Selection, key: tuple[str, str]
     T.add_matched_budget_rows(t1, store, main, labels)
     g["table1"] = t1
     g["scatter"] = _scatter(t1, colors)
+    code_metrics = T.table_metrics(inv_data, "codes")
+    g["codes_table"] = (T.build_table("In-domain measures of the codes", inv_data, code_metrics, labels)
+                        if any(d.has(m) for d in inv_data for m in code_metrics) else None)
     g["anytime"] = _anytime(store, main, labels, colors)
     g["claims"] = None
     g["grid"] = _grid(store, images, inversions, labels)
