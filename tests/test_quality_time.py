@@ -53,6 +53,8 @@ def test_report_has_quality_vs_time_figure_and_time_to_quality_table(store_dir):
     assert 'id="g1-anytime"' in html and "quality against seconds per image" in html
     assert 'id="g1-time-to-quality"' in html and "image2stylegan final mse" in html
     assert 'id="g1-codes"' in html and "LEC" in html
+    assert 'id="g1-claims"' in html and "t1-mse-i2s-best" not in html  # rows show statements
+    assert "Image2StyleGAN at its own budget has the lower MSE" in html
 
 
 def test_code_metrics_are_registered_stored_and_directed(store_dir):
@@ -100,3 +102,45 @@ def test_budget_full_runs_every_image(tmp_path):
     assert image_subset(registry.build("image2stylegan", own.overrides.get("image2stylegan")), 128) == 8
     assert image_subset(registry.build("image2stylegan", full.overrides["image2stylegan"]), 128) == 128
     assert image_subset(registry.build("idinvert"), 128) == 128
+
+
+def test_bench_claims_end_to_end_on_a_small_store(store_dir, capsys):
+    import json
+
+    import numpy as np
+
+    from bench import claims_store as CS
+    from bench.claims import VERDICTS
+    from bench.cli import main
+
+    with Store(store_dir, readonly=True) as store:
+        results = {r.claim.key: r for r in CS.judge_store(store, n_boot=300)}
+        runs = {r["method"]: r for r in store.runs()}
+        i2s = {r["image_id"]: r["metrics"]["mse"] for r in store.images(runs["image2stylegan"]["run_id"])}
+        idi = {r["image_id"]: r["metrics"]["mse"] for r in store.images(runs["idinvert"]["run_id"])}
+    best = results["t1-mse-i2s-best"]
+    assert best.verdict in VERDICTS and best.interval.n_images == (4,)  # paired on the 4 common images
+    assert best.a_value == pytest.approx(np.mean(list(i2s.values())))
+    assert best.b_value == pytest.approx(np.mean([idi[i] for i in i2s]))
+    assert best.interval.low <= best.interval.estimate <= best.interval.high
+    assert best.interval.estimate == pytest.approx(best.a_value - best.b_value)
+    for key in ("t1-speedup-to-quality", "premise-lec", "premise-domain-term", "t1-mse-refines-encoder"):
+        assert key in results
+    assert results["premise-lec"].verdict in VERDICTS
+    assert results["t1-speedup-to-quality"].verdict in VERDICTS
+    assert results["fig3-ap"].verdict == CS.NOT_JUDGED and "per-image ingredients" in results["fig3-ap"].reason
+    assert results["t1-mse-encoders"].verdict == CS.NOT_JUDGED  # no idinvert-encoder run here
+    assert main(["claims", "--results", str(store_dir), "--format", "json", "--n-boot", "200"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert {r["claim"] for r in rows} == set(results) and all(
+        r["verdict"] in VERDICTS + (CS.NOT_JUDGED,) for r in rows)
+
+
+def test_seeds_option_is_checked():
+    from bench.cli import _parse_seeds
+    from bench.errors import UsageError
+
+    assert _parse_seeds("0,1,2") == [0, 1, 2] and _parse_seeds(None) == []
+    for bad in ("0,x", "1,1"):
+        with pytest.raises(UsageError):
+            _parse_seeds(bad)

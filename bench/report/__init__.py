@@ -147,7 +147,7 @@ def _group(store: Store, images: _Images, sel: T.Selection, key: tuple[str, str]
     g["codes_table"] = (T.build_table("In-domain measures of the codes", inv_data, code_metrics, labels)
                         if any(d.has(m) for d in inv_data for m in code_metrics) else None)
     g["anytime"] = _anytime(store, main, labels, colors)
-    g["claims"] = None
+    g["claims"] = _claims(store, runs)
     g["grid"] = _grid(store, images, inversions, labels)
     g["pr"] = _pr(store, inv_data, labels, colors)
     g["interp"] = _interp(store, images, main_data, labels)
@@ -243,6 +243,20 @@ def _anytime(store: Store, main: Sequence[dict[str, Any]], labels: dict[str, str
                 "rows": [{"target": r["target"].name, "value": f"{r['target'].value:.4g}",
                           "cells": [table.cell(r, m) for m in table.methods],
                           "speedup": table.speedup_text(r)} for r in table.rows]}}
+
+
+def _claims(store: Store, runs: Sequence[dict[str, Any]]) -> dict | None:
+    """The paper's claims as verdicts on this group's runs (``bench claims``); None when no claim has
+    both arms here."""
+    from bench import claims_store as CS
+
+    results = CS.judge_store(store, runs=runs, n_boot=1000)
+    if all(r.reason and r.reason.startswith("no complete run") for r in results):
+        return None
+    return {"rows": CS.display_rows(results), "notes": CS.NOTES + ["the report uses 1000 resamples; "
+                                                                   "`bench claims` 2000 by default"],
+            "method": "Each claim of the paper (PAPER.md) with the two numbers it compares, their difference "
+                      "and its 95% interval; 'not judged' says why a claim has no verdict here."}
 
 
 def _scatter(t1: T.Table, colors: dict[str, str]) -> str | None:
