@@ -91,7 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--results", type=Path, default=Path(defaults.RESULTS_DIR))
     p.add_argument("--out", type=Path, default=None, help="output file (default: RESULTS/report.html)")
 
-    p = sub.add_parser("claims", help="the paper's claims as verdicts with 95% intervals (issue 13)")
+    p = sub.add_parser("claims", help="the paper's claims as verdicts with 95%% intervals (issue 13)")
     p.add_argument("--results", type=Path, default=Path(defaults.RESULTS_DIR))
     p.add_argument("--format", choices=("md", "json"), default="md")
     p.add_argument("--n-boot", type=int, default=2000, help="bootstrap resamples (default: %(default)s)")
