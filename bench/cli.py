@@ -57,6 +57,11 @@ def _add_common_run_args(p: argparse.ArgumentParser) -> None:
                    help="results directory (default: %(default)s)")
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="METHOD.PARAM=VALUE",
                    help="override a method hyperparameter, e.g. --set idinvert.lambda_dom=5 (repeatable)")
+    p.add_argument("--budget", choices=("own", "full"), default="own",
+                   help="own (default): each method at its own paper's budget, a long one on its documented "
+                        "image subset (max_images); full: every method on every image")
+    p.add_argument("--seeds", default=None, metavar="S1,S2,...",
+                   help="run everything once per seed (e.g. 0,1,2: the claims' intervals then span seeds)")
     p.add_argument("--fresh", action="store_true",
                    help="recompute runs that are already complete instead of reusing them")
     p.add_argument("--no-semantic", action="store_true",
@@ -86,6 +91,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--results", type=Path, default=Path(defaults.RESULTS_DIR))
     p.add_argument("--out", type=Path, default=None, help="output file (default: RESULTS/report.html)")
 
+    p = sub.add_parser("claims", help="the paper's claims as verdicts with 95%% intervals (issue 13)")
+    p.add_argument("--results", type=Path, default=Path(defaults.RESULTS_DIR))
+    p.add_argument("--format", choices=("md", "json"), default="md")
+    p.add_argument("--n-boot", type=int, default=2000, help="bootstrap resamples (default: %(default)s)")
     p = sub.add_parser("table", help="print the results table")
     p.add_argument("--results", type=Path, default=Path(defaults.RESULTS_DIR))
     p.add_argument("--format", choices=("md", "csv", "json", "latex"), default="md")
@@ -196,6 +205,10 @@ def _run_options(args: argparse.Namespace, methods_spec: str):
     except registry.UnknownName as exc:
         raise UsageError(str(exc)) from None
     overrides = parse_sets(args.sets)
+    if getattr(args, "budget", "own") == "full":  # every image, unless --set says otherwise
+        for name in names:
+            if "max_images" in registry.get(name).hyperparameters():
+                overrides.setdefault(name, {}).setdefault("max_images", "0")
     _validate_overrides(names, overrides)
     for flag in ("limit", "batch_size", "threads"):
         value = getattr(args, flag)
@@ -239,7 +252,45 @@ def cmd_run(args: argparse.Namespace) -> int:
     from bench.runner import run_benchmark
 
     opts = _run_options(args, args.methods)
-    run_benchmark(opts)
+    seeds = _parse_seeds(getattr(args, "seeds", None))
+    if not seeds:
+        run_benchmark(opts)
+        return 0
+    import dataclasses
+
+    for k, seed in enumerate(seeds):
+        if not opts.quiet:
+            print(f"bench: seed {seed} ({k + 1}/{len(seeds)})")
+        run_benchmark(dataclasses.replace(opts, seed=seed, report=opts.report and k == len(seeds) - 1))
+    return 0
+
+
+def _parse_seeds(text: str | None) -> list[int]:
+    if not text:
+        return []
+    try:
+        seeds = [int(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        raise UsageError(f"--seeds {text!r}: expected comma-separated integers, e.g. 0,1,2") from None
+    for s in seeds:
+        check_seed(s)
+    if len(set(seeds)) != len(seeds):
+        raise UsageError(f"--seeds {text!r}: a seed is repeated")
+    return seeds
+
+
+def cmd_claims(args: argparse.Namespace) -> int:
+    from bench import claims_store as CS
+    from bench.store import Store
+
+    if args.n_boot < 100:
+        raise UsageError(f"--n-boot must be at least 100, got {args.n_boot}")
+    with Store(args.results, readonly=True) as store:
+        results = CS.judge_store(store, n_boot=args.n_boot)
+    if args.format == "json":
+        print(json.dumps([r.row() for r in results], indent=1, default=str))
+    else:
+        print(CS.to_markdown(results))
     return 0
 
 
@@ -358,7 +409,7 @@ def cmd_domain(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {
-    "ls": cmd_ls, "run": cmd_run, "ablate": cmd_ablate, "report": cmd_report, "table": cmd_table,
+    "ls": cmd_ls, "run": cmd_run, "claims": cmd_claims, "ablate": cmd_ablate, "report": cmd_report, "table": cmd_table,
     "doctor": cmd_doctor, "zoo": cmd_zoo, "domain": cmd_domain,
 }
 

@@ -23,7 +23,12 @@ from bench import defaults, metrics as M
 from bench.artifacts import safe_name, save_atomic, save_png
 from bench.metrics.context import FEATURE_BATCH, EvalResources, MetricContext
 from bench.metrics.errors import MetricUnavailable
-from bench.store import ImageRow, MetricRow, Store
+from bench.store import ImageRow, MetricRow, MilestoneRow, Store
+
+# Measured at every milestone of an anytime run (the others at its final step only, to save time):
+# per image, computed as each batch is stored; per set, at the end of the run.
+MILESTONE_IMAGE_METRICS = ("mse", "psnr", "dpips")
+MILESTONE_SET_METRICS = ("fid_domain", "ap_mean")
 
 
 # -- per-image metrics: (ctx) -> [B] ---------------------------------------------------------------------
@@ -154,10 +159,12 @@ class Evaluator:
         return torch.cat(out) if out else torch.empty(0)
 
     # -- per batch ----------------------------------------------------------------------------------------
-    def per_image_values(self, ctx: MetricContext) -> dict[str, Tensor]:
+    def per_image_values(self, ctx: MetricContext, only: Sequence[str] | None = None) -> dict[str, Tensor]:
         values: dict[str, Tensor] = {}
         with torch.no_grad():
             for metric in M.all_metrics(level="per_image"):
+                if only is not None and metric.name not in only:
+                    continue
                 try:
                     values[metric.name] = metric.load()(ctx)
                 except MetricUnavailable as exc:
@@ -178,7 +185,87 @@ class Evaluator:
                 if bool(failed[j]) else
                 ImageRow(ids[idx], idx, "ok", None, per_image_seconds, {k: float(v[j]) for k, v in values.items()})
                 for j, idx in enumerate(indices)]
-        store.add_images(run_id, rows, self._save_batch(run_id, part, ids, images, recons))
+        milestones = self.milestone_rows(part, ids, images, values, dataset)
+        store.add_images(run_id, rows, self._save_batch(run_id, part, ids, images, recons), milestones)
+
+    # -- anytime points -----------------------------------------------------------------------------------
+    def milestone_rows(self, part: dict[str, Any], ids: Sequence[str], images: Tensor,
+                       final_values: dict[str, Tensor], dataset: Any = None) -> list[MilestoneRow]:
+        """One row per image and milestone (``MILESTONE_IMAGE_METRICS``); a method without milestones is
+        one point at its budget (``final_step``; 0 for an encoder) with the batch's own time. A milestone
+        whose codes are the final codes reuses the batch's values instead of recomputing them."""
+        indices = part["indices"]
+        n = max(len(indices), 1)
+        points = part.get("milestones") or [{"step": int(part.get("final_step") or 0), "seconds": part["seconds"],
+                                             "codes": None, "failed": part["failed"]}]
+        out: list[MilestoneRow] = []
+        for m in points:
+            if m["codes"] is None or torch.equal(m["codes"], part["codes"]):
+                values = {k: v for k, v in final_values.items() if k in MILESTONE_IMAGE_METRICS}
+            else:
+                ctx = MetricContext(self.resources, images, self.reconstruct(m["codes"]), m["codes"],
+                                    list(indices), [ids[i] for i in indices], dataset)
+                values = self.per_image_values(ctx, MILESTONE_IMAGE_METRICS)
+            for j, idx in enumerate(indices):
+                failed = bool(m["failed"][j])
+                out.append(MilestoneRow(ids[idx], idx, int(m["step"]), float(m["seconds"]) / n,
+                                        "failed" if failed else "ok",
+                                        {} if failed else {k: float(v[j]) for k, v in values.items()}))
+        return out
+
+    def load_milestone_codes(self, store: Store, run_id: str) -> dict[int, dict[int, tuple[Tensor, bool]]]:
+        """step -> {image index -> (code at that step, failed by then)} from the run's codes files
+        ({} for a run whose method kept no milestones)."""
+        out: dict[int, dict[int, tuple[Tensor, bool]]] = {}
+        for art in store.artifacts(run_id, "codes"):
+            blob = torch.load(self.results_dir / art["path"], map_location="cpu", weights_only=True)
+            ms = blob.get("milestones")
+            if not ms:
+                continue
+            for k, step in enumerate(ms["steps"]):
+                at = out.setdefault(int(step), {})
+                for j, idx in enumerate(blob["indices"]):
+                    at[int(idx)] = (ms["codes"][k][j].float(), bool(ms["failed"][k][j]))
+        return out
+
+    def milestone_set_metrics(self, store: Store, run_id: str, dataset: Any, ids: Sequence[str],
+                              final_ctx: MetricContext, final_rows: Sequence[MetricRow]
+                              ) -> list[tuple[int, MetricRow]]:
+        """``MILESTONE_SET_METRICS`` at every milestone step of the run: the final step (codes equal to
+        the run's) copies the run's own rows; earlier steps are computed on the images not failed by then."""
+        wanted = [M.get(name) for name in MILESTONE_SET_METRICS if name in M.METRICS]
+        wanted = [m for m in wanted if m.level == "set" or (m.level == "semantic" and self.opts.semantic)]
+        final = {r.name: r for r in final_rows}
+        steps = self.load_milestone_codes(store, run_id)
+        final_step = max(steps) if steps else None
+        out: list[tuple[int, MetricRow]] = []
+        if not steps:  # one point: the run itself
+            one = {r["step"] for r in store.milestones(run_id)}
+            for step in sorted(one):
+                out += [(step, final[m.name]) for m in wanted if m.name in final]
+            return out
+        labels = getattr(dataset, "labels", None)
+        names = list(getattr(dataset, "attributes", None) or self.bundle.attributes)
+        for step in sorted(steps):
+            if step == final_step:
+                out += [(step, final[m.name]) for m in wanted if m.name in final]
+                continue
+            at = steps[step]
+            ok = [i for i in sorted(at) if not at[i][1]]
+            if len(ok) < 2:
+                out += [(step, MetricRow.unavailable(m.name, "fewer than 2 images not failed by this step"))
+                        for m in wanted]
+                continue
+            codes = torch.stack([at[i][0] for i in ok])
+            ctx = MetricContext(self.resources, dataset.load(ok), self.reconstruct(codes), codes, ok,
+                                [ids[i] for i in ok], dataset, labels=None if labels is None else labels[ok],
+                                label_names=names if labels is not None else [],
+                                label_source=dataset.label_source if labels is not None else "none",
+                                run_id=run_id)
+            for m in wanted:
+                rows = compute(m, ctx)
+                out += [(step, r) for r in rows if r.name == m.name]
+        return out
 
     def _save_batch(self, run_id: str, part: dict[str, Any], ids: Sequence[str], images: Tensor,
                     recons: Tensor) -> list[tuple[str, str, dict]]:
@@ -186,8 +273,14 @@ class Evaluator:
         indices = part["indices"]
         rel_dir = Path("runs") / run_id
         codes_rel = rel_dir / "codes" / f"{indices[0]:06d}-{len(indices)}.pt"
-        save_atomic({"indices": indices, "ids": [ids[i] for i in indices], "codes": part["codes"],
-                     "failed": part["failed"], "recons": recons}, self.results_dir / codes_rel)
+        blob = {"indices": indices, "ids": [ids[i] for i in indices], "codes": part["codes"],
+                "failed": part["failed"], "recons": recons}
+        if part.get("milestones"):
+            ms = part["milestones"]
+            blob["milestones"] = {"steps": [m["step"] for m in ms], "seconds": [m["seconds"] for m in ms],
+                                  "codes": torch.stack([m["codes"] for m in ms]),
+                                  "failed": torch.stack([torch.as_tensor(m["failed"]) for m in ms])}
+        save_atomic(blob, self.results_dir / codes_rel)
         artifacts = [("codes", str(codes_rel), {"n": len(indices)})]
         for j, idx in enumerate(indices):
             if idx < defaults.GRID_IMAGES:
@@ -259,6 +352,7 @@ class Evaluator:
                 result.append(MetricRow.unavailable(metric.name, "fewer than 2 successfully inverted images"))
                 continue
             result += compute(metric, ctx)
+        milestone_rows = self.milestone_set_metrics(store, run_id, dataset, ids, ctx, result)
         if ctx.artifacts:
             store.add_artifacts(run_id, ctx.artifacts)
-        store.complete_run(run_id, result, ctx.curves)
+        store.complete_run(run_id, result, ctx.curves, milestone_rows)

@@ -275,7 +275,18 @@ def _begin(s: _Session, name: str, method: Any) -> tuple[str, list[int] | None]:
     return run_id, [i for i in range(s.n) if s.ids[i] not in done]
 
 
+def image_subset(method: Any, n: int) -> int:
+    """How many of the run's first ``n`` images ``method`` inverts: all, unless it has a ``max_images``
+    hyperparameter > 0 (a long-budget protocol on a documented subset, e.g. image2stylegan's 5,000 steps)."""
+    limit = getattr(method, "max_images", 0) or 0
+    return min(n, int(limit)) if limit > 0 else n
+
+
 def _run_method(s: _Session, name: str, method: Any) -> str:
+    k = image_subset(method, s.n)
+    if k < s.n:
+        s.say(f"bench: {name}: the first {k} of {s.n} images (max_images={k}; --budget full for all)")
+        s = dataclasses.replace(s, n=k, ids=s.ids[:k])
     run_id, pending = s.dist.broadcast(_begin(s, name, method) if s.dist.is_main else None)
     if pending is None:
         return run_id
@@ -425,9 +436,18 @@ def _invert_batch(method, dataset, indices: Sequence[int], device: torch.device)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     seconds = time.perf_counter() - t0
+    # Anytime points: the method's milestones (an optimisation's codes after 0, 10, 30, ... steps, with
+    # the seconds since invert() started), else one point -- the result itself at the method's budget
+    # (step 0 for an encoder). Codes a per-image decoder (PTI) goes with are one point too: its
+    # milestones' codes would decode with a G it never tuned.
+    milestones = None
+    if result.milestones and result.decoders is None:
+        milestones = [{"step": int(m.step), "seconds": float(m.seconds), "codes": m.codes.detach().float().cpu(),
+                       "failed": m.failed.cpu()} for m in result.milestones]
     return {"indices": list(indices), "codes": result.codes.detach().float().cpu(),
             "failed": result.failed.cpu(), "reasons": list(result.reasons), "seconds": seconds,
-            "decoders": result.decoders}
+            "decoders": result.decoders, "milestones": milestones,
+            "final_step": int(getattr(method, "iters", 0) or 0)}
 
 
 def _write_report(results_dir: Path, say) -> None:

@@ -122,7 +122,12 @@ def metric_names(attributes: Sequence[str]) -> list[str]:
     """Every metric name the semantic stages return a row for, given the attribute names (from the
     registry: its semantic entries, templates expanded per attribute)."""
     out: list[str] = []
-    for m in M.all_metrics(level="semantic"):
+    semantic = M.all_metrics(level="semantic")
+    # the three stages of this module (other semantic-level metrics, e.g. code_lec, are computed apart)
+    stages = {m.name for m in semantic if isinstance(m.fn, str) and m.fn.startswith(__name__ + ":")}
+    for m in semantic:
+        if m.name not in stages and m.computed_by not in stages:
+            continue
         out += [m.name.replace(M.registry.ATTR, a) for a in attributes] if m.is_template else [m.name]
     return out
 

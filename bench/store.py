@@ -7,6 +7,11 @@ Tables
   curves    named curves of a run (precision-recall per attribute, ...), JSON.
   artifacts files a run wrote (codes, reconstructions, grids), paths relative to the results dir.
   sweeps    groups of runs made by ``bench ablate``.
+  milestones          anytime points per (run, image, step): the per-image metrics of the codes after
+                      ``step`` optimisation steps and the seconds per image of its batch up to there
+                      (an encoder method is one point at step 0). Written with the batch's image rows.
+  milestone_metrics   set-level metrics per (run, step) (fid_domain, ap_mean), written with the run's
+                      completion.
 
 Crash safety: every write is one transaction (``BEGIN IMMEDIATE``); a run is marked ``complete`` in the
 same transaction that stores its set-level metrics, so a process killed at any point leaves either a
@@ -99,6 +104,25 @@ CREATE TABLE IF NOT EXISTS leases (
     owner TEXT NOT NULL,
     expires REAL NOT NULL,
     PRIMARY KEY (run_id, key)
+);
+CREATE TABLE IF NOT EXISTS milestones (
+    run_id TEXT NOT NULL REFERENCES runs(run_id),
+    image_id TEXT NOT NULL,
+    idx INTEGER NOT NULL,
+    step INTEGER NOT NULL,
+    seconds REAL,
+    status TEXT NOT NULL CHECK (status IN ('ok', 'failed')),
+    metrics TEXT NOT NULL DEFAULT '{}',
+    PRIMARY KEY (run_id, image_id, step)
+);
+CREATE TABLE IF NOT EXISTS milestone_metrics (
+    run_id TEXT NOT NULL REFERENCES runs(run_id),
+    step INTEGER NOT NULL,
+    name TEXT NOT NULL,
+    value REAL,
+    status TEXT NOT NULL CHECK (status IN ('ok', 'unavailable')),
+    detail TEXT NOT NULL DEFAULT '{}',
+    PRIMARY KEY (run_id, step, name)
 );
 CREATE INDEX IF NOT EXISTS images_by_run ON images(run_id);
 CREATE INDEX IF NOT EXISTS runs_by_sweep ON runs(sweep_id);
@@ -319,7 +343,7 @@ class Store:
     def reset_run(self, run_id: str) -> None:
         """``--fresh``: drop everything a run stored, keeping its identity; it starts again as running."""
         with self._transaction() as db:
-            for table in ("images", "metrics", "curves", "artifacts"):
+            for table in ("images", "metrics", "curves", "artifacts", "milestones", "milestone_metrics"):
                 db.execute(f"DELETE FROM {table} WHERE run_id=?", (run_id,))
             db.execute("UPDATE runs SET status='running', started=?, finished=NULL WHERE run_id=?",
                        (time.time(), run_id))
@@ -331,10 +355,20 @@ class Store:
                        (device, num_threads, world_size, run_id))
 
     def complete_run(self, run_id: str, metrics: Iterable["MetricRow"] = (),
-                     curves: dict[str, Any] | None = None) -> None:
-        """Store set-level metrics and curves and mark the run complete, atomically."""
+                     curves: dict[str, Any] | None = None,
+                     milestone_metrics: Iterable[tuple[int, "MetricRow"]] = ()) -> None:
+        """Store set-level metrics (and those per milestone step) and curves and mark the run complete,
+        atomically."""
         with self._transaction() as db:
             self._write_metrics(db, run_id, metrics)
+            for step, m in milestone_metrics:
+                value = _finite_or_none(m.value)
+                detail = dict(m.detail)
+                if m.value is not None and value is None:
+                    detail.setdefault("reason", f"non-finite value {m.value!r}")
+                db.execute("INSERT OR REPLACE INTO milestone_metrics VALUES (?,?,?,?,?,?)",
+                           (run_id, int(step), m.name, value,
+                            "ok" if value is not None and m.status == "ok" else "unavailable", _json(detail)))
             for name, data in (curves or {}).items():
                 db.execute("INSERT OR REPLACE INTO curves VALUES (?,?,?)", (run_id, name, _json(data)))
             db.execute("UPDATE runs SET status='complete', finished=? WHERE run_id=?", (time.time(), run_id))
@@ -372,9 +406,15 @@ class Store:
 
     # -- per-image rows -------------------------------------------------------------------------------
     def add_images(self, run_id: str, rows: Sequence["ImageRow"],
-                   artifacts: Sequence[tuple[str, str, dict]] = ()) -> None:
-        """Write one finished batch (and the artifact files it produced) in one transaction."""
+                   artifacts: Sequence[tuple[str, str, dict]] = (),
+                   milestones: Sequence["MilestoneRow"] = ()) -> None:
+        """Write one finished batch (its milestone rows and the artifact files it produced) in one
+        transaction: a resumed run has every milestone of every stored image, and none of another."""
         with self._transaction() as db:
+            for m in milestones:
+                db.execute("INSERT OR REPLACE INTO milestones VALUES (?,?,?,?,?,?,?)",
+                           (run_id, m.image_id, m.idx, int(m.step), _finite_or_none(m.seconds), m.status,
+                            _json({k: _finite_or_none(v) for k, v in m.metrics.items()})))
             for r in rows:
                 db.execute(
                     "INSERT OR REPLACE INTO images VALUES (?,?,?,?,?,?,?)",
@@ -392,6 +432,22 @@ class Store:
             d["metrics"] = json.loads(d["metrics"])
             out.append(d)
         return out
+
+    def milestones(self, run_id: str) -> list[dict[str, Any]]:
+        """The run's milestone rows (ordered by image, then step); [] for a store made before them."""
+        try:
+            rows = self._q("SELECT * FROM milestones WHERE run_id=? ORDER BY idx, step", (run_id,))
+        except sqlite3.OperationalError:  # a read-only store made before milestones existed
+            return []
+        return [{**dict(r), "metrics": json.loads(r["metrics"])} for r in rows]
+
+    def milestone_metrics(self, run_id: str) -> list[dict[str, Any]]:
+        """Set-level metrics per milestone step of a run: rows with step, name, value, status, detail."""
+        try:
+            return self._decoded("SELECT * FROM milestone_metrics WHERE run_id=? ORDER BY step, name",
+                                 (run_id,), "detail")
+        except sqlite3.OperationalError:
+            return []
 
     def done_image_ids(self, run_id: str) -> set[str]:
         return {r[0] for r in self._q("SELECT image_id FROM images WHERE run_id=?", (run_id,))}
@@ -523,6 +579,23 @@ class ImageRow:
     status: str = "ok"
     reason: str | None = None
     seconds: float | None = None
+    metrics: dict[str, float | None] = None  # type: ignore[assignment]
+
+    def __post_init__(self) -> None:
+        if self.metrics is None:
+            self.metrics = {}
+
+
+@dataclass
+class MilestoneRow:
+    """One image at one milestone: ``seconds`` per image of its batch up to ``step`` (encoder start
+    included), ``status`` failed when the image had diverged by then (its metrics then empty)."""
+
+    image_id: str
+    idx: int
+    step: int
+    seconds: float | None
+    status: str = "ok"
     metrics: dict[str, float | None] = None  # type: ignore[assignment]
 
     def __post_init__(self) -> None:

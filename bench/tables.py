@@ -419,6 +419,68 @@ def attribute_names(data: Iterable[RunMetrics], prefix: str) -> list[str]:
     return names
 
 
+MATCHED_STEP = 100  # idinvert's budget: the matched-budget row of a longer anytime run
+
+
+def protocol_labels(runs: Sequence[dict[str, Any]], labels: dict[str, str]) -> dict[str, str]:
+    """Labels that say a run's protocol where it is not the group's: a long budget on an image subset
+    (``max_images``) reads "image2stylegan (5000 steps, first 8 images)"."""
+    out = dict(labels)
+    n_max = max((r["n_images"] for r in runs), default=0)
+    for r in runs:
+        if r["params"].get("max_images") and r["n_images"] < n_max:
+            out[r["run_id"]] = (f"{labels.get(r['run_id'], r['method'])} ({r['params'].get('iters')} steps, "
+                                f"first {r['n_images']} images)")
+    return out
+
+
+def add_matched_budget_rows(table: Table, store: Store, runs: Sequence[dict[str, Any]],
+                            labels: dict[str, str], step: int = MATCHED_STEP) -> Table:
+    """Append, for every run whose own budget is longer than ``step`` and that stored a milestone there,
+    the row of that milestone: the same run after ``step`` steps (exactly what a ``step``-step run
+    returns), measured on the same images. Per-image metrics, fid_domain / ap_mean and the seconds per
+    image up to the milestone are shown; other columns are '-' (measured at the final step only)."""
+    added = []
+    for run in runs:
+        if is_reference(run):
+            continue
+        rows = [m for m in store.milestones(run["run_id"]) if m["step"] == step]
+        if not rows or max((m["step"] for m in store.milestones(run["run_id"])), default=step) <= step:
+            continue
+        cells: dict[str, Cell] = {}
+        ok = [m for m in rows if m["status"] == "ok"]
+        sets = {m["name"]: m for m in store.milestone_metrics(run["run_id"]) if m["step"] == step}
+        for col in table.columns:
+            name = col.metric
+            values = [m["metrics"][name] for m in ok if m["metrics"].get(name) is not None]
+            if values:
+                mean = sum(values) / len(values)
+                spread = None
+                if len(values) >= 2:
+                    spread = f"± {fmt_number(1.96 * statistics.stdev(values) / math.sqrt(len(values)), 2)}"
+                cells[name] = Cell(mean, spread=spread)
+            elif name == "seconds_per_image":
+                secs = [m["seconds"] for m in rows if m["seconds"] is not None]
+                cells[name] = Cell(sum(secs) / len(secs) if secs else None, status="ok" if secs else "absent")
+            elif name in sets:
+                m = sets[name]
+                floor = (m["detail"] or {}).get("floor")
+                cells[name] = Cell(m["value"], status="ok" if m["status"] == "ok" else "unavailable",
+                                   reason=(m["detail"] or {}).get("reason"),
+                                   floor=floor if isinstance(floor, (int, float)) else None)
+            else:
+                cells[name] = Cell(None, status="absent")
+        label = f"{run['method']} @{step} steps (n={run['n_images']})"
+        added.append(Row(f"{run['run_id']}@{step}", label, run["method"], {**run["params"], "iters": step},
+                         run["bundle"], run["dataset"], run["n_images"], cells, seed=run.get("seed", 0)))
+    if added:
+        table.rows += added
+        table.notes.append(f"@{step} steps: the same run's milestone at step {step} (exactly a {step}-step run, "
+                           f"the matched budget of idinvert's {step} steps), on that run's images; '-': "
+                           "measured at the final step only; not marked best")
+    return table
+
+
 def table1(store: Store, run_id: str | None = None) -> Table:
     """Paper Table 1 shape: method x MSE, PSNR, LPIPS|dpips, FID|fid_domain, SWD, seconds per image."""
     if run_id is not None:
@@ -429,7 +491,9 @@ def table1(store: Store, run_id: str | None = None) -> Table:
         sel = select_runs(store)
         runs = main_runs(sel.reported, sel.sweeps)
     data = [RunMetrics(store, r) for r in runs]
-    return build_table("Table 1: inversion quality and speed", data, table1_metrics(data), run_labels(runs))
+    labels = protocol_labels(runs, run_labels(runs))
+    table = build_table("Table 1: inversion quality and speed", data, table1_metrics(data), labels)
+    return add_matched_budget_rows(table, store, runs, labels)
 
 
 # -- long format ----------------------------------------------------------------------------------------

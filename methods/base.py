@@ -20,12 +20,17 @@ class InversionResult:
     ``decoders``: for a method whose output is more than a code (PTI tunes G per image), one generator
     per image (each with ``.synthesis(codes [1, L, D])``); the harness then decodes image i with
     ``decoders[i]`` instead of the bundle's G. None: every image decodes with the bundle's G.
+
+    ``milestones``: for an anytime method, its state after some of its steps
+    (``idinvert.inversion.Milestone``: ``step``, ``seconds`` since the start of ``invert`` (its own
+    start codes included), ``codes`` [B, L, D], ``failed`` [B]); None: the result is one point.
     """
 
     codes: torch.Tensor  # [B, L, D]
     failed: torch.Tensor | None = None  # [B] bool
     reasons: list[str | None] = field(default_factory=list)
     decoders: list[Any] | None = None
+    milestones: list[Any] | None = None
 
     def __post_init__(self) -> None:
         b = self.codes.shape[0]

@@ -15,13 +15,13 @@ of its hyperparameters plus the hook that makes it different (usually ``init_cod
 from __future__ import annotations
 
 import math
-
+import time
 from dataclasses import dataclass
 from typing import Any, ClassVar, Optional
 
 import torch
 
-from idinvert.inversion import DEFAULT_LR, DEFAULT_STEPS, optimize_codes
+from idinvert.inversion import DEFAULT_LR, DEFAULT_STEPS, anytime_milestones, optimize_codes
 from idinvert.utils import device_of
 from methods.base import InversionMethod, InversionResult
 from methods.registry import BadParameter
@@ -87,6 +87,10 @@ class OptimisationMethod(InversionMethod):
     """
 
     space: ClassVar[str] = "wp"  # "w": one w per image broadcast to all layers
+    # Anytime evaluation: ``invert`` keeps the codes at ``anytime_milestones(iters)`` (0, 10, 30, 100,
+    # ..., iters) at the cost of one run (copies only; measured overhead within noise,
+    # ``python -m bench.anytime_overhead``). Set False on an instance to time the bare loop.
+    record_milestones: ClassVar[bool] = True
 
     iters: int = DEFAULT_STEPS
     lr: float = DEFAULT_LR
@@ -120,14 +124,20 @@ class OptimisationMethod(InversionMethod):
         return {"lambda_perceptual": self._lambda_vgg, "perceptual": self.bundle.perceptual}
 
     # -- the shared loop --------------------------------------------------------------------------------
-    def optimise(self, images: torch.Tensor, steps: int) -> InversionResult:
+    def optimise(self, images: torch.Tensor, steps: int, milestones: list[int] | None = None) -> InversionResult:
+        """``steps`` Adam steps from ``init_codes``; with ``milestones`` the result keeps the codes at
+        those steps, their seconds counted from before ``init_codes`` (an encoder start is part of the
+        time to reach any milestone)."""
         x = images.to(self.device)
+        origin = time.perf_counter()
         opt = optimize_codes(self.bundle.generator, x, self.init_codes(x), steps=steps, lr=self.lr,
-                             space=self.space, **self.loss_terms())
-        return InversionResult(codes=opt.codes, failed=opt.failed, reasons=list(opt.reasons))
+                             space=self.space, milestones=milestones, time_origin=origin, **self.loss_terms())
+        return InversionResult(codes=opt.codes, failed=opt.failed, reasons=list(opt.reasons),
+                               milestones=list(opt.milestones) if milestones else None)
 
     def invert(self, images: torch.Tensor) -> InversionResult:
-        return self.optimise(images, self.iters)
+        return self.optimise(images, self.iters,
+                             anytime_milestones(self.iters) if self.record_milestones else None)
 
     def warmup(self, images: torch.Tensor) -> None:
         self.optimise(images[:1], min(self.iters, WARMUP_STEPS))

@@ -40,7 +40,7 @@ from idinvert.registry import Registry, UnknownName, load_ref
 DIRECTIONS = ("lower", "higher")
 LEVELS = ("per_image", "set", "semantic")
 AGGREGATES = ("mean_ci", "value")
-TABLES = ("inversion", "interpolation", "manipulation", "attributes")
+TABLES = ("inversion", "codes", "interpolation", "manipulation", "attributes")
 NEEDS = (
     "images", "recons", "codes", "generator", "eval_network", "reference", "boundaries", "labels",
     "lpips_weights", "inception_weights", "timing",
@@ -195,6 +195,7 @@ def stand_ins() -> dict[str, str]:
 # -- the built-in metrics ----------------------------------------------------------------------------------
 _E = "bench.evaluation:"
 _S = "bench.semantic:"
+_C = "bench.metrics.code_metrics:"
 _BUILTIN = (
     Metric("mse", "lower", "per_image", ("images", "recons"),
            "mean squared pixel error, pixels in [-1, 1] (as the official idinvert code reports)",
@@ -232,6 +233,26 @@ _BUILTIN = (
     Metric("seconds_per_image", "lower", "set", ("timing",),
            "wall time of the method's invert() per image, warm-up excluded; device and threads stored "
            "with the run", _E + "seconds_metric", label="s / image", unit="s", table="inversion"),
+    # -- how in-domain are the codes (issue 13; bench.metrics.code_metrics): the "codes" table ---------
+    Metric("code_domain_term", "lower", "per_image", ("codes", "generator"),
+           "the domain regulariser's own term mean_{L,D} (w - E(G(w)))^2 with E the bundle's domain-guided "
+           "encoder (lambda_dom times it is idinvert's loss term): where E expects codes of G(w)",
+           _C + "domain_term_metric", label="||w - E(G(w))||^2", aggregate="mean_ci", table="codes"),
+    Metric("code_spread", "lower", "per_image", ("codes", "generator"),
+           "RMS deviation of a W+ code's layers from its own layer mean, in units of the per-dimension std "
+           "of codes sampled from G (0 for a W code; G's own codes have 0 when its mapping emits one w)",
+           _C + "spread_metric", label="layer spread", aggregate="mean_ci", table="codes"),
+    Metric("code_frechet", "lower", "set", ("codes", "generator"),
+           "layer-wise Frechet distance between the inverted codes and codes sampled from G's mapping, mean "
+           "over layers; the floor (sampled codes of the same n vs the same reference) is stored beside it",
+           _C + "frechet_metric", label="code FD (to G's W)", table="codes"),
+    Metric("code_lec", "lower", "semantic", ("codes", "generator", "boundaries"),
+           "latent editing consistency (e4e): ||w - (E(G(w + a n)) - a n)||_F with E the domain-guided encoder, "
+           "a = 1 std of each boundary's signed distance, mean over boundaries; its value at a = 0 is in the "
+           "detail", _C + "lec_metric", label="LEC", table="codes"),
+    Metric("code_lec_excess", "lower", "semantic", ("codes", "generator", "boundaries"),
+           "code_lec minus its value at a = 0 (||w - E(G(w))||, contained in LEC): what the edit itself adds",
+           computed_by="code_lec", label="LEC - LEC(a=0)", table="codes"),
     Metric("ap_<attr>", "higher", "semantic", ("codes", "boundaries", "labels"),
            "average precision of the signed boundary distance of inverted codes against the attribute's "
            "labels (paper Fig. 3)", computed_by="ap_mean", label="AP: <attr>", table="attributes"),

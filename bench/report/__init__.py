@@ -128,7 +128,7 @@ def _group(store: Store, images: _Images, sel: T.Selection, key: tuple[str, str]
            runs: list[dict[str, Any]]) -> dict[str, Any]:
     bundle, dataset = key
     main = T.main_runs(runs, sel.sweeps)
-    labels = {**T.run_labels(runs), **T.run_labels(main)}
+    labels = T.protocol_labels(main, {**T.run_labels(runs), **T.run_labels(main)})
     data = {r["run_id"]: T.RunMetrics(store, r) for r in runs}
     main_data = [data[r["run_id"]] for r in main]
     colors = {labels[r["run_id"]]: F.color(i) for i, r in enumerate(main)}
@@ -140,8 +140,14 @@ def _group(store: Store, images: _Images, sel: T.Selection, key: tuple[str, str]
     inversions = [r for r in main if not T.is_reference(r)]
     inv_data = [data[r["run_id"]] for r in inversions]
     t1 = T.build_table("Table 1: inversion quality and speed", main_data, T.table1_metrics(main_data), labels)
+    T.add_matched_budget_rows(t1, store, main, labels)
     g["table1"] = t1
     g["scatter"] = _scatter(t1, colors)
+    code_metrics = T.table_metrics(inv_data, "codes")
+    g["codes_table"] = (T.build_table("In-domain measures of the codes", inv_data, code_metrics, labels)
+                        if any(d.has(m) for d in inv_data for m in code_metrics) else None)
+    g["anytime"] = _anytime(store, main, labels, colors)
+    g["claims"] = _claims(store, runs)
     g["grid"] = _grid(store, images, inversions, labels)
     g["pr"] = _pr(store, inv_data, labels, colors)
     g["interp"] = _interp(store, images, main_data, labels)
@@ -215,6 +221,42 @@ def _unavailability(data: Sequence[T.RunMetrics], labels: dict[str, str]) -> tup
         else:
             other.append(entry)
     return banner, other
+
+
+def _anytime(store: Store, main: Sequence[dict[str, Any]], labels: dict[str, str],
+             colors: dict[str, str]) -> dict | None:
+    """Quality against time (issue 13): the milestone curves of every inversion run and the
+    time-to-quality table; None when no run stored milestones."""
+    from bench import quality_time as Q
+
+    curves = Q.curves_for(store, main, labels)
+    panels = Q.figure_panels(curves)
+    if not panels:
+        return None
+    table = Q.quality_time_table(curves)
+    return {"figure": _uri(F.quality_vs_time(panels, colors)),
+            "methods": [c.label for c in curves],
+            "budgets": [{"label": c.label, "steps": ", ".join(map(str, c.steps)), "n": len(c.image_ids),
+                         "seconds": f"{c.seconds[-1]:.3g}"} for c in curves],
+            "table": None if table is None else {
+                "methods": table.methods, "fast": Q.FAST, "slow": Q.SLOW, "notes": table.notes,
+                "rows": [{"target": r["target"].name, "value": f"{r['target'].value:.4g}",
+                          "cells": [table.cell(r, m) for m in table.methods],
+                          "speedup": table.speedup_text(r)} for r in table.rows]}}
+
+
+def _claims(store: Store, runs: Sequence[dict[str, Any]]) -> dict | None:
+    """The paper's claims as verdicts on this group's runs (``bench claims``); None when no claim has
+    both arms here."""
+    from bench import claims_store as CS
+
+    results = CS.judge_store(store, runs=runs, n_boot=1000)
+    if all(r.reason and r.reason.startswith("no complete run") for r in results):
+        return None
+    return {"rows": CS.display_rows(results), "notes": CS.NOTES + ["the report uses 1000 resamples; "
+                                                                   "`bench claims` 2000 by default"],
+            "method": "Each claim of the paper (PAPER.md) with the two numbers it compares, their difference "
+                      "and its 95% interval; 'not judged' says why a claim has no verdict here."}
 
 
 def _scatter(t1: T.Table, colors: dict[str, str]) -> str | None:

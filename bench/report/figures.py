@@ -139,3 +139,30 @@ def sweep_tradeoff(param: str, xs: Sequence[tuple[str, str]], ys: Sequence[tuple
             if len(series) > 1:
                 ax.legend(fontsize=7)
     return _png(fig)
+
+
+def quality_vs_time(panels: Sequence[tuple[str, str, Sequence[tuple[str, Sequence[float], Sequence[float],
+                                                                     Sequence[int]]]]],
+                    colors: dict[str, str]) -> bytes:
+    """Quality against time: one panel per metric, the metric against seconds per image (log scale), one
+    line per method through its milestones (steps annotated at the ends), an encoder as a single point."""
+    ncols = min(len(panels), 2)
+    nrows = math.ceil(len(panels) / ncols)
+    fig = Figure(figsize=(5.4 * ncols, 3.9 * nrows), layout="constrained")
+    for k, (ylabel, direction, series) in enumerate(panels):
+        ax = fig.add_subplot(nrows, ncols, k + 1)
+        for label, xs, ys, steps in series:
+            c = colors.get(label, "#333333")
+            if len(xs) == 1:
+                ax.scatter(xs, ys, s=70, marker="D", color=c, label=text(label), zorder=3)
+                continue
+            ax.plot(xs, ys, "-o", ms=4, lw=1.5, color=c, label=text(label))
+            for i in (0, len(xs) - 1):
+                ax.annotate(f"{steps[i]}", (xs[i], ys[i]), textcoords="offset points", xytext=(4, 4), fontsize=7,
+                            color=c)
+        ax.set_xscale("log")
+        ax.set_xlabel("seconds per image (log scale)")
+        ax.set_ylabel(text(ylabel) + (" (lower is better)" if direction == "lower" else " (higher is better)"))
+        ax.grid(True, which="major", alpha=0.3)
+        ax.legend(fontsize=7)
+    return _png(fig)

@@ -1,0 +1,265 @@
+"""The paper's claims judged on a results store: ``bench claims`` and the report's claims section.
+
+For each claim of ``bench.claims.PAPER_CLAIMS`` this finds, per seed, the two runs it compares (the
+latest complete run of the arm's method whose params include the arm's; the "matched" protocol reads
+the run's milestone at step 100), pairs them on the images both inverted, and hands one
+``SeedData`` per seed to ``bench.claims.judge`` (a 95 % bootstrap interval over images, and over seeds
+when runs of several seeds exist; the verdict is the interval's, never set by hand).
+
+What can be judged from the store alone: per-image metrics (``mse``, ``code_domain_term``), ``code_lec``
+(its per-image values are in its detail), the seconds per image, and the time-to-quality speed-up (from
+the milestone rows). Claims whose effect needs per-image ingredients the store does not keep (the
+embeddings behind a Fréchet distance, boundary scores behind AP, per-edit outcomes) are listed as
+"not judged" with that reason -- never given a verdict. Reference rows (g-samples) are never an arm.
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+
+from bench import claims as CL
+from bench.store import Store
+
+MATCHED_STEP = 100
+NOT_JUDGED = "not judged"
+PER_IMAGE_ROW_METRICS = ("mse", "psnr", "dpips", "code_domain_term", "code_spread")
+
+
+@dataclass
+class ClaimResult:
+    claim: CL.Claim
+    verdict: str                      # one of CL.VERDICTS, or NOT_JUDGED
+    a_value: float | None = None      # A's number and B's, on the paired images (mean over seeds)
+    b_value: float | None = None
+    interval: CL.Interval | None = None
+    reason: str | None = None         # why not judged
+
+    def row(self) -> dict[str, Any]:
+        c = self.claim
+        base = {"claim": c.key, "source": c.source, "statement": c.statement, "metric": c.metric,
+                "a": c.a.label, "b": c.b.label, "direction": c.direction, "effect": c.effect,
+                "a_value": self.a_value, "b_value": self.b_value, "verdict": self.verdict,
+                "paper": c.paper, "note": c.note}
+        if self.interval is None:
+            return {**base, "estimate": None, "low": None, "high": None, "n_seeds": 0, "n_images": [],
+                    "interval_method": None, "reason": self.reason}
+        i = self.interval
+        return {**base, "estimate": i.estimate, "low": i.low, "high": i.high, "confidence": i.confidence,
+                "n_boot": i.n_boot, "n_seeds": i.n_seeds, "n_images": list(i.n_images),
+                "interval_method": i.method, "reason": None}
+
+
+def _matches(run: dict[str, Any], arm: CL.Arm) -> bool:
+    if run["method"] != arm.method:
+        return False
+    for k, v in arm.params:
+        stored = run["params"].get(k)
+        if stored is None:
+            from bench.tables import method_defaults
+
+            stored = (method_defaults(arm.method) or {}).get(k)
+        if json.dumps(stored) != json.dumps(v) and not (isinstance(stored, (int, float)) and isinstance(v, (int, float))
+                                                        and float(stored) == float(v)):
+            return False
+    return True
+
+
+def _arm_runs(runs: Sequence[dict[str, Any]], arm: CL.Arm) -> dict[int, dict[str, Any]]:
+    """seed -> the latest complete run of the arm (a run with no arm params must use the defaults)."""
+    from bench.tables import is_reference
+
+    from bench.tables import _is_default, method_defaults
+
+    candidates = [r for r in runs if not is_reference(r) and _matches(r, arm)]
+    if not arm.params:  # the method's main configuration: its default params where such runs exist
+        defaults = method_defaults(arm.method)
+        default_runs = [r for r in candidates if defaults is not None and _is_default(r["params"], defaults)]
+        candidates = default_runs or candidates
+    out: dict[int, dict[str, Any]] = {}
+    for r in candidates:
+        prev = out.get(r["seed"])
+        if prev is None or (r.get("finished") or 0) > (prev.get("finished") or 0):
+            out[r["seed"]] = r
+    return out
+
+
+class _RunData:
+    """What a claim reads of one run, loaded once."""
+
+    def __init__(self, store: Store, run: dict[str, Any]):
+        self.run = run
+        self.images = {r["image_id"]: r for r in store.images(run["run_id"])}
+        self.metrics = {m["name"]: m for m in store.metrics(run["run_id"])}
+        self._store = store
+        self._milestones: list[dict[str, Any]] | None = None
+
+    @property
+    def milestones(self) -> list[dict[str, Any]]:
+        if self._milestones is None:
+            self._milestones = self._store.milestones(self.run["run_id"])
+        return self._milestones
+
+    def per_image(self, metric: str, protocol: str) -> dict[str, float] | None:
+        """image id -> the metric (nan where failed), at the run's own budget or its milestone 100."""
+        if protocol == "matched":
+            rows = [m for m in self.milestones if m["step"] == MATCHED_STEP]
+            if not rows:
+                return None
+            if metric == "seconds_per_image":
+                return {m["image_id"]: m["seconds"] if m["seconds"] is not None else math.nan for m in rows}
+            return {m["image_id"]: _num(m["metrics"].get(metric)) if m["status"] == "ok" else math.nan
+                    for m in rows}
+        if metric == "seconds_per_image":
+            return {i: _num(r["seconds"]) for i, r in self.images.items()}
+        if metric in PER_IMAGE_ROW_METRICS:
+            return {i: _num(r["metrics"].get(metric)) if r["status"] == "ok" else math.nan
+                    for i, r in self.images.items()}
+        row = self.metrics.get(metric)
+        per = (row or {}).get("detail", {}).get("per_image") if row and row["status"] == "ok" else None
+        if isinstance(per, dict):
+            return {i: (_num(per.get(i)) if i in per else math.nan) for i in self.images}
+        return None
+
+    def milestone_matrix(self, metric: str, ids: Sequence[str]) -> tuple[list[int], list[float], np.ndarray] | None:
+        rows = self.milestones
+        if not rows:
+            return None
+        steps = sorted({m["step"] for m in rows})
+        col = {s: k for k, s in enumerate(steps)}
+        pos = {i: k for k, i in enumerate(ids)}
+        values = np.full((len(ids), len(steps)), np.nan)
+        secs: dict[int, list[float]] = {s: [] for s in steps}
+        for m in rows:
+            if m["seconds"] is not None:
+                secs[m["step"]].append(m["seconds"])
+            if m["image_id"] in pos and m["status"] == "ok":
+                values[pos[m["image_id"]], col[m["step"]]] = _num(m["metrics"].get(metric))
+        seconds = np.maximum.accumulate([float(np.mean(secs[s])) for s in steps]).tolist()
+        return steps, seconds, values
+
+
+def _num(v: Any) -> float:
+    return float(v) if isinstance(v, (int, float)) and v is not None else math.nan
+
+
+def _seed_data(claim: CL.Claim, a: _RunData, b: _RunData) -> tuple[CL.SeedData | None, str | None, tuple]:
+    """One seed's SeedData for ``claim``; (None, reason, ()) when the store cannot provide it."""
+    ids = [i for i in a.images if i in b.images]
+    if len(ids) < 2:
+        return None, f"{claim.a.label} and {claim.b.label} share fewer than 2 images", ()
+    if claim.effect in ("mean_difference", "log10_ratio_of_means"):
+        va, vb = a.per_image(claim.metric, claim.a.protocol), b.per_image(claim.metric, claim.b.protocol)
+        if va is None or vb is None:
+            which = claim.a.label if va is None else claim.b.label
+            return None, f"no per-image {claim.metric} stored for {which}", ()
+        xa = np.array([va.get(i, math.nan) for i in ids])
+        xb = np.array([vb.get(i, math.nan) for i in ids])
+        ok = np.isfinite(xa) & np.isfinite(xb)
+        if ok.sum() < 2:
+            return None, f"fewer than 2 images with {claim.metric} for both", ()
+        return CL.SeedData({"a": xa, "b": xb}, image_ids=tuple(ids)), None, (float(xa[ok].mean()), float(xb[ok].mean()))
+    if claim.effect == "log10_speedup":
+        ma, mb = a.milestone_matrix(claim.metric, ids), b.milestone_matrix(claim.metric, ids)
+        if ma is None or mb is None:
+            return None, "no milestone rows stored (a run made before anytime evaluation)", ()
+        from bench.anytime import mean_curve, time_to_target
+
+        fixed = {"steps_a": ma[0], "seconds_a": ma[1], "steps_b": mb[0], "seconds_b": mb[1],
+                 "direction": "lower", "target": "a"}
+        ca = mean_curve(ma[0], ma[1], ma[2])
+        ta = time_to_target(ca, ca[-1].value, "lower")
+        tb = time_to_target(mean_curve(mb[0], mb[1], mb[2]), ca[-1].value, "lower")
+        nums = (ta.seconds_per_image if ta.reached else math.inf, tb.seconds_per_image if tb.reached else math.inf)
+        return CL.SeedData({"a": ma[2], "b": mb[2]}, fixed, image_ids=tuple(ids)), None, nums
+    return None, (f"the {claim.effect} effect needs per-image ingredients the store does not keep "
+                  f"({claim.metric}: embeddings / boundary scores / edit outcomes per image)"), ()
+
+
+def judge_store(store: Store, claims: Sequence[CL.Claim] = CL.PAPER_CLAIMS, runs: Sequence[dict] | None = None,
+                n_boot: int = 2000, seed: int = 0) -> list[ClaimResult]:
+    """Every claim's result on the store's complete runs (or ``runs``: one bundle/dataset)."""
+    runs = list(runs) if runs is not None else store.runs(status="complete")
+    cache: dict[str, _RunData] = {}
+
+    def load(run: dict[str, Any]) -> _RunData:
+        if run["run_id"] not in cache:
+            cache[run["run_id"]] = _RunData(store, run)
+        return cache[run["run_id"]]
+
+    out = []
+    for claim in claims:
+        ra, rb = _arm_runs(runs, claim.a), _arm_runs(runs, claim.b)
+        seeds = sorted(set(ra) & set(rb))
+        if not seeds:
+            missing = [arm.label for arm, r in ((claim.a, ra), (claim.b, rb)) if not r]
+            reason = ("no complete run of " + " and ".join(missing)) if missing else \
+                "the two arms ran with different seeds only"
+            out.append(ClaimResult(claim, NOT_JUDGED, reason=reason))
+            continue
+        data, nums, reason = [], [], None
+        for s in seeds:
+            d, why, pair = _seed_data(claim, load(ra[s]), load(rb[s]))
+            if d is None:
+                reason = why
+                break
+            data.append(d)
+            nums.append(pair)
+        if reason is not None:
+            out.append(ClaimResult(claim, NOT_JUDGED, reason=reason))
+            continue
+        verdict = CL.judge(claim, data, n_boot=n_boot, seed=seed)
+        a_val = float(np.mean([p[0] for p in nums]))
+        b_val = float(np.mean([p[1] for p in nums]))
+        out.append(ClaimResult(claim, verdict.verdict, a_val, b_val, verdict.interval))
+    return out
+
+
+def _fmt(v: Any) -> str:
+    from bench.tables import fmt_number
+
+    if v is None:
+        return "-"
+    if isinstance(v, float) and math.isinf(v):
+        return "not reached" if v > 0 else "-inf"
+    return fmt_number(v)
+
+
+def display_rows(results: Sequence[ClaimResult]) -> list[dict[str, str]]:
+    rows = []
+    for r in results:
+        i = r.interval
+        effect_kind = {"log10_ratio_of_means": " (log10 A/B)", "log10_speedup": " (log10 speed-up)"}.get(
+            r.claim.effect, "")
+        rows.append({"key": r.claim.key, "statement": r.claim.statement, "source": r.claim.source,
+                     "a": r.claim.a.label, "b": r.claim.b.label, "metric": r.claim.metric + effect_kind,
+                     "a_value": _fmt(r.a_value), "b_value": _fmt(r.b_value),
+                     "estimate": _fmt(i.estimate) if i else "-",
+                     "interval": f"[{_fmt(i.low)}, {_fmt(i.high)}]" if i else (r.reason or "-"),
+                     "sizes": (f"{i.n_seeds} seed{'s' if i.n_seeds != 1 else ''}, "
+                               f"{'/'.join(map(str, sorted(set(i.n_images))))} images") if i else "-",
+                     "verdict": r.verdict, "paper": r.claim.paper})
+    return rows
+
+
+NOTES = [
+    "verdict by the interval only: holds = the whole 95% interval on the claimed side of 0; does not hold = on "
+    "the other side; inconclusive = it contains 0",
+    "interval: percentile bootstrap over the paired images (hierarchical over seeds when several seeds ran: "
+    "`bench run --seeds 0,1,2`); A and B compared on the images both inverted",
+    "'@100': the arm's milestone at step 100 (the matched budget); speed-up: time to A's final mean on the "
+    "resampled images, 'not reached' = an infinite time",
+]
+
+
+def to_markdown(results: Sequence[ClaimResult]) -> str:
+    head = ["claim", "A", "B", "metric", "A value", "B value", "effect A-B", "95% interval", "n", "verdict"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for d in display_rows(results):
+        cells = [d["key"], d["a"], d["b"], d["metric"], d["a_value"], d["b_value"], d["estimate"], d["interval"],
+                 d["sizes"], d["verdict"]]
+        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+    return "\n".join(lines + [""] + [f"- {n}" for n in NOTES])

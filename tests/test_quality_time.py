@@ -1,0 +1,146 @@
+"""Quality against time from a real (tiny) store: curves, the time-to-quality table, and the report's
+quality-vs-time figure, time-to-quality table and claims section."""
+
+import math
+
+import pytest
+
+from bench.runner import run_benchmark
+from bench.store import Store
+from tests.test_runner import _opts
+
+
+@pytest.fixture(scope="module")
+def store_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("anytime")
+    run_benchmark(_opts(root, ["encoder", "idinvert", "image2stylegan"],
+                        overrides={"idinvert": {"iters": "30"},
+                                   "image2stylegan": {"iters": "150", "max_images": "4"}}))
+    return root
+
+
+def test_curves_and_time_to_quality_table(store_dir):
+    from bench import quality_time as Q
+    from bench.tables import run_labels
+
+    with Store(store_dir, readonly=True) as store:
+        runs = store.runs(status="complete")
+        curves = Q.curves_for(store, runs, run_labels(runs))
+    by = {c.run["method"]: c for c in curves}
+    assert by["encoder"].one_point and by["idinvert"].steps == [0, 10, 30]
+    mse = by["image2stylegan"].curve("mse")
+    assert [p.step for p in mse] == [0, 10, 30, 100, 150] and mse[-1].value < mse[0].value
+    assert len(by["image2stylegan"].image_ids) == 4 and len(by["idinvert"].image_ids) == 6
+    assert "fid_domain" in by["idinvert"].sets and "ap_mean" in by["idinvert"].sets
+    table = Q.quality_time_table(curves)
+    assert table is not None and table.n_images == 4  # the images every run inverted
+    names = [r["target"].name for r in table.rows]
+    assert "image2stylegan final mse" in names and "idinvert mse at step 30" in names
+    row = table.rows[names.index("image2stylegan final mse")]
+    t = row["times"]["image2stylegan"]
+    assert t.reached and t.step == 150  # the target is its own final value
+    for r in table.rows:  # every cell is a time at a milestone or "not reached", never made up
+        for time in r["times"].values():
+            assert (time.reached and time.seconds_per_image > 0) or (not time.reached and time.seconds_per_image is None)
+    md = table.to_markdown()
+    assert "idinvert vs image2stylegan" in md
+
+
+def test_report_has_quality_vs_time_figure_and_time_to_quality_table(store_dir):
+    from bench.report import build_report
+
+    html = build_report(store_dir).read_text()
+    assert 'id="g1-anytime"' in html and "quality against seconds per image" in html
+    assert 'id="g1-time-to-quality"' in html and "image2stylegan final mse" in html
+    assert 'id="g1-codes"' in html and "LEC" in html
+    assert 'id="g1-claims"' in html and "t1-mse-i2s-best" not in html  # rows show statements
+    assert "Image2StyleGAN at its own budget has the lower MSE" in html
+
+
+def test_code_metrics_are_registered_stored_and_directed(store_dir):
+    from bench.metrics import registry
+
+    for name in ("code_domain_term", "code_spread", "code_frechet", "code_lec", "code_lec_excess"):
+        m = registry.get(name)
+        assert m.direction == "lower" and m.table == "codes"
+    with Store(store_dir, readonly=True) as store:
+        runs = {r["method"]: r for r in store.runs()}
+        got = {m["name"]: m for m in store.metrics(runs["idinvert"]["run_id"])}
+        images = store.images(runs["idinvert"]["run_id"])
+    assert got["code_frechet"]["status"] == "ok" and got["code_frechet"]["detail"]["floor"] > 0
+    lec = got["code_lec"]["detail"]
+    assert len(lec["per_image"]) == 6 and got["code_lec"]["value"] > lec["lec_alpha0"] >= 0
+    assert all(r["metrics"]["code_domain_term"] >= 0 for r in images)
+
+
+def test_table1_shows_own_protocol_and_the_matched_budget_row(store_dir):
+    from bench.tables import table1
+
+    with Store(store_dir, readonly=True) as store:
+        t = table1(store)
+        runs = {r["method"]: r for r in store.runs()}
+        at100 = [m for m in store.milestones(runs["image2stylegan"]["run_id"]) if m["step"] == 100]
+    labels = [r.label for r in t.rows]
+    assert "image2stylegan (150 steps, first 4 images)" in labels
+    assert "image2stylegan @100 steps (n=4)" in labels and not any("idinvert @" in x for x in labels)
+    row = t.rows[labels.index("image2stylegan @100 steps (n=4)")]
+    assert row.cells["mse"].value == pytest.approx(sum(m["metrics"]["mse"] for m in at100) / 4)
+    assert row.cells["swd"].status == "absent" and row.cells["fid_domain"].value is not None
+    assert any("@100 steps" in n for n in t.notes)
+
+
+def test_budget_full_runs_every_image(tmp_path):
+    from bench.cli import _run_options, build_parser
+    from bench.runner import image_subset
+    from methods import registry
+
+    own = _run_options(build_parser().parse_args(["run", "--methods", "image2stylegan,idinvert",
+                                                  "--results", str(tmp_path)]), "image2stylegan,idinvert")
+    full = _run_options(build_parser().parse_args(["run", "--methods", "image2stylegan,idinvert", "--budget",
+                                                   "full", "--results", str(tmp_path)]), "image2stylegan,idinvert")
+    assert own.overrides == {} and full.overrides == {"image2stylegan": {"max_images": "0"}}
+    assert image_subset(registry.build("image2stylegan", own.overrides.get("image2stylegan")), 128) == 8
+    assert image_subset(registry.build("image2stylegan", full.overrides["image2stylegan"]), 128) == 128
+    assert image_subset(registry.build("idinvert"), 128) == 128
+
+
+def test_bench_claims_end_to_end_on_a_small_store(store_dir, capsys):
+    import json
+
+    import numpy as np
+
+    from bench import claims_store as CS
+    from bench.claims import VERDICTS
+    from bench.cli import main
+
+    with Store(store_dir, readonly=True) as store:
+        results = {r.claim.key: r for r in CS.judge_store(store, n_boot=300)}
+        runs = {r["method"]: r for r in store.runs()}
+        i2s = {r["image_id"]: r["metrics"]["mse"] for r in store.images(runs["image2stylegan"]["run_id"])}
+        idi = {r["image_id"]: r["metrics"]["mse"] for r in store.images(runs["idinvert"]["run_id"])}
+    best = results["t1-mse-i2s-best"]
+    assert best.verdict in VERDICTS and best.interval.n_images == (4,)  # paired on the 4 common images
+    assert best.a_value == pytest.approx(np.mean(list(i2s.values())))
+    assert best.b_value == pytest.approx(np.mean([idi[i] for i in i2s]))
+    assert best.interval.low <= best.interval.estimate <= best.interval.high
+    assert best.interval.estimate == pytest.approx(best.a_value - best.b_value)
+    for key in ("t1-speedup-to-quality", "premise-lec", "premise-domain-term", "t1-mse-refines-encoder"):
+        assert key in results
+    assert results["premise-lec"].verdict in VERDICTS
+    assert results["t1-speedup-to-quality"].verdict in VERDICTS
+    assert results["fig3-ap"].verdict == CS.NOT_JUDGED and "per-image ingredients" in results["fig3-ap"].reason
+    assert results["t1-mse-encoders"].verdict == CS.NOT_JUDGED  # no idinvert-encoder run here
+    assert main(["claims", "--results", str(store_dir), "--format", "json", "--n-boot", "200"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert {r["claim"] for r in rows} == set(results) and all(
+        r["verdict"] in VERDICTS + (CS.NOT_JUDGED,) for r in rows)
+
+
+def test_seeds_option_is_checked():
+    from bench.cli import _parse_seeds
+    from bench.errors import UsageError
+
+    assert _parse_seeds("0,1,2") == [0, 1, 2] and _parse_seeds(None) == []
+    for bad in ("0,x", "1,1"):
+        with pytest.raises(UsageError):
+            _parse_seeds(bad)
