@@ -94,7 +94,8 @@ def build_parser() -> argparse.ArgumentParser:
     zsub.required = True
     zt = zsub.add_parser("train", help="rebuild the embedded synthetic-faces models from scratch")
     zt.add_argument("--target", default="all",
-                    help="all, or a comma list of: classifier, gan, conventional-encoder, domain-encoder, card")
+                    help="all, or a comma list of: classifier, judge, gan, conventional-encoder, domain-encoder, "
+                         "e4e-encoder, restyle-encoder, card")
     zt.add_argument("--work-dir", type=Path, default=Path("zoo-work"),
                     help="checkpoints and logs; rerunning resumes from here (default: %(default)s)")
     zt.add_argument("--out", type=Path, default=None,
