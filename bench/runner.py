@@ -48,6 +48,7 @@ class RunOptions:
     quiet: bool = False
     threads: int | None = None
     semantic_config: Any = None  # bench.semantic.SemanticConfig; None: its defaults with this seed
+    keep_tuned: bool = False  # keep per-image tuned generators (PTI) under runs/<id>/tuned/
 
 
 # -- environment ----------------------------------------------------------------------------------------
@@ -248,7 +249,7 @@ def _begin(s: _Session, name: str, method: Any) -> tuple[str, list[int] | None]:
         spec, torch_version=torch.__version__, device=str(s.device), num_threads=torch.get_num_threads(),
         world_size=s.dist.world, sweep_id=s.sweep_id,
         env={"batch_size": s.opts.batch_size, "label_source": s.dataset.label_source,
-             "python": sys.version.split()[0]})
+             "python": sys.version.split()[0], **_method_notes(method, s.bundle)})
     if status == "complete" and not s.opts.fresh:
         s.say(f"bench: {name}: run {run_id} is already complete (use --fresh to recompute)")
         return run_id, None
@@ -260,6 +261,13 @@ def _begin(s: _Session, name: str, method: Any) -> tuple[str, list[int] | None]:
     if done:
         s.say(f"bench: {name}: resuming run {run_id}: {len(done)} of {s.n} images already stored")
     return run_id, [i for i in range(s.n) if s.ids[i] not in done]
+
+
+def _method_notes(method: Any, bundle: Any) -> dict[str, Any]:
+    """{"notes": [...]} when the method states facts about its run (``method.notes(bundle)``: e.g. PTI's
+    memory per image and a budget below the official one); the tables print them under the run."""
+    notes = method.notes(bundle) if callable(getattr(method, "notes", None)) else []
+    return {"notes": list(notes)} if notes else {}
 
 
 def _run_method(s: _Session, name: str, method: Any) -> str:
