@@ -85,10 +85,12 @@ class PTI(InversionMethod):
 
     def _run(self, images: torch.Tensor, pivot_steps: int, tuning_steps: int) -> InversionResult:
         x = images.to(self.device)
-        result = pti_invert(self.bundle.generator, x, perceptual=self.bundle.perceptual,
-                            lambda_perceptual=self._lambda_vgg, pivot_steps=pivot_steps,
-                            pivot_lr=self.pivot_lr, tuning_steps=tuning_steps, tuning_lr=self.tuning_lr,
-                            locality=Locality() if self.locality else None, seed=0)
+        with torch.enable_grad():   # optimises (the pivot, then the weights) even under a caller's no_grad
+            result = pti_invert(self.bundle.generator, x, perceptual=self.bundle.perceptual,
+                                lambda_perceptual=self._lambda_vgg, pivot_steps=pivot_steps,
+                                pivot_lr=self.pivot_lr, tuning_steps=tuning_steps,
+                                tuning_lr=self.tuning_lr, locality=Locality() if self.locality else None,
+                                seed=0)
         return InversionResult(codes=result.codes, failed=result.failed, reasons=list(result.reasons),
                                decoders=result.decoders(compact=self.compact))
 
@@ -113,8 +115,9 @@ class PTI(InversionMethod):
                f"weights ({'fp16' if self.compact else 'fp32'}), beside its code; kept only with "
                "--keep-tuned"]
         if self.pivot_steps < 450 or self.tuning_steps < 350:
-            out.append(f"reduced budget: {self.pivot_steps} pivot steps (official 450) and "
-                       f"{self.tuning_steps} tuning steps (official 350) per image, to fit the default "
-                       "run's time; --set pti.pivot_steps=450 --set pti.pivot_lr=0.005 "
-                       "--set pti.tuning_steps=350 for the official budget")
+            out.append(f"budget below the official one: {self.pivot_steps} pivot steps (official 450) "
+                       f"and {self.tuning_steps} tuning steps (official 350) per image (the defaults, "
+                       "50 and 30, are reduced to fit the default run's time); --set "
+                       "pti.pivot_steps=450 --set pti.pivot_lr=0.005 --set pti.tuning_steps=350 "
+                       "for the official budget")
         return out
