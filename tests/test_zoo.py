@@ -153,6 +153,26 @@ def test_shipped_card_states_every_bar_and_its_generator_figures_reproduce():
     assert judged["marginals_fake"] == pytest.approx(gj["marginals_fake"], abs=2e-3)
 
 
+@pytest.mark.skipif(not _SHIPPED, reason="shipped synthetic-faces weights not built yet")
+def test_shipped_e4e_and_restyle_figures_of_the_card_reproduce():
+    from idinvert.domains.synthetic_faces import SyntheticFaces
+    from idinvert.training.encoders import reconstruction_mse
+    from idinvert.training.restyle import restyle_validation_mse
+
+    q = json.loads((SYNTHETIC_FACES_DIR / "bundle.json").read_text())["quality"]
+    b = load_bundle("synthetic-faces")
+    test = SyntheticFaces(resolution=32).split("test", q["e4e"]["n_images"])
+    with torch.no_grad():
+        mse = reconstruction_mse(b.e4e_encoder, b.generator, test, batch_size=250)
+        per_step = restyle_validation_mse(b.restyle_encoder, b.generator, None,
+                                          test.load(list(range(len(test)))), q["restyle"]["steps"],
+                                          batch_size=250)
+    assert mse == pytest.approx(q["e4e"]["mse_test"], abs=2e-5)
+    assert per_step == pytest.approx(q["restyle"]["mse_per_step"], abs=2e-5)
+    card = (SYNTHETIC_FACES_DIR / "MODEL_CARD.md").read_text()
+    assert "## Later encoders: e4e and ReStyle" in card and "e4e_encoder.pt" in card
+
+
 def test_recipe_card_writes_manifest_card_and_samples_for_a_bundle(tmp_path):
     from idinvert.training.recipe import ZooRecipe, resolve_targets, write_card
 
