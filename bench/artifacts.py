@@ -1,17 +1,17 @@
-"""Files a run writes under the results directory: PNGs and safe names (atomic writes: idinvert.utils)."""
+"""Files a run writes under the results directory: atomic saves, PNGs, safe names."""
 
 from __future__ import annotations
 
+import io
 import re
 from pathlib import Path
+from typing import Any
 
 import torch
 
-from idinvert.utils import atomic_save, atomic_write
+from bench.fileio import translated_os_errors, write_bytes_atomic
 
 __all__ = ["safe_name", "save_atomic", "save_png"]
-
-save_atomic = atomic_save
 
 
 def safe_name(text: str) -> str:
@@ -19,9 +19,20 @@ def safe_name(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]", "_", text)[:120]
 
 
-def save_png(image: torch.Tensor, path: Path) -> None:
+def save_atomic(obj: Any, path: Path) -> Path:
+    """torch.save to memory, then an atomic write: a reader never sees half a file, and a failed write
+    (disk full) leaves no temp file and raises an EnvironmentProblem naming ``path``."""
+    buf = io.BytesIO()
+    with translated_os_errors(path):
+        torch.save(obj, buf)
+    return write_bytes_atomic(path, buf.getvalue())
+
+
+def save_png(image: torch.Tensor, path: Path) -> Path:
     """image: [3, H, W] in [-1, 1] -> 8-bit RGB PNG, written atomically."""
     from PIL import Image
 
     arr = ((image.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-    atomic_write(path, lambda f: Image.fromarray(arr.permute(1, 2, 0).numpy()).save(f, format="PNG"))
+    buf = io.BytesIO()
+    Image.fromarray(arr.permute(1, 2, 0).numpy()).save(buf, format="PNG")
+    return write_bytes_atomic(path, buf.getvalue())

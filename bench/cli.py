@@ -1,7 +1,10 @@
 """Command-line interface: ``python -m bench <command>`` (also installed as ``bench``).
 
-Usage errors (unknown method, bad ``--set``, unknown hyperparameter) exit with code 2 and a message;
-runtime problems (missing weights, unreadable data) exit with code 1 and a message, never a traceback.
+Every failure a user can cause is one line ``bench: error: ...`` naming the file, parameter or value:
+exit code 2 for bad usage (unknown method or bundle, bad ``--set``, a bad flag value or input file), 1
+for the environment (missing weights, disk full, no permission, a damaged store), never a traceback.
+Those errors are raised as the classes of ``bench.errors`` where the input is checked; any other
+exception is a bug and shows its traceback (exit 1).
 """
 
 from __future__ import annotations
@@ -13,13 +16,16 @@ from pathlib import Path
 from typing import Sequence
 
 from bench import defaults
+from bench.errors import BenchError, UsageError, UserError, check_device, check_output_dir, check_seed
+
+__all__ = ["main", "build_parser", "parse_sets", "UsageError", "BenchError"]
 
 
-from bench.errors import UsageError  # noqa: E402  (re-exported: `from bench.cli import UsageError`)
+class _Parser(argparse.ArgumentParser):
+    """argparse, with its usage errors as one ``bench: error:`` line (exit 2) like every other error."""
 
-
-class BenchError(Exception):
-    """A problem the user can fix (missing weights, bad data): exit code 1."""
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"bench: error: {self.prog}: {message} (see '{self.prog} --help')\n")
 
 
 # -- argument groups ------------------------------------------------------------------------------------
@@ -62,7 +68,7 @@ def _add_common_run_args(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="bench", description="idinvert-bench: a benchmark harness for GAN inversion methods.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
@@ -146,9 +152,22 @@ def _validate_overrides(method_names: Sequence[str], overrides: dict[str, dict[s
             raise UsageError(f"--set names method {method!r}, which is not among the selected methods "
                              f"({', '.join(method_names)})")
         try:
-            registry.build(method, params)
+            _check_budget(registry.build(method, params))
         except registry.BadParameter as exc:
             raise UsageError(f"--set: {exc}") from None
+
+
+# An optimisation method built with zero steps would store its starting codes as a finished run under
+# its own name; the library allows it (tests use it to check the start), a benchmark run does not.
+_STEP_BUDGETS = ("iters", "steps")
+
+
+def _check_budget(method) -> None:
+    for field in _STEP_BUDGETS:
+        value = getattr(method, field, None)
+        if isinstance(value, int) and not isinstance(value, bool) and value < 1:
+            raise UsageError(f"{method.name}.{field}={value}: a run needs at least 1 step (for the "
+                             "starting codes alone, run the method that gives them, e.g. idinvert-encoder)")
 
 
 def cmd_ls(args: argparse.Namespace) -> int:
@@ -186,6 +205,14 @@ def _run_options(args: argparse.Namespace, methods_spec: str):
         value = getattr(args, flag)
         if value is not None and value < 1:
             raise UsageError(f"--{flag.replace('_', '-')} must be at least 1, got {value}")
+    check_seed(args.seed)
+    check_device(args.device)
+    _check_bundle(args.bundle)
+    check_output_dir(args.results)
+    for flag, path, kind in (("--data", args.data, "folder"), ("--labels", args.labels, "file"),
+                             ("--boundaries", args.boundaries, "folder"), ("--weights-dir", args.weights_dir,
+                                                                           "folder")):
+        _check_input_path(flag, path, kind)
     return RunOptions(
         methods=names, bundle=args.bundle, weights_dir=args.weights_dir, data=args.data, labels=args.labels,
         boundaries=args.boundaries, limit=args.limit, batch_size=args.batch_size, seed=args.seed,
@@ -193,6 +220,24 @@ def _run_options(args: argparse.Namespace, methods_spec: str):
         semantic=not args.no_semantic, report=not args.no_report, threads=args.threads,
         keep_tuned=args.keep_tuned,
     )
+
+
+def _check_bundle(name: str) -> None:
+    from idinvert.zoo import BUNDLES, UnknownBundle
+
+    if name not in BUNDLES.names():
+        raise UsageError(f"--bundle: {UnknownBundle('bundle', name, BUNDLES.names())}")
+
+
+def _check_input_path(flag: str, path: Path | None, kind: str) -> None:
+    if path is None:
+        return
+    if not path.exists():
+        raise UsageError(f"{flag} {path}: no such {kind}")
+    if kind == "folder" and not path.is_dir():
+        raise UsageError(f"{flag} {path}: is a file, not a folder")
+    if kind == "file" and not path.is_file():
+        raise UsageError(f"{flag} {path}: is not a regular file")
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -228,9 +273,9 @@ def cmd_ablate(args: argparse.Namespace) -> int:
     for name in having:  # type-check every value before any work starts
         for v in values:
             try:
-                registry.build(name, {**opts.overrides.get(name, {}), args.param: v})
+                _check_budget(registry.build(name, {**opts.overrides.get(name, {}), args.param: v}))
             except registry.BadParameter as exc:
-                raise UsageError(str(exc)) from None
+                raise UsageError(f"ablate --values: {exc}") from None
     opts.methods = having
     run_sweep(opts, args.param, values)
     return 0
@@ -239,15 +284,20 @@ def cmd_ablate(args: argparse.Namespace) -> int:
 def _no_such_param(param: str, method_names: Sequence[str]) -> str:
     from methods import registry
 
-    lines = [f"no selected method has a hyperparameter {param!r}. Their hyperparameters:"]
-    for n in method_names:
-        lines.append(f"  {n}: {', '.join(registry.get(n).hyperparameters()) or '(none)'}")
-    return "\n".join(lines)
+    known = "; ".join(f"{n}: {', '.join(registry.get(n).hyperparameters()) or '(none)'}" for n in method_names)
+    return f"no selected method has a hyperparameter {param!r}. Their hyperparameters: {known}"
 
 
 def cmd_report(args: argparse.Namespace) -> int:
     from bench.report import build_report
 
+    if args.results.exists() and not args.results.is_dir():
+        raise UsageError(f"--results {args.results}: is a file, not a folder")
+    if args.out is not None:
+        if args.out.is_dir():
+            raise UsageError(f"--out {args.out}: is a folder; give the report's file name, e.g. "
+                             f"{args.out / 'report.html'}")
+        check_output_dir(args.out, "--out", file_target=True)
     path = build_report(args.results, out=args.out)
     print(f"wrote {path}")
     return 0
@@ -257,9 +307,19 @@ def cmd_table(args: argparse.Namespace) -> int:
     from bench.store import Store
     from bench.tables import render_table
 
+    if args.results.exists() and not args.results.is_dir():
+        raise UsageError(f"--results {args.results}: is a file, not a folder")
     if not (args.results / "bench.sqlite").exists():
         raise BenchError(f"no results in {args.results}/ yet: run 'python -m bench run' first")
-    with Store(args.results) as store:
+    with Store(args.results, readonly=True) as store:
+        if args.run_id is not None and not store.runs(run_id=args.run_id):
+            known = [r["run_id"] for r in store.runs()]
+            import difflib
+
+            close = difflib.get_close_matches(args.run_id, known, n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            raise UsageError(f"--run {args.run_id!r}: no such run in {store.path}; {hint}"
+                             f"'bench table --format json' lists the {len(known)} stored run ids")
         print(render_table(store, fmt=args.format, run_id=args.run_id))
     return 0
 
@@ -278,6 +338,10 @@ def cmd_zoo(args: argparse.Namespace) -> int:
     if unknown or not wanted:
         raise UsageError(f"zoo train: unknown target(s) {', '.join(unknown) or '(none)'}; "
                          f"choose all or a comma list of {', '.join(TARGETS)}")
+    check_output_dir(args.work_dir, "--work-dir")
+    if args.out is not None:
+        check_output_dir(args.out, "--out")
+    check_device(args.device)
     # the raw list: train_zoo adds "card" itself, and skips it (saying why) when it was not asked for
     # and a part is missing or was trained against an older generator
     train_zoo("all" if "all" in wanted else wanted, work_dir=args.work_dir, out_dir=args.out,
@@ -288,6 +352,10 @@ def cmd_zoo(args: argparse.Namespace) -> int:
 def cmd_domain(args: argparse.Namespace) -> int:
     from idinvert.domains.preview import save_preview
 
+    if args.n < 1:
+        raise UsageError(f"--n must be at least 1, got {args.n}")
+    check_seed(args.seed)
+    check_output_dir(args.out, "--out", file_target=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     save_preview(args.out, n=args.n, seed=args.seed)
     print(f"wrote {args.out}")
@@ -312,13 +380,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _guarded(fn) -> int:
-    from methods.registry import BadParameter, UnknownName
-
+    """Run a command: a user's error is one ``bench: error:`` line (exit 2 usage, 1 environment); a bug
+    (any other exception) keeps its traceback (exit 1). BENCH_DEBUG=1 shows tracebacks for all."""
     try:
         return int(fn() or 0)
-    except (UsageError, UnknownName, BadParameter) as exc:
-        print(f"bench: error: {exc}", file=sys.stderr)
-        return 2
     except BrokenPipeError:  # `bench table | head`: the reader left; stop quietly
         import os
 
@@ -328,11 +393,43 @@ def _guarded(fn) -> int:
         print("bench: interrupted; everything stored so far is kept, rerun the same command to resume",
               file=sys.stderr)
         return 130
-    except (BenchError, FileNotFoundError, ValueError, RuntimeError) as exc:
-        if _debug():
+    except Exception as exc:
+        code = _user_error_code(exc)
+        if code is None or _debug():
             raise
-        print(f"bench: error: {exc}\n(set BENCH_DEBUG=1 to see the traceback)", file=sys.stderr)
+        print(f"bench: error: {_one_line(exc)}", file=sys.stderr)
+        return code
+
+
+def _user_error_code(exc: BaseException) -> int | None:
+    """The exit code of an error the user caused, or None for a bug.
+
+    bench's own checks raise ``bench.errors`` classes; the layers below (which cannot import bench) have
+    their own classes for what their users get wrong, mapped here."""
+    from bench.errors import is_environment_error
+    from idinvert.checkpoints import CheckpointError
+    from idinvert.domains.folder import FolderError, LabelsError
+    from idinvert.nets.loading import StateDictMismatch
+    from idinvert.official_boundaries import BoundaryFileError
+    from idinvert.zoo import MissingWeights, UnknownBundle
+    from methods.registry import BadParameter, UnknownName
+
+    if isinstance(exc, UserError):
+        return exc.exit_code
+    if isinstance(exc, (UnknownName, BadParameter, UnknownBundle, BoundaryFileError, LabelsError)):
+        return 2
+    if isinstance(exc, (MissingWeights, CheckpointError, StateDictMismatch, FolderError)):
+        return 1  # the files on this machine: absent, refused (unsafe), or not what they should be
+    if is_environment_error(exc):
         return 1
+    return None
+
+
+def _one_line(exc: BaseException) -> str:
+    from bench.errors import describe_os_error, is_environment_error
+
+    text = describe_os_error(exc) if is_environment_error(exc) and not isinstance(exc, UserError) else str(exc)
+    return " ".join(part.strip() for part in text.splitlines() if part.strip())
 
 
 def _debug() -> bool:

@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 
 from bench import defaults
 from bench.errors import UsageError
+from bench.leases import new_owner
 from bench.store import RunSpec, Store
 
 
@@ -71,11 +72,9 @@ def code_version() -> str:
 
 
 def resolve_device(name: str) -> torch.device:
-    dev = torch.device(name)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise UsageError(f"--device {name}: CUDA is not available on this machine (torch {torch.__version__}); "
-                         "use --device cpu")
-    return dev
+    from bench.errors import check_device
+
+    return torch.device(check_device(name))
 
 
 @dataclass
@@ -146,9 +145,15 @@ def load_dataset(opts: RunOptions, bundle: Any):
     from idinvert.domains.base import ImageSet
 
     if opts.data is not None:
-        from idinvert.domains.folder import ImageFolder
+        from idinvert.domains.folder import FolderError, ImageFolder, LabelsError
 
-        full: ImageSet = ImageFolder(opts.data, bundle.resolution, labels_csv=opts.labels)
+        try:  # the harness never reads its own output: --results (and any results folder) is left out
+            full: ImageSet = ImageFolder(opts.data, bundle.resolution, labels_csv=opts.labels,
+                                         exclude=[opts.results_dir])
+        except LabelsError as exc:
+            raise UsageError(f"--labels: {exc}") from None
+        except FolderError as exc:
+            raise UsageError(f"--data: {exc}") from None
         n = len(full) if opts.limit is None else min(opts.limit, len(full))
         return full, n
     if bundle.info.test_data is None:
@@ -166,7 +171,6 @@ def load_dataset(opts: RunOptions, bundle: Any):
 def _start(opts: RunOptions, sweep_id: str | None) -> "_Session":
     """Device, bundle, data and batch size of a harness run, said once; the store and evaluator on rank 0."""
     from bench.evaluation import Evaluator
-    from idinvert.zoo import load_bundle
 
     device = resolve_device(opts.device)
     if opts.threads:
@@ -175,7 +179,7 @@ def _start(opts: RunOptions, sweep_id: str | None) -> "_Session":
     if device.type == "cuda" and dist.world > 1:
         device = torch.device("cuda", dist.local_rank)
     torch.manual_seed(opts.seed)
-    bundle = load_bundle(opts.bundle, weights_dir=opts.weights_dir, device=device)
+    bundle = _load_bundle(opts, device)
     dataset, n = load_dataset(opts, bundle)
     ids = list(dataset.ids[:n])
     say = (lambda *a: None) if (opts.quiet or not dist.is_main) else print
@@ -193,12 +197,18 @@ def _start(opts: RunOptions, sweep_id: str | None) -> "_Session":
         say(f"bench: {batch_note}")
     if device.type == "cpu" and bundle.info.cpu_note:
         say(f"bench: note: {bundle.info.cpu_note}")
+    if getattr(dataset, "excluded", None):
+        say("bench: not reading as input: " + "; ".join(f"{d} (a results folder)" for d in dataset.excluded))
     if getattr(dataset, "skipped", None):
         say(f"bench: skipped {len(dataset.skipped)} unreadable file(s): "
             + "; ".join(f"{f} ({r})" for f, r in dataset.skipped[:5]))
-    return _Session(opts, bundle, dataset, n, ids, device, dist, say, sweep_id,
-                    store=Store(opts.results_dir) if dist.is_main else None,
-                    evaluator=Evaluator(bundle, opts, device, results_dir=opts.results_dir) if dist.is_main else None)
+    session = _Session(opts, bundle, dataset, n, ids, device, dist, say, sweep_id,
+                       store=Store(opts.results_dir) if dist.is_main else None,
+                       evaluator=Evaluator(bundle, opts, device, results_dir=opts.results_dir) if dist.is_main
+                       else None)
+    if dist.is_main:
+        session.domain = _check_domain(session)
+    return session
 
 
 @dataclass
@@ -217,6 +227,8 @@ class _Session:
     store: Store | None
     evaluator: Any
     version: str = field(default_factory=code_version)
+    owner: str = field(default_factory=new_owner)  # this process, in the store's leases (bench.leases)
+    domain: Any = None                             # bench.domain_check.DomainCheck of a --data folder
 
 
 def run_benchmark(opts: RunOptions, *, sweep_id: str | None = None) -> list[str]:
@@ -249,7 +261,8 @@ def _begin(s: _Session, name: str, method: Any) -> tuple[str, list[int] | None]:
         spec, torch_version=torch.__version__, device=str(s.device), num_threads=torch.get_num_threads(),
         world_size=s.dist.world, sweep_id=s.sweep_id,
         env={"batch_size": s.opts.batch_size, "label_source": s.dataset.label_source,
-             "python": sys.version.split()[0], **_method_notes(method, s.bundle)})
+             "python": sys.version.split()[0], **_method_notes(method, s.bundle),
+             **({"domain_check": s.domain.to_json()} if s.domain is not None else {})})
     if status == "complete" and not s.opts.fresh:
         s.say(f"bench: {name}: run {run_id} is already complete (use --fresh to recompute)")
         return run_id, None
@@ -275,31 +288,140 @@ def _run_method(s: _Session, name: str, method: Any) -> str:
     if pending is None:
         return run_id
     if pending:
-        _invert_pending(s, method, run_id, pending)
+        here = _invert_pending(s, method, run_id, pending)
+        s.say(f"bench: {name}: inverted {here} of the {len(pending)} pending images in this process"
+              + ("; another process running the same command inverted the others" if here < len(pending) else ""))
     if s.dist.is_main:
-        s.say(f"bench: {name}: set-level metrics ...")
-        s.evaluator.finish_run(s.store, run_id, method, s.dataset, s.ids)
+        _finish_shared(s, run_id, method)
         s.say(f"bench: {name}: done ({run_id})")
     s.dist.barrier()
     return run_id
 
 
-def _invert_pending(s: _Session, method: Any, run_id: str, pending: list[int]) -> None:
+def _invert_pending(s: _Session, method: Any, run_id: str, pending: list[int]) -> int:
+    """Invert the pending images round by round; returns how many were inverted here. Rank 0 leases
+    each round's images in the store first (bench.leases), so an identical command running at the same
+    time inverts the other images, and waits for them instead of inverting them again."""
     method.prepare(s.bundle)
     method.warmup(s.dataset.load(pending[:1]).to(s.device))  # untimed: allocator and kernel warm-up
     bs, dist = s.opts.batch_size, s.dist
     step = bs * dist.world
     bar = tqdm(total=len(pending), desc=method.name, unit="img", disable=not dist.is_main or s.opts.quiet)
-    for start in range(0, len(pending), step):
-        round_indices = pending[start:start + step]
-        mine = round_indices[dist.rank * bs:(dist.rank + 1) * bs]
-        parts = dist.gather(_invert_batch(method, s.dataset, mine, s.device) if mine else None)
+    remaining = list(pending)
+    batch_seconds: float | None = None
+    inverted = 0
+    try:
+        while True:
+            claimed = None
+            if dist.is_main:
+                claimed, remaining = _claim_round(s, run_id, remaining, step, batch_seconds, bar, pending)
+            claimed = dist.broadcast(claimed)
+            if not claimed:
+                break
+            inverted += len(claimed)
+            mine = claimed[dist.rank * bs:(dist.rank + 1) * bs]
+            parts = dist.gather(_invert_batch(method, s.dataset, mine, s.device) if mine else None)
+            if dist.is_main:
+                for p in parts:
+                    if p is not None:
+                        s.evaluator.store_batch(s.store, run_id, p, s.ids, s.dataset)
+                batch_seconds = max(p["seconds"] for p in parts if p is not None)
+                _show_progress(bar, s, run_id, pending)
         if dist.is_main:
-            for p in parts:
-                if p is not None:
-                    s.evaluator.store_batch(s.store, run_id, p, s.ids, s.dataset)
-            bar.update(len(round_indices))
-    bar.close()
+            s.store.release(run_id, s.owner)
+            _show_progress(bar, s, run_id, pending)
+    finally:
+        bar.close()  # ends the bar's line, so an error below starts on its own line
+    return inverted
+
+
+def _claim_round(s: _Session, run_id: str, remaining: list[int], step: int, batch_seconds: float | None,
+                 bar: Any, pending: list[int]) -> tuple[list[int], list[int]]:
+    """The next images this process inverts (leased), and what is left; waits while only images leased by
+    another live process remain. ``([], [])`` when every image is stored."""
+    from bench import leases
+
+    waiting = False
+    while True:
+        got = leases.claimable(s.store, run_id, s.ids, remaining, s.owner, step, leases.ttl_for(batch_seconds))
+        if got:
+            taken = set(got)
+            return got, [i for i in remaining if i not in taken]
+        done = s.store.done_image_ids(run_id)
+        remaining = [i for i in remaining if s.ids[i] not in done]
+        if not remaining:
+            return [], []
+        if not waiting:
+            bar.set_postfix_str("waiting for images another process is inverting")
+            waiting = True
+        _show_progress(bar, s, run_id, pending)
+        time.sleep(leases.POLL_SECONDS)
+
+
+def _show_progress(bar: Any, s: _Session, run_id: str, pending: list[int]) -> None:
+    """The bar counts every pending image stored, by this process or another one sharing the run."""
+    stored = s.store.image_count(run_id) - (len(s.ids) - len(pending))  # pending: not stored at start
+    if stored > bar.n:
+        bar.update(stored - bar.n)
+
+
+def _finish_shared(s: _Session, run_id: str, method: Any) -> None:
+    """Set-level metrics, computed by one of the processes sharing a run; the others wait for it."""
+    from bench import leases
+
+    told = False
+    while True:
+        holder = s.store.claim(run_id, "finish", s.owner, leases.MIN_TTL_SECONDS, leases.is_stale)
+        if holder is None:
+            break
+        if s.store.runs(run_id=run_id)[0]["status"] == "complete":
+            return
+        if not told:
+            s.say(f"bench: {method.name}: waiting for process {holder} to store the set-level metrics ...")
+            told = True
+        time.sleep(leases.POLL_SECONDS)
+    if s.store.runs(run_id=run_id)[0]["status"] != "complete":
+        s.say(f"bench: {method.name}: set-level metrics ...")
+        s.evaluator.finish_run(s.store, run_id, method, s.dataset, s.ids)
+    s.store.release(run_id, s.owner)
+
+
+def _load_bundle(opts: RunOptions, device: torch.device):
+    from idinvert.zoo import UnknownBundle, load_bundle
+
+    try:
+        return load_bundle(opts.bundle, weights_dir=opts.weights_dir, device=device)
+    except UnknownBundle as exc:
+        raise UsageError(f"--bundle: {exc}") from None
+
+
+def _check_domain(s: _Session):
+    """The domain check of a --data folder (bench.domain_check); None for the bundle's own test split."""
+    if s.opts.data is None:
+        return None
+    import warnings
+
+    from bench.domain_check import check_domain
+    from bench.metrics.errors import MetricUnavailable
+
+    try:
+        embedding = s.evaluator.resources.eval_network().embed
+    except MetricUnavailable:
+        features = None
+    else:
+        # the full embedding, not its PCA projection: the projection keeps the directions real images vary
+        # along and drops exactly those an out-of-domain image moves into (measured: ratio 1.4 vs 1.8)
+        features = getattr(embedding, "embed", embedding)
+    result = check_domain(s.dataset, s.n, s.bundle, features)
+    text = result.message(s.dataset.name, s.bundle.name)
+    if result.status == "out":
+        if s.opts.quiet:
+            warnings.warn(text, stacklevel=2)
+        else:
+            print(f"bench: WARNING: {text}", file=sys.stderr)
+    else:
+        s.say(f"bench: {text}")
+    return result
 
 
 def _invert_batch(method, dataset, indices: Sequence[int], device: torch.device) -> dict[str, Any]:

@@ -22,9 +22,12 @@ import json
 import math
 import sqlite3
 import time
+import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
+
+from bench.errors import DamagedStore, EnvironmentProblem, environment_error, is_environment_error
 
 SCHEMA_VERSION = 1
 DB_NAME = "bench.sqlite"
@@ -90,13 +93,24 @@ CREATE TABLE IF NOT EXISTS sweeps (
     methods TEXT NOT NULL,
     created REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS leases (
+    run_id TEXT NOT NULL,
+    key TEXT NOT NULL,
+    owner TEXT NOT NULL,
+    expires REAL NOT NULL,
+    PRIMARY KEY (run_id, key)
+);
 CREATE INDEX IF NOT EXISTS images_by_run ON images(run_id);
 CREATE INDEX IF NOT EXISTS runs_by_sweep ON runs(sweep_id);
 """
 
 
-class StoreError(RuntimeError):
-    """The store is unusable (wrong schema version, not a results database, ...)."""
+class StoreError(EnvironmentProblem):
+    """The store is unusable (wrong schema version, read-only, disk full, ...): exit code 1."""
+
+
+class StoreDamaged(StoreError, DamagedStore):
+    """The store fails ``PRAGMA quick_check`` or is not an SQLite database; the message says how to recover."""
 
 
 @dataclass(frozen=True)
@@ -145,15 +159,37 @@ def _finite_or_none(value: float | None) -> float | None:
 
 
 class Store:
-    """Results store at ``results_dir/bench.sqlite``. Cheap to open; use as a context manager or ``close()``."""
+    """Results store at ``results_dir/bench.sqlite``. Cheap to open; use as a context manager or ``close()``.
 
-    def __init__(self, results_dir: str | Path):
+    ``readonly=True`` (``bench table``, ``bench report``) never writes: it needs no write permission on
+    the folder, and reads a store on read-only media (then opened ``immutable``, without WAL files).
+    Every open runs ``PRAGMA quick_check``: a damaged store is reported, with how to recover, before any
+    command reads from it or adds to it.
+    """
+
+    def __init__(self, results_dir: str | Path, *, readonly: bool = False):
         self.root = Path(results_dir)
-        self.root.mkdir(parents=True, exist_ok=True)
         self.path = self.root / DB_NAME
+        self.readonly = readonly
         try:
-            self._db = sqlite3.connect(self.path, timeout=60.0, isolation_level=None)
+            if readonly:
+                if not self.path.is_file():
+                    raise StoreError(f"no results store in {self.root}/ ({DB_NAME} is missing): "
+                                     "run 'python -m bench run' first")
+                self._db = self._open_readonly()
+            else:
+                try:
+                    self.root.mkdir(parents=True, exist_ok=True)
+                except OSError as exc:
+                    if is_environment_error(exc):
+                        raise environment_error(exc, self.root, "create the results folder") from None
+                    raise
+                self._db = sqlite3.connect(self.path, timeout=60.0, isolation_level=None)
             self._db.row_factory = sqlite3.Row
+            self._check_integrity()
+            if readonly:
+                self._check_schema_version()
+                return
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.execute("PRAGMA busy_timeout=60000")
@@ -164,24 +200,91 @@ class Store:
                 if row is None:
                     db.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
                 elif int(row["value"]) != SCHEMA_VERSION:
-                    raise StoreError(
-                        f"{self.path} has results schema version {row['value']}, this code reads version "
-                        f"{SCHEMA_VERSION}; use another --results directory or migrate it")
+                    raise StoreError(self._version_message(row["value"]))
         except sqlite3.DatabaseError as exc:
-            raise StoreError(f"{self.path} is not a usable results database: {exc}") from exc
+            raise self._translate(exc) or StoreDamaged(self._damage_message(exc)) from None
+
+    def _open_readonly(self) -> sqlite3.Connection:
+        """``mode=ro`` (sees a live writer's WAL), else ``immutable=1`` where the folder cannot be written
+        (read-only media, no permission): SQLite then opens no -wal/-shm file at all."""
+        uri = f"file:{urllib.parse.quote(str(self.path.resolve()))}"
+        try:
+            db = sqlite3.connect(f"{uri}?mode=ro", uri=True, timeout=60.0, isolation_level=None)
+            db.execute("SELECT count(*) FROM sqlite_master").fetchone()
+            return db
+        except sqlite3.OperationalError:
+            return sqlite3.connect(f"{uri}?mode=ro&immutable=1", uri=True, timeout=60.0, isolation_level=None)
+
+    def _check_integrity(self) -> None:
+        rows = [r[0] for r in self._db.execute("PRAGMA quick_check").fetchall()]
+        if rows != ["ok"]:
+            raise StoreDamaged(self._damage_message("; ".join(str(r) for r in rows[:3])))
+
+    def _check_schema_version(self) -> None:
+        try:
+            row = self._db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+        except sqlite3.OperationalError:  # no meta table: not one of ours
+            raise StoreDamaged(self._damage_message("no results tables")) from None
+        if row is None or int(row["value"]) != SCHEMA_VERSION:
+            raise StoreError(self._version_message(row["value"] if row else "(none)"))
+
+    def _version_message(self, found: Any) -> str:
+        return (f"{self.path} has results schema version {found}, this code reads version "
+                f"{SCHEMA_VERSION}; use another --results directory or migrate it")
+
+    def _damage_message(self, detail: Any) -> str:
+        return (f"results store {self.path} is not a usable results database: it is damaged ({detail}). "
+                f"To recover: move it aside (mv {self.path} {self.path}.damaged) and rerun your commands, "
+                f"which recompute the runs; `sqlite3 {self.path}.damaged .recover` may salvage its rows. "
+                f"The per-run files under {self.root / 'runs'} (codes, images) are still there")
+
+    def _translate(self, exc: sqlite3.DatabaseError) -> Exception | None:
+        """An SQLite error the user can act on, as a one-line error; None for anything else (a bug)."""
+        msg = str(exc).lower()
+        if any(w in msg for w in ("malformed", "not a database", "disk image", "encrypted", "corrupt")):
+            return StoreDamaged(self._damage_message(exc))
+        if "full" in msg:
+            return StoreError(f"cannot write results store {self.path}: {exc} (free some space and rerun the "
+                              "same command to resume)")
+        if "readonly" in msg or "read-only" in msg:
+            return StoreError(f"cannot write results store {self.path}: {exc} (the folder is read-only; "
+                              "give another --results folder)")
+        if "unable to open" in msg or "i/o error" in msg:
+            return StoreError(f"cannot open results store {self.path}: {exc}")
+        if "locked" in msg or "busy" in msg:
+            return StoreError(f"results store {self.path} stayed locked by another process for 60 s: {exc}")
+        return None
+
+    def _q(self, sql: str, args: Sequence[Any] = ()) -> list[sqlite3.Row]:
+        """A read outside a transaction (all rows), with SQLite's user-actionable errors translated."""
+        try:
+            return self._db.execute(sql, args).fetchall()
+        except sqlite3.DatabaseError as exc:
+            raise self._translate(exc) or exc
 
     # -- plumbing -------------------------------------------------------------------------------------
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[Any]:
+        if self.readonly:
+            raise RuntimeError(f"Store({self.root}) was opened read-only")
         cur = self._db.cursor()
-        cur.execute("BEGIN IMMEDIATE")
         try:
-            yield _Cursor(cur)
+            cur.execute("BEGIN IMMEDIATE")
+        except sqlite3.DatabaseError as exc:
+            raise self._translate(exc) or exc
+        try:
+            yield _Cursor(cur, self._translate)
         except BaseException:
-            cur.execute("ROLLBACK")
+            try:
+                cur.execute("ROLLBACK")
+            except sqlite3.DatabaseError:
+                pass  # the transaction may already be gone (disk full); the original error matters
             raise
         else:
-            cur.execute("COMMIT")
+            try:
+                cur.execute("COMMIT")
+            except sqlite3.DatabaseError as exc:
+                raise self._translate(exc) or exc
 
     def close(self) -> None:
         self._db.close()
@@ -258,7 +361,7 @@ class Store:
             if val is not None:
                 sql += f" AND {col}=?"
                 args.append(val)
-        rows = self._db.execute(sql + " ORDER BY started", args).fetchall()
+        rows = self._q(sql + " ORDER BY started", args)
         out = []
         for r in rows:
             d = dict(r)
@@ -282,7 +385,7 @@ class Store:
                 db.execute("INSERT OR REPLACE INTO artifacts VALUES (?,?,?,?)", (run_id, kind, path, _json(meta)))
 
     def images(self, run_id: str) -> list[dict[str, Any]]:
-        rows = self._db.execute("SELECT * FROM images WHERE run_id=? ORDER BY idx", (run_id,)).fetchall()
+        rows = self._q("SELECT * FROM images WHERE run_id=? ORDER BY idx", (run_id,))
         out = []
         for r in rows:
             d = dict(r)
@@ -291,7 +394,7 @@ class Store:
         return out
 
     def done_image_ids(self, run_id: str) -> set[str]:
-        return {r[0] for r in self._db.execute("SELECT image_id FROM images WHERE run_id=?", (run_id,))}
+        return {r[0] for r in self._q("SELECT image_id FROM images WHERE run_id=?", (run_id,))}
 
     # -- set-level rows, curves, artifacts --------------------------------------------------------------
     def metrics(self, run_id: str | None = None) -> list[dict[str, Any]]:
@@ -302,7 +405,7 @@ class Store:
 
     def curves(self, run_id: str) -> dict[str, Any]:
         return {r["name"]: json.loads(r["data"])
-                for r in self._db.execute("SELECT name, data FROM curves WHERE run_id=?", (run_id,))}
+                for r in self._q("SELECT name, data FROM curves WHERE run_id=?", (run_id,))}
 
     def artifacts(self, run_id: str, kind: str | None = None) -> list[dict[str, Any]]:
         sql, args = "SELECT * FROM artifacts WHERE run_id=?", [run_id]
@@ -313,12 +416,71 @@ class Store:
 
     def _decoded(self, sql: str, args: Sequence[Any], json_column: str) -> list[dict[str, Any]]:
         """Rows of ``sql`` as dicts, with ``json_column`` parsed."""
-        return [{**dict(r), json_column: json.loads(r[json_column])} for r in self._db.execute(sql, args).fetchall()]
+        return [{**dict(r), json_column: json.loads(r[json_column])} for r in self._q(sql, args)]
 
     def add_artifacts(self, run_id: str, artifacts: Sequence[tuple[str, str, dict]]) -> None:
         with self._transaction() as db:
             for kind, path, meta in artifacts:
                 db.execute("INSERT OR REPLACE INTO artifacts VALUES (?,?,?,?)", (run_id, kind, path, _json(meta)))
+
+    # -- leases: identical runs started together share the work (see bench.leases) ----------------------
+    def claim_images(self, run_id: str, candidates: Sequence[tuple[int, str]], owner: str, limit: int,
+                     ttl: float, is_stale: Any) -> list[int]:
+        """Atomically lease up to ``limit`` of ``candidates`` ((idx, image_id), in order) that are neither
+        stored nor leased by a live other owner; returns their indices. ``is_stale(owner, expires)``
+        says whether another owner's lease may be taken over (process gone, or lease expired).
+
+        The owner's earlier image leases are dropped first: a process claims its next batch only after
+        storing the previous one, so the table holds about one batch per process."""
+        now = time.time()
+        with self._transaction() as db:
+            db.execute("DELETE FROM leases WHERE run_id=? AND owner=? AND key LIKE 'img:%'", (run_id, owner))
+            held = {r["key"]: (r["owner"], r["expires"])
+                    for r in db.execute("SELECT key, owner, expires FROM leases WHERE run_id=?", (run_id,))}
+            taken: list[int] = []
+            for start in range(0, len(candidates), 500):
+                chunk = candidates[start:start + 500]
+                marks = ",".join("?" * len(chunk))
+                done = {r[0] for r in db.execute(
+                    f"SELECT image_id FROM images WHERE run_id=? AND image_id IN ({marks})",
+                    (run_id, *(image_id for _, image_id in chunk)))}
+                for idx, image_id in chunk:
+                    if len(taken) >= limit:
+                        break
+                    if image_id in done:
+                        continue
+                    lease = held.get(f"img:{idx}")
+                    if lease is not None and lease[0] != owner and not is_stale(*lease):
+                        continue
+                    taken.append(idx)
+                    db.execute("INSERT OR REPLACE INTO leases VALUES (?,?,?,?)",
+                               (run_id, f"img:{idx}", owner, now + ttl))
+                if len(taken) >= limit:
+                    break
+        return taken
+
+    def image_count(self, run_id: str) -> int:
+        return int(self._q("SELECT count(*) FROM images WHERE run_id=?", (run_id,))[0][0])
+
+    def claim(self, run_id: str, key: str, owner: str, ttl: float, is_stale: Any) -> str | None:
+        """Lease ``key`` of a run; returns None when taken, else the other live owner that holds it."""
+        with self._transaction() as db:
+            row = db.execute("SELECT owner, expires FROM leases WHERE run_id=? AND key=?", (run_id, key)).fetchone()
+            if row is not None and row["owner"] != owner and not is_stale(row["owner"], row["expires"]):
+                return row["owner"]
+            db.execute("INSERT OR REPLACE INTO leases VALUES (?,?,?,?)", (run_id, key, owner, time.time() + ttl))
+        return None
+
+    def release(self, run_id: str, owner: str) -> None:
+        """Drop every lease ``owner`` holds on a run."""
+        with self._transaction() as db:
+            db.execute("DELETE FROM leases WHERE run_id=? AND owner=?", (run_id, owner))
+
+    def leases(self, run_id: str) -> list[dict[str, Any]]:
+        try:
+            return [dict(r) for r in self._q("SELECT * FROM leases WHERE run_id=? ORDER BY key", (run_id,))]
+        except sqlite3.OperationalError:  # a read-only store made before leases existed
+            return []
 
     # -- sweeps ---------------------------------------------------------------------------------------
     def add_sweep(self, param: str, values: Sequence[Any], methods: Sequence[str]) -> str:
@@ -332,7 +494,7 @@ class Store:
 
     def sweeps(self) -> list[dict[str, Any]]:
         out = []
-        for r in self._db.execute("SELECT * FROM sweeps ORDER BY created").fetchall():
+        for r in self._q("SELECT * FROM sweeps ORDER BY created"):
             d = dict(r)
             d["values"] = json.loads(d["values"])
             d["methods"] = json.loads(d["methods"])
@@ -341,13 +503,17 @@ class Store:
 
 
 class _Cursor:
-    """Thin wrapper so transactions expose ``execute`` only."""
+    """Thin wrapper so transactions expose ``execute`` only (with user-actionable errors translated)."""
 
-    def __init__(self, cur: sqlite3.Cursor):
+    def __init__(self, cur: sqlite3.Cursor, translate: Any = lambda exc: None):
         self._cur = cur
+        self._translate = translate
 
     def execute(self, sql: str, args: Sequence[Any] = ()) -> sqlite3.Cursor:
-        return self._cur.execute(sql, args)
+        try:
+            return self._cur.execute(sql, args)
+        except sqlite3.DatabaseError as exc:
+            raise self._translate(exc) or exc
 
 
 @dataclass

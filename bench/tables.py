@@ -5,7 +5,8 @@ runner did not store, a summary of the stored per-image rows). The report render
 objects that ``bench table`` prints, so the page and the exports always agree.
 
 Which runs are reported: only ``complete`` ones; of several complete runs with the same method, params,
-bundle and dataset the latest wins. Runs made by ``bench ablate`` appear in their sweep's table; a sweep
+bundle, dataset, image count and seed the latest wins. Runs of different image count or seed are different
+rows (labelled by what differs) and a "best" is only marked between runs of the same count and seed. Runs made by ``bench ablate`` appear in their sweep's table; a sweep
 run also appears in Table 1 when it is the method's main configuration (see ``main_runs``).
 """
 from __future__ import annotations
@@ -63,8 +64,22 @@ def fmt_number(value: float | None, sig: int = 4) -> str:
 
 
 # -- run selection --------------------------------------------------------------------------------------
-def config_key(run: dict[str, Any]) -> tuple[str, str, str, str]:
-    return (run["method"], json.dumps(run["params"], sort_keys=True), run["bundle"], run["dataset"])
+# Runs that are not inversions but a reference level shown beside the methods: method -> (label, the
+# metrics in which the row is shown). Such a row is never marked best and appears in no other table.
+REFERENCE_METHODS = {
+    "g-samples": ("G samples (reference)",
+                  frozenset({"fid", "fid_domain", "swd", "interp_fid", "interp_fid_domain", "interp_swd"})),
+}
+
+
+def is_reference(run: dict[str, Any]) -> bool:
+    return run["method"] in REFERENCE_METHODS
+
+
+def config_key(run: dict[str, Any]) -> tuple[Any, ...]:
+    """What makes two runs the same row: a later run of the same key supersedes an earlier one."""
+    return (run["method"], json.dumps(run["params"], sort_keys=True), run["bundle"], run["dataset"],
+            run["n_images"], run["seed"])
 
 
 def _recency(run: dict[str, Any]) -> tuple[float, float, str]:
@@ -144,10 +159,18 @@ def run_labels(runs: Sequence[dict[str, Any]]) -> dict[str, str]:
         keys = sorted({k for r in same for k in r["params"]})
         differing = [k for k in keys if len({json.dumps(r["params"].get(k), sort_keys=True) for r in same}) > 1]
         extra = ", ".join(f"{k}={short_value(run['params'].get(k))}" for k in differing)
+        extra = ", ".join(filter(None, [extra, _identity_suffix(run, same)]))
         if not extra:  # same params, different bundle/dataset
             extra = f"{run['bundle']}/{run['dataset']}"
         labels[run["run_id"]] = f"{run['method']} ({extra})"
     return labels
+
+
+def _identity_suffix(run: dict[str, Any], same: Sequence[dict[str, Any]]) -> str:
+    """``n=8``, ``seed=1``: the image count and seed, where they tell apart runs of one method."""
+    parts = [f"{label}={run.get(key)}" for key, label in (("n_images", "n"), ("seed", "seed"))
+             if len({r.get(key) for r in same}) > 1]
+    return ", ".join(parts)
 
 
 def short_value(value: Any) -> str:
@@ -216,6 +239,7 @@ class Row:
     dataset: str
     n_images: int
     cells: dict[str, Cell]
+    seed: int = 0
 
 
 @dataclass
@@ -300,14 +324,25 @@ def build_table(title: str, data: Sequence[RunMetrics], metrics: Sequence[str], 
                 key: str = "method") -> Table:
     """A table of ``metrics`` for the runs in ``data`` (one bundle/dataset), best value per column marked."""
     columns = [Column(m, metric_label(m), metric_direction(m)) for m in metrics]
-    rows = []
+    rows, references = [], []
     for d in data:
         run = d.run
-        rows.append(Row(run["run_id"], labels.get(run["run_id"], run["method"]), run["method"], run["params"],
-                        run["bundle"], run["dataset"], run["n_images"], {m: d.cell(m) for m in metrics}))
+        shown = REFERENCE_METHODS[run["method"]][1] if is_reference(run) else None
+        if shown is not None and not shown & set(metrics):
+            continue  # a reference row only appears in the tables of its metrics
+        cells = {m: d.cell(m) if shown is None or m in shown else Cell(None, status="absent")
+                 for m in metrics}
+        label = REFERENCE_METHODS[run["method"]][0] if shown is not None else labels.get(run["run_id"], run["method"])
+        row = Row(run["run_id"], label, run["method"], run["params"], run["bundle"], run["dataset"],
+                  run["n_images"], cells, seed=run.get("seed", 0))
+        (references if shown is not None else rows).append(row)
     for col in columns:
-        _mark_best([r for r in rows], col)
-    table = Table(title, columns, rows, key=key)
+        _mark_best(rows, col)
+    table = Table(title, columns, rows + references, key=key)
+    table.notes += _unlike_runs_notes(rows + references)
+    for ref in references:
+        table.notes.append(f"{ref.label}: the same measures for fresh samples of the generator (random codes, "
+                           "no inversion): the level G reaches by itself, never marked best")
     for d in data:  # facts a method stated about its run (e.g. PTI: memory per image, a reduced budget)
         label = labels.get(d.run["run_id"], d.run["method"])
         for note in (d.run.get("env") or {}).get("notes") or []:
@@ -325,13 +360,29 @@ def build_table(title: str, data: Sequence[RunMetrics], metrics: Sequence[str], 
     return table
 
 
+def _unlike_runs_notes(rows: Sequence[Row]) -> list[str]:
+    """Say so when a table holds runs measured on different image counts or seeds."""
+    notes = []
+    counts = sorted({r.n_images for r in rows})
+    if len(counts) > 1:
+        per = "; ".join(f"n={n}: {', '.join(r.label for r in rows if r.n_images == n)}" for n in counts)
+        notes.append(f"methods measured on different numbers of images ({per}); set-level numbers such as "
+                     "FID depend on n, and best is marked only between runs of the same n and seed")
+    seeds = sorted({r.seed for r in rows})
+    if len(seeds) > 1:
+        notes.append(f"runs of different seeds ({', '.join(map(str, seeds))}); best is marked only between "
+                     "runs of the same n and seed")
+    return notes
+
+
 def _mark_best(rows: Sequence[Row], col: Column) -> None:
-    # Best is compared within one bundle/dataset only; a lone value is not "best" of anything.
-    by_group: dict[tuple[str, str], list[Cell]] = {}
+    # Best is compared between like runs only (one bundle, dataset, image count and seed); a lone value
+    # is not "best" of anything.
+    by_group: dict[tuple[Any, ...], list[Cell]] = {}
     for row in rows:
         cell = row.cells[col.metric]
         if cell.value is not None:
-            by_group.setdefault((row.bundle, row.dataset), []).append(cell)
+            by_group.setdefault((row.bundle, row.dataset, row.n_images, row.seed), []).append(cell)
     for cells in by_group.values():
         if len(cells) < 2 or len({c.value for c in cells}) == 1:  # nothing to choose between
             continue
@@ -441,16 +492,16 @@ def _md_escape(text: str) -> str:
 
 
 def _table_md(t: Table) -> str:
-    head = [t.key, *(f"{c.label} {c.arrow}" for c in t.columns)]
+    head = [t.key, "n", "seed", *(f"{c.label} {c.arrow}" for c in t.columns)]
     lines = ["| " + " | ".join(_md_escape(h) for h in head) + " |",
-             "|" + "|".join(["---"] + ["---:"] * len(t.columns)) + "|"]
+             "|" + "|".join(["---"] + ["---:"] * (len(t.columns) + 2)) + "|"]
     for row in t.rows:
         cells = []
         for col in t.columns:
             cell = row.cells[col.metric]
             text = _md_escape(cell.text)
             cells.append(text.replace(cell.value_text, f"**{cell.value_text}**", 1) if cell.best else text)
-        lines.append("| " + " | ".join([_md_escape(row.label), *cells]) + " |")
+        lines.append("| " + " | ".join([_md_escape(row.label), str(row.n_images), str(row.seed), *cells]) + " |")
     out = [f"**{_md_escape(t.title)}**", "", *lines]
     if t.notes:
         out += ["", *(f"{n}  " for n in t.notes)]
@@ -460,11 +511,11 @@ def _table_md(t: Table) -> str:
 def _table_csv(t: Table) -> str:
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow([t.key, "run_id", "bundle", "dataset", "n_images", *(c.metric for c in t.columns)])
+    writer.writerow([t.key, "run_id", "bundle", "dataset", "n_images", "seed", *(c.metric for c in t.columns)])
     for row in t.rows:
         values = [repr(row.cells[c.metric].value) if row.cells[c.metric].value is not None else ""
                   for c in t.columns]
-        writer.writerow([row.label, row.run_id, row.bundle, row.dataset, row.n_images, *values])
+        writer.writerow([row.label, row.run_id, row.bundle, row.dataset, row.n_images, row.seed, *values])
     return buf.getvalue()
 
 
@@ -475,7 +526,8 @@ def _table_json(t: Table) -> str:
             cell = row.cells[col.metric]
             out.append({"run_id": row.run_id, "method": row.method, "label": row.label, "params": row.params,
                         "bundle": row.bundle, "dataset": row.dataset, "metric": col.metric, "value": cell.value,
-                        "status": cell.status, "text": cell.text, "best": cell.best, "n_images": row.n_images})
+                        "status": cell.status, "text": cell.text, "best": cell.best, "n_images": row.n_images,
+                        "seed": row.seed})
     return json.dumps(out, indent=2) + "\n"
 
 
@@ -502,12 +554,13 @@ def _latex_cell(cell: Cell) -> str:
 
 def _table_latex(t: Table) -> str:
     arrows = {"lower": r"$\downarrow$", "higher": r"$\uparrow$"}
-    lines = [r"\begin{table}[t]", r"\centering", r"\begin{tabular}{l" + "r" * len(t.columns) + "}", r"\toprule",
-             " & ".join([latex_escape(t.key), *(f"{latex_escape(c.label)} {arrows[c.direction]}"
-                                                 for c in t.columns)]) + r" \\", r"\midrule"]
+    lines = [r"\begin{table}[t]", r"\centering", r"\begin{tabular}{l" + "r" * (len(t.columns) + 2) + "}",
+             r"\toprule",
+             " & ".join([latex_escape(t.key), "$n$", "seed", *(f"{latex_escape(c.label)} {arrows[c.direction]}"
+                                                                for c in t.columns)]) + r" \\", r"\midrule"]
     for row in t.rows:
-        lines.append(" & ".join([latex_escape(row.label), *(_latex_cell(row.cells[c.metric]) for c in t.columns)])
-                     + r" \\")
+        lines.append(" & ".join([latex_escape(row.label), str(row.n_images), str(row.seed),
+                                 *(_latex_cell(row.cells[c.metric]) for c in t.columns)]) + r" \\")
     lines += [r"\bottomrule", r"\end{tabular}", rf"\caption{{{latex_escape(t.title)}. "
               + latex_escape("; ".join(t.notes)) + "}", r"\end{table}"]
     return "\n".join(lines) + "\n"

@@ -26,15 +26,17 @@ Failure bookkeeping stays on the device so the loop makes no host synchronisatio
 from __future__ import annotations
 
 import contextlib
+import time
 from dataclasses import dataclass, field
-from typing import Callable, Iterator, Optional
+from typing import Callable, Iterable, Iterator, Optional
 
 import torch
 import torch.nn as nn
 
 from idinvert.utils import device_of
 
-__all__ = ["OptimizationResult", "optimize_codes", "encode", "frozen",
+__all__ = ["OptimizationResult", "Milestone", "optimize_codes", "encode", "frozen", "channels_last",
+           "anytime_milestones", "check_milestones",
            "DEFAULT_LR", "DEFAULT_STEPS", "DEFAULT_LAMBDA_DOM"]
 
 # Paper / official code defaults (Adam lr 0.01, 100 iterations, lambda_dom 2).
@@ -44,15 +46,36 @@ DEFAULT_LAMBDA_DOM = 2.0
 
 
 @dataclass
+class Milestone:
+    """The state of the loop after ``step`` Adam updates: exactly what ``optimize_codes`` with
+    ``steps=step`` (same inputs and seed) returns as its final ``codes`` and ``failed``.
+
+    codes [B, L, D] (detached copy; device and dtype of the final codes); failed [B] bool (CPU);
+    seconds: wall-clock seconds from ``time_origin`` (default: the call of ``optimize_codes``) to
+    the moment this milestone was reached, for the whole batch (divide by B for seconds per image).
+    On CUDA the device is synchronised before the clock is read, at milestones only.
+    """
+
+    step: int
+    seconds: float
+    codes: torch.Tensor
+    failed: torch.Tensor
+
+
+@dataclass
 class OptimizationResult:
     """codes [B, L, D] (detached; the generator's device and dtype); failed [B] bool (CPU);
     reasons per image (None or why it failed); loss_history [T, B] float32 on the CPU: each image's
-    total loss at each step taken (NaN once an image has failed)."""
+    total loss at each step taken (NaN once an image has failed); milestones: one
+    :class:`Milestone` per requested step, ascending (empty unless asked for); seconds: wall-clock
+    seconds from ``time_origin`` to the end of the loop, for the whole batch."""
 
     codes: torch.Tensor
     failed: torch.Tensor
     reasons: list = field(default_factory=list)
     loss_history: torch.Tensor = field(default_factory=lambda: torch.empty(0))
+    milestones: list = field(default_factory=list)
+    seconds: float = float("nan")
 
 
 def _modules(*objs) -> list[nn.Module]:
@@ -82,12 +105,86 @@ def frozen(*objs) -> Iterator[None]:
             m.train(mode)
 
 
+@contextlib.contextmanager
+def channels_last(*objs, enabled: bool = True) -> Iterator[None]:
+    """The 4-D parameters and buffers of the given modules in channels_last memory format for the
+    duration (values unchanged), restored to their own layout afterwards. Non-modules are ignored.
+
+    Measured on the embedded bundle's loop (1 CPU thread, idinvert loss, 16 images x 30 steps, five
+    interleaved repeats): 13 % less time, final MSE equal to 1e-6 (``python -m bench.loop_speed``).
+    """
+    if not enabled:
+        yield
+        return
+    tensors = [t for m in _modules(*objs) for t in list(m.parameters()) + list(m.buffers()) if t.ndim == 4]
+    saved = [(t, t.data) for t in tensors]
+    try:
+        for t in tensors:
+            t.data = t.data.contiguous(memory_format=torch.channels_last)
+        yield
+    finally:
+        for t, data in saved:
+            t.data = data
+
 
 def _float_dtype_of(module) -> torch.dtype:
     for t in module.parameters():
         if t.is_floating_point():
             return t.dtype
     return torch.float32
+
+
+def check_milestones(milestones: Optional[Iterable[int]], steps: int) -> list[int]:
+    """Validated milestone steps: sorted, without duplicates, each an int in [0, steps].
+
+    Raises ValueError naming the offending value (a milestone beyond the budget would silently never
+    be reached, so it is an error rather than dropped).
+    """
+    if milestones is None:
+        return []
+    out = set()
+    for m in milestones:
+        if isinstance(m, bool) or not isinstance(m, int):
+            try:
+                as_int = int(m)
+            except (TypeError, ValueError):
+                raise ValueError(f"milestone {m!r} is not an integer step") from None
+            if as_int != m:
+                raise ValueError(f"milestone {m!r} is not an integer step")
+            m = as_int
+        if not 0 <= m <= steps:
+            raise ValueError(f"milestone {m} is outside [0, steps={steps}]")
+        out.add(int(m))
+    return sorted(out)
+
+
+def anytime_milestones(budget: int, first: int = 10, include_zero: bool = True) -> list[int]:
+    """The default milestone schedule of an anytime run: 0 (the start), then ``first``, 3x, 10x, 30x,
+    ... (a 1-3-10 progression), and always ``budget`` itself.
+
+    ``anytime_milestones(5000) == [0, 10, 30, 100, 300, 1000, 3000, 5000]``;
+    ``anytime_milestones(100) == [0, 10, 30, 100]``.
+    """
+    if budget < 0:
+        raise ValueError(f"budget must be >= 0, got {budget}")
+    if first < 1:
+        raise ValueError(f"first must be >= 1, got {first}")
+    out = {budget}
+    if include_zero:
+        out.add(0)
+    k = first
+    while k < budget:
+        out.add(k)
+        k3 = 3 * k
+        if k3 < budget:
+            out.add(k3)
+        k *= 10
+    return sorted(out)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 @torch.no_grad()
@@ -111,7 +208,9 @@ def optimize_codes(generator: nn.Module, targets: torch.Tensor, init_codes: torc
                    lambda_perceptual: float = 0.0, perceptual: Optional[Callable] = None,
                    lambda_dom: float = 0.0, encoder: Optional[Callable] = None, space: str = "wp",
                    mask: Optional[torch.Tensor] = None, progress: bool = False,
-                   seed: Optional[int] = None) -> OptimizationResult:
+                   seed: Optional[int] = None, milestones: Optional[Iterable[int]] = None,
+                   time_origin: Optional[float] = None, memory_format: str = "contiguous"
+                   ) -> OptimizationResult:
     """Optimise W+ (or W) codes so that ``generator.synthesis(codes)`` reconstructs ``targets``.
 
     generator: has ``.synthesis(wp [B, L, D]) -> images [B, 3, H, W]``.
@@ -123,10 +222,23 @@ def optimize_codes(generator: nn.Module, targets: torch.Tensor, init_codes: torc
     mask: [B, 1, H, W] (or broadcastable to the images) restricting the image terms.
     seed: if given, the global RNG is seeded inside a forked RNG state (so a generator with random
       noise is reproducible and the caller's RNG stream is untouched).
+    milestones: steps k in [0, steps] at which to keep a copy of the codes (anytime evaluation, at the
+      cost of one run): ``result.milestones[j]`` holds exactly the codes and failures that a separate
+      call with ``steps=k`` returns (the *current* codes after k updates -- the loop returns its last
+      iterate, not the lowest-loss one, and so do the milestones), with the seconds elapsed.
+    time_origin: a ``time.perf_counter()`` value the milestone and final seconds count from, so a
+      caller can include work done before the loop (an encoder start); default: entry to this call.
+    memory_format: "contiguous" (default) or "channels_last": the networks' 4-D weights and the
+      images in channels_last layout for the duration (see :func:`channels_last`; faster convolutions
+      on CPU, same result up to float rounding -- which Adam amplifies to ~1e-3 in the codes).
     Networks are put in eval mode with frozen parameters for the duration and restored afterwards.
     """
+    t_origin = time.perf_counter() if time_origin is None else float(time_origin)
     if space not in ("wp", "w"):
         raise ValueError(f"space must be 'wp' or 'w', got {space!r}")
+    if memory_format not in ("contiguous", "channels_last"):
+        raise ValueError(f"memory_format must be 'contiguous' or 'channels_last', got {memory_format!r}")
+    use_cl = memory_format == "channels_last"
     if steps < 0:
         raise ValueError(f"steps must be >= 0, got {steps}")
     if targets.ndim != 4:
@@ -143,6 +255,8 @@ def optimize_codes(generator: nn.Module, targets: torch.Tensor, init_codes: torc
     # batch-independence of the loop itself, free of float32 rounding.
     dtype = _float_dtype_of(generator)
     x = targets.to(device=device, dtype=dtype)
+    if use_cl:
+        x = x.contiguous(memory_format=torch.channels_last)
     B = x.shape[0]
     num_layers = int(getattr(generator, "num_layers", init_codes.shape[1] if init_codes.ndim == 3 else 1))
     init = init_codes.detach().to(device=device, dtype=dtype)
@@ -155,10 +269,13 @@ def optimize_codes(generator: nn.Module, targets: torch.Tensor, init_codes: torc
         raise ValueError(f"init_codes must be [B={B}, L, D], got {tuple(init_codes.shape)}")
     if mask is not None:
         mask = mask.to(device=device, dtype=dtype)
+    pending = check_milestones(milestones, steps)
+    reached: list[Milestone] = []
 
     rng = torch.random.fork_rng(devices=[device] if device.type == "cuda" else []) \
         if seed is not None else contextlib.nullcontext()
-    with rng, frozen(generator, encoder, perceptual):
+    with rng, frozen(generator, encoder, perceptual), \
+            channels_last(generator, encoder, perceptual, enabled=use_cl):
         if seed is not None:
             torch.manual_seed(seed)
         x_masked = x * mask if mask is not None else x
@@ -191,8 +308,25 @@ def optimize_codes(generator: nn.Module, targets: torch.Tensor, init_codes: torc
             from tqdm.auto import tqdm
             bar = tqdm(total=steps, desc="invert", leave=False)
         freeze = failed.view(B, 1, 1)
+
+        def as_output(c: torch.Tensor) -> torch.Tensor:
+            return (c.expand(B, num_layers, c.shape[2]) if space == "w" else c).contiguous().clone()
+
+        def record(step: int, codes_now: torch.Tensor, failed_now: torch.Tensor) -> None:
+            _sync(device)
+            reached.append(Milestone(step=step, seconds=time.perf_counter() - t_origin,
+                                     codes=as_output(codes_now), failed=failed_now.cpu().clone()))
+
         try:
             for step in range(steps):
+                while pending and pending[0] == step:
+                    # What a run of ``step`` steps returns: its end-of-run check (a non-finite code
+                    # after the last update keeps the last good code) applied without side effects.
+                    with torch.no_grad():
+                        bad_now = ~torch.isfinite(param).flatten(1).all(1) & ~failed
+                        hold = (failed | bad_now).view(B, 1, 1)
+                        record(pending.pop(0), torch.where(hold, last_good, param.detach()),
+                               failed | bad_now)
                 optimizer.zero_grad(set_to_none=False)
                 losses = per_image_loss(param)
                 ok = torch.isfinite(losses.detach())
@@ -224,17 +358,22 @@ def optimize_codes(generator: nn.Module, targets: torch.Tensor, init_codes: torc
                 fail_kind = torch.where(bad_code, 3, fail_kind)
                 failed |= bad_code
                 codes = torch.where(freeze, last_good, param.detach())
+            # Milestones not reached inside the loop: ``steps`` itself, or any after an early stop
+            # (every image failed, so every later run ends with these same frozen codes).
+            while pending:
+                record(pending.pop(0), codes, failed)
         finally:
             if bar is not None:
                 bar.close()
 
-    if space == "w":
-        codes = codes.expand(B, num_layers, codes.shape[2])
-    codes = codes.contiguous().clone()
+    codes = as_output(codes)
+    _sync(device)
+    seconds = time.perf_counter() - t_origin
     failed_cpu = failed.cpu()
     steps_cpu, kinds_cpu = fail_step.cpu().tolist(), fail_kind.cpu().tolist()
     kind_names = {1: "loss became nan", 2: "loss became inf", 3: "code became non-finite"}
     reasons = [f"{kind_names[kinds_cpu[i]]} at step {steps_cpu[i]}" if failed_cpu[i] else None
                for i in range(B)]
     loss_history = torch.stack(history).float().cpu() if history else torch.empty(0, B)
-    return OptimizationResult(codes=codes, failed=failed_cpu, reasons=reasons, loss_history=loss_history)
+    return OptimizationResult(codes=codes, failed=failed_cpu, reasons=reasons, loss_history=loss_history,
+                              milestones=reached, seconds=seconds)

@@ -51,7 +51,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Any], None], mode: st
                  fsync: bool = False) -> Path:
     """Call ``write(file)`` on a temporary file in ``path``'s folder, then rename it over ``path``: a
     reader never sees half a file and a killed process never leaves one under the real name. The file is
-    world-readable (mkstemp would make it 0600)."""
+    readable as ``open()`` would make it, ``0666 & ~umask`` (mkstemp would make it 0600)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -61,12 +61,26 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Any], None], mode: st
             if fsync:
                 f.flush()
                 os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
+        os.chmod(tmp, 0o666 & ~current_umask())
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
     return path
+
+
+def current_umask() -> int:
+    """The process umask, read without changing it where /proc allows."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)  # no /proc: read it by setting it, then put it back
+    os.umask(mask)
+    return mask
 
 
 def atomic_save(obj: Any, path: str | os.PathLike, fsync: bool = False) -> Path:

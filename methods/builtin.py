@@ -12,6 +12,7 @@ BUILTIN_MODULES = (
     "methods.e4e",
     "methods.restyle",
     "methods.pti",
+    "methods.g_samples",
 )
 
 for _module in BUILTIN_MODULES:

@@ -14,6 +14,8 @@ of its hyperparameters plus the hook that makes it different (usually ``init_cod
 
 from __future__ import annotations
 
+import math
+
 from dataclasses import dataclass
 from typing import Any, ClassVar, Optional
 
@@ -42,9 +44,13 @@ def optional_float(value: Any, where: str) -> Optional[float]:
         if value.strip().lower() in ("", "none", "null", "default"):
             return None
         try:
-            return float(value)
+            number = float(value)
         except ValueError:
             pass
+        else:
+            if math.isfinite(number):
+                return number
+            raise BadParameter(f"{where}: {value!r} is not a finite number")
     raise BadParameter(f"{where}: {value!r} is not a valid float (or 'none' for the bundle default)")
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import fnmatch
 from typing import Any
 
@@ -77,12 +78,17 @@ def coerce(value: str, default: Any, where: str) -> Any:
         if isinstance(default, int):
             return int(value)
         if isinstance(default, float):
-            return float(value)
-        if isinstance(default, tuple):
+            number = float(value)
+            if math.isfinite(number):  # inf/nan would pass range checks, then break the store's JSON
+                return number
+            reason = "is not a finite number"
+        elif isinstance(default, tuple):
             return tuple(type(default[0])(v) if default else v for v in value.split(":")) if value else ()
-        return value
+        else:
+            return value
     except ValueError:
         raise BadParameter(f"{where}: {value!r} is not a valid {type(default).__name__}") from None
+    raise BadParameter(f"{where}: {value!r} {reason}")
 
 
 def build(name: str, overrides: dict[str, str] | None = None) -> InversionMethod:

@@ -12,7 +12,7 @@ from methods.registry import BadParameter, UnknownName, build, resolve
 from idinvert.zoo import tiny_random_bundle
 
 BUILTIN = ["encoder", "image2stylegan", "mse-optim", "optim-w", "idinvert-encoder", "idinvert", "e4e", "restyle",
-           "pti"]
+           "pti", "g-samples"]
 OPTIMISERS = ["image2stylegan", "mse-optim", "optim-w", "idinvert"]
 FAST_NEW = {"pti": {"pivot_steps": 3, "tuning_steps": 3}}
 

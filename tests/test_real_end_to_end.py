@@ -110,7 +110,7 @@ def test_official_boundaries_and_labels_give_attribute_ap(official_dir, images, 
     assert metrics["ap_expression"]["status"] == "unavailable"      # a boundary without a label column
     # edits are made (strips saved) but nothing in this bundle can judge them
     assert metrics["edit_success_age"]["status"] == "unavailable"
-    assert "classifier" in metrics["edit_success_age"]["detail"]["reason"]
+    assert "judge" in metrics["edit_success_age"]["detail"]["reason"]
     with Store(tmp_path) as store:
         assert store.artifacts(run["run_id"], "edit_strip")
 

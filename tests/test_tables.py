@@ -134,9 +134,10 @@ def test_markdown_and_latex_show_the_table_cells_and_mark_the_best(store):
     md = _md_cells(T.format_table(t, "md"))
     latex = T.format_table(t, "latex")
     for row in t.rows:
+        assert md[row.label][:2] == [str(row.n_images), str(row.seed)]  # n and seed: part of a row's identity
         for k, col in enumerate(t.columns):
             cell = row.cells[col.metric]
-            text = md[row.label][k]
+            text = md[row.label][k + 2]
             assert text.replace("**", "") == cell.text
             assert text.startswith("**") == cell.best
             if cell.best:

@@ -17,8 +17,8 @@ from typing import Any, Sequence
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
 from bench import tables as T
-from idinvert.utils import atomic_write
 from bench.report import figures as F
+from bench.fileio import write_text_atomic
 from bench.store import DB_NAME, Store
 
 __all__ = ["build_report"]
@@ -36,8 +36,8 @@ def build_report(results_dir: str | Path, out: str | Path | None = None) -> Path
     out = Path(out) if out is not None else root / "report.html"
     context = _context(root)
     html = _environment().get_template("report.html.j2").render(**context)
-    atomic_write(out, lambda fh: fh.write(html.encode("utf-8")))  # a reader never sees half a page
-    return out
+    # atomic (a reader never sees half a page), 0644 under the usual umask (a shared folder stays readable)
+    return write_text_atomic(out, html)
 
 
 def _environment() -> Environment:
@@ -57,7 +57,7 @@ def _context(root: Path) -> dict[str, Any]:
     if not (root / DB_NAME).exists():
         return {**base, "empty": f"No results store ({DB_NAME}) in {root}. "
                                  "Run `python -m bench run --methods all` to make one."}
-    with Store(root) as store:
+    with Store(root, readonly=True) as store:  # reads a store on read-only media too
         sel = T.select_runs(store)
         base["incomplete"] = [{
             "method": r["method"], "run_id": r["run_id"], "params": json.dumps(r["params"], sort_keys=True),
@@ -134,20 +134,39 @@ def _group(store: Store, images: _Images, sel: T.Selection, key: tuple[str, str]
     colors = {labels[r["run_id"]]: F.color(i) for i, r in enumerate(main)}
     g: dict[str, Any] = {"bundle": bundle, "dataset": dataset, "header": _header(runs, main)}
     g["banner"], g["unavailable"] = _unavailability(list(data.values()), labels)
+    g["domain_warning"] = _domain_warning(runs, bundle, dataset)
 
+    # reference rows (G samples) join the realism and interpolation tables only
+    inversions = [r for r in main if not T.is_reference(r)]
+    inv_data = [data[r["run_id"]] for r in inversions]
     t1 = T.build_table("Table 1: inversion quality and speed", main_data, T.table1_metrics(main_data), labels)
     g["table1"] = t1
     g["scatter"] = _scatter(t1, colors)
-    g["grid"] = _grid(store, images, main, labels)
-    g["pr"] = _pr(store, main_data, labels, colors)
+    g["grid"] = _grid(store, images, inversions, labels)
+    g["pr"] = _pr(store, inv_data, labels, colors)
     g["interp"] = _interp(store, images, main_data, labels)
-    g["edits"] = _edits(store, images, main_data, labels)
+    g["edits"] = _edits(store, images, inv_data, labels)
     g["sweeps"] = _sweeps(sel, runs, data)
     g["failures"] = [{"label": labels[d.run["run_id"]], "run_id": d.run["run_id"], "image_id": im["image_id"],
                       "idx": im["idx"], "reason": im["reason"] or "(no reason stored)"}
                      for d in data.values() for im in d.images if im["status"] == "failed"]
     g["n_images_ok"] = {labels[r]: sum(im["status"] == "ok" for im in d.images) for r, d in data.items()}
     return g
+
+
+def _domain_warning(runs: Sequence[dict[str, Any]], bundle: str, dataset: str) -> str | None:
+    """The stored verdict of the runner's domain check (bench.domain_check), when it found the data out
+    of the bundle's domain."""
+    for run in runs:
+        check = (run.get("env") or {}).get("domain_check") or {}
+        if check.get("status") == "out":
+            return (f"The data {dataset} is far from bundle {bundle}'s own real images: Fréchet distance "
+                    f"{check.get('distance', float('nan')):.4g} in the evaluation embedding, "
+                    f"{check.get('ratio', float('nan')):.1f}x the real-vs-real floor "
+                    f"{check.get('floor', float('nan')):.4g} (limit {check.get('limit', float('nan')):g}x, "
+                    f"{check.get('n')} images). The numbers below measure out-of-domain inversion, and "
+                    "attribute labels from the bundle's classifier may mean nothing for these images.")
+    return None
 
 
 def _header(runs: Sequence[dict[str, Any]], main: Sequence[dict[str, Any]]) -> list[tuple[str, str]]:

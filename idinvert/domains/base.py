@@ -13,6 +13,10 @@ LABEL_SOURCES = ("renderer", "csv", "classifier", "none")
 
 Indices = Union[int, slice, range, Sequence[int], Tensor]
 
+# A folder holding one of these files is a results folder written by the benchmark harness (its SQLite
+# store); readers of user folders never take such a folder, or anything under it, as input images.
+OUTPUT_MARKERS = ("bench.sqlite",)
+
 
 def fingerprint_of(*parts: object) -> str:
     """A short stable hash (hex sha256, 16 chars) of the `repr` of everything that determines a set."""

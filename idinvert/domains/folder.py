@@ -17,7 +17,10 @@ Rules (the preprocessing, named so that results can say what they used — see P
   (uint8) up to `cache_bytes`; beyond that, files are re-read on `load()` and a file changed since the set
   was built raises a clear error rather than silently giving another image.
 - Fingerprint: hash of the preprocessing version, resolution, each relative name with its content hash,
-  and the labels.
+  and the labels. The set's name is ``folder:<resolved path>``: however the folder is spelt (relative,
+  absolute, through a symlink), it is one dataset, identified by its content and its real location.
+- A results folder of the benchmark (a folder holding ``bench.sqlite``, see ``OUTPUT_MARKERS``) and the
+  folders passed as ``exclude`` are never read: the harness's own output is not input.
 """
 
 from __future__ import annotations
@@ -29,13 +32,14 @@ import os
 import struct
 import warnings
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 from torch import Tensor
 
-from idinvert.domains.base import ImageSet, fingerprint_of
+from idinvert.domains.base import OUTPUT_MARKERS, ImageSet, fingerprint_of
 
 PREPROCESSING = "folder-v1: exif-transpose, alpha-on-white, centre-square bicubic-antialiased resize"
 FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "TIFF", "GIF")
@@ -44,6 +48,26 @@ DEFAULT_CACHE_BYTES = 512 * 1024 ** 2
 
 class ImageDecodeError(Exception):
     """A file that is not a readable image; the message is the reason shown to the user."""
+
+
+class FolderError(ValueError):
+    """The folder given as data cannot be used (missing, not a folder, no readable image)."""
+
+
+class MissingFolder(FolderError, FileNotFoundError):
+    """The folder does not exist."""
+
+
+class FolderChanged(FolderError, RuntimeError):
+    """A file of the set changed or vanished after the set was built."""
+
+
+class LabelsError(ValueError):
+    """The labels CSV cannot be used; the message names the file and, where it applies, the row."""
+
+
+class MissingLabels(LabelsError, FileNotFoundError):
+    """The labels CSV does not exist."""
 
 
 def _to_rgb(im: Image.Image) -> Image.Image:
@@ -107,14 +131,31 @@ def decode_image(data: bytes, resolution: int) -> np.ndarray:
     return arr
 
 
-def _list_files(root: Path, exclude: Path | None) -> list[tuple[str, Path]]:
+def _is_output_dir(path: Path) -> bool:
+    return any((path / marker).is_file() for marker in OUTPUT_MARKERS)
+
+
+def _list_files(root: Path, exclude: Path | None, exclude_dirs: Sequence[Path] = (),
+                excluded: list[str] | None = None) -> list[tuple[str, Path]]:
+    """Files under root, sorted; hidden names, ``exclude`` and the folders ``exclude_dirs`` (resolved) or
+    holding a results store (OUTPUT_MARKERS) are left out; the latter are appended to ``excluded``."""
     found = []
+    skip_dirs = set(exclude_dirs)
     for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        here = Path(dirpath)
+        keep = []
+        for d in sorted(d for d in dirnames if not d.startswith(".")):
+            sub = here / d
+            if sub.resolve() in skip_dirs or _is_output_dir(sub):
+                if excluded is not None:
+                    excluded.append(sub.relative_to(root).as_posix())
+                continue
+            keep.append(d)
+        dirnames[:] = keep
         for name in filenames:
             if name.startswith("."):
                 continue
-            full = Path(dirpath) / name
+            full = here / name
             if exclude is not None and full.resolve() == exclude:
                 continue
             if full.is_file():
@@ -127,32 +168,41 @@ def read_labels_csv(path: str | Path) -> tuple[tuple[str, ...], dict[str, list[i
     """CSV with header `file,<attr1>,...` and 0/1 values -> (attributes, {file: [labels]})."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"labels CSV not found: {path}")
-    with open(path, newline="", encoding="utf-8-sig") as fh:
-        rows = list(csv.reader(fh))
+        what = "is a folder, not a file" if path.is_dir() else "not found"
+        raise MissingLabels(f"labels CSV {what}: {path}")
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as fh:
+            rows = list(csv.reader(fh))
+    except UnicodeDecodeError as exc:
+        raise LabelsError(f"labels CSV {path} is not UTF-8 text (byte {exc.start}: {exc.reason}); "
+                          "expected a header `file,<attr1>,<attr2>,...`") from None
+    except csv.Error as exc:
+        raise LabelsError(f"labels CSV {path} is not a readable CSV file ({exc})") from None
+    except OSError as exc:
+        raise LabelsError(f"labels CSV {path} cannot be read: {exc.strerror or exc}") from None
     rows = [r for r in rows if any(cell.strip() for cell in r)]
     if not rows:
-        raise ValueError(f"labels CSV {path} is empty; expected a header `file,<attr1>,<attr2>,...`")
+        raise LabelsError(f"labels CSV {path} is empty; expected a header `file,<attr1>,<attr2>,...`")
     header = [c.strip() for c in rows[0]]
     if header[0].lower() != "file" or len(header) < 2:
-        raise ValueError(f"labels CSV {path}: header must be `file,<attr1>,<attr2>,...`, got {rows[0]}")
+        raise LabelsError(f"labels CSV {path}: header must be `file,<attr1>,<attr2>,...`, got {rows[0]}")
     attributes = tuple(header[1:])
     if any(not a for a in attributes) or len(set(attributes)) != len(attributes):
-        raise ValueError(f"labels CSV {path}: attribute names must be non-empty and unique, got {attributes}")
+        raise LabelsError(f"labels CSV {path}: attribute names must be non-empty and unique, got {attributes}")
     table: dict[str, list[int]] = {}
     for line_no, row in enumerate(rows[1:], start=2):
         if len(row) != len(header):
-            raise ValueError(f"labels CSV {path}, row {line_no}: expected {len(header)} columns, got {len(row)}")
+            raise LabelsError(f"labels CSV {path}, row {line_no}: expected {len(header)} columns, got {len(row)}")
         name = row[0].strip().replace("\\", "/")
         while name.startswith("./"):
             name = name[2:]
         if name in table:
-            raise ValueError(f"labels CSV {path}, row {line_no}: file {name!r} listed twice")
+            raise LabelsError(f"labels CSV {path}, row {line_no}: file {name!r} listed twice")
         values = []
         for attr, cell in zip(attributes, row[1:]):
             cell = cell.strip()
             if cell not in ("0", "1"):
-                raise ValueError(f"labels CSV {path}, row {line_no} ({name!r}), column {attr!r}: "
+                raise LabelsError(f"labels CSV {path}, row {line_no} ({name!r}), column {attr!r}: "
                                  f"value must be 0 or 1, got {cell!r}")
             values.append(int(cell))
         table[name] = values
@@ -162,17 +212,22 @@ def read_labels_csv(path: str | Path) -> tuple[tuple[str, ...], dict[str, list[i
 class ImageFolder(ImageSet):
     """`ImageFolder(path, resolution, labels_csv=None)`: the readable images of a folder, as an ImageSet.
 
-    Raises FileNotFoundError for a missing folder, ValueError for a path that is not a folder or a folder
+    Raises MissingFolder (a FileNotFoundError) for a missing folder, FolderError (a ValueError) for a path
+    that is not a folder, a results folder, or a folder
     with no readable image. See the module docstring for the reading rules.
     """
 
     def __init__(self, path: str | Path, resolution: int, labels_csv: str | Path | None = None,
-                 cache_bytes: int = DEFAULT_CACHE_BYTES):
-        root = Path(path).expanduser()
+                 cache_bytes: int = DEFAULT_CACHE_BYTES, exclude: Sequence[str | Path] = ()):
+        # identity: the resolved path (so `data`, `./data` and `/abs/data` are one dataset) + content hash
+        root = Path(path).expanduser().resolve()
         if not root.exists():
-            raise FileNotFoundError(f"image folder not found: {root}")
+            raise MissingFolder(f"image folder not found: {Path(path)}")
         if not root.is_dir():
-            raise ValueError(f"not a folder: {root} (give a directory of images)")
+            raise FolderError(f"not a folder: {Path(path)} (give a directory of images)")
+        if _is_output_dir(root):
+            raise FolderError(f"{Path(path)} is a results folder written by the benchmark (it holds "
+                              f"{' or '.join(OUTPUT_MARKERS)}), not a folder of input images")
         if resolution < 1:
             raise ValueError(f"resolution must be >= 1, got {resolution}")
         self.root = root
@@ -185,7 +240,9 @@ class ImageFolder(ImageSet):
         cached: list[np.ndarray] = []
         skipped: list[tuple[str, str]] = []
         keep_all = True
-        for rel, full in _list_files(root, csv_path):
+        excluded: list[str] = []
+        exclude_dirs = [Path(d).expanduser().resolve() for d in exclude]
+        for rel, full in _list_files(root, csv_path, exclude_dirs, excluded):
             try:
                 stat = full.stat()
                 data = full.read_bytes()
@@ -210,7 +267,7 @@ class ImageFolder(ImageSet):
             warnings.warn(f"ImageFolder: skipping {rel!r} in {root}: {reason}", stacklevel=2)
         if not ids:
             why = f"; {len(skipped)} file(s) skipped as unreadable" if skipped else " (it holds no files)"
-            raise ValueError(f"no readable image in folder {root}{why}")
+            raise FolderError(f"no readable image in folder {root}{why}")
 
         attributes: tuple[str, ...] = ()
         labels = None
@@ -225,12 +282,13 @@ class ImageFolder(ImageSet):
                               stacklevel=2)
             missing = [i for i in ids if i not in table]
             if missing:
-                raise ValueError(f"labels CSV {csv_path} has no row for {len(missing)} image(s) of {root}: "
+                raise LabelsError(f"labels CSV {csv_path} has no row for {len(missing)} image(s) of {root}: "
                                  f"{missing[:10]}{' ...' if len(missing) > 10 else ''}")
             labels = torch.tensor([table[i] for i in ids], dtype=torch.int64).reshape(len(ids), len(attributes))
             label_source = "csv"
 
         self.paths = paths
+        self.excluded = excluded  # results folders under root that were not read
         self._stamps = stamps
         store = torch.from_numpy(np.stack(cached)) if keep_all else None   # uint8 [N, R, R, 3]
 
@@ -253,7 +311,7 @@ class ImageFolder(ImageSet):
         try:
             stat = path.stat()
             if (stat.st_size, stat.st_mtime_ns) != self._stamps[i]:
-                raise RuntimeError(f"ImageFolder: {path} changed after the set was built; rebuild it")
+                raise FolderChanged(f"ImageFolder: {path} changed after the set was built; rebuild it")
             return decode_image(path.read_bytes(), self.resolution)
         except (OSError, ImageDecodeError) as exc:
-            raise RuntimeError(f"ImageFolder: {path} can no longer be read ({exc}); rebuild the set") from exc
+            raise FolderChanged(f"ImageFolder: {path} can no longer be read ({exc}); rebuild the set") from exc
