@@ -67,6 +67,9 @@ def _add_common_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-semantic", action="store_true",
                    help="skip boundaries, attribute AP, interpolation and manipulation metrics")
     p.add_argument("--no-report", action="store_true", help="do not rewrite report.html at the end")
+    p.add_argument("--keep-tuned", action="store_true",
+                   help="keep the per-image tuned generator weights of methods that tune G (pti) under "
+                        "RESULTS/runs/<run id>/tuned/ (default: deleted when the run completes)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -109,7 +112,8 @@ def build_parser() -> argparse.ArgumentParser:
     zsub.required = True
     zt = zsub.add_parser("train", help="rebuild the embedded synthetic-faces models from scratch")
     zt.add_argument("--target", default="all",
-                    help="all, or a comma list of: classifier, gan, conventional-encoder, domain-encoder, card")
+                    help="all, or a comma list of: classifier, judge, gan, conventional-encoder, domain-encoder, "
+                         "e4e-encoder, restyle-encoder, card")
     zt.add_argument("--work-dir", type=Path, default=Path("zoo-work"),
                     help="checkpoints and logs; rerunning resumes from here (default: %(default)s)")
     zt.add_argument("--out", type=Path, default=None,
@@ -227,6 +231,7 @@ def _run_options(args: argparse.Namespace, methods_spec: str):
         boundaries=args.boundaries, limit=args.limit, batch_size=args.batch_size, seed=args.seed,
         device=args.device, results_dir=args.results, overrides=overrides, fresh=args.fresh,
         semantic=not args.no_semantic, report=not args.no_report, threads=args.threads,
+        keep_tuned=args.keep_tuned,
     )
 
 

@@ -1,7 +1,7 @@
 """Turns a method's codes into stored results, driven by the metric registry.
 
 Per batch: reconstructions are decoded once (with the method's own per-image decoder when it returns
-one), every ``per_image`` metric of the registry is computed on a batch context, and the rows, the codes
+one; those decoders are kept for the run's semantic stage, see ``run_decoders``), every ``per_image`` metric of the registry is computed on a batch context, and the rows, the codes
 and the reconstructions are stored. At the end of a run: a set context with the run's stored
 reconstructions, and every ``set`` and (unless ``--no-semantic``) ``semantic`` metric of the registry.
 Whatever cannot be computed is stored as *unavailable* with the reason, never replaced by something else.
@@ -145,6 +145,7 @@ class Evaluator:
         self.results_dir = Path(results_dir)
         self.resources = EvalResources(bundle, opts, device, self.results_dir)
         self.unavailable: dict[str, str] = {}  # per-image metric -> why it has no values
+        self._decoders: dict[str, dict[int, Any]] = {}  # run id -> image index -> its decoder
 
     @torch.no_grad()
     def reconstruct(self, codes: Tensor, decoders: Sequence[Any] | None = None) -> Tensor:
@@ -186,7 +187,9 @@ class Evaluator:
                 ImageRow(ids[idx], idx, "ok", None, per_image_seconds, {k: float(v[j]) for k, v in values.items()})
                 for j, idx in enumerate(indices)]
         milestones = self.milestone_rows(part, ids, images, values, dataset)
-        store.add_images(run_id, rows, self._save_batch(run_id, part, ids, images, recons), milestones)
+        artifacts = self._save_batch(run_id, part, ids, images, recons)
+        self._save_decoders(run_id, part)
+        store.add_images(run_id, rows, artifacts, milestones)
 
     # -- anytime points -----------------------------------------------------------------------------------
     def milestone_rows(self, part: dict[str, Any], ids: Sequence[str], images: Tensor,
@@ -267,6 +270,64 @@ class Evaluator:
                 out += [(step, r) for r in rows if r.name == m.name]
         return out
 
+    # -- per-image decoders (PTI's tuned generators) --------------------------------------------------------
+    def _tuned_dir(self, run_id: str) -> Path:
+        return self.results_dir / "runs" / run_id / "tuned"
+
+    def _save_decoders(self, run_id: str, part: dict[str, Any]) -> None:
+        """A batch's per-image decoders: kept in memory for the run's semantic stage and written (before
+        the batch's rows, like its codes) to ``runs/<id>/tuned/`` so that a resumed run has them too.
+        The folder is deleted when the run completes unless ``--keep-tuned``."""
+        decoders = part.get("decoders")
+        if decoders is None:
+            return
+        indices = part["indices"]
+        self._decoders.setdefault(run_id, {}).update(zip(indices, decoders))
+        first = decoders[0]
+        if not (callable(getattr(first, "state", None)) and callable(getattr(type(first), "from_state", None))):
+            return  # not serialisable: in memory only (a resumed run decodes those images with G)
+        kind = f"{type(first).__module__}:{type(first).__qualname__}"
+        save_atomic({"indices": list(indices), "kind": kind, "states": [d.state() for d in decoders]},
+                    self._tuned_dir(run_id) / f"{indices[0]:06d}-{len(indices)}.pt")
+
+    def run_decoders(self, run_id: str, indices: Sequence[int]) -> list[Any] | None:
+        """The per-image decoders of ``indices`` (None when the run's method has none); from memory, else
+        rebuilt from ``runs/<id>/tuned/``. Raises when some images have them and others do not."""
+        have = dict(self._decoders.get(run_id, {}))
+        folder = self._tuned_dir(run_id)
+        if folder.is_dir() and any(i not in have for i in indices):
+            import importlib
+
+            for path in sorted(folder.glob("*.pt")):
+                blob = torch.load(path, map_location="cpu", weights_only=True)
+                module, _, qual = blob["kind"].partition(":")
+                cls = getattr(importlib.import_module(module), qual)
+                for idx, state in zip(blob["indices"], blob["states"]):
+                    if idx not in have:
+                        have[idx] = cls.from_state(state, self.bundle.generator)
+        if not have:
+            return None
+        missing = [i for i in indices if i not in have]
+        if missing:
+            raise RuntimeError(f"run {run_id}: per-image decoders of {len(missing)} image(s) are missing "
+                               f"(e.g. index {missing[0]}); rerun with --fresh")
+        return [have[i] for i in indices]
+
+    def _finish_decoders(self, store: Store, run_id: str) -> None:
+        """After a run: keep the tuned weights as an artifact (--keep-tuned) or delete them."""
+        self._decoders.pop(run_id, None)
+        folder = self._tuned_dir(run_id)
+        if not folder.is_dir():
+            return
+        if getattr(self.opts, "keep_tuned", False):
+            store.add_artifacts(run_id, [("tuned_weights", str(p.relative_to(self.results_dir)),
+                                          {"what": "per-image tuned generator weights (changes from G)"})
+                                         for p in sorted(folder.glob("*.pt"))])
+        else:
+            import shutil
+
+            shutil.rmtree(folder, ignore_errors=True)
+
     def _save_batch(self, run_id: str, part: dict[str, Any], ids: Sequence[str], images: Tensor,
                     recons: Tensor) -> list[tuple[str, str, dict]]:
         """The batch's codes and reconstructions (one file, atomically) and the grid PNGs -> artifacts."""
@@ -309,10 +370,11 @@ class Evaluator:
         outputs = self.load_outputs(store, run_id, set(ok_idx))
         ok_idx = [i for i in ok_idx if i in outputs]
         codes = torch.stack([outputs[i][0] for i in ok_idx]) if ok_idx else None
+        decoders = self.run_decoders(run_id, ok_idx)
         if ok_idx and all(outputs[i][1] is not None for i in ok_idx):
             recons = torch.stack([outputs[i][1] for i in ok_idx])
         else:
-            recons = self.reconstruct(codes) if codes is not None else torch.empty(0)
+            recons = self.reconstruct(codes, decoders) if codes is not None else torch.empty(0)
         images = dataset.load(ok_idx) if ok_idx else torch.empty(0)
         labels = getattr(dataset, "labels", None)
         names = list(getattr(dataset, "attributes", None) or self.bundle.attributes)
@@ -320,7 +382,7 @@ class Evaluator:
                              rows=rows, labels=None if labels is None else labels[ok_idx],
                              label_names=names if labels is not None else [],
                              label_source=dataset.label_source if labels is not None else "none",
-                             run_id=run_id)
+                             run_id=run_id, decoders=decoders)
 
     def per_image_summary(self, ctx: MetricContext) -> list[MetricRow]:
         ok = [r for r in ctx.rows if r["status"] == "ok"]
@@ -356,3 +418,4 @@ class Evaluator:
         if ctx.artifacts:
             store.add_artifacts(run_id, ctx.artifacts)
         store.complete_run(run_id, result, ctx.curves, milestone_rows)
+        self._finish_decoders(store, run_id)

@@ -49,6 +49,7 @@ class RunOptions:
     quiet: bool = False
     threads: int | None = None
     semantic_config: Any = None  # bench.semantic.SemanticConfig; None: its defaults with this seed
+    keep_tuned: bool = False  # keep per-image tuned generators (PTI) under runs/<id>/tuned/
 
 
 # -- environment ----------------------------------------------------------------------------------------
@@ -260,7 +261,7 @@ def _begin(s: _Session, name: str, method: Any) -> tuple[str, list[int] | None]:
         spec, torch_version=torch.__version__, device=str(s.device), num_threads=torch.get_num_threads(),
         world_size=s.dist.world, sweep_id=s.sweep_id,
         env={"batch_size": s.opts.batch_size, "label_source": s.dataset.label_source,
-             "python": sys.version.split()[0],
+             "python": sys.version.split()[0], **_method_notes(method, s.bundle),
              **({"domain_check": s.domain.to_json()} if s.domain is not None else {})})
     if status == "complete" and not s.opts.fresh:
         s.say(f"bench: {name}: run {run_id} is already complete (use --fresh to recompute)")
@@ -280,6 +281,13 @@ def image_subset(method: Any, n: int) -> int:
     hyperparameter > 0 (a long-budget protocol on a documented subset, e.g. image2stylegan's 5,000 steps)."""
     limit = getattr(method, "max_images", 0) or 0
     return min(n, int(limit)) if limit > 0 else n
+
+
+def _method_notes(method: Any, bundle: Any) -> dict[str, Any]:
+    """{"notes": [...]} when the method states facts about its run (``method.notes(bundle)``: e.g. PTI's
+    memory per image and a budget below the official one); the tables print them under the run."""
+    notes = method.notes(bundle) if callable(getattr(method, "notes", None)) else []
+    return {"notes": list(notes)} if notes else {}
 
 
 def _run_method(s: _Session, name: str, method: Any) -> str:

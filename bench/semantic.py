@@ -14,6 +14,9 @@ curves and image artifacts to the context. ``evaluate_semantics(ctx)`` runs all 
   are the reconstructions themselves and are left out of the metrics), decoded and compared with the
   real images: ``interp_fid_domain`` (judge.embed), ``interp_fid`` (Inception, when given) and
   ``interp_swd``.
+- **Per-image generators** (PTI): a method that returns one decoder per image has its reconstructions,
+  edits and interpolations decoded with those (``MetricContext.decode``): image i's edits with image
+  i's tuned G, an interpolation A..B with A's (``INTERP_DECODER``, the choice explained there).
 - **Manipulation**: x_edit = G(w + alpha·n) on the boundary's layers for each alpha; edit strengths are
   given in units of the standard deviation of the signed distance of codes sampled from G (so ±3 means
   what it means for InterFaceGAN in Z, where that deviation is 1); ``edit_success_<attr>``,
@@ -46,7 +49,14 @@ from bench.store import MetricRow
 from idinvert.boundaries import BoundarySettings, distance_spread, sample_codes
 from idinvert.editing import edit_codes, interpolate_codes, signed_distance
 from idinvert.grids import image_row
-from idinvert.utils import device_of
+
+# Which generator decodes an interpolation between two images of a method with per-image generators
+# (PTI): there is no generator "between" two tuned ones, and blending their weights would be a new
+# method. The path from A to B is decoded with A's tuned generator -- how PTI edits an image (its own
+# G, codes moved from its pivot) -- so the path starts at A's reconstruction exactly; its far end is
+# B's pivot seen through A's generator, not B's reconstruction. Pairs are drawn with a seeded random
+# order, so which image of a pair is A is itself random.
+INTERP_DECODER = "the first image's (A's) tuned generator for the whole path A..B"
 
 __all__ = ["SemanticConfig", "SemanticResult", "evaluate_semantics", "attribute_ap", "interpolation",
            "manipulation", "metric_names", "load_or_train_boundaries", "edit_scales"]
@@ -191,13 +201,10 @@ def _boundaries(ctx: MetricContext, config: SemanticConfig) -> tuple[dict[str, A
                                     getattr(opts, "boundaries", None), config, say)
 
 
-@torch.no_grad()
-def _decode(ctx: MetricContext, codes: Tensor, batch_size: int) -> Tensor:
-    """codes [N, L, D] -> images [N, 3, H, W] in [-1, 1], CPU."""
-    g = ctx.bundle.generator
-    device = device_of(g)
-    out = [g.synthesis(c.to(device)).clamp(-1, 1).float().cpu() for c in codes.split(batch_size)]
-    return torch.cat(out) if out else torch.empty(0)
+def _decode(ctx: MetricContext, codes: Tensor, batch_size: int, owners: Sequence[int]) -> Tensor:
+    """codes [N, L, D] -> images [N, 3, H, W] in [-1, 1], CPU: with the bundle's G, or, for a method with
+    per-image decoders (PTI's tuned generators), code n with the decoder of image ``owners[n]``."""
+    return ctx.decode(codes, owners if ctx.decoders is not None else None, batch_size)
 
 
 @torch.no_grad()
@@ -341,9 +348,13 @@ def interpolation(ctx: MetricContext) -> list[MetricRow]:
     pairs = _pairs(codes.shape[0], config.interp_pairs, config.seed)
     a, b = torch.tensor([p[0] for p in pairs]), torch.tensor([p[1] for p in pairs])
     path = interpolate_codes(codes[a], codes[b], config.interp_steps)  # [P, S, L, D]
-    fake = _decode(ctx, path[:, 1:-1].reshape(-1, *codes.shape[1:]), config.batch_size)
+    inner = config.interp_steps - 2
+    fake = _decode(ctx, path[:, 1:-1].reshape(-1, *codes.shape[1:]), config.batch_size,
+                   [i for i, _ in pairs for _ in range(inner)])
     base = {"n_pairs": len(pairs), "steps": config.interp_steps, "n_fake": int(fake.shape[0]),
             "n_real": int(reals.shape[0]), "endpoints": "excluded", "pair_seed": config.seed}
+    if ctx.decoders is not None:
+        base["decoder"] = INTERP_DECODER
     rows = [_interp_frechet(ctx, su, "interp_fid_domain", fake, base),
             _interp_frechet(ctx, su, "interp_fid", fake, base)]
     try:
@@ -374,12 +385,16 @@ def _interp_frechet(ctx: MetricContext, su: _Setup, name: str, fake: Tensor, bas
 def _interp_strips(ctx: MetricContext, su: _Setup, pairs: list[tuple[int, int]], path: Tensor) -> None:
     for k in range(min(su.config.interp_strips, len(pairs))):
         i, j = pairs[k]
-        decoded = _decode(ctx, path[k], su.config.batch_size)
+        decoded = _decode(ctx, path[k], su.config.batch_size, [i] * path.shape[1])
         name = f"interp_{k:02d}.png"
         save_png(image_row([ctx.images[i]] + list(decoded) + [ctx.images[j]]), su.out_dir / name)
-        ctx.artifacts.append(("interp_strip", su.rel(name), {
-            "pair": [ctx.ids[i], ctx.ids[j]], "steps": su.config.interp_steps,
-            "layout": "real A | decoded path A..B (endpoints = reconstructions) | real B"}))
+        meta = {"pair": [ctx.ids[i], ctx.ids[j]], "steps": su.config.interp_steps,
+                "layout": "real A | decoded path A..B (endpoints = reconstructions) | real B"}
+        if ctx.decoders is not None:
+            meta["layout"] = ("real A | decoded path A..B with A's tuned generator (first = A's "
+                              "reconstruction; last = B's code through A's generator) | real B")
+            meta["decoder"] = INTERP_DECODER
+        ctx.artifacts.append(("interp_strip", su.rel(name), meta))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -429,7 +444,7 @@ def _edit_subset(ctx: MetricContext, su: _Setup) -> _Edits:
     config = su.config
     idx = _subset(ctx.codes.shape[0], config.edit_images, config.seed)
     codes = ctx.codes[idx].float()
-    recon = _decode(ctx, codes, config.batch_size)
+    recon = _decode(ctx, codes, config.batch_size, idx)
     spread = (edit_scales(ctx.bundle.generator, su.boundaries, config) if config.alpha_unit == "std"
               else {a: 1.0 for a in su.boundaries})
     probs = _probs(su.judge, recon, config.batch_size) if su.judge is not None else None
@@ -445,7 +460,7 @@ def _edit_attribute(ctx: MetricContext, su: _Setup, ed: _Edits, a: str) -> Metri
     b, scale = su.boundaries[a], ed.spread[a]
     k = len(ed.alphas)
     edited = _decode(ctx, edit_codes(ed.codes, b, ed.alphas * scale).reshape(-1, *ed.codes.shape[1:]),
-                     su.config.batch_size)  # [n*K] image-major
+                     su.config.batch_size, [i for i in ed.idx for _ in range(k)])  # [n*K] image-major
     _edit_strips(ctx, su, ed, a, edited, scale)
     if su.judge is None:
         return MetricRow.unavailable(name, _no_judge(su))

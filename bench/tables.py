@@ -343,6 +343,11 @@ def build_table(title: str, data: Sequence[RunMetrics], metrics: Sequence[str], 
     for ref in references:
         table.notes.append(f"{ref.label}: the same measures for fresh samples of the generator (random codes, "
                            "no inversion): the level G reaches by itself, never marked best")
+    for d in data:  # facts a method stated about its run (e.g. PTI: memory per image, a reduced budget)
+        label = labels.get(d.run["run_id"], d.run["method"])
+        for note in (d.run.get("env") or {}).get("notes") or []:
+            if f"{label}: {note}" not in table.notes:
+                table.notes.append(f"{label}: {note}")
     if any(c.spread and c.spread.startswith("±") for r in rows for c in r.cells.values()):
         table.notes.append("± : half-width of the 95% confidence interval of the mean over images")
     if any(c.spread and c.spread.startswith("sd") for r in rows for c in r.cells.values()):

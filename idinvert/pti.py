@@ -57,7 +57,7 @@ from idinvert.codes import expand_code, mapping_codes, mean_code
 from idinvert.inversion import OptimizationResult, frozen, optimize_codes
 
 __all__ = ["PIVOT_STEPS", "PIVOT_LR", "TUNING_STEPS", "TUNING_LR", "Locality", "TunedWeights",
-           "PTIResult", "w_space_pivots", "pivotal_tuning", "pti_invert", "tunable_names"]
+           "TunedDecoder", "PTIResult", "w_space_pivots", "pivotal_tuning", "pti_invert", "tunable_names"]
 
 PIVOT_STEPS = 450      # official first_inv_steps
 PIVOT_LR = 5e-3        # official first_inv_lr
@@ -169,6 +169,43 @@ class TunedWeights:
         return g
 
 
+class TunedDecoder:
+    """One image's tuned generator as a decoder: `synthesis(codes [N, L, D]) -> [N, 3, R, R]` decodes
+    every code with that image's weights (its reconstruction, its edits, interpolations from it),
+    without copying the generator (the original synthesis module is shared; only the changes are
+    held). `state()` / `from_state(state, generator)` save and rebuild it (tensors only)."""
+
+    def __init__(self, weights: TunedWeights):
+        if len(weights) != 1:
+            raise ValueError(f"a TunedDecoder holds one image's weights, got {len(weights)}")
+        self.weights = weights
+
+    @torch.no_grad()
+    def synthesis(self, codes: torch.Tensor) -> torch.Tensor:
+        if codes.ndim != 3:
+            raise ValueError(f"codes must be [N, L, D], got {tuple(codes.shape)}")
+        return self.weights.synthesize(codes, [0] * codes.shape[0])
+
+    def bytes(self) -> int:
+        """Bytes of tuned weights this image costs (its storage form: fp32 or compact fp16)."""
+        return self.weights.bytes_per_image()
+
+    def state(self) -> dict:
+        """name -> [1, *shape] weight change (what to save to rebuild the decoder)."""
+        return {k: v.detach().cpu() for k, v in self.weights.deltas.items()}
+
+    @classmethod
+    def from_state(cls, state: dict, generator: nn.Module) -> "TunedDecoder":
+        """Rebuild from `state()` on `generator` (the generator that was tuned); checks the names
+        and shapes against its synthesis weights."""
+        params = dict(generator.synthesis.named_parameters())
+        device = next(iter(params.values())).device
+        for k, v in state.items():
+            if k not in params or tuple(v.shape[1:]) != tuple(params[k].shape) or v.shape[0] != 1:
+                raise ValueError(f"tuned weight {k!r} {tuple(v.shape)} does not fit this generator")
+        return cls(TunedWeights({k: v.to(device) for k, v in state.items()}, generator.synthesis))
+
+
 @dataclass
 class PTIResult:
     """codes: the pivots [B, L, D]; weights: per-image tuned synthesis weights; loss_history [T, B]
@@ -184,6 +221,11 @@ class PTIResult:
     def reconstructions(self) -> torch.Tensor:
         """Each image's pivot decoded with its own tuned generator: [B, 3, R, R]."""
         return self.weights.synthesize(self.codes, torch.arange(self.codes.shape[0]))
+
+    def decoders(self, compact: bool = False) -> list[TunedDecoder]:
+        """One TunedDecoder per image (`compact`: the changes in fp16, half the memory)."""
+        weights = self.weights.compact() if compact else self.weights
+        return [TunedDecoder(weights.select([i])) for i in range(len(weights))]
 
 
 def w_space_pivots(generator: nn.Module, targets: torch.Tensor, *, steps: int = PIVOT_STEPS,

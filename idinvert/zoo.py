@@ -33,9 +33,11 @@ import torch.nn as nn
 
 from idinvert.nets.classifier import AttributeClassifier
 from idinvert.nets.discriminator import Discriminator
+from idinvert.nets.e4e_encoder import E4EEncoder
 from idinvert.nets.judge import JudgeNet
 from idinvert.nets.loading import load_state_dict_strict
 from idinvert.nets.perceptual import DomainPerceptual
+from idinvert.nets.restyle_encoder import ReStyleEncoder
 from idinvert.nets.stylegan_encoder import StyleGANEncoder
 from idinvert.nets.stylegan_generator import StyleGANGenerator
 from idinvert.registry import Registry, UnknownName
@@ -43,7 +45,7 @@ from idinvert.utils import file_sha256, freeze
 
 __all__ = ["Bundle", "BundleInfo", "BundleSpec", "BUNDLES", "load_bundle", "tiny_random_bundle",
            "UnknownBundle", "MissingWeights", "SYNTHETIC_FACES_DIR", "REBUILD_COMMAND",
-           "SYNTHETIC_FACES_FILES", "BUNDLE_MANIFEST", "PARTS", "file_sha256", "tensors_sha256",
+           "SYNTHETIC_FACES_FILES", "OPTIONAL_FILES", "BUNDLE_MANIFEST", "PARTS", "file_sha256", "tensors_sha256",
            "weights_fingerprint", "write_bundle_manifest", "export_part", "load_part"]
 
 SYNTHETIC_FACES_DIR = Path(__file__).resolve().parent / "weights" / "synthetic-faces"
@@ -58,7 +60,12 @@ SYNTHETIC_FACES_FILES = {
     "conventional_encoder": ("conventional_encoder.pt", "conventional-encoder"),
     "encoder": ("encoder.pt", "domain-encoder"),
     "judge": ("judge.pt", "judge"),
+    "e4e_encoder": ("e4e_encoder.pt", "e4e-encoder"),
+    "restyle_encoder": ("restyle_encoder.pt", "restyle-encoder"),
 }
+# Parts a synthetic-faces bundle may lack: it loads without them, and a method that needs one is
+# skipped with a message. The manifest and the fingerprint cover those present.
+OPTIONAL_FILES = frozenset({"e4e_encoder", "restyle_encoder"})
 BUNDLE_MANIFEST = "bundle.json"
 
 _CLASSES: dict[str, type[nn.Module]] = {
@@ -67,6 +74,8 @@ _CLASSES: dict[str, type[nn.Module]] = {
     "Discriminator": Discriminator,
     "AttributeClassifier": AttributeClassifier,
     "JudgeNet": JudgeNet,
+    "E4EEncoder": E4EEncoder,
+    "ReStyleEncoder": ReStyleEncoder,
 }
 
 
@@ -149,6 +158,8 @@ class Bundle:
     classifier: Optional[nn.Module] = _part()
     # The benchmark's evaluation-only network (embedding + attribute judge); no method may use it.
     judge: Optional[nn.Module] = _part()
+    e4e_encoder: Optional[nn.Module] = _part()            # encoder4editing (Tov et al. 2021)
+    restyle_encoder: Optional[nn.Module] = _part()        # ReStyle (Alaluf et al. 2021)
     attributes: tuple[str, ...] = ()
     fingerprint: str = ""
     info: BundleInfo = field(default_factory=BundleInfo)
@@ -233,14 +244,23 @@ def export_part(module: nn.Module, weights_dir: str | Path, part: str,
                                   full_card)
 
 
+def present_files(weights_dir: str | Path) -> dict[str, Path]:
+    """part -> weight file of a synthetic-faces-style dir: every required part (present or not) and
+    the optional parts (OPTIONAL_FILES) whose file is there."""
+    weights_dir = Path(weights_dir)
+    return {part: weights_dir / fname for part, (fname, _) in SYNTHETIC_FACES_FILES.items()
+            if part not in OPTIONAL_FILES or (weights_dir / fname).exists()}
+
+
 def write_bundle_manifest(weights_dir: str | Path, info: dict) -> dict:
     """Write weights_dir/bundle.json: `info` plus the tensors_sha256 of every part file and the
     bundle fingerprint (so a part retrained later without rewriting the manifest is detected on load).
-    All part files must exist. Returns what was written."""
+    All required part files must exist; optional ones are covered when present. Returns what was
+    written."""
     from idinvert.training.common import atomic_write_text
 
     weights_dir = Path(weights_dir)
-    files = {part: weights_dir / fname for part, (fname, _) in SYNTHETIC_FACES_FILES.items()}
+    files = present_files(weights_dir)
     for path in files.values():
         if not path.exists():
             raise _missing(path, "train the missing part before writing the bundle manifest")
@@ -296,21 +316,25 @@ def _build_synthetic_faces(weights_dir: Optional[Path]) -> Bundle:
     """The embedded default: every part trained by the zoo recipe on the synthetic-faces domain."""
     weights_dir = Path(weights_dir) if weights_dir is not None else SYNTHETIC_FACES_DIR
     manifest_path = weights_dir / BUNDLE_MANIFEST
-    loaded = {part: _load_part(weights_dir, fname, target)
-              for part, (fname, target) in SYNTHETIC_FACES_FILES.items()}
+    files = present_files(weights_dir)
+    loaded = {part: _load_part(weights_dir, path.name, SYNTHETIC_FACES_FILES[part][1])
+              for part, path in files.items()}
     parts = {part: module for part, (module, _) in loaded.items()}
     hashes = {part: h for part, (_, h) in loaded.items()}
     if not manifest_path.exists():
         raise _missing(manifest_path, f"write it with `{REBUILD_COMMAND} --target card` "
                                       "(it records the bundle facts and file hashes)")
     info = json.loads(manifest_path.read_text())
-    files = {part: weights_dir / fname for part, (fname, _) in SYNTHETIC_FACES_FILES.items()}
     recorded = info.get("files", {})
     for part, path in files.items():
         want = recorded.get(part, {}).get("tensors_sha256")
         if want is not None and want != hashes[part]:
             raise ValueError(f"{path} differs from the file {manifest_path} was written for; "
                              f"rerun `{REBUILD_COMMAND} --target card` after retraining a part")
+    for part in set(recorded) - set(files):
+        raise _missing(weights_dir / recorded[part].get("file", part),
+                       f"{manifest_path} lists it; restore it or rebuild it with "
+                       f"`{REBUILD_COMMAND} --target {SYNTHETIC_FACES_FILES.get(part, (0, 'card'))[1]}`")
     classifier = parts["classifier"]
     perceptual = DomainPerceptual(classifier, layer=info.get("perceptual_layer"))
     generator = parts["generator"]
@@ -318,7 +342,8 @@ def _build_synthetic_faces(weights_dir: Optional[Path]) -> Bundle:
         name="synthetic-faces", resolution=generator.resolution, generator=generator,
         encoder=parts["encoder"], conventional_encoder=parts["conventional_encoder"],
         discriminator=parts["discriminator"], perceptual=perceptual, classifier=classifier,
-        judge=parts["judge"], attributes=tuple(info.get("attributes", ())),
+        judge=parts["judge"], e4e_encoder=parts.get("e4e_encoder"),
+        restyle_encoder=parts.get("restyle_encoder"), attributes=tuple(info.get("attributes", ())),
         fingerprint=weights_fingerprint(files, hashes),
         info=BundleInfo.from_dict(info, test_data="synthetic-faces"))
     freeze(*(getattr(bundle, p) for p in PARTS))
@@ -362,7 +387,8 @@ def load_bundle(name: str, weights_dir: str | Path | None = None,
 # ------------------------------------------------------------------------------------------------
 
 def tiny_random_bundle(seed: int = 0, resolution: int = 16) -> Bundle:
-    """Small random-initialised G / E / E_conv / D / classifier / F for tests (builds in ~0.1 s).
+    """Small random-initialised G / E / E_conv / D / classifier / F / judge / e4e and ReStyle
+    encoders for tests (builds in ~0.1 s).
 
     Images are in [-1, 1] (final tanh); w_avg is the mean mapped w of 256 random z, so mean-w
     initialisation behaves as with a trained bundle. Nothing here is trained: numbers computed with
@@ -392,10 +418,16 @@ def _tiny_random_bundle(seed: int, resolution: int, attributes, fingerprint_of) 
                                      embed_dim=16)
     judge = JudgeNet(resolution, num_attributes=len(attributes), num_nuisances=27, width=8,
                      embed_dim=16)
+    # Built last so that the parts above keep the weights they had before these existed.
+    e4e = E4EEncoder(**enc_kwargs)
+    e4e.set_latent_avg(g.truncation.w_avg)
+    restyle = ReStyleEncoder(**enc_kwargs)
+    restyle.set_latent_avg(g.truncation.w_avg)
     bundle = Bundle(
         name=f"tiny-random-{resolution}px", resolution=resolution, generator=g, encoder=encoder,
         conventional_encoder=conventional, discriminator=disc,
         perceptual=DomainPerceptual(classifier), classifier=classifier, judge=judge,
+        e4e_encoder=e4e, restyle_encoder=restyle,
         attributes=attributes,
         fingerprint=fingerprint_of("tiny-random-bundle", seed, resolution),
         info=BundleInfo(lambda_vgg_default=1.0, test_data="synthetic-faces", random=True,

@@ -9,6 +9,9 @@ BUILTIN_MODULES = (
     "methods.optim_w",
     "methods.idinvert_encoder",
     "methods.idinvert",
+    "methods.e4e",
+    "methods.restyle",
+    "methods.pti",
     "methods.g_samples",
 )
 

@@ -11,8 +11,10 @@ from methods.builtin import BUILTIN_MODULES
 from methods.registry import BadParameter, UnknownName, build, resolve
 from idinvert.zoo import tiny_random_bundle
 
-BUILTIN = ["encoder", "image2stylegan", "mse-optim", "optim-w", "idinvert-encoder", "idinvert"]
+BUILTIN = ["encoder", "image2stylegan", "mse-optim", "optim-w", "idinvert-encoder", "idinvert", "e4e", "restyle",
+           "pti", "g-samples"]
 OPTIMISERS = ["image2stylegan", "mse-optim", "optim-w", "idinvert"]
+FAST_NEW = {"pti": {"pivot_steps": 3, "tuning_steps": 3}}
 
 
 
@@ -42,7 +44,7 @@ def test_every_builtin_method_is_registered():
 
 @pytest.mark.parametrize("name", BUILTIN)
 def test_every_builtin_method_inverts_a_tiny_batch(name, bundle):
-    overrides = {"iters": 3} if name in OPTIMISERS else {}
+    overrides = {"iters": 3} if name in OPTIMISERS else FAST_NEW.get(name, {})
     method = prepared(name, bundle, **overrides)
     assert all(bundle.has(part) for part in method.needs)
     x = images(bundle, 3)
@@ -91,7 +93,7 @@ def test_dummy_returns_the_mean_w(bundle):
 @pytest.mark.parametrize("name", BUILTIN)
 def test_methods_run_on_the_bundles_device(name):
     b = tiny_random_bundle(seed=0).to("cuda")
-    method = prepared(name, b, **({"iters": 2} if name in OPTIMISERS else {}))
+    method = prepared(name, b, **({"iters": 2} if name in OPTIMISERS else FAST_NEW.get(name, {})))
     res = method.invert(images(b, 2).cpu())
     assert res.codes.device.type == "cuda" and res.codes.shape == (2, b.num_layers, b.w_dim)
 

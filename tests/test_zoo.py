@@ -153,6 +153,26 @@ def test_shipped_card_states_every_bar_and_its_generator_figures_reproduce():
     assert judged["marginals_fake"] == pytest.approx(gj["marginals_fake"], abs=2e-3)
 
 
+@pytest.mark.skipif(not _SHIPPED, reason="shipped synthetic-faces weights not built yet")
+def test_shipped_e4e_and_restyle_figures_of_the_card_reproduce():
+    from idinvert.domains.synthetic_faces import SyntheticFaces
+    from idinvert.training.encoders import reconstruction_mse
+    from idinvert.training.restyle import restyle_validation_mse
+
+    q = json.loads((SYNTHETIC_FACES_DIR / "bundle.json").read_text())["quality"]
+    b = load_bundle("synthetic-faces")
+    test = SyntheticFaces(resolution=32).split("test", q["e4e"]["n_images"])
+    with torch.no_grad():
+        mse = reconstruction_mse(b.e4e_encoder, b.generator, test, batch_size=250)
+        per_step = restyle_validation_mse(b.restyle_encoder, b.generator, None,
+                                          test.load(list(range(len(test)))), q["restyle"]["steps"],
+                                          batch_size=250)
+    assert mse == pytest.approx(q["e4e"]["mse_test"], abs=2e-5)
+    assert per_step == pytest.approx(q["restyle"]["mse_per_step"], abs=2e-5)
+    card = (SYNTHETIC_FACES_DIR / "MODEL_CARD.md").read_text()
+    assert "## Later encoders: e4e and ReStyle" in card and "e4e_encoder.pt" in card
+
+
 def test_recipe_card_writes_manifest_card_and_samples_for_a_bundle(tmp_path):
     from idinvert.training.recipe import ZooRecipe, resolve_targets, write_card
 
@@ -171,8 +191,14 @@ def test_recipe_card_writes_manifest_card_and_samples_for_a_bundle(tmp_path):
     bars = {b["name"]: b for b in q["bars"]}
     assert set(bars) == {"classifier_accuracy", "judge_accuracy", "judge_degradations",
                          "generator_frechet", "generator_precision", "generator_recall",
-                         "generator_marginals", "encoder_mse", "encoder_speed"}
+                         "generator_marginals", "encoder_mse", "encoder_speed", "e4e_mse",
+                         "e4e_latent_discriminator", "restyle_refinement", "restyle_mse"}
     assert bars["encoder_speed"]["met"]
+    # the later encoders are measured and listed (the tiny bundle exports small ones)
+    assert q["e4e"]["mse_test"] > 0 and len(q["restyle"]["mse_per_step"]) == q["restyle"]["steps"]
+    assert "## Later encoders: e4e and ReStyle" in card_text and "ReStyle (`restyle_encoder.pt`)" \
+        in card_text
+    assert set(manifest["files"]) >= {"e4e_encoder", "restyle_encoder"}
     assert "NOT MET" in card_text
     assert load_bundle("synthetic-faces", weights_dir=tmp_path).fingerprint == manifest["fingerprint"]
     assert resolve_targets("gan") == ["gan", "card"]
@@ -189,6 +215,14 @@ def test_card_waits_for_encoders_trained_against_the_current_generator(tmp_path)
     assert "encoder not yet retrained" in _card_blocker(tmp_path)
     with pytest.raises(ValueError, match="--target domain-encoder"):
         write_card(tmp_path)
+    export_part(b.encoder, tmp_path, "encoder", {"note": "current G again"})
+    export_part(b.e4e_encoder, tmp_path, "e4e_encoder", {"generator_sha256": "0" * 64})
+    assert "e4e_encoder not yet retrained" in _card_blocker(tmp_path)
+    with pytest.raises(ValueError, match="--target e4e-encoder"):
+        write_card(tmp_path)
+    # an optional part that is absent blocks nothing
+    (tmp_path / "e4e_encoder.pt").unlink()
+    assert _card_blocker(tmp_path) is None
     (tmp_path / "classifier.pt").unlink()
     assert _card_blocker(tmp_path) == "classifier.pt not built yet"
 
@@ -202,10 +236,15 @@ def test_quality_checks_compare_each_measure_with_its_bar():
                                     "max_marginal_gap": 0.06},
                "encoder_mse_test": {"domain_guided": 0.018, "conventional": 0.03},
                "encoder_timing": {"encoder_s_per_64": 0.05, "conventional_encoder_s_per_64": 1.2}}
+    quality["e4e"] = {"mse_test": 0.0225, "latent_discriminator_accuracy": {"on_encoder_codes": 0.7,
+                                                                           "balanced": 0.8}}
+    quality["restyle"] = {"mse_per_step": [0.03, 0.025, 0.026]}
     met = {b["name"]: b["met"] for b in quality_checks(quality)}
     assert met == {"classifier_accuracy": True, "judge_accuracy": True, "judge_degradations": False,
                    "generator_frechet": True, "generator_precision": True, "generator_recall": False,
-                   "generator_marginals": False, "encoder_mse": True, "encoder_speed": False}
+                   "generator_marginals": False, "encoder_mse": True, "encoder_speed": False,
+                   "e4e_mse": True, "e4e_latent_discriminator": False, "restyle_refinement": True,
+                   "restyle_mse": False}
     # a measure the card lacks is a bar not met, with no value
     del quality["judge"]
     missing = {b["name"]: b for b in quality_checks(quality)}
@@ -237,3 +276,23 @@ def test_zoo_train_one_encoder_skips_the_card_while_the_other_is_stale(tmp_path,
     out = capsys.readouterr().out
     assert "card: skipped, encoder not yet retrained against the current generator.pt" in out
     assert not (tmp_path / "MODEL_CARD.md").exists()
+
+
+def test_bundle_loads_without_the_optional_encoders_and_lists_them_when_present(tmp_path):
+    from idinvert.zoo import OPTIONAL_FILES
+
+    b, manifest = _write_tiny_bundle(tmp_path)
+    loaded = load_bundle("synthetic-faces", weights_dir=tmp_path)
+    x = torch.rand(2, 3, 16, 16) * 2 - 1
+    assert torch.allclose(loaded.e4e_encoder(x), b.e4e_encoder(x), atol=2e-2, rtol=1e-2)
+    assert loaded.restyle_encoder is not None and loaded.has("restyle_encoder")
+    # without the optional files (and a manifest written without them) the bundle still loads
+    for part in OPTIONAL_FILES:
+        (tmp_path / SYNTHETIC_FACES_FILES[part][0]).unlink()
+    with pytest.raises(MissingWeights, match="e4e_encoder.pt|restyle_encoder.pt"):
+        load_bundle("synthetic-faces", weights_dir=tmp_path)   # the manifest still lists them
+    second = write_bundle_manifest(tmp_path, {"attributes": list(b.attributes)})
+    assert set(second["files"]) == set(SYNTHETIC_FACES_FILES) - OPTIONAL_FILES
+    assert second["fingerprint"] != manifest["fingerprint"]
+    bare = load_bundle("synthetic-faces", weights_dir=tmp_path)
+    assert bare.e4e_encoder is None and not bare.has("restyle_encoder")

@@ -181,6 +181,9 @@ class MetricContext:
     curves: dict[str, Any] = field(default_factory=dict)
     artifacts: list[tuple[str, str, dict]] = field(default_factory=list)
     memo: dict[str, Any] = field(default_factory=dict)
+    # One decoder per image (``.synthesis(codes [N, L, D])``) for a method whose output is more than a
+    # code (PTI's per-image tuned generator); None: every code decodes with the bundle's G.
+    decoders: list[Any] | None = None
 
     def __post_init__(self) -> None:
         if self.labels is not None:
@@ -215,6 +218,30 @@ class MetricContext:
 
     def reference(self, n: int) -> Tensor | None:
         return self.resources.reference(n)
+
+    @torch.no_grad()
+    def decode(self, codes: Tensor, owners: Sequence[int] | None = None, batch_size: int = 128) -> Tensor:
+        """codes [N, L, D] -> images [N, 3, H, W] in [-1, 1] on the CPU. ``owners[n]``: the position (in
+        this context) of the image whose code code n was derived from (its edit, an interpolation from
+        it); with per-image ``decoders`` code n decodes with ``decoders[owners[n]]``, else with the
+        bundle's G. A context with decoders needs ``owners``."""
+        if self.decoders is None:
+            g = self.bundle.generator
+            dev = device_of(g)
+            out = [g.synthesis(c.to(dev)).clamp(-1, 1).float().cpu() for c in codes.split(batch_size)]
+            return torch.cat(out) if out else torch.empty(0)
+        if owners is None or len(owners) != codes.shape[0]:
+            raise ValueError("this context decodes with per-image decoders: give the owner image of each code")
+        out = []
+        start = 0
+        while start < len(owners):  # runs of consecutive codes of one owner, decoded together
+            end = start
+            while end < len(owners) and owners[end] == owners[start] and end - start < batch_size:
+                end += 1
+            out.append(self.decoders[owners[start]].synthesis(codes[start:end].float().to(self.device))
+                       .clamp(-1, 1).float().cpu())
+            start = end
+        return torch.cat(out)
 
     def cached(self, key: str, compute: Callable[[], Any]) -> Any:
         """A value shared by several metrics of this evaluation, computed once."""

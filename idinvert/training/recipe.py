@@ -11,6 +11,9 @@ exporting its weights to `out_dir`, by default the package's idinvert/weights/sy
     gan                   StyleGAN generator + discriminator
     conventional-encoder  latent regression on G's samples (needs gan)
     domain-encoder        domain-guided encoder on real train images (needs gan, classifier)
+    e4e-encoder           encoder4editing (Tov et al. 2021) on the same images, with the domain
+                          encoder's calibrated lambda_vgg (needs gan, classifier, domain-encoder)
+    restyle-encoder       ReStyle (Alaluf et al. 2021), the same data and lambda_vgg (as e4e)
     card                  evaluation -> bundle.json, MODEL_CARD.md, samples.png (needs all parts)
 
 `card` runs automatically after any other target. A target whose inputs are missing from
@@ -38,7 +41,13 @@ from idinvert.training.encoders import (PAPER_PERCEPTUAL_TO_PIXEL_RATIO,
 __all__ = ["TARGETS", "QUALITY_BARS", "ZooRecipe", "quality_checks", "train_zoo", "resolve_targets",
            "write_card"]
 
-TARGETS = ("classifier", "judge", "gan", "conventional-encoder", "domain-encoder", "card")
+TARGETS = ("classifier", "judge", "gan", "conventional-encoder", "domain-encoder", "e4e-encoder",
+           "restyle-encoder", "card")
+
+# Encoder parts and the target that retrains them (each records the generator it was trained against;
+# the card refuses a part trained against another generator.pt).
+ENCODER_TARGETS = {"conventional_encoder": "conventional-encoder", "encoder": "domain-encoder",
+                   "e4e_encoder": "e4e-encoder", "restyle_encoder": "restyle-encoder"}
 
 
 # The quality the shipped bundle must reach (issues 3 and 12), checked by `quality_checks` and printed
@@ -76,6 +85,24 @@ QUALITY_BARS = (
     ("encoder_speed", "each encoder inverts a batch of 64 in under a second",
      lambda q: max(q["encoder_timing"]["encoder_s_per_64"],
                    q["encoder_timing"]["conventional_encoder_s_per_64"]), lambda v: v < 1.0),
+    # The later encoders (issue 14). e4e trades some reconstruction for editability, so its bar is
+    # relative to the domain-guided encoder (the same data, F and lambda_vgg), not an absolute MSE.
+    ("e4e_mse", "e4e test MSE <= 1.25x the domain-guided encoder's (value: the ratio)",
+     lambda q: q["e4e"]["mse_test"] / q["encoder_mse_test"]["domain_guided"], lambda v: v <= 1.25),
+    # Balanced, not the accuracy on e4e's codes alone: a discriminator biased towards "fake" scores
+    # high on e4e's codes while calling G's own mapped codes fake too (the shipped one: 0.76 on e4e's
+    # codes, but only 0.47 of mapped codes called real), which says nothing about e4e.
+    ("e4e_latent_discriminator", "e4e's latent discriminator at the end of training tells e4e's codes "
+     "of held-out images from G's mapped codes with balanced accuracy <= 0.75 (0.5 = cannot tell)",
+     _get("e4e", "latent_discriminator_accuracy", "balanced"), lambda v: v <= 0.75),
+    ("restyle_refinement", "ReStyle test MSE after its last inference step <= 0.9x after step 1 "
+     "(value: the ratio)",
+     lambda q: q["restyle"]["mse_per_step"][-1] / q["restyle"]["mse_per_step"][0],
+     lambda v: v <= 0.9),
+    ("restyle_mse", "ReStyle test MSE at its last step <= 1.25x the domain-guided encoder's "
+     "(value: the ratio)",
+     lambda q: q["restyle"]["mse_per_step"][-1] / q["encoder_mse_test"]["domain_guided"],
+     lambda v: v <= 1.25),
 )
 
 
@@ -119,6 +146,16 @@ def _default_classifier_config():
     return ClassifierConfig()
 
 
+def _default_e4e_config():
+    from idinvert.training.e4e import E4EConfig
+    return E4EConfig()
+
+
+def _default_restyle_config():
+    from idinvert.training.restyle import ReStyleConfig
+    return ReStyleConfig()
+
+
 def _default_judge_config():
     from idinvert.training.judge import JudgeConfig
     return JudgeConfig()
@@ -132,6 +169,8 @@ class ZooRecipe:
     gan: Any = field(default_factory=_default_gan_config)
     conventional: ConventionalEncoderConfig = field(default_factory=ConventionalEncoderConfig)
     domain: DomainEncoderConfig = field(default_factory=DomainEncoderConfig)
+    e4e: Any = field(default_factory=_default_e4e_config)
+    restyle: Any = field(default_factory=_default_restyle_config)
     resolution: int = 32
     eval_test_images: int = 1000       # encoder MSE and classifier accuracy on the test split
     eval_generator_samples: int = 2000  # G marginals / confidence / Fréchet distance
@@ -255,6 +294,9 @@ def train_zoo(targets: str | Iterable[str] | None = None, work_dir: str | Path =
                         {"kind": "domain-guided encoder (In-Domain GAN Inversion)",
                          "generator_sha256": g_sha, "training": summary})
             results[target] = summary
+        elif target in ("e4e-encoder", "restyle-encoder"):
+            results[target] = _train_later_encoder(target, out_dir, work_dir, recipe, device,
+                                                   show_progress)
         elif target == "card":
             blocker = _card_blocker(out_dir)
             if blocker and not card_requested:
@@ -263,6 +305,53 @@ def train_zoo(targets: str | Iterable[str] | None = None, work_dir: str | Path =
             results[target] = write_card(out_dir, recipe)
         print(f"[zoo] {target}: done in {time.time() - t0:.0f} s", flush=True)
     return results
+
+
+def _shared_lambda_vgg(out_dir: Path) -> float:
+    """The domain-guided encoder's calibrated perceptual weight (all encoders of the zoo share one
+    lambda); an error naming the target to run when that encoder is absent or stale."""
+    card = _card(out_dir, "encoder")
+    lam = (card.get("training") or {}).get("lambda_vgg")
+    if lam is None or card.get("generator_sha256") != _sha(out_dir, "generator"):
+        raise FileNotFoundError(f"{out_dir / 'encoder.json'} has no lambda_vgg for the current "
+                                "generator.pt; the e4e and ReStyle encoders share the domain-guided "
+                                "encoder's: python -m bench zoo train --target domain-encoder")
+    return float(lam)
+
+
+def _train_later_encoder(target: str, out_dir: Path, work_dir: Path, recipe: ZooRecipe, device,
+                         show_progress: bool) -> dict:
+    """Train the e4e or ReStyle encoder against out_dir's generator (a work dir per generator, the
+    domain encoder's lambda_vgg and training images, the recipe's held-out validation images) and
+    export it."""
+    from idinvert.nets.perceptual import DomainPerceptual
+    from idinvert.zoo import export_part
+    generator = _part(out_dir, "generator")
+    g_sha = _sha(out_dir, "generator")
+    perceptual = DomainPerceptual(_part(out_dir, "classifier"))
+    lam = _shared_lambda_vgg(out_dir)
+    images = _domain(recipe.resolution).split("train", recipe.domain.train_images)
+    val = _val_images(recipe)
+    if target == "e4e-encoder":
+        from idinvert.training.e4e import train_e4e_encoder
+        config = dataclasses.replace(recipe.e4e, lambda_vgg=lam)
+        encoder, _, summary = train_e4e_encoder(
+            generator, perceptual, images, config, work_dir / "e4e_encoder" / g_sha[:12], device,
+            val_images=val, show_progress=show_progress)
+        part, kind = "e4e_encoder", "e4e encoder (encoder4editing, Tov et al. 2021)"
+    else:
+        from idinvert.training.restyle import train_restyle_encoder
+        config = dataclasses.replace(recipe.restyle, lambda_vgg=lam)
+        encoder, summary = train_restyle_encoder(
+            generator, perceptual, images, config, work_dir / "restyle_encoder" / g_sha[:12], device,
+            val_images=val, show_progress=show_progress)
+        part, kind = "restyle_encoder", "ReStyle encoder (Alaluf et al. 2021)"
+    summary["perceptual"] = perceptual.name
+    summary["perceptual_layer"] = perceptual.layer
+    summary["lambda_vgg_source"] = "the domain-guided encoder's calibration (encoder.json)"
+    export_part(encoder.cpu(), out_dir, part, {"kind": kind, "generator_sha256": g_sha,
+                                                "training": summary})
+    return summary
 
 
 # ------------------------------------------------------------------------------------------------
@@ -276,15 +365,24 @@ def _card(out_dir: Path, part: str) -> dict:
 
 
 def _missing_files(out_dir: Path) -> list[str]:
-    from idinvert.zoo import SYNTHETIC_FACES_FILES
-    return [f for f, _ in SYNTHETIC_FACES_FILES.values() if not (out_dir / f).exists()]
+    """Required part files (not the optional e4e / ReStyle encoders) absent from out_dir."""
+    from idinvert.zoo import OPTIONAL_FILES, SYNTHETIC_FACES_FILES
+    return [f for p, (f, _) in SYNTHETIC_FACES_FILES.items()
+            if p not in OPTIONAL_FILES and not (out_dir / f).exists()]
+
+
+def _present_parts(out_dir: Path) -> list[str]:
+    from idinvert.zoo import present_files
+    return list(present_files(out_dir))
 
 
 def _stale_encoders(out_dir: Path) -> list[str]:
-    """Encoder parts whose card names another generator than the generator.pt in out_dir."""
+    """Encoder parts (present ones, optional included) whose card names another generator than the
+    generator.pt in out_dir."""
     g_sha = _sha(out_dir, "generator")
-    return [p for p in ("conventional_encoder", "encoder")
-            if _card(out_dir, p).get("generator_sha256", g_sha) != g_sha]
+    present = _present_parts(out_dir)
+    return [p for p in ENCODER_TARGETS
+            if p in present and _card(out_dir, p).get("generator_sha256", g_sha) != g_sha]
 
 
 def _card_blocker(out_dir: Path) -> Optional[str]:
@@ -339,12 +437,12 @@ def write_card(out_dir: str | Path, recipe: Optional[ZooRecipe] = None) -> dict:
                                 "train those targets first")
     stale = _stale_encoders(out_dir)
     if stale:
-        targets = ",".join("domain-encoder" if p == "encoder" else "conventional-encoder"
-                           for p in stale)
+        targets = ",".join(ENCODER_TARGETS[p] for p in stale)
         raise ValueError(f"{', '.join(stale)} in {out_dir} were trained against another "
                          f"generator.pt; retrain them: python -m bench zoo train --target {targets}")
-    parts = {p: _part(out_dir, p) for p in SYNTHETIC_FACES_FILES}
-    cards = {p: _card(out_dir, p) for p in SYNTHETIC_FACES_FILES}
+    present = _present_parts(out_dir)
+    parts = {p: _part(out_dir, p) for p in present}
+    cards = {p: _card(out_dir, p) for p in present}
     G, E, E_conv, C, J = (parts["generator"], parts["encoder"], parts["conventional_encoder"],
                           parts["classifier"], parts["judge"])
     domain = _domain(recipe.resolution)
@@ -377,11 +475,12 @@ def write_card(out_dir: str | Path, recipe: Optional[ZooRecipe] = None) -> dict:
         "encoder_mse_test": {"domain_guided": round(mse_domain, 5),
                              "conventional": round(mse_conv, 5), "n_images": n_test},
         "encoder_timing": timing,
-        "evaluation_seconds": round(time.time() - t0, 1),
     }
+    quality.update(_later_encoders_quality(parts, cards, G, test, batch64))
+    quality["evaluation_seconds"] = round(time.time() - t0, 1)
     quality["bars"] = quality_checks(quality)
     wall = {p: _wall(cards[p]) for p in ("classifier", "judge", "generator", "conventional_encoder",
-                                         "encoder")}
+                                         "encoder", "e4e_encoder", "restyle_encoder") if p in cards}
     info = {
         "name": "synthetic-faces",
         "resolution": G.resolution,
@@ -401,10 +500,51 @@ def write_card(out_dir: str | Path, recipe: Optional[ZooRecipe] = None) -> dict:
         "torch": torch.__version__,
     }
     manifest = write_bundle_manifest(out_dir, info)
-    _write_samples(G, E, E_conv, test, out_dir / "samples.png", save_grid, recipe.eval_seed)
+    _write_samples(G, E, E_conv, test, out_dir / "samples.png", save_grid, recipe.eval_seed,
+                   parts.get("e4e_encoder"), parts.get("restyle_encoder"))
     _write_curves(cards, out_dir / "training_curves.png")
     (out_dir / "MODEL_CARD.md").write_text(_model_card_markdown(manifest, cards, parts))
     return manifest
+
+
+def _time_call(fn, x: torch.Tensor, repeats: int = 5) -> float:
+    """Median wall time (s) of fn(x) after one warm-up call."""
+    fn(x)
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn(x)
+        times.append(time.perf_counter() - t)
+    return sorted(times)[len(times) // 2]
+
+
+@torch.no_grad()
+def _later_encoders_quality(parts: dict, cards: dict, G, test, batch64: torch.Tensor) -> dict:
+    """Test MSE and timing of the e4e and ReStyle encoders where present ({} for an absent one):
+    e4e with its latent discriminator's end-of-training accuracy (from its card: D_w is not shipped),
+    ReStyle with the MSE after every inference step 1 .. 5."""
+    from idinvert.nets.restyle_encoder import DEFAULT_INFERENCE_STEPS, restyle_invert
+    from idinvert.training.encoders import reconstruction_mse
+    from idinvert.training.restyle import restyle_validation_mse
+    out: dict = {}
+    if "e4e_encoder" in parts:
+        E = parts["e4e_encoder"]
+        training = cards["e4e_encoder"].get("training") or {}
+        out["e4e"] = {"mse_test": round(reconstruction_mse(E, G, test, batch_size=250), 5),
+                      "s_per_64": round(time_encoder(E, batch64), 4),
+                      "num_unlocked": int(E.num_unlocked),
+                      "latent_discriminator_accuracy": training.get("latent_discriminator_accuracy"),
+                      "n_images": len(test)}
+    if "restyle_encoder" in parts:
+        E = parts["restyle_encoder"].eval()
+        steps = DEFAULT_INFERENCE_STEPS
+        images = test.load(list(range(len(test))))
+        per_step = restyle_validation_mse(E, G, None, images, steps, batch_size=250)
+        out["restyle"] = {"mse_per_step": [round(v, 5) for v in per_step], "steps": steps,
+                          "s_per_64": round(_time_call(
+                              lambda x: restyle_invert(E, x, G, steps=steps), batch64), 4),
+                          "n_images": len(test)}
+    return out
 
 
 def _jsonable(obj):
@@ -417,12 +557,18 @@ def _jsonable(obj):
     return obj
 
 
-def _write_samples(G, E, E_conv, test, path: Path, save_grid, seed: int) -> None:
+def _write_samples(G, E, E_conv, test, path: Path, save_grid, seed: int, E_e4e=None,
+                   E_restyle=None) -> None:
     """8 columns: 2 rows of G samples, then real test images, domain-guided and conventional
-    reconstructions of them."""
+    reconstructions of them, then e4e's and ReStyle's (5 steps) where those parts exist."""
+    from idinvert.nets.restyle_encoder import restyle_invert
     samples = G.synthesis(G.sample_wp(16, torch.Generator().manual_seed(seed)))
     real = test.load(list(range(8)))
     rows = [samples, real, G.synthesis(E(real)), G.synthesis(E_conv(real))]
+    if E_e4e is not None:
+        rows.append(G.synthesis(E_e4e(real)))
+    if E_restyle is not None:
+        rows.append(G.synthesis(restyle_invert(E_restyle, real, G)[-1]))
     # 3x nearest-neighbour upscaling so the 32 px images are visible in a rendered card.
     grid = torch.nn.functional.interpolate(torch.cat(rows), scale_factor=3, mode="nearest")
     save_grid(grid, path, nrow=8)
@@ -451,8 +597,13 @@ def _write_curves(cards: dict, path: Path) -> None:
         ax_g.text(0.5, 0.5, "no judged snapshots", ha="center", va="center", transform=ax_g.transAxes)
     ax_g.set_xlabel("kimg")
     ax_g.set_title("generator (judge embedding, n = 1000)", fontsize=9)
-    for part, label in (("encoder", "domain-guided"), ("conventional_encoder", "conventional")):
-        rows = (cards.get(part, {}).get("training") or {}).get("val_curve") or []
+    for part, label in (("encoder", "domain-guided"), ("conventional_encoder", "conventional"),
+                        ("e4e_encoder", "e4e"), ("restyle_encoder", "ReStyle (last step)")):
+        training = cards.get(part, {}).get("training") or {}
+        rows = training.get("val_curve") or []
+        if rows and isinstance(rows[0], (list, tuple)):   # e4e / ReStyle: (step, mse) pairs
+            batch = (training.get("config") or {}).get("batch_size", 0)
+            rows = [{"kimg": step * batch / 1000, "val_mse": v} for step, v in rows]
         if rows:
             ax_e.plot([r["kimg"] for r in rows], [r["val_mse"] for r in rows], "o-", ms=3, label=label)
     ax_e.set_xlabel("kimg")
@@ -463,6 +614,39 @@ def _write_curves(cards: dict, path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def _later_encoder_lines(q: dict, m: dict) -> list[str]:
+    """The e4e and ReStyle encoders (optional parts; a line saying so where one is absent)."""
+    e4e, rs = q.get("e4e"), q.get("restyle")
+    n = q["encoder_mse_test"]["n_images"]
+    lines = ["## Later encoders: e4e and ReStyle", "",
+             "Trained on the domain-guided encoder's images with its lambda_vgg (one perceptual weight "
+             "for every encoder of the zoo), pixel + perceptual losses (no identity network exists "
+             "for this domain, so official e4e / ReStyle's identity term is absent). Settings: "
+             f"`{json.dumps(m['recipe'].get('e4e'))}` (e4e), "
+             f"`{json.dumps(m['recipe'].get('restyle'))}` (ReStyle); sources in "
+             "idinvert/training/e4e.py and restyle.py.", ""]
+    if e4e:
+        acc = e4e.get("latent_discriminator_accuracy") or {}
+        lines += [f"- e4e (`e4e_encoder.pt`, {e4e['num_unlocked']} per-layer offsets unlocked): test "
+                  f"MSE {_fmt(e4e['mse_test'])} on {n} images; {_fmt(e4e['s_per_64'])} s per batch of "
+                  f"64. Latent discriminator at the end of training, on held-out images' codes: "
+                  f"calls {_fmt(acc.get('on_encoder_codes'))} of e4e's codes fake and "
+                  f"{_fmt(acc.get('on_mapped_codes'))} of mapped codes real (balanced accuracy "
+                  f"{_fmt(acc.get('balanced'))}; 0.5 = it cannot tell them apart)."]
+    else:
+        lines += ["- e4e: not in this bundle (`python -m bench zoo train --target e4e-encoder`); "
+                  "the `e4e` method is skipped."]
+    if rs:
+        steps = " / ".join(_fmt(v) for v in rs["mse_per_step"])
+        lines += [f"- ReStyle (`restyle_encoder.pt`): test MSE after inference steps 1 .. "
+                  f"{rs['steps']}: {steps} ({n} images); {_fmt(rs['s_per_64'])} s per batch of 64 "
+                  f"for all {rs['steps']} steps."]
+    else:
+        lines += ["- ReStyle: not in this bundle (`python -m bench zoo train --target "
+                  "restyle-encoder`); the `restyle` method is skipped."]
+    return lines + [""]
 
 
 def _misses_lines(q: dict) -> list[str]:
@@ -556,7 +740,8 @@ def _model_card_markdown(m: dict, cards: dict, parts: dict) -> str:
         "# Model card: synthetic-faces bundle",
         "",
         "The embedded default bundle of idinvert-bench: a StyleGAN, its domain-guided (In-Domain GAN "
-        "Inversion) and conventional encoders, the GAN's discriminator and an attribute classifier, "
+        "Inversion), conventional, e4e and ReStyle encoders, the GAN's discriminator, an attribute "
+        "classifier and the judge, "
         f"trained from scratch on the synthetic-faces domain at {m['resolution']} px on a CPU. "
         "Rebuild with `python -m bench zoo train` (a part: `--target NAME`). "
         "This file, bundle.json and samples.png are written by `idinvert.training.recipe.write_card`.",
@@ -647,12 +832,14 @@ def _model_card_markdown(m: dict, cards: dict, parts: dict) -> str:
         f"(encoder forward pass only, median of 5, torch threads: {tim['torch_threads']}, "
         f"{tim['machine']}, shared machine.)",
         "",
+        *_later_encoder_lines(q, m),
         *_misses_lines(q),
         *_judge_lines(q, attrs),
         "## Samples",
         "",
         "`samples.png`: rows 1-2 G samples; row 3 real test images; row 4 their domain-guided "
-        "reconstructions G(E(x)); row 5 conventional-encoder reconstructions.",
+        "reconstructions G(E(x)); row 5 conventional-encoder reconstructions; rows 6-7 (where "
+        "those parts exist) e4e's and ReStyle's (5 steps).",
         "",
     ]
     return "\n".join(lines)
