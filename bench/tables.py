@@ -429,7 +429,7 @@ MATCHED_STEP = 100  # idinvert's budget: the matched-budget row of a longer anyt
 
 def protocol_labels(runs: Sequence[dict[str, Any]], labels: dict[str, str]) -> dict[str, str]:
     """Labels that say a run's protocol where it is not the group's: a long budget on an image subset
-    (``max_images``) reads "image2stylegan (5000 steps, first 8 images)"."""
+    (``max_images``) reads "image2stylegan (5000 steps, first 4 images)"."""
     out = dict(labels)
     n_max = max((r["n_images"] for r in runs), default=0)
     for r in runs:

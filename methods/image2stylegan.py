@@ -25,12 +25,13 @@ class Image2StyleGAN(OptimisationMethod):
       the same run stores its codes at steps 0, 10, 30, 100, 300, 1000, 3000, 5000, so the
       matched-budget row (100 steps, idinvert's budget) is its milestone 100 -- exactly a 100-step run,
       at no extra cost.
-    - max_images = 8: the long budget runs on the first 8 images of the evaluated set only (0: all of
+    - max_images = 4: the long budget runs on the first 4 images of the evaluated set only (0: all of
       them; ``bench run --budget full`` sets 0). Measured on the embedded 32 px bundle, one thread of
       the shared 2-core machine: 9-14 ms per image and step (batch 4-64), so 5,000 steps cost ~50-70 s
-      per image; 8 images are ~7-9 minutes of one core, which with the other methods' ~4-8 minutes keeps
-      ``bench run --methods all`` near its 10-minute target on two cores; 128 images would take ~2
-      hours. Table 1 labels the row with its n; paired comparisons use the images both runs inverted.
+      per image; 8 images took 579 s in one default run (load ~5), which with the other nine methods'
+      ~12 minutes on that machine broke the 10-minute budget of ``bench run --methods all``; 4 images
+      halve it. 128 images would take ~2 hours. Table 1 labels the row with its n; paired comparisons
+      (claims, time to quality) use the images both runs inverted, so their intervals are wide. Table 1 labels the row with its n; paired comparisons use the images both runs inverted.
     - lr = 0.01: Adam with lr 0.01, as Image2StyleGAN and the idinvert code.
     - lambda_vgg = None: the bundle's weight for its F (5e-5 for VGG16 conv4_3, the idinvert paper's
       value; a domain-rescaled value for the embedded domain), so the two optimisation methods weigh
@@ -44,7 +45,7 @@ class Image2StyleGAN(OptimisationMethod):
 
     lambda_vgg: Optional[float] = None
     iters: int = 5000
-    max_images: int = 8
+    max_images: int = 4
 
     def validate(self) -> None:
         check(self.max_images >= 0, f"image2stylegan.max_images must be >= 0 (0: every image), "
