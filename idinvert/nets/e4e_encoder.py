@@ -35,6 +35,19 @@ import torch.nn.functional as F
 
 from idinvert.nets.stylegan_encoder import EncoderBackbone
 
+
+@torch.no_grad()
+def copy_start_code(buffer: torch.Tensor, avg: torch.Tensor) -> None:
+    """Copy the generator's average code avg ([D], broadcast to every layer, or [L, D]) into an
+    encoder's start-code buffer [L, D]."""
+    avg = avg.detach().to(buffer)
+    if avg.ndim == 1:
+        avg = avg.unsqueeze(0).expand(buffer.shape[0], -1)
+    if tuple(avg.shape) != tuple(buffer.shape):
+        raise ValueError(f"latent_avg must be [{buffer.shape[1]}] or {list(buffer.shape)}, "
+                         f"got {list(avg.shape)}")
+    buffer.copy_(avg)
+
 __all__ = ["E4EEncoder", "LatentDiscriminator", "EqualLinear"]
 
 
@@ -89,13 +102,7 @@ class E4EEncoder(nn.Module):
     @torch.no_grad()
     def set_latent_avg(self, avg: torch.Tensor) -> None:
         """avg: [D] or [L, D], the generator's average code (see idinvert.codes.mean_code)."""
-        avg = avg.detach().to(self.latent_avg)
-        if avg.ndim == 1:
-            avg = avg.unsqueeze(0).expand(self.num_layers, -1)
-        if tuple(avg.shape) != tuple(self.latent_avg.shape):
-            raise ValueError(f"latent_avg must be [{self.w_space_dim}] or "
-                             f"{list(self.latent_avg.shape)}, got {list(avg.shape)}")
-        self.latent_avg.copy_(avg)
+        copy_start_code(self.latent_avg, avg)
 
     def set_progressive_stage(self, num_unlocked: int) -> None:
         """Use the offsets of layers 1 .. num_unlocked (0: one code for all layers)."""

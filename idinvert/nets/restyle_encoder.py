@@ -21,7 +21,7 @@ import torch
 import torch.nn as nn
 
 from idinvert.codes import expand_code
-from idinvert.nets.e4e_encoder import EqualLinear
+from idinvert.nets.e4e_encoder import EqualLinear, copy_start_code
 from idinvert.nets.stylegan_encoder import EncoderBackbone
 
 __all__ = ["ReStyleEncoder", "restyle_invert", "DEFAULT_INFERENCE_STEPS", "TRAINING_STEPS"]
@@ -60,13 +60,7 @@ class ReStyleEncoder(nn.Module):
     @torch.no_grad()
     def set_latent_avg(self, avg: torch.Tensor) -> None:
         """avg: [D] or [L, D], the generator's average code (idinvert.codes.mean_code)."""
-        avg = avg.detach().to(self.latent_avg)
-        if avg.ndim == 1:
-            avg = avg.unsqueeze(0).expand(self.num_layers, -1)
-        if tuple(avg.shape) != tuple(self.latent_avg.shape):
-            raise ValueError(f"latent_avg must be [{self.w_space_dim}] or "
-                             f"{list(self.latent_avg.shape)}, got {list(avg.shape)}")
-        self.latent_avg.copy_(avg)
+        copy_start_code(self.latent_avg, avg)
 
     def forward(self, images: torch.Tensor, reconstructions: Optional[torch.Tensor] = None
                 ) -> torch.Tensor:

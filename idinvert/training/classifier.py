@@ -20,8 +20,8 @@ import torch.nn.functional as F
 
 from idinvert.nets.classifier import AttributeClassifier
 from idinvert.training.common import (LossLog, Stopwatch, check_resume_config, config_dict,
-                                      export_fp16_state_dict, load_checkpoint, progress,
-                                      save_checkpoint)
+                                      export_fp16_state_dict, fp16_rounded, load_checkpoint,
+                                      progress, save_checkpoint)
 
 __all__ = ["ClassifierConfig", "train_classifier", "build_classifier", "evaluate_classifier"]
 
@@ -153,8 +153,7 @@ def export_classifier(work_dir: str | Path, out_dir: str | Path) -> Path:
     model = build_classifier(cfg, len(domain.attributes))
     model.load_state_dict(state["model"])
     # Evaluate the weights as shipped (rounded to fp16).
-    shipped = build_classifier(cfg, len(domain.attributes))
-    shipped.load_state_dict({k: v.half().float() for k, v in model.state_dict().items()})
+    shipped = fp16_rounded(model, lambda: build_classifier(cfg, len(domain.attributes)))
     t = time.time()
     quality = evaluate_classifier(shipped, domain, cfg.eval_images)
     card = dict(model="AttributeClassifier", constructor=model.config,

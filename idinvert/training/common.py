@@ -22,7 +22,7 @@ from idinvert.utils import atomic_save, atomic_write_text  # noqa: F401  (re-exp
 
 __all__ = [
     "atomic_save", "atomic_write_text", "load_checkpoint", "save_checkpoint", "CHECKPOINT_NAME",
-    "LossLog", "ema_update", "export_fp16_state_dict", "load_fp16_state_dict", "config_dict",
+    "LossLog", "ema_update", "export_fp16_state_dict", "fp16_rounded", "load_fp16_state_dict", "config_dict",
     "check_resume_config", "progress", "rng_state", "set_rng_state", "Stopwatch",
 ]
 
@@ -107,6 +107,13 @@ def ema_update(ema: nn.Module, model: nn.Module, beta: float) -> None:
         p_ema.lerp_(p.detach(), 1.0 - beta)
     for b_ema, b in zip(ema.buffers(), model.buffers()):
         b_ema.copy_(b)
+
+
+def fp16_rounded(module: nn.Module, build) -> nn.Module:
+    """A fresh ``build()`` holding ``module``'s weights rounded to fp16: the network as shipped."""
+    shipped = build()
+    shipped.load_state_dict({k: v.half().float() for k, v in module.state_dict().items()})
+    return shipped
 
 
 def export_fp16_state_dict(module: nn.Module, path: str | os.PathLike,

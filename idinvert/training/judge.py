@@ -25,8 +25,8 @@ import torch.nn.functional as F
 from idinvert.nets.judge import JudgeNet
 from idinvert.quality import DEGRADATIONS, degrade, frechet_distance
 from idinvert.training.common import (LossLog, Stopwatch, check_resume_config, config_dict,
-                                      export_fp16_state_dict, load_checkpoint, progress,
-                                      save_checkpoint)
+                                      export_fp16_state_dict, fp16_rounded, load_checkpoint,
+                                      progress, save_checkpoint)
 
 __all__ = ["JudgeConfig", "train_judge", "build_judge", "evaluate_judge", "export_judge"]
 
@@ -210,8 +210,7 @@ def export_judge(work_dir: str | Path, out_dir: str | Path) -> Path:
     domain = _domain(cfg.domain, cfg.resolution)
     model = build_judge(cfg, len(domain.attributes))
     model.load_state_dict(state["model"])
-    shipped = build_judge(cfg, len(domain.attributes))
-    shipped.load_state_dict({k: v.half().float() for k, v in model.state_dict().items()})
+    shipped = fp16_rounded(model, lambda: build_judge(cfg, len(domain.attributes)))
     t = time.time()
     quality = evaluate_judge(shipped, domain, cfg.eval_images)
     card = dict(model="JudgeNet", constructor=model.config, attributes=list(domain.attributes),
