@@ -182,13 +182,23 @@ def log10_ratio_of_means(s: Mapping[str, np.ndarray], fixed: Mapping[str, Any] =
     return float(math.log10(ma / mb))
 
 
+def _success_rate(success: np.ndarray, eligible: np.ndarray) -> float:
+    """[N] counts: the pooled rate; [N, A]: the mean over attributes of each one's rate, attributes with
+    no eligible edit left out (``edit_success_mean``)."""
+    success, eligible = np.asarray(success, dtype=np.float64), np.asarray(eligible, dtype=np.float64)
+    if success.ndim == 1:
+        total = eligible.sum()
+        return float(success.sum() / total) if total else math.nan
+    totals = eligible.sum(0)
+    ok = totals > 0
+    return float((success.sum(0)[ok] / totals[ok]).mean()) if ok.any() else math.nan
+
+
 def rate_difference(s: Mapping[str, np.ndarray], fixed: Mapping[str, Any] = {}) -> float:
-    """keys success_a, eligible_a, success_b, eligible_b [N] (counts per image, e.g. over attributes
-    and edit signs): sum(success_a)/sum(eligible_a) − the same for b (edit success)."""
-    ea, eb = np.sum(s["eligible_a"]), np.sum(s["eligible_b"])
-    if ea == 0 or eb == 0:
-        return math.nan
-    return float(np.sum(s["success_a"]) / ea - np.sum(s["success_b"]) / eb)
+    """keys success_a, eligible_a, success_b, eligible_b: counts per image [N] (pooled rate) or per image
+    and attribute [N, A] (mean over attributes of each one's rate, as edit_success_mean): rate of a −
+    rate of b."""
+    return _success_rate(s["success_a"], s["eligible_a"]) - _success_rate(s["success_b"], s["eligible_b"])
 
 
 def average_precision(scores: np.ndarray, labels: np.ndarray) -> float:
@@ -234,11 +244,14 @@ def _frechet_to(x: np.ndarray, ref_mu: np.ndarray, ref_cov: np.ndarray) -> float
 
 
 def frechet_difference(s: Mapping[str, np.ndarray], fixed: Mapping[str, Any] = {}) -> float:
-    """keys a, b [N, K] (embeddings of A's and B's reconstructions, or decoded interpolations),
-    real [N, K] (the real images' embeddings, resampled with them): FD(a, real) − FD(b, real)."""
-    real = np.asarray(s["real"], dtype=np.float64)
+    """keys a, b [N, K] (embeddings of A's and B's reconstructions) or [N, S, K] (S decoded images per
+    unit, e.g. the interpolations of one pair), real [N, K] (the real images' embeddings, resampled with
+    them) -- or, when the units are not the real images (pairs), ``fixed["real"]``, not resampled:
+    FD(a, real) − FD(b, real)."""
+    real = np.asarray(s["real"] if "real" in s else fixed["real"], dtype=np.float64)
     mu, cov = real.mean(0), np.atleast_2d(np.cov(real, rowvar=False))
-    return _frechet_to(s["a"], mu, cov) - _frechet_to(s["b"], mu, cov)
+    a, b = (np.asarray(s[k]) for k in ("a", "b"))
+    return _frechet_to(a.reshape(-1, a.shape[-1]), mu, cov) - _frechet_to(b.reshape(-1, b.shape[-1]), mu, cov)
 
 
 def log10_speedup(s: Mapping[str, np.ndarray], fixed: Mapping[str, Any]) -> float:

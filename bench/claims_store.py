@@ -6,11 +6,14 @@ the run's milestone at step 100), pairs them on the images both inverted, and ha
 ``SeedData`` per seed to ``bench.claims.judge`` (a 95 % bootstrap interval over images, and over seeds
 when runs of several seeds exist; the verdict is the interval's, never set by hand).
 
-What can be judged from the store alone: per-image metrics (``mse``, ``code_domain_term``), ``code_lec``
-(its per-image values are in its detail), the seconds per image, and the time-to-quality speed-up (from
-the milestone rows). Claims whose effect needs per-image ingredients the store does not keep (the
-embeddings behind a Fréchet distance, boundary scores behind AP, per-edit outcomes) are listed as
-"not judged" with that reason -- never given a verdict. Reference rows (g-samples) are never an arm.
+What the store gives: per-image metrics (``mse``, ``code_domain_term``), ``code_lec`` (its per-image
+values are in its detail), the seconds per image, the time-to-quality speed-up (from the milestone rows),
+and the per-unit ingredients of set-level metrics (``Store.ingredients``): the judge embeddings behind
+``fid_domain`` (per image) and ``interp_fid_domain`` (per interpolated pair), the boundary distances and
+labels behind ``ap_mean``, and the eligible / successful edits per image and attribute behind
+``edit_success_mean`` -- so that these set-level metrics are recomputed on every bootstrap resample.
+A run stored before ingredients existed, or a claim whose data are missing, is listed as "not judged"
+with the reason -- never given a verdict. Reference rows (g-samples) are never an arm.
 """
 from __future__ import annotations
 
@@ -96,6 +99,7 @@ class _RunData:
         self.metrics = {m["name"]: m for m in store.metrics(run["run_id"])}
         self._store = store
         self._milestones: list[dict[str, Any]] | None = None
+        self._ingredients: dict[str, dict[str, tuple[list[str], np.ndarray]]] = {}
 
     @property
     def milestones(self) -> list[dict[str, Any]]:
@@ -123,6 +127,16 @@ class _RunData:
         if isinstance(per, dict):
             return {i: (_num(per.get(i)) if i in per else math.nan) for i in self.images}
         return None
+
+    def ingredients(self, metric: str) -> dict[str, tuple[list[str], np.ndarray]]:
+        if metric not in self._ingredients:
+            row = self.metrics.get(metric)
+            ok = row is not None and row["status"] == "ok"
+            self._ingredients[metric] = self._store.ingredients(self.run["run_id"], metric) if ok else {}
+        return self._ingredients[metric]
+
+    def attributes(self, metric: str) -> list[str]:
+        return list(((self.metrics.get(metric) or {}).get("detail") or {}).get("attributes") or [])
 
     def milestone_matrix(self, metric: str, ids: Sequence[str]) -> tuple[list[int], list[float], np.ndarray] | None:
         rows = self.milestones
@@ -175,8 +189,89 @@ def _seed_data(claim: CL.Claim, a: _RunData, b: _RunData) -> tuple[CL.SeedData |
         tb = time_to_target(mean_curve(mb[0], mb[1], mb[2]), ca[-1].value, "lower")
         nums = (ta.seconds_per_image if ta.reached else math.inf, tb.seconds_per_image if tb.reached else math.inf)
         return CL.SeedData({"a": ma[2], "b": mb[2]}, fixed, image_ids=tuple(ids)), None, nums
-    return None, (f"the {claim.effect} effect needs per-image ingredients the store does not keep "
-                  f"({claim.metric}: embeddings / boundary scores / edit outcomes per image)"), ()
+    if claim.a.protocol != "own" or claim.b.protocol != "own":
+        return None, f"{claim.metric}'s ingredients are kept at a run's own budget only, not at step 100", ()
+    ga, gb = a.ingredients(claim.metric), b.ingredients(claim.metric)
+    if not ga or not gb:
+        which = claim.a.label if not ga else claim.b.label
+        return None, (f"no per-image ingredients of {claim.metric} stored for {which} (a run stored before "
+                      f"they were kept, or the metric was unavailable): rerun with --fresh"), ()
+    return _ingredient_seed_data(claim, a, b, ga, gb)
+
+
+def _aligned(pairs: dict[str, tuple[list[str], np.ndarray]], key: str, ids: Sequence[str]) -> np.ndarray:
+    row_ids, array = pairs[key]
+    pos = {i: k for k, i in enumerate(row_ids)}
+    return array[[pos[i] for i in ids]]
+
+
+def _common(*id_lists: Sequence[str]) -> list[str]:
+    first, rest = id_lists[0], [set(x) for x in id_lists[1:]]
+    return [i for i in first if all(i in r for r in rest)]
+
+
+def _columns(a: _RunData, b: _RunData, metric: str) -> tuple[list[str], list[int], list[int]]:
+    """Attributes both runs kept for ``metric``, and their column positions in each run's arrays."""
+    att_a, att_b = a.attributes(metric), b.attributes(metric)
+    both = [x for x in att_a if x in att_b]
+    return both, [att_a.index(x) for x in both], [att_b.index(x) for x in both]
+
+
+def _ingredient_seed_data(claim: CL.Claim, a: _RunData, b: _RunData, ga: dict, gb: dict
+                          ) -> tuple[CL.SeedData | None, str | None, tuple]:
+    """SeedData of a set-level claim from both runs' stored ingredients, paired on their common units."""
+    if claim.effect == "frechet_difference":
+        if "fake" not in ga or "fake" not in gb or "real" not in ga:
+            return None, f"{claim.metric}'s stored ingredients lack the features", ()
+        ids = _common(ga["fake"][0], gb["fake"][0])
+        if len(ids) < 2:
+            return None, f"{claim.a.label} and {claim.b.label} share fewer than 2 units of {claim.metric}", ()
+        xa, xb = _aligned(ga, "fake", ids), _aligned(gb, "fake", ids)
+        per_unit = xa.ndim == 3  # interpolations: the units are pairs, the real set is fixed
+        if per_unit:
+            fixed = {"real": ga["real"][1]}
+            sample = {"a": xa, "b": xb}
+        else:
+            ids = _common(ids, ga["real"][0])
+            xa, xb = _aligned(ga, "fake", ids), _aligned(gb, "fake", ids)
+            fixed, sample = {}, {"a": xa, "b": xb, "real": _aligned(ga, "real", ids)}
+        if len(ids) < 2:
+            return None, "fewer than 2 paired images", ()
+        d = CL.SeedData(sample, fixed, image_ids=tuple(ids))
+        real = np.asarray(sample.get("real", fixed.get("real")), dtype=np.float64)
+        mu, cov = real.mean(0), np.atleast_2d(np.cov(real, rowvar=False))
+        nums = tuple(CL._frechet_to(x.reshape(-1, x.shape[-1]), mu, cov) for x in (xa, xb))
+        return d, None, nums
+    if claim.effect == "ap_difference":
+        if not {"scores", "labels"} <= set(ga) or "scores" not in gb:
+            return None, f"{claim.metric}'s stored ingredients lack scores or labels", ()
+        attrs, ca, cb = _columns(a, b, claim.metric)
+        ids = _common(ga["scores"][0], gb["scores"][0], ga["labels"][0])
+        if not attrs or len(ids) < 2:
+            return None, "no attribute or fewer than 2 images in common", ()
+        labels = _aligned(ga, "labels", ids)[:, ca]
+        if "labels" in gb and not np.array_equal(_aligned(gb, "labels", _common(ids, gb["labels"][0]))[:, cb],
+                                                 labels):
+            return None, "the two runs' labels of the same images differ (different label sources)", ()
+        sample = {"scores_a": _aligned(ga, "scores", ids)[:, ca], "scores_b": _aligned(gb, "scores", ids)[:, cb],
+                  "labels": labels}
+        d = CL.SeedData(sample, image_ids=tuple(ids))
+        nums = (CL._mean_ap(sample["scores_a"], labels), CL._mean_ap(sample["scores_b"], labels))
+        return d, None, nums
+    if claim.effect == "rate_difference":
+        if not {"success", "eligible"} <= set(ga) or not {"success", "eligible"} <= set(gb):
+            return None, f"{claim.metric}'s stored ingredients lack the edit counts", ()
+        attrs, ca, cb = _columns(a, b, claim.metric)
+        ids = _common(ga["success"][0], gb["success"][0])
+        if not attrs or len(ids) < 2:
+            return None, "no attribute or fewer than 2 edited images in common", ()
+        sample = {"success_a": _aligned(ga, "success", ids)[:, ca], "eligible_a": _aligned(ga, "eligible", ids)[:, ca],
+                  "success_b": _aligned(gb, "success", ids)[:, cb], "eligible_b": _aligned(gb, "eligible", ids)[:, cb]}
+        d = CL.SeedData(sample, image_ids=tuple(ids))
+        nums = (CL._success_rate(sample["success_a"], sample["eligible_a"]),
+                CL._success_rate(sample["success_b"], sample["eligible_b"]))
+        return d, None, nums
+    return None, f"no way to assemble the {claim.effect} effect from the store", ()
 
 
 def judge_store(store: Store, claims: Sequence[CL.Claim] = CL.PAPER_CLAIMS, runs: Sequence[dict] | None = None,

@@ -16,6 +16,7 @@ import math
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -69,12 +70,16 @@ def frechet_with_floor(ctx: MetricContext, real: Tensor, fake: Tensor, ref: Tens
 
 
 def frechet_to_real(ctx: MetricContext, extract: Callable[[Tensor], Tensor], extractor_id: str,
-            fake_images: Tensor, floor_seed: int | None = None) -> tuple[float, dict[str, Any]]:
+                    fake_images: Tensor, floor_seed: int | None = None,
+                    keep: dict[str, Tensor] | None = None) -> tuple[float, dict[str, Any]]:
     """Fréchet distance of ``fake_images`` to the context's real images in one feature space, with its
-    floor against a disjoint real set of the fake set's size."""
+    floor against a disjoint real set of the fake set's size. ``keep``: receives the features used
+    ("fake" [M, K], "real" [N, K], in the images' order), to be stored as the row's ingredients."""
     real = ctx.real_features(extract, extractor_id)
     fake = extract(fake_images).float().cpu()
     ref = ctx.reference_features(extract, extractor_id, fake.shape[0])
+    if keep is not None:
+        keep.update(fake=fake, real=real)
     return frechet_with_floor(ctx, real, fake, ref, floor_seed)
 
 
@@ -86,8 +91,13 @@ def inception_extract(ctx: MetricContext) -> tuple[Callable[[Tensor], Tensor], s
 
 def fid_domain_metric(ctx: MetricContext) -> MetricRow:
     net = ctx.eval_embedding
-    value, detail = frechet_to_real(ctx, net.embed, net.id, ctx.recons)
-    return MetricRow("fid_domain", value, detail={"n": ctx.n, "features": net.label, **detail})
+    feats: dict[str, Tensor] = {}
+    value, detail = frechet_to_real(ctx, net.embed, net.id, ctx.recons, keep=feats)
+    # per-image embeddings of the reconstructions and of the real images: a bootstrap over images
+    # recomputes the distance from them (``bench claims``)
+    arrays = {k: (list(ctx.ids), v.numpy().astype(np.float32)) for k, v in feats.items()} \
+        if len(ctx.ids) == ctx.n else None
+    return MetricRow("fid_domain", value, detail={"n": ctx.n, "features": net.label, **detail}, arrays=arrays)
 
 
 def fid_metric(ctx: MetricContext) -> MetricRow:

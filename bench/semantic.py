@@ -303,15 +303,24 @@ def attribute_ap(ctx: MetricContext) -> list[MetricRow]:
         reason = ("no ground-truth attributes for these images: pass --labels FILE.csv with their "
                   "attributes, or use a bundle with a judge network to predict them")
         return [MetricRow.unavailable(n, reason, label_source="none") for n in [f"ap_{a}" for a in names] + ["ap_mean"]]
-    rows, values = [], {}
+    rows, values, scores = [], {}, {}
     for a in names:
         row = _ap_row(ctx, su.boundaries.get(a), a, labels, label_names, source)
         rows.append(row)
         if row.status == "ok":
             values[a] = row.value
+            scores[a] = signed_distance(ctx.codes.float(), su.boundaries[a]).cpu()
     if values:
+        used = sorted(values)
+        # per-image boundary distances and labels: a bootstrap over images recomputes ap_mean from them
+        arrays = None
+        if len(ctx.ids) == ctx.n:
+            cols = [label_names.index(a) for a in used]
+            arrays = {"scores": (list(ctx.ids), torch.stack([scores[a] for a in used], 1).numpy()),
+                      "labels": (list(ctx.ids), labels[:, cols].numpy().astype(np.int8))}
         rows.append(MetricRow("ap_mean", sum(values.values()) / len(values), detail={
-            "label_source": source, "attributes": sorted(values), "seconds": time.perf_counter() - t0}))
+            "label_source": source, "attributes": used, "seconds": time.perf_counter() - t0},
+            arrays=arrays))
     else:
         rows.append(MetricRow.unavailable("ap_mean", "no attribute AP could be computed", label_source=source))
     return rows
@@ -355,7 +364,8 @@ def interpolation(ctx: MetricContext) -> list[MetricRow]:
             "n_real": int(reals.shape[0]), "endpoints": "excluded", "pair_seed": config.seed}
     if ctx.decoders is not None:
         base["decoder"] = INTERP_DECODER
-    rows = [_interp_frechet(ctx, su, "interp_fid_domain", fake, base),
+    pair_ids = [f"{ctx.ids[i]}|{ctx.ids[j]}" for i, j in pairs] if len(ctx.ids) == ctx.n else None
+    rows = [_interp_frechet(ctx, su, "interp_fid_domain", fake, base, pair_ids),
             _interp_frechet(ctx, su, "interp_fid", fake, base)]
     try:
         sw = M.swd(fake, reals, seed=config.seed)
@@ -369,7 +379,10 @@ def interpolation(ctx: MetricContext) -> list[MetricRow]:
     return rows
 
 
-def _interp_frechet(ctx: MetricContext, su: _Setup, name: str, fake: Tensor, base: dict) -> MetricRow:
+def _interp_frechet(ctx: MetricContext, su: _Setup, name: str, fake: Tensor, base: dict,
+                    pair_ids: list[str] | None = None) -> MetricRow:
+    """One Fréchet row of the interpolations; with ``pair_ids`` it keeps its ingredients: the decoded
+    interpolations' features per pair [P, S, K] and the real images' [N, K]."""
     try:
         if name == "interp_fid_domain":
             net = ctx.eval_embedding
@@ -378,8 +391,14 @@ def _interp_frechet(ctx: MetricContext, su: _Setup, name: str, fake: Tensor, bas
             (extract, extractor_id), extra = inception_extract(ctx), {}
     except MetricUnavailable as exc:
         return MetricRow.unavailable(name, exc.reason)
-    value, detail = frechet_to_real(ctx, extract, extractor_id, fake, floor_seed=su.config.seed)
-    return MetricRow(name, value, detail={**base, **extra, **detail})
+    feats: dict[str, Tensor] = {}
+    value, detail = frechet_to_real(ctx, extract, extractor_id, fake, floor_seed=su.config.seed, keep=feats)
+    arrays = None
+    if pair_ids:
+        per_pair = feats["fake"].reshape(len(pair_ids), -1, feats["fake"].shape[-1])
+        arrays = {"fake": (pair_ids, per_pair.numpy().astype(np.float32)),
+                  "real": (list(ctx.ids), feats["real"].numpy().astype(np.float32))}
+    return MetricRow(name, value, detail={**base, **extra, **detail}, arrays=arrays)
 
 
 def _interp_strips(ctx: MetricContext, su: _Setup, pairs: list[tuple[int, int]], path: Tensor) -> None:
@@ -413,9 +432,12 @@ class _Edits:
     alphas: Tensor
     spread: dict[str, float]
     exact_labels: bool
+    ids: list[str] = field(default_factory=list)   # the edited images' ids (empty: ids unknown)
     success: dict[str, float] = field(default_factory=dict)
     preservation: dict[str, float] = field(default_factory=dict)
     dpips: dict[str, Tensor] = field(default_factory=dict)
+    # per edited image, per attribute: edits that were eligible and that succeeded (counts over alphas)
+    counts: dict[str, tuple[Tensor, Tensor]] = field(default_factory=dict)
 
 
 def manipulation(ctx: MetricContext) -> list[MetricRow]:
@@ -449,7 +471,8 @@ def _edit_subset(ctx: MetricContext, su: _Setup) -> _Edits:
               else {a: 1.0 for a in su.boundaries})
     probs = _probs(su.judge, recon, config.batch_size) if su.judge is not None else None
     return _Edits(idx, codes, recon, probs, torch.tensor(config.edit_alphas), spread,
-                  ctx.labels is not None and ctx.label_source == "renderer")
+                  ctx.labels is not None and ctx.label_source == "renderer",
+                  ids=[ctx.ids[i] for i in idx] if len(ctx.ids) == ctx.n else [])
 
 
 def _edit_attribute(ctx: MetricContext, su: _Setup, ed: _Edits, a: str) -> MetricRow:
@@ -478,6 +501,8 @@ def _edit_attribute(ctx: MetricContext, su: _Setup, ed: _Edits, a: str) -> Metri
     if math.isnan(primary.rate):
         return MetricRow.unavailable(name, "no edit started on the side it moves away from", **detail)
     ed.success[a] = primary.rate
+    k = len(ed.alphas)
+    ed.counts[a] = (primary.eligible.reshape(-1, k).sum(1), primary.success.reshape(-1, k).sum(1))
     return MetricRow(name, primary.rate, detail=detail)
 
 
@@ -522,9 +547,14 @@ def _edit_strips(ctx: MetricContext, su: _Setup, ed: _Edits, a: str, edited: Ten
 def _edit_summary(ed: _Edits, common: dict[str, Any]) -> list[MetricRow]:
     rows = []
     if ed.success:
+        used = sorted(ed.success)
+        arrays = None
+        if ed.ids:  # per image and attribute: eligible and successful edits (a bootstrap recomputes the rate)
+            arrays = {key: (list(ed.ids), torch.stack([ed.counts[a][j] for a in used], 1).numpy().astype(np.int16))
+                      for j, key in enumerate(("eligible", "success"))}
         rows.append(MetricRow("edit_success_mean", sum(ed.success.values()) / len(ed.success), detail={
-            **common, "attributes": sorted(ed.success),
-            "start_state": "exact labels" if ed.exact_labels else "judge"}))
+            **common, "attributes": used,
+            "start_state": "exact labels" if ed.exact_labels else "judge"}, arrays=arrays))
     else:
         rows.append(MetricRow.unavailable("edit_success_mean", "no edit success rate was defined"))
     kept = [v for v in ed.preservation.values() if not math.isnan(v)]

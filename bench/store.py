@@ -124,6 +124,14 @@ CREATE TABLE IF NOT EXISTS milestone_metrics (
     detail TEXT NOT NULL DEFAULT '{}',
     PRIMARY KEY (run_id, step, name)
 );
+CREATE TABLE IF NOT EXISTS ingredients (
+    run_id TEXT NOT NULL REFERENCES runs(run_id),
+    metric TEXT NOT NULL,
+    key TEXT NOT NULL,
+    ids TEXT NOT NULL,
+    data BLOB NOT NULL,
+    PRIMARY KEY (run_id, metric, key)
+);
 CREATE INDEX IF NOT EXISTS images_by_run ON images(run_id);
 CREATE INDEX IF NOT EXISTS runs_by_sweep ON runs(sweep_id);
 """
@@ -173,6 +181,24 @@ def _json_default(obj: Any) -> Any:
     if isinstance(obj, Path):
         return str(obj)
     raise TypeError(f"not JSON-serialisable: {type(obj).__name__}")
+
+
+def _npy_bytes(array: Any) -> bytes:
+    import io
+
+    import numpy as np
+
+    buf = io.BytesIO()
+    np.save(buf, np.asarray(array), allow_pickle=False)
+    return buf.getvalue()
+
+
+def _npy_array(data: bytes) -> Any:
+    import io
+
+    import numpy as np
+
+    return np.load(io.BytesIO(data), allow_pickle=False)
 
 
 def _finite_or_none(value: float | None) -> float | None:
@@ -343,7 +369,8 @@ class Store:
     def reset_run(self, run_id: str) -> None:
         """``--fresh``: drop everything a run stored, keeping its identity; it starts again as running."""
         with self._transaction() as db:
-            for table in ("images", "metrics", "curves", "artifacts", "milestones", "milestone_metrics"):
+            for table in ("images", "metrics", "curves", "artifacts", "milestones", "milestone_metrics",
+                          "ingredients"):
                 db.execute(f"DELETE FROM {table} WHERE run_id=?", (run_id,))
             db.execute("UPDATE runs SET status='running', started=?, finished=NULL WHERE run_id=?",
                        (time.time(), run_id))
@@ -387,6 +414,10 @@ class Store:
                 detail.setdefault("reason", f"non-finite value {m.value!r}")
             db.execute("INSERT OR REPLACE INTO metrics VALUES (?,?,?,?,?)",
                        (run_id, m.name, value, status, _json(detail)))
+            db.execute("DELETE FROM ingredients WHERE run_id=? AND metric=?", (run_id, m.name))
+            for key, (ids, array) in (m.arrays or {}).items():
+                db.execute("INSERT OR REPLACE INTO ingredients VALUES (?,?,?,?,?)",
+                           (run_id, m.name, key, _json(list(ids)), _npy_bytes(array)))
 
     def runs(self, *, status: str | None = None, run_id: str | None = None,
              sweep_id: str | None = None) -> list[dict[str, Any]]:
@@ -448,6 +479,16 @@ class Store:
                                  (run_id,), "detail")
         except sqlite3.OperationalError:
             return []
+
+    def ingredients(self, run_id: str, metric: str) -> dict[str, tuple[list[str], Any]]:
+        """The per-unit arrays a set-level metric was computed from: key -> (ids along the first axis,
+        numpy array); {} where none were stored (a store made before them, or the metric keeps none)."""
+        try:
+            rows = self._q("SELECT key, ids, data FROM ingredients WHERE run_id=? AND metric=? ORDER BY key",
+                           (run_id, metric))
+        except sqlite3.OperationalError:  # a read-only store made before ingredients existed
+            return {}
+        return {r["key"]: (json.loads(r["ids"]), _npy_array(r["data"])) for r in rows}
 
     def done_image_ids(self, run_id: str) -> set[str]:
         return {r[0] for r in self._q("SELECT image_id FROM images WHERE run_id=?", (run_id,))}
@@ -605,14 +646,23 @@ class MilestoneRow:
 
 @dataclass
 class MetricRow:
+    """One set-level metric value. ``arrays``: its per-unit ingredients, key -> (ids, array whose first
+    axis follows ids) -- e.g. the embeddings behind a Fréchet distance -- stored beside the row so that
+    a bootstrap over images can recompute the metric (``bench claims``)."""
+
     name: str
     value: float | None
     status: str = "ok"
     detail: dict[str, Any] = None  # type: ignore[assignment]
+    arrays: dict[str, tuple[Sequence[str], Any]] | None = None
 
     def __post_init__(self) -> None:
         if self.detail is None:
             self.detail = {}
+        for key, (ids, array) in (self.arrays or {}).items():
+            if len(ids) != len(array):
+                raise ValueError(f"metric {self.name}: ingredient {key!r} has {len(array)} rows for "
+                                 f"{len(ids)} ids")
 
     @classmethod
     def unavailable(cls, name: str, reason: str, **detail: Any) -> "MetricRow":

@@ -120,6 +120,29 @@ def test_frechet_difference_favours_features_near_the_real_ones():
     assert decide(bootstrap_effect([d], frechet_difference, n_boot=200), "lower") == "holds"
 
 
+def test_frechet_difference_equals_the_stored_metric_and_takes_pairs_with_a_fixed_real_set():
+    from bench.metrics.frechet import feature_stats, frechet_distance
+
+    rng = np.random.default_rng(3)
+    real = rng.normal(size=(200, 6))
+    a, b = real + rng.normal(0, 0.3, real.shape), rng.normal(0.2, 1.2, real.shape)
+    want = (frechet_distance(feature_stats(a), feature_stats(real))
+            - frechet_distance(feature_stats(b), feature_stats(real)))  # the fid_domain metric's function
+    assert frechet_difference({"a": a, "b": b, "real": real}) == pytest.approx(want, rel=1e-6)
+    # interpolations: 50 pairs x 4 decoded images each; the real set is fixed, not resampled with pairs
+    per_pair = {"a": a.reshape(50, 4, 6), "b": b.reshape(50, 4, 6)}
+    assert frechet_difference(per_pair, {"real": real}) == pytest.approx(want, rel=1e-6)
+    d = SeedData(per_pair, {"real": real})
+    assert decide(bootstrap_effect([d], frechet_difference, n_boot=200), "lower") == "holds"
+
+
+def test_rate_difference_per_attribute_is_the_mean_of_attribute_rates():
+    # attribute 0: a 2/4, b 1/4; attribute 1: a 3/3, b 0/2; attribute 2: no eligible edit for a -> left out
+    s = {"success_a": np.array([[1, 2, 0], [1, 1, 0]]), "eligible_a": np.array([[2, 2, 0], [2, 1, 0]]),
+         "success_b": np.array([[1, 0, 1], [0, 0, 0]]), "eligible_b": np.array([[2, 1, 1], [2, 1, 1]])}
+    assert rate_difference(s) == pytest.approx((2 / 4 + 3 / 3) / 2 - (1 / 4 + 0 / 2 + 1 / 2) / 3)
+
+
 def test_rate_difference_pools_counts():
     s = {"success_a": np.array([2, 1]), "eligible_a": np.array([2, 2]),
          "success_b": np.array([0, 1]), "eligible_b": np.array([1, 3])}

@@ -7,7 +7,7 @@ labels as 0/1 where the domain provides them.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
@@ -18,6 +18,9 @@ class EditSuccess:
     rate: float  # n_success / n_eligible; nan when no edit was eligible
     n_success: int
     n_eligible: int
+    # per edit [N] booleans (which edits were eligible, which succeeded), for per-image bookkeeping
+    eligible: Tensor | None = field(default=None, compare=False, repr=False)
+    success: Tensor | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -53,7 +56,8 @@ def edit_success(probs_before: Tensor, probs_after: Tensor, target: int | None =
     success = eligible & (((sign > 0) & after) | ((sign < 0) & ~after))
     n_eligible, n_success = int(eligible.sum()), int(success.sum())
     rate = n_success / n_eligible if n_eligible else math.nan
-    return EditSuccess(rate=rate, n_success=n_success, n_eligible=n_eligible)
+    return EditSuccess(rate=rate, n_success=n_success, n_eligible=n_eligible, eligible=eligible,
+                       success=success)
 
 
 def edit_preservation(probs_before: Tensor, probs_after: Tensor, target: int,
