@@ -328,7 +328,7 @@ def cmd_ablate(args: argparse.Namespace) -> int:
             except registry.BadParameter as exc:
                 raise UsageError(f"ablate --values: {exc}") from None
     opts.methods = having
-    run_sweep(opts, args.param, values)
+    run_sweep(opts, args.param, values, seeds=_parse_seeds(getattr(args, "seeds", None)))
     return 0
 
 

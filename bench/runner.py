@@ -468,8 +468,9 @@ def _write_report(results_dir: Path, say) -> None:
     say(f"bench: report at {path}")
 
 
-def run_sweep(opts: RunOptions, param: str, values: Sequence[str]) -> list[str]:
-    """``bench ablate``: one ordinary run per value for every selected method, grouped as one sweep."""
+def run_sweep(opts: RunOptions, param: str, values: Sequence[str], seeds: Sequence[int] = ()) -> list[str]:
+    """``bench ablate``: one ordinary run per value (and per seed, when ``seeds`` are given) for every
+    selected method, grouped as one sweep."""
     from methods import registry
 
     run_ids: list[str] = []
@@ -481,12 +482,15 @@ def run_sweep(opts: RunOptions, param: str, values: Sequence[str]) -> list[str]:
         with Store(opts.results_dir) as store:
             sweep_id = store.add_sweep(param, typed, list(opts.methods))
     report = opts.report
-    for i, value in enumerate(values):
-        sub = RunOptions(**{**opts.__dict__, "report": False,
-                            "overrides": {m: {**opts.overrides.get(m, {}), param: value} for m in opts.methods}})
-        if not opts.quiet:
-            print(f"bench: ablate {param}={value} ({i + 1}/{len(values)})")
-        run_ids += run_benchmark(sub, sweep_id=sweep_id)
+    seeds = list(seeds) or [opts.seed]
+    for k, seed in enumerate(seeds):
+        for i, value in enumerate(values):
+            sub = RunOptions(**{**opts.__dict__, "report": False, "seed": seed,
+                                "overrides": {m: {**opts.overrides.get(m, {}), param: value} for m in opts.methods}})
+            if not opts.quiet:
+                of_seed = f", seed {seed} ({k + 1}/{len(seeds)})" if len(seeds) > 1 else ""
+                print(f"bench: ablate {param}={value} ({i + 1}/{len(values)}){of_seed}")
+            run_ids += run_benchmark(sub, sweep_id=sweep_id)
     if report and int(os.environ.get("RANK", "0")) == 0:
         _write_report(opts.results_dir, print if not opts.quiet else (lambda *a: None))
     return run_ids

@@ -156,3 +156,16 @@ def test_sweep_over_two_values_makes_two_grouped_runs(tmp_path):
         mse = {r["params"]["lambda_dom"]: next(m["value"] for m in store.metrics(r["run_id"]) if m["name"] == "mse")
                for r in runs}
         assert mse[0.0] != mse[5.0]  # the swept value really reached the method
+
+
+def test_sweep_over_seeds_runs_every_value_once_per_seed_in_one_sweep(tmp_path):
+    from bench.runner import run_sweep
+
+    opts = _opts(tmp_path, ["idinvert"], semantic=False, limit=2, overrides={"idinvert": {"iters": "2"}})
+    run_ids = run_sweep(opts, "lambda_dom", ["0", "5"], seeds=[0, 1])
+    assert len(set(run_ids)) == 4
+    with Store(tmp_path) as store:
+        (sweep,) = store.sweeps()
+        runs = store.runs(sweep_id=sweep["sweep_id"])
+        assert sorted((r["seed"], r["params"]["lambda_dom"]) for r in runs) == [
+            (0, 0.0), (0, 5.0), (1, 0.0), (1, 5.0)]
