@@ -119,6 +119,12 @@ def build_parser() -> argparse.ArgumentParser:
     zt.add_argument("--out", type=Path, default=None,
                     help="where the shipped weights go (default: the package's idinvert/weights/synthetic-faces)")
     zt.add_argument("--device", default="cpu")
+    zt.add_argument("--max-minutes", type=float, default=None,
+                    help="stop the GAN and the plateau-trained encoders after this long in this sitting "
+                         "(checkpointed and exported, the card says so); rerun to resume")
+    zt.add_argument("--threads", type=int, default=None,
+                    help="torch CPU threads (default: the GAN's recipe setting, 1, and torch's choice "
+                         "for the rest)")
 
     p = sub.add_parser("domain", help="the synthetic-faces domain")
     dsub = p.add_subparsers(dest="domain_command", metavar="DOMAIN_COMMAND")
@@ -395,8 +401,23 @@ def cmd_zoo(args: argparse.Namespace) -> int:
     check_device(args.device)
     # the raw list: train_zoo adds "card" itself, and skips it (saying why) when it was not asked for
     # and a part is missing or was trained against an older generator
+    from idinvert.training.recipe import ZooRecipe
+
+    recipe = ZooRecipe()
+    if args.max_minutes is not None:
+        if not args.max_minutes > 0:
+            raise UsageError(f"--max-minutes must be > 0, got {args.max_minutes}")
+        for part in (recipe.gan, recipe.conventional, recipe.domain):
+            part.max_minutes = args.max_minutes
+    if args.threads is not None:
+        if args.threads < 1:
+            raise UsageError(f"--threads must be >= 1, got {args.threads}")
+        import torch
+
+        recipe.gan.threads = args.threads
+        torch.set_num_threads(args.threads)
     train_zoo("all" if "all" in wanted else wanted, work_dir=args.work_dir, out_dir=args.out,
-              device=args.device)
+              device=args.device, recipe=recipe)
     return 0
 
 

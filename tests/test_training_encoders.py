@@ -142,3 +142,15 @@ def test_reconstruction_mse_and_timing(bundle, real_images):
     assert mse == pytest.approx(per_image.mean().item(), rel=1e-5)
     assert reconstruction_mse(bundle.encoder, bundle.generator, real_images) > 0
     assert time_encoder(bundle.encoder, images, repeats=2) > 0
+
+
+def test_time_budget_stops_checkpoints_says_so_and_the_next_sitting_resumes(bundle, tmp_path):
+    cfg = ConventionalEncoderConfig(steps=12, max_minutes=1e-9, **TINY)
+    _, first = train_conventional_encoder(bundle.generator, cfg, tmp_path, show_progress=False)
+    assert first["steps"] == 1 and "time budget" in first["stopped"] and not first["plateaued"]
+    full = ConventionalEncoderConfig(steps=12, **TINY)  # max_minutes may change between sittings
+    resumed, second = train_conventional_encoder(bundle.generator, full, tmp_path, show_progress=False)
+    assert second["steps"] == 12 and second["stopped"].startswith("step cap")
+    straight, _ = train_conventional_encoder(bundle.generator, full, tmp_path / "straight", show_progress=False)
+    for (k, a), b in zip(straight.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(a, b), k

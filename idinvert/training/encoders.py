@@ -103,6 +103,7 @@ class ConventionalEncoderConfig:
     val_every_kimg: float = 10.0          # validation MSE on held-out real images this often
     plateau_window_kimg: float = 50.0     # stop when it improved by less than
     plateau_min_improvement: float = 0.01  # this fraction over the last window (issue 12)
+    max_minutes: float | None = None      # stop (checkpointed, exported, said so) after this long in one sitting
 
 
 @dataclass
@@ -132,6 +133,7 @@ class DomainEncoderConfig:
     val_every_kimg: float = 10.0
     plateau_window_kimg: float = 50.0
     plateau_min_improvement: float = 0.01
+    max_minutes: float | None = None      # stop (checkpointed, exported, said so) after this long in one sitting
 
 
 def build_encoder(generator: nn.Module, config: ConventionalEncoderConfig | DomainEncoderConfig,
@@ -166,7 +168,23 @@ def _config_dict(config) -> dict:
 
 
 # Fields that may differ between a run and its resumption (bookkeeping only).
-_RESUMABLE_CHANGES = ("checkpoint_every", "log_every")
+_RESUMABLE_CHANGES = ("checkpoint_every", "log_every", "max_minutes")
+
+
+def _out_of_time(config, started: float) -> bool:
+    return config.max_minutes is not None and time.monotonic() - started >= 60 * config.max_minutes
+
+
+def _stopped(plateau: "ValidationPlateau", done: int, config, timed_out: bool) -> dict:
+    """Why training ended: at the plateau, at the step cap, or at this sitting's time budget."""
+    if plateau.plateaued():
+        why = "validation plateau"
+    elif timed_out:
+        why = (f"time budget of this sitting (max_minutes={config.max_minutes:g}) before the plateau: "
+               "rerun the same command to resume")
+    else:
+        why = f"step cap ({config.steps}) before the plateau" if done >= config.steps else "unknown"
+    return {"stopped": why}
 
 
 def _resume(work_dir: Path, cfg_dict: dict) -> dict | None:
@@ -286,6 +304,7 @@ def train_conventional_encoder(generator: nn.Module, config: ConventionalEncoder
         start, previous = int(state["step"]), float(state["seconds"])
     log = IntervalLog(work_dir / "log.jsonl", config.log_every, start if state is not None else None)
     clock = Stopwatch(previous)
+    started, timed_out = time.monotonic(), False
     plateau = _plateau(work_dir, val_images, config, start if state is not None else None, device)
 
     def save(step: int) -> None:
@@ -315,6 +334,8 @@ def train_conventional_encoder(generator: nn.Module, config: ConventionalEncoder
                 bar.set_postfix(loss_w=f"{row['loss_w']:.4f}")
             bar.update(1)
             stop = _validate(plateau, step, done, config.batch_size, encoder, generator, clock)
+            timed_out = _out_of_time(config, started)
+            stop = stop or timed_out
             if stop or done % config.checkpoint_every == 0 or done == config.steps:
                 save(done)
             if stop:
@@ -323,7 +344,7 @@ def train_conventional_encoder(generator: nn.Module, config: ConventionalEncoder
     encoder.eval()
     summary = {"steps": done, "images_seen": done * config.batch_size,
                "wall_time_s": round(clock.total(), 1), "final": log.last(), "config": cfg_dict,
-               **plateau.summary()}
+               **plateau.summary(), **_stopped(plateau, done, config, timed_out)}
     return encoder, summary
 
 
@@ -405,6 +426,7 @@ def train_domain_encoder(generator: nn.Module, discriminator: nn.Module, percept
         start, previous = int(state["step"]), float(state["seconds"])
     log = IntervalLog(work_dir / "log.jsonl", config.log_every, start if state is not None else None)
     clock = Stopwatch(previous)
+    started, timed_out = time.monotonic(), False
     plateau = _plateau(work_dir, val_images, config, start if state is not None else None, device)
 
     def save(step: int) -> None:
@@ -471,6 +493,8 @@ def train_domain_encoder(generator: nn.Module, discriminator: nn.Module, percept
                                 adv=f"{row['loss_adv']:.3f}")
             bar.update(1)
             stop = _validate(plateau, step, done, config.batch_size, encoder, generator, clock)
+            timed_out = _out_of_time(config, started)
+            stop = stop or timed_out
             if stop or done % config.checkpoint_every == 0 or done == config.steps:
                 save(done)
             if stop:
@@ -479,7 +503,8 @@ def train_domain_encoder(generator: nn.Module, discriminator: nn.Module, percept
     encoder.eval()
     disc.eval()
     summary = {"steps": done, "images_seen": done * config.batch_size,
-               **plateau.summary(), "wall_time_s": round(clock.total(), 1),
+               **plateau.summary(), **_stopped(plateau, done, config, timed_out),
+               "wall_time_s": round(clock.total(), 1),
                "lambda_vgg": lambda_vgg, "lambda_calibration": calibration, "r1_gamma": gamma,
                "final": log.last(), "config": cfg_dict}
     return encoder, disc, summary
