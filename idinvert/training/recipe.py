@@ -719,6 +719,19 @@ def _fmt(v, digits=4) -> str:
     return str(v)
 
 
+def _encoder_stop_lines(cards: dict) -> list[str]:
+    """Where each plateau-trained encoder stopped, and why (plateau, step cap, or a sitting's time budget)."""
+    out = []
+    for part, label in (("conventional_encoder", "Conventional"), ("encoder", "Domain-guided")):
+        t = (cards.get(part) or {}).get("training") or {}
+        if "steps" in t:
+            batch = t.get("config", {}).get("batch_size", 32)
+            kimg = t.get("images_seen", t["steps"] * batch) / 1000
+            out.append(f"- {label} encoder stopped after {t['steps']} steps ({kimg:.0f} kimg): "
+                       f"{t.get('stopped', 'reason not recorded (trained before it was)')}.")
+    return out
+
+
 def _gan_settings_line(g_card: dict) -> list[str]:
     t = g_card.get("training")
     if not t:
@@ -777,6 +790,7 @@ def _model_card_markdown(m: dict, cards: dict, parts: dict) -> str:
         *_gan_settings_line(cards.get("generator", {})),
         f"- Conventional encoder: `{json.dumps(m['recipe']['conventional'])}`",
         f"- Domain-guided encoder: `{json.dumps(m['recipe']['domain'])}`",
+        *_encoder_stop_lines(cards),
         f"- Perceptual model F: {m['perceptual']} (the classifier's deepest feature map with at "
         "least 8x8 positions; the domain's stand-in for VGG16 conv4_3).",
         f"- lambda_vgg = {_fmt(m['lambda_vgg_default'])} (paper: {m['lambda_vgg_paper']} for VGG16 "
