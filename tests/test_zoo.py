@@ -296,3 +296,23 @@ def test_bundle_loads_without_the_optional_encoders_and_lists_them_when_present(
     assert second["fingerprint"] != manifest["fingerprint"]
     bare = load_bundle("synthetic-faces", weights_dir=tmp_path)
     assert bare.e4e_encoder is None and not bare.has("restyle_encoder")
+
+
+def test_later_encoders_take_lambda_vgg_from_the_domain_encoders_calibration_while_it_trains(tmp_path):
+    import json
+
+    from idinvert.training.recipe import _sha, _shared_lambda_vgg
+
+    b, _ = _write_tiny_bundle(tmp_path)
+    export_part(b.encoder, tmp_path, "encoder", {"generator_sha256": "0" * 64,
+                                                   "training": {"lambda_vgg": 9.0}})  # an older G's
+    work = tmp_path / "work"
+    with pytest.raises(FileNotFoundError, match="--target domain-encoder"):
+        _shared_lambda_vgg(tmp_path, work)
+    cal = work / "domain_encoder" / _sha(tmp_path, "generator")[:12] / "lambda_calibration.json"
+    cal.parent.mkdir(parents=True)
+    cal.write_text(json.dumps({"lambda_vgg": 0.25}))
+    assert _shared_lambda_vgg(tmp_path, work) == 0.25  # the current G's calibration, not the stale 9.0
+    export_part(b.encoder, tmp_path, "encoder", {"generator_sha256": _sha(tmp_path, "generator"),
+                                                   "training": {"lambda_vgg": 0.5}})  # exported for this G
+    assert _shared_lambda_vgg(tmp_path, work) == 0.5

@@ -307,16 +307,23 @@ def train_zoo(targets: str | Iterable[str] | None = None, work_dir: str | Path =
     return results
 
 
-def _shared_lambda_vgg(out_dir: Path) -> float:
+def _shared_lambda_vgg(out_dir: Path, work_dir: Path | None = None) -> float:
     """The domain-guided encoder's calibrated perceptual weight (all encoders of the zoo share one
-    lambda); an error naming the target to run when that encoder is absent or stale."""
+    lambda): from its exported card, or -- while it is still training against the current generator --
+    from the calibration its training wrote first (work_dir/domain_encoder/<G sha>/), so that the e4e
+    and ReStyle encoders can train beside it. An error naming the target to run when neither exists."""
     card = _card(out_dir, "encoder")
+    g_sha = _sha(out_dir, "generator")
     lam = (card.get("training") or {}).get("lambda_vgg")
-    if lam is None or card.get("generator_sha256") != _sha(out_dir, "generator"):
-        raise FileNotFoundError(f"{out_dir / 'encoder.json'} has no lambda_vgg for the current "
-                                "generator.pt; the e4e and ReStyle encoders share the domain-guided "
-                                "encoder's: python -m bench zoo train --target domain-encoder")
-    return float(lam)
+    if lam is not None and card.get("generator_sha256") == g_sha:
+        return float(lam)
+    cal = (Path(work_dir) / "domain_encoder" / g_sha[:12] / "lambda_calibration.json") if work_dir else None
+    if cal is not None and cal.is_file():
+        return float(json.loads(cal.read_text())["lambda_vgg"])
+    raise FileNotFoundError(f"{out_dir / 'encoder.json'} has no lambda_vgg for the current "
+                            "generator.pt; the e4e and ReStyle encoders share the domain-guided "
+                            "encoder's: python -m bench zoo train --target domain-encoder (its "
+                            "calibration is written in its first seconds)")
 
 
 def _train_later_encoder(target: str, out_dir: Path, work_dir: Path, recipe: ZooRecipe, device,
@@ -329,7 +336,7 @@ def _train_later_encoder(target: str, out_dir: Path, work_dir: Path, recipe: Zoo
     generator = _part(out_dir, "generator")
     g_sha = _sha(out_dir, "generator")
     perceptual = DomainPerceptual(_part(out_dir, "classifier"))
-    lam = _shared_lambda_vgg(out_dir)
+    lam = _shared_lambda_vgg(out_dir, work_dir)
     images = _domain(recipe.resolution).split("train", recipe.domain.train_images)
     val = _val_images(recipe)
     if target == "e4e-encoder":
