@@ -6,18 +6,21 @@ Training and its sources: ``idinvert/training/restyle.py``; the network and the 
 ``idinvert/nets/restyle_encoder.py``. A bundle without the part skips the method with a message
 (``python -m bench zoo train --target restyle-encoder`` builds it).
 
-Each refinement step is a milestone of quality against time: ``invert_steps(images)`` returns the code
-after every step (what anytime curves read); ``invert`` returns the last.
+Each refinement step is a milestone of quality against time: ``invert`` keeps the code after every
+step with the seconds since its start (anytime curves: step k = k refinement steps, not Adam steps);
+``invert_steps(images)`` returns those codes alone.
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from idinvert.nets.restyle_encoder import DEFAULT_INFERENCE_STEPS, TRAINING_STEPS, restyle_invert
+from idinvert.inversion import Milestone
 from idinvert.utils import device_of
 from methods.base import InversionMethod, InversionResult
 from methods.optimisation import check
@@ -57,8 +60,23 @@ class ReStyle(InversionMethod):
         return restyle_invert(self.bundle.restyle_encoder, images.to(self.device), self.bundle.generator,
                               steps=self.steps)
 
+    @torch.no_grad()
     def invert(self, images: torch.Tensor) -> InversionResult:
-        codes = self.invert_steps(images)[-1]
-        bad = (~torch.isfinite(codes).flatten(1).all(1)).cpu()
+        origin = time.perf_counter()
+        milestones: list[Milestone] = []
+
+        def keep(step: int, w: torch.Tensor) -> None:
+            if w.device.type == "cuda":
+                torch.cuda.synchronize(w.device)
+            milestones.append(Milestone(step=step, seconds=time.perf_counter() - origin, codes=w.detach().clone(),
+                                        failed=_non_finite(w)))
+
+        codes = restyle_invert(self.bundle.restyle_encoder, images.to(self.device), self.bundle.generator,
+                               steps=self.steps, on_step=keep)[-1]
+        bad = _non_finite(codes)
         reasons = ["encoder produced a non-finite code" if f else None for f in bad.tolist()]
-        return InversionResult(codes=codes, failed=bad, reasons=reasons)
+        return InversionResult(codes=codes, failed=bad, reasons=reasons, milestones=milestones)
+
+
+def _non_finite(codes: torch.Tensor) -> torch.Tensor:
+    return (~torch.isfinite(codes).flatten(1).all(1)).cpu()

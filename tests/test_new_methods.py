@@ -114,7 +114,13 @@ def test_restyle_steps_are_milestones_and_invert_returns_the_last(bundle):
     m = _method("restyle", bundle, steps=3)
     steps = m.invert_steps(x)
     assert len(steps) == 3 and not torch.equal(steps[0], steps[-1])
-    assert torch.equal(m.invert(x).codes, steps[-1])
+    result = m.invert(x)
+    assert torch.equal(result.codes, steps[-1])
+    # anytime points: the code after each refinement step, with the seconds since invert() started
+    assert [ms.step for ms in result.milestones] == [1, 2, 3]
+    assert all(torch.equal(ms.codes, c) for ms, c in zip(result.milestones, steps))
+    secs = [ms.seconds for ms in result.milestones]
+    assert 0 < secs[0] <= secs[1] <= secs[2] and not any(ms.failed.any() for ms in result.milestones)
     assert torch.equal(_method("restyle", bundle, steps=1).invert(x).codes, steps[0])
     with pytest.raises(ValueError, match="restyle.steps"):
         build("restyle", {"steps": "0"})

@@ -15,7 +15,7 @@ makes small steps (a choice for short CPU training, not official).
 from __future__ import annotations
 
 import math
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 import torch.nn as nn
@@ -75,14 +75,15 @@ class ReStyleEncoder(nn.Module):
 
 def restyle_invert(encoder: ReStyleEncoder, images: torch.Tensor, generator: nn.Module,
                    w_avg: Optional[torch.Tensor] = None, steps: int = DEFAULT_INFERENCE_STEPS,
-                   return_images: bool = False):
+                   return_images: bool = False, on_step: Optional[Callable[[int, torch.Tensor], None]] = None):
     """Refine codes for `images` [B, 3, R, R] for `steps` steps from the average code.
 
     w_avg: the start code, [D], [L, D] or [B, L, D]; None: the encoder's own `latent_avg`.
     Returns the list of `steps` codes [B, L, D] (after step 1, 2, ...); with `return_images`, also
     the list of their reconstructions (the last one is what a next step would see). Runs under the
     caller's grad mode and the modules' current train/eval modes (use `.eval()` and no_grad for
-    inversion; training calls it with gradients).
+    inversion; training calls it with gradients). ``on_step(k, w)``: called after step k (1-based) with
+    its code, e.g. to time each step (anytime evaluation).
     """
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
@@ -93,9 +94,12 @@ def restyle_invert(encoder: ReStyleEncoder, images: torch.Tensor, generator: nn.
     w = expand_code(w_avg.to(images), B, L, D)
     y = generator.synthesis(w[:1]).expand(B, -1, -1, -1) if w_avg.ndim < 3 else generator.synthesis(w)
     codes, recons = [], []
-    for _ in range(steps):
+    for k in range(steps):
         w = w + encoder(images, y)
-        y = generator.synthesis(w)
+        if on_step is not None:
+            on_step(k + 1, w)
         codes.append(w)
-        recons.append(y)
+        if k + 1 < steps or return_images:  # the last reconstruction is only needed when returned
+            y = generator.synthesis(w)
+            recons.append(y)
     return (codes, recons) if return_images else codes
