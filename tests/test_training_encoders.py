@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from idinvert.domains.base import ImageSet
-from idinvert.training.encoders import (ConventionalEncoderConfig, DomainEncoderConfig,
+from idinvert.training.encoders import (ConventionalEncoderConfig, DomainEncoderConfig, build_encoder,
                                         calibrate_lambda_perceptual, r1_gamma_for_resolution,
                                         reconstruction_mse, sample_training_codes, time_encoder,
                                         train_conventional_encoder, train_domain_encoder)
@@ -154,3 +154,24 @@ def test_time_budget_stops_checkpoints_says_so_and_the_next_sitting_resumes(bund
     straight, _ = train_conventional_encoder(bundle.generator, full, tmp_path / "straight", show_progress=False)
     for (k, a), b in zip(straight.state_dict().items(), resumed.state_dict().values()):
         assert torch.equal(a, b), k
+
+
+def test_channels_last_trains_the_same_encoder_and_restores_layouts(bundle, real_images, tmp_path):
+    runs = {}
+    for cl in (False, True):
+        cfg = DomainEncoderConfig(steps=6, channels_last=cl, **TINY)
+        encoder, _, _ = train_domain_encoder(bundle.generator, bundle.discriminator, bundle.perceptual,
+                                             real_images, cfg, tmp_path / str(cl), show_progress=False)
+        runs[cl] = (encoder, _losses(tmp_path / str(cl), "loss_pix"))
+    assert runs[True][1] == pytest.approx(runs[False][1], rel=1e-3)
+    # Adam's first steps are about lr * sign(gradient): rounding differences of the two layouts can move
+    # a weight by up to ~lr each step, never more
+    lr = DomainEncoderConfig().lr
+    for (k, a), b in zip(runs[False][0].state_dict().items(), runs[True][0].state_dict().values()):
+        assert torch.allclose(a.float(), b.float(), atol=6 * lr * 1.01), k
+    # the trained weights are kept, not reset to their values before training
+    init = build_encoder(bundle.generator, DomainEncoderConfig(**TINY)).state_dict()
+    moved = max((runs[True][0].state_dict()[k].float() - v.float()).abs().max().item() for k, v in init.items())
+    assert moved > 3 * lr
+    assert all(p.is_contiguous() for p in runs[True][0].parameters())
+    assert all(p.is_contiguous() for p in bundle.generator.parameters())
