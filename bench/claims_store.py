@@ -347,6 +347,10 @@ NOTES = [
     "`bench run --seeds 0,1,2`); A and B compared on the images both inverted",
     "'@100': the arm's milestone at step 100 (the matched budget); speed-up: time to A's final mean on the "
     "resampled images, 'not reached' = an infinite time",
+    "a method run at a long budget on a subset (image2stylegan: its first max_images images by default) is "
+    "compared on that subset only -- the n column says how many; `bench run --budget full` compares on all",
+    "interpolation claims pair the interpolated pairs both arms drew: arms evaluated on different image counts "
+    "draw different pairs and are not judged",
 ]
 
 
