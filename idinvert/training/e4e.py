@@ -61,7 +61,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from idinvert.codes import mapping_codes, mean_code
-from idinvert.inversion import frozen
+from idinvert.inversion import channels_last, frozen
 from idinvert.nets.e4e_encoder import E4EEncoder, LatentDiscriminator
 from idinvert.training.common import (LossLog, Stopwatch, check_resume_config, config_dict,
                                       load_checkpoint, progress, save_checkpoint)
@@ -106,10 +106,11 @@ class E4EConfig:
     seed: int = 3
     checkpoint_every: int = 100
     log_every: int = 10
+    channels_last: bool = True                   # NHWC layout for E, G and F (as the encoders: encoders.py)
 
 
 # Bookkeeping fields a resumed run may change.
-_RESUMABLE_CHANGES = ("checkpoint_every", "log_every", "val_every")
+_RESUMABLE_CHANGES = ("checkpoint_every", "log_every", "val_every", "channels_last")
 
 
 def _cfg_dict(config) -> dict:
@@ -248,7 +249,9 @@ def train_e4e_encoder(generator: nn.Module, perceptual: nn.Module, images, confi
         return mse
 
     bar = progress(config.steps, start, "e4e encoder", unit="step", enabled=show_progress)
-    with frozen(generator, perceptual):
+    if config.channels_last:  # the trained encoder converted for good (the context restores frozen nets)
+        encoder.to(memory_format=torch.channels_last)
+    with frozen(generator, perceptual), channels_last(generator, perceptual, enabled=config.channels_last):
         encoder.train()
         disc.train()
         if start == 0:
@@ -257,6 +260,8 @@ def train_e4e_encoder(generator: nn.Module, perceptual: nn.Module, images, confi
         for step in range(start, config.steps):
             rng = step_generator(config.seed, step)
             x = real_batch(images, train_idx, config.batch_size, rng, config.mirror_augment, device)
+            if config.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
             real_w = mapping_codes(generator, config.batch_size, rng).to(device)
             k = progressive_stage(step, L, config.progressive_start, config.progressive_step_every)
             encoder.set_progressive_stage(k)
@@ -319,6 +324,7 @@ def train_e4e_encoder(generator: nn.Module, perceptual: nn.Module, images, confi
             if done % config.checkpoint_every == 0 or done == config.steps:
                 save(done)
     bar.close()
+    encoder.to(memory_format=torch.contiguous_format)
     encoder.set_progressive_stage(progressive_stage(config.steps - 1, L, config.progressive_start,
                                                     config.progressive_step_every))
     encoder.eval()

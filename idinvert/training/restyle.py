@@ -43,7 +43,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from idinvert.codes import expand_code, mean_code
-from idinvert.inversion import frozen
+from idinvert.inversion import channels_last, frozen
 from idinvert.nets.restyle_encoder import TRAINING_STEPS, ReStyleEncoder, restyle_invert
 from idinvert.training.common import (LossLog, Stopwatch, check_resume_config, config_dict,
                                       load_checkpoint, progress, save_checkpoint)
@@ -81,9 +81,10 @@ class ReStyleConfig:
     seed: int = 4
     checkpoint_every: int = 50
     log_every: int = 10
+    channels_last: bool = True                   # NHWC layout for E, G and F (as the encoders: encoders.py)
 
 
-_RESUMABLE_CHANGES = ("checkpoint_every", "log_every", "val_every", "val_steps")
+_RESUMABLE_CHANGES = ("checkpoint_every", "log_every", "val_every", "val_steps", "channels_last")
 
 
 def build_restyle_encoder(generator: nn.Module, config: ReStyleConfig) -> ReStyleEncoder:
@@ -167,7 +168,9 @@ def train_restyle_encoder(generator: nn.Module, perceptual: nn.Module, images,
 
     L, D = generator.num_layers, generator.w_space_dim
     bar = progress(config.steps, start, "restyle encoder", unit="step", enabled=show_progress)
-    with frozen(generator, perceptual):
+    if config.channels_last:  # the trained encoder converted for good (the context restores frozen nets)
+        encoder.to(memory_format=torch.channels_last)
+    with frozen(generator, perceptual), channels_last(generator, perceptual, enabled=config.channels_last):
         with torch.no_grad():
             avg_image = generator.synthesis(avg.unsqueeze(0))
         encoder.train()
@@ -176,6 +179,8 @@ def train_restyle_encoder(generator: nn.Module, perceptual: nn.Module, images,
         for step in range(start, config.steps):
             rng = step_generator(config.seed, step)
             x = real_batch(images, train_idx, config.batch_size, rng, config.mirror_augment, device)
+            if config.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
             lr = lr_at(config.lr, step, config.steps, config.lr_decay_rate, config.lr_decay_fraction)
             set_lr(opt, lr)
             with torch.no_grad():
@@ -205,6 +210,7 @@ def train_restyle_encoder(generator: nn.Module, perceptual: nn.Module, images,
             if done % config.checkpoint_every == 0 or done == config.steps:
                 save(done)
     bar.close()
+    encoder.to(memory_format=torch.contiguous_format)
     encoder.eval()
     val_rows = val_log.rows()
     passes = config.steps * config.batch_size
