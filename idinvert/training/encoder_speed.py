@@ -14,14 +14,15 @@ from __future__ import annotations
 
 import argparse
 import copy
-import statistics
-import time
 
 import torch
 import torch.nn.functional as F
 
-VARIANTS = {"fp32": (False, False, 1), "channels_last": (True, False, 1), "bf16": (False, True, 1),
-            "2 threads": (False, False, 2)}
+from idinvert.training.loop_utils import interleaved_speed
+
+# name -> (threads, (channels_last, bf16))
+VARIANTS = {"fp32": (1, (False, False)), "channels_last": (1, (True, False)), "bf16": (1, (False, True)),
+            "2 threads": (2, (False, False))}
 
 
 def _make(parts: dict, channels_last: bool):
@@ -78,22 +79,9 @@ def main(argv=None) -> None:
     parts = {k: load_part(SYNTHETIC_FACES_DIR, k) for k in ("generator", "discriminator")}
     parts["perceptual"] = DomainPerceptual(load_part(SYNTHETIC_FACES_DIR, "classifier"))
     x = torch.rand(args.batch, 3, parts["generator"].resolution, parts["generator"].resolution) * 2 - 1
-    states = {k: _make(parts, v[0]) for k, v in VARIANTS.items()}
-    times: dict[str, list[tuple[float, float]]] = {k: [] for k in VARIANTS}
-    for _ in range(args.rounds):
-        for k, (cl, bf16, threads) in VARIANTS.items():
-            torch.set_num_threads(threads)
-            _step(states[k], x, 1, bf16, cl)   # warm-up
-            c0, w0 = time.process_time(), time.perf_counter()
-            for i in range(args.steps):
-                _step(states[k], x, i + 2, bf16, cl)
-            times[k].append((time.perf_counter() - w0, time.process_time() - c0))
-    base_w = statistics.median(w for w, _ in times["fp32"])
-    base_c = statistics.median(c for _, c in times["fp32"])
-    for k, v in times.items():
-        w, c = statistics.median(a for a, _ in v), statistics.median(b for _, b in v)
-        print(f"{k:14s} {w / args.steps:.3f} s/step wall ({args.steps * args.batch / w:.0f} img/s), "
-              f"{c / args.steps:.3f} s/step CPU; ratio to fp32: wall {w / base_w:.2f}, CPU {c / base_c:.2f}")
+    states = {k: _make(parts, v[1][0]) for k, v in VARIANTS.items()}
+    interleaved_speed(VARIANTS, lambda k, i: _step(states[k], x, i, VARIANTS[k][1][1], VARIANTS[k][1][0]),
+                      args.rounds, args.steps, args.batch)
 
 
 if __name__ == "__main__":

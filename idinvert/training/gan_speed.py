@@ -10,16 +10,16 @@ process CPU time per step and each variant's ratio to the default; GANConfig's d
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import torch
 import torch.nn.functional as F
 
 from idinvert.training.gan import GANConfig, _mixed_wp, build_discriminator, build_generator
+from idinvert.training.loop_utils import interleaved_speed
 
-VARIANTS = {"fp32": (False, False, 1), "channels_last": (True, False, 1), "bf16": (False, True, 1),
-            "2 threads": (False, False, 2)}
+# name -> (threads, (channels_last, bf16))
+VARIANTS = {"fp32": (1, (False, False)), "channels_last": (1, (True, False)), "bf16": (1, (False, True)),
+            "2 threads": (2, (False, False))}
 
 
 def _make(cfg: GANConfig, channels_last: bool):
@@ -68,22 +68,9 @@ def main(argv=None) -> None:
     ap.add_argument("--batch", type=int, default=32)
     args = ap.parse_args(argv)
     cfg = GANConfig()
-    states = {k: _make(cfg, v[0]) for k, v in VARIANTS.items()}
-    times: dict[str, list[tuple[float, float]]] = {k: [] for k in VARIANTS}
-    for _ in range(args.rounds):
-        for k, (_, bf16, threads) in VARIANTS.items():
-            torch.set_num_threads(threads)
-            _step(states[k], args.batch, 1, bf16, cfg)   # warm-up
-            c0, w0 = time.process_time(), time.perf_counter()
-            for i in range(args.steps):
-                _step(states[k], args.batch, i + 2, bf16, cfg)
-            times[k].append((time.perf_counter() - w0, time.process_time() - c0))
-    base_w = statistics.median(w for w, _ in times["fp32"])
-    base_c = statistics.median(c for _, c in times["fp32"])
-    for k, v in times.items():
-        w, c = statistics.median(x for x, _ in v), statistics.median(y for _, y in v)
-        print(f"{k:14s} {w / args.steps:.3f} s/step wall ({args.steps * args.batch / w:.0f} img/s), "
-              f"{c / args.steps:.3f} s/step CPU; ratio to fp32: wall {w / base_w:.2f}, CPU {c / base_c:.2f}")
+    states = {k: _make(cfg, v[1][0]) for k, v in VARIANTS.items()}
+    interleaved_speed(VARIANTS, lambda k, i: _step(states[k], args.batch, i, VARIANTS[k][1][1], cfg),
+                      args.rounds, args.steps, args.batch)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ import torch.nn as nn
 from idinvert.training.common import LossLog
 
 __all__ = ["step_generator", "lr_at", "set_lr", "IntervalLog", "real_batch", "split_holdout",
-           "as_tensor_batches", "check_positive"]
+           "as_tensor_batches", "check_positive", "interleaved_speed"]
 
 
 def step_generator(seed: int, step: int) -> torch.Generator:
@@ -99,3 +99,30 @@ def check_positive(**values) -> None:
     bad = [f"{k}={v!r}" for k, v in values.items() if not (v is not None and v > 0)]
     if bad:
         raise ValueError(f"settings must be > 0: {', '.join(bad)}")
+
+
+def interleaved_speed(variants: dict, step, rounds: int, steps: int, batch: int, base: str = "fp32") -> dict:
+    """A/B timing of training-step variants in one process: ``variants`` maps a name to (threads, args);
+    ``step(name, i)`` runs step i of that variant (its ``args`` are the caller's business). Round-robin over
+    ``rounds`` (one untimed warm-up step, then ``steps`` timed ones per variant per round), so that a busy
+    machine slows every variant alike. Prints, per variant, the median wall and process CPU time per step and
+    its ratio to ``base``; returns {name: (wall s/step, CPU s/step)}."""
+    import statistics
+    import time
+
+    times: dict[str, list[tuple[float, float]]] = {k: [] for k in variants}
+    for _ in range(rounds):
+        for name, (threads, _) in variants.items():
+            torch.set_num_threads(threads)
+            step(name, 1)   # warm-up
+            c0, w0 = time.process_time(), time.perf_counter()
+            for i in range(steps):
+                step(name, i + 2)
+            times[name].append((time.perf_counter() - w0, time.process_time() - c0))
+    med = {k: (statistics.median(w for w, _ in v) / steps, statistics.median(c for _, c in v) / steps)
+           for k, v in times.items()}
+    bw, bc = med[base]
+    for k, (w, c) in med.items():
+        print(f"{k:14s} {w:.3f} s/step wall ({batch / w:.0f} img/s), {c:.3f} s/step CPU; "
+              f"ratio to {base}: wall {w / bw:.2f}, CPU {c / bc:.2f}")
+    return med
