@@ -31,7 +31,7 @@ class Image2StyleGAN(OptimisationMethod):
       per image; 8 images took 579 s in one default run (load ~5), which with the other nine methods'
       ~12 minutes on that machine broke the 10-minute budget of ``bench run --methods all``; 4 images
       halve it. 128 images would take ~2 hours. Table 1 labels the row with its n; paired comparisons
-      (claims, time to quality) use the images both runs inverted, so their intervals are wide. Table 1 labels the row with its n; paired comparisons use the images both runs inverted.
+      (claims, time to quality) use the images both runs inverted, so their intervals are wide.
     - lr = 0.01: Adam with lr 0.01, as Image2StyleGAN and the idinvert code.
     - lambda_vgg = None: the bundle's weight for its F (5e-5 for VGG16 conv4_3, the idinvert paper's
       value; a domain-rescaled value for the embedded domain), so the two optimisation methods weigh
