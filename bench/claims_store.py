@@ -30,6 +30,11 @@ from bench.store import Store
 MATCHED_STEP = 100
 NOT_JUDGED = "not judged"
 PER_IMAGE_ROW_METRICS = ("mse", "psnr", "dpips", "code_domain_term", "code_spread")
+# A Fréchet distance fits a K-dimensional covariance to each set: with fewer than 2K vectors in a set
+# the estimate is mostly bias (rank-deficient covariances; the real-vs-real floor of 4 images is ~270
+# in the 16-dimensional judge features, against ~8 at 128), and resampling those few units says nothing
+# about it, so such a claim is not judged (the default run's 128 images give 8K).
+MIN_FRECHET_VECTORS_PER_DIM = 2
 
 
 @dataclass
@@ -237,6 +242,13 @@ def _ingredient_seed_data(claim: CL.Claim, a: _RunData, b: _RunData, ga: dict, g
             fixed, sample = {}, {"a": xa, "b": xb, "real": _aligned(ga, "real", ids)}
         if len(ids) < 2:
             return None, "fewer than 2 paired images", ()
+        k = xa.shape[-1]
+        real_n = len(sample.get("real", fixed.get("real")))
+        fake_n = int(np.prod(xa.shape[:-1]))
+        if min(real_n, fake_n) < MIN_FRECHET_VECTORS_PER_DIM * k:
+            return None, (f"{min(real_n, fake_n)} paired vectors for a Fréchet distance in {k} dimensions "
+                          f"(at least {MIN_FRECHET_VECTORS_PER_DIM * k} needed to estimate its "
+                          f"covariances); run the arms on more images (e.g. --budget full)"), ()
         d = CL.SeedData(sample, fixed, image_ids=tuple(ids))
         real = np.asarray(sample.get("real", fixed.get("real")), dtype=np.float64)
         mu, cov = real.mean(0), np.atleast_2d(np.cov(real, rowvar=False))

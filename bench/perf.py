@@ -12,7 +12,11 @@ A benchmark, not a test: it prints a small table and writes JSON (``--out``). Wh
   on the arithmetic done). Per-step FLOPs = count(iters=2) - count(iters=1); the total for the
   timed run = count(iters=1) + (iters - 1) * per-step, which includes the encoder start and F(x);
 - the fp32 matmul peak: the best of several timed ``torch.mm`` of two n x n float32 matrices
-  (2 n^3 FLOPs each), on the same device and thread count.
+  (2 n^3 FLOPs each), on the same device and thread count;
+- what anytime evaluation costs the loop: the batched run with its milestones kept (the codes at
+  ``anytime_milestones(iters)``, as ``bench run`` keeps them) and without, alternated over
+  ``--rounds`` rounds in this process so that a busy machine slows both alike; the ratio of the
+  medians (with / without; 1.0 = free).
 
 The 1e-7 start-perturbation floor is measured for ``idinvert`` (whose start is the encoder's code);
 other methods report it as not measured.
@@ -52,6 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     p.add_argument("--peak-size", type=int, default=None,
                    help="n of the n x n matmul for the peak (default: 2048 on CPU, 8192 on GPU)")
+    p.add_argument("--rounds", type=int, default=3,
+                   help="alternations of the with/without-milestones timing (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
     return p
@@ -171,6 +177,29 @@ def _setup(args: argparse.Namespace) -> tuple[torch.device, Any, torch.Tensor]:
     return device, bundle, load_images(bundle, args.images, args.seed, args.tiny).to(device)
 
 
+def milestone_overhead(bundle: Any, images: torch.Tensor, iters: int, name: str, rounds: int,
+                       device: torch.device) -> dict:
+    """Median seconds of the batched run with and without its anytime milestones, alternated
+    ``rounds`` times (after one untimed run of each), and the ratio with / without."""
+    import statistics
+
+    variants = {}
+    for keep in (True, False):
+        m = build_method(iters, name)
+        m.record_milestones = keep   # an instance attribute shadows the class's default
+        m.prepare(bundle)
+        variants[keep] = m
+    kept = variants[True].invert(images).milestones
+    variants[False].invert(images)
+    times: dict[bool, list[float]] = {True: [], False: []}
+    for _ in range(max(1, rounds)):
+        for keep, m in variants.items():
+            times[keep].append(_timed(lambda: m.invert(images), device)[1])
+    with_s, without_s = statistics.median(times[True]), statistics.median(times[False])
+    return {"steps": [ms.step for ms in kept or []], "rounds": max(1, rounds),
+            "seconds_with": with_s, "seconds_without": without_s, "ratio": with_s / without_s}
+
+
 def run(args: argparse.Namespace) -> dict:
     device, bundle, images = _setup(args)
     n = images.shape[0]
@@ -196,6 +225,7 @@ def run(args: argparse.Namespace) -> dict:
     mse_batched = _recon_mse(bundle, batched.codes, images)
     mse_single = _recon_mse(bundle, codes_single, images)
 
+    overhead = milestone_overhead(bundle, images, args.iters, args.method, args.rounds, device)
     per_step, total, per_image_step, total_single = _flops(bundle, images, args.iters, args.method)
     peak_n = args.peak_size or (8192 if device.type == "cuda" else 2048)
     peak = matmul_peak(device, peak_n)
@@ -229,6 +259,7 @@ def run(args: argparse.Namespace) -> dict:
         "recon_mse_one_at_a_time": mse_single,
         "any_failed": bool(batched.failed.any() or any(r.failed.any() for r in singles)),
         "matmul_peak": peak,
+        "milestone_overhead": overhead,
         "flop_counting": "FlopCounterMode: matmul/conv forward+backward only",
     }
 
@@ -253,6 +284,10 @@ def print_table(res: dict, file=sys.stdout) -> None:
           f"{res['recon_mse_one_at_a_time']:.5f})", file=file)
     print(f"fp32 matmul peak: {peak['gflops']:.1f} GFLOP/s ({peak['n']}x{peak['n']} mm); "
           f"FLOPs per step: {res['flops_per_step_per_image'] / 1e6:.2f} MFLOP per image", file=file)
+    o = res["milestone_overhead"]
+    print(f"anytime milestones {o['steps']}: batched run {o['seconds_with']:.2f} s with, "
+          f"{o['seconds_without']:.2f} s without (median of {o['rounds']}); ratio x{o['ratio']:.3f}",
+          file=file)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

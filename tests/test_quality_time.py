@@ -130,13 +130,26 @@ def test_bench_claims_end_to_end_on_a_small_store(store_dir, capsys):
     assert results["t1-speedup-to-quality"].verdict in VERDICTS
     ap = results["fig3-ap"]  # judged from the stored boundary distances and labels, on the 4 common images
     assert ap.verdict in VERDICTS and ap.interval.n_images == (4,)
-    assert results["t1-fid-idinvert-vs-i2s"].verdict in VERDICTS
+    # 4 paired images are too few for a Fréchet distance in the judge's K dimensions: not judged, said why
+    fid = results["t1-fid-idinvert-vs-i2s"]
+    assert fid.verdict == CS.NOT_JUDGED and "Fréchet distance in" in fid.reason and fid.interval is None
     assert results["fig6-manipulation"].verdict in VERDICTS
     assert results["t1-mse-encoders"].verdict == CS.NOT_JUDGED  # no idinvert-encoder run here
     assert main(["claims", "--results", str(store_dir), "--format", "json", "--n-boot", "200"]) == 0
     rows = json.loads(capsys.readouterr().out)
     assert {r["claim"] for r in rows} == set(results) and all(
         r["verdict"] in VERDICTS + (CS.NOT_JUDGED,) for r in rows)
+
+
+def test_a_frechet_claim_on_enough_vectors_is_judged(store_dir, monkeypatch):
+    from bench import claims_store as CS
+    from bench.claims import VERDICTS, claim_by_key
+
+    monkeypatch.setattr(CS, "MIN_FRECHET_VECTORS_PER_DIM", 0)  # this small store's 4 images pass
+    with Store(store_dir, readonly=True) as store:
+        r = CS.judge_store(store, [claim_by_key("t1-fid-idinvert-vs-i2s")], n_boot=200)[0]
+    assert r.verdict in VERDICTS and r.interval.n_images == (4,)
+    assert r.interval.estimate == pytest.approx(r.a_value - r.b_value)
 
 
 def test_set_metrics_are_recomputed_from_their_stored_ingredients(store_dir):

@@ -138,6 +138,10 @@ def test_shipped_card_states_every_bar_and_its_generator_figures_reproduce():
     for bar in recorded["bars"]:
         assert f"| {bar['bar']} |" in card
     assert card.count("**NOT MET**") == sum(not b["met"] for b in recorded["bars"])
+    from idinvert.training.recipe import SAMPLES_LOOKED_AT
+    assert SAMPLES_LOOKED_AT["fingerprint"] == info["fingerprint"], \
+        "the shipped samples.png has not been looked at: update SAMPLES_LOOKED_AT"
+    assert f"Looked at: {SAMPLES_LOOKED_AT['text']}" in card
     # the card's generator figures are measured, not written down: recompute them
     b = load_bundle("synthetic-faces")
     domain = SyntheticFaces(resolution=32)
@@ -200,6 +204,8 @@ def test_recipe_card_writes_manifest_card_and_samples_for_a_bundle(tmp_path):
         in card_text
     assert set(manifest["files"]) >= {"e4e_encoder", "restyle_encoder"}
     assert "NOT MET" in card_text
+    # what a person saw in samples.png is tied to the weights it was seen on: a new bundle has none
+    assert "Nobody has looked at this bundle's samples.png yet" in card_text
     assert load_bundle("synthetic-faces", weights_dir=tmp_path).fingerprint == manifest["fingerprint"]
     assert resolve_targets("gan") == ["gan", "card"]
     with pytest.raises(ValueError, match="did you mean 'gan'"):
