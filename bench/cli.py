@@ -122,6 +122,14 @@ def build_parser() -> argparse.ArgumentParser:
     zt.add_argument("--max-minutes", type=float, default=None,
                     help="stop the GAN and the plateau-trained encoders after this long in this sitting "
                          "(checkpointed and exported, the card says so); rerun to resume")
+    zt.add_argument("--gan-kimg", type=float, default=None,
+                    help="train the GAN to this many kimg in all (default: the recipe's total_kimg); raising "
+                         "it extends a run in --work-dir, which resumes")
+    zt.add_argument("--gan-init-from", type=Path, default=None,
+                    help="a directory of exported GAN weights (generator.pt, generator.json, discriminator.pt; "
+                         "e.g. idinvert/weights/synthetic-faces) to extend when --work-dir has no GAN checkpoint: "
+                         "a warm start (the EMA G, fresh Adam moments; the cards say so), since a clone ships no "
+                         "checkpoint; needs --gan-kimg above the weights' own kimg")
     zt.add_argument("--threads", type=int, default=None,
                     help="torch CPU threads (default: the GAN's recipe setting, 1, and torch's choice "
                          "for the rest)")
@@ -409,6 +417,15 @@ def cmd_zoo(args: argparse.Namespace) -> int:
             raise UsageError(f"--max-minutes must be > 0, got {args.max_minutes}")
         for part in (recipe.gan, recipe.conventional, recipe.domain):
             part.max_minutes = args.max_minutes
+    if args.gan_kimg is not None:
+        if not args.gan_kimg > 0:
+            raise UsageError(f"--gan-kimg must be > 0, got {args.gan_kimg}")
+        recipe.gan.total_kimg = args.gan_kimg
+    if args.gan_init_from is not None:
+        if not (args.gan_init_from / "generator.json").is_file():
+            raise UsageError(f"--gan-init-from {args.gan_init_from}: no generator.json there (need exported "
+                             f"generator.pt, generator.json and discriminator.pt)")
+        recipe.gan_init_from = str(args.gan_init_from)
     if args.threads is not None:
         if args.threads < 1:
             raise UsageError(f"--threads must be >= 1, got {args.threads}")

@@ -97,6 +97,58 @@ def test_resume_refuses_other_settings(tmp_path):
         train_gan(tiny_gan_config(total_kimg=0.032, lr=0.001), work, show_progress=False)
 
 
+def test_gan_warm_start_extends_exported_weights(tmp_path, monkeypatch):
+    # A clone ships only the exported weights: --gan-init-from continues them in an empty work dir.
+    cfg = tiny_gan_config(total_kimg=0.08)
+    first = tmp_path / "first"
+    gpath = train_gan(cfg, first, show_progress=False)
+    card = json.loads(gpath.with_suffix(".json").read_text())
+    card["snapshot_curve"] = [{"kimg": 0.05, "frechet_ratio_to_floor": 9.0}]
+    gpath.with_suffix(".json").write_text(json.dumps(card))
+    shipped_G = torch.load(gpath, weights_only=True)
+    shipped_D = torch.load(first / "discriminator.pt", weights_only=True)
+
+    seen = {}
+    real_ema = gan.ema_update
+
+    def spy(ema, model, beta):   # the first update sees the weights the warm start loaded
+        if not seen:
+            seen["G_ema"] = {k: v.clone() for k, v in ema.state_dict().items()}
+        return real_ema(ema, model, beta)
+
+    monkeypatch.setattr(gan, "ema_update", spy)
+    more = tmp_path / "more"
+    out = train_gan(tiny_gan_config(total_kimg=0.16), more, show_progress=False, init_from=first)
+    for k, v in shipped_G.items():
+        assert torch.equal(seen["G_ema"][k], v.float()), k
+    state = load_checkpoint(more)
+    assert state["step"] == 20 and state["nimg"] == 160          # 10 steps on top of the 10 exported
+    assert state["warm_start"]["kimg"] == 0.08 and state["warm_start"]["steps"] == 10
+    assert not all(torch.equal(state["D"][k], shipped_D[k].float()) for k in shipped_D)  # D trained on
+    steps = [r["step"] for r in LossLog(more / "log.jsonl", resume_step=10 ** 9).rows()]
+    assert steps == list(range(11, 21))
+    new_card = json.loads(out.with_suffix(".json").read_text())
+    assert new_card["kimg"] == 0.16 and new_card["warm_start"]["from"] == str(first)
+    assert new_card["warm_start"]["snapshot_curve"][0]["kimg"] == 0.05
+    assert "Adam" in new_card["warm_start"]["note"]
+    from idinvert.training.recipe import _gan_settings_line
+    lines = _gan_settings_line(new_card)
+    assert lines[0].startswith("- GAN: trained 0.16 kimg") and "the first 0.08 kimg" in lines[1]
+
+
+def test_gan_warm_start_refuses_bad_bundles(tmp_path):
+    first = tmp_path / "first"
+    train_gan(tiny_gan_config(total_kimg=0.08), first, show_progress=False)
+    with pytest.raises(ValueError, match="total_kimg must exceed"):
+        train_gan(tiny_gan_config(total_kimg=0.08), tmp_path / "a", show_progress=False, init_from=first)
+    with pytest.raises(ValueError, match="g_fmaps_max"):
+        train_gan(tiny_gan_config(total_kimg=0.16, g_fmaps_max=16), tmp_path / "b", show_progress=False,
+                  init_from=first)
+    (first / "discriminator.pt").unlink()
+    with pytest.raises(FileNotFoundError, match="discriminator.pt"):
+        train_gan(tiny_gan_config(total_kimg=0.16), tmp_path / "c", show_progress=False, init_from=first)
+
+
 def test_ema_update_moves_towards_model():
     a, b = torch.nn.Linear(2, 2), torch.nn.Linear(2, 2)
     before = a.weight.detach().clone()

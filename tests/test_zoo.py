@@ -284,6 +284,41 @@ def test_zoo_train_one_encoder_skips_the_card_while_the_other_is_stale(tmp_path,
     assert not (tmp_path / "MODEL_CARD.md").exists()
 
 
+def test_zoo_train_passes_the_gan_length_and_warm_start_to_train_gan(tmp_path, monkeypatch):
+    import idinvert.training.gan as gan_mod
+    import idinvert.training.recipe as recipe
+    from bench.cli import main
+
+    seen = {}
+
+    def fake_train_gan(config, work_dir, out_dir=None, show_progress=True, init_from=None):
+        seen.update(kimg=config.total_kimg, init_from=init_from, work_dir=work_dir)
+        raise KeyboardInterrupt  # stop before anything else runs
+
+    monkeypatch.setattr(gan_mod, "train_gan", fake_train_gan)
+    (tmp_path / "w").mkdir()
+    (tmp_path / "w" / "generator.json").write_text("{}")
+    code = main(["zoo", "train", "--target", "gan", "--gan-kimg", "750", "--gan-init-from", str(tmp_path / "w"),
+                 "--out", str(tmp_path / "out"), "--work-dir", str(tmp_path / "work")])
+    assert code != 0
+    assert seen == {"kimg": 750.0, "init_from": str(tmp_path / "w"), "work_dir": tmp_path / "work" / "gan"}
+    assert recipe.ZooRecipe().gan_init_from is None
+
+
+def test_a_warm_started_gan_curve_continues_the_curve_it_started_from(tmp_path, monkeypatch):
+    import idinvert.training.judged as judged
+    import idinvert.training.recipe as recipe
+
+    (tmp_path / SYNTHETIC_FACES_FILES["judge"][0]).write_bytes(b"")
+    earlier = [{"kimg": k, "frechet_ratio_to_floor": r} for k, r in ((550.0, 11.0), (600.0, 9.9), (650.0, 0.0))]
+    (tmp_path / "generator.json").write_text(json.dumps({"warm_start": {"snapshot_curve": earlier}}))
+    monkeypatch.setattr(recipe, "_part", lambda out_dir, part: None)
+    monkeypatch.setattr(judged, "snapshot_curve", lambda *a, **k: [{"kimg": 650.0, "frechet_ratio_to_floor": 9.1}])
+    recipe._attach_snapshot_curve(tmp_path, tmp_path / "gan", recipe.ZooRecipe())
+    curve = json.loads((tmp_path / "generator.json").read_text())["snapshot_curve"]
+    assert [(p["kimg"], p["frechet_ratio_to_floor"]) for p in curve] == [(550.0, 11.0), (600.0, 9.9), (650.0, 9.1)]
+
+
 def test_bundle_loads_without_the_optional_encoders_and_lists_them_when_present(tmp_path):
     from idinvert.zoo import OPTIONAL_FILES
 

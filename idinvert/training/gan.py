@@ -56,6 +56,7 @@ uint8 cache in the work dir.
 from __future__ import annotations
 
 import copy
+import json
 import math
 import time
 import warnings
@@ -71,7 +72,7 @@ from idinvert.nets.discriminator import Discriminator
 from idinvert.nets.stylegan_generator import StyleGANGenerator
 from idinvert.training.common import (LossLog, Stopwatch, atomic_save, check_resume_config,
                                       config_dict, ema_update, export_fp16_state_dict,
-                                      load_checkpoint, progress, rng_state, save_checkpoint,
+                                      load_checkpoint, load_fp16_state_dict, progress, rng_state, save_checkpoint,
                                       set_rng_state)
 
 __all__ = ["GANConfig", "train_gan", "build_generator", "build_discriminator", "evaluate_generator",
@@ -187,11 +188,48 @@ def _mixed_wp(G: StyleGANGenerator, batch: int, mixing_prob: float, w_avg_beta: 
     return wp
 
 
+def _warm_start(bundle_dir: str | Path, cfg: GANConfig, cfg_now: dict, G, G_ema, D) -> dict:
+    """Load an exported generator.pt / discriminator.pt (e.g. the shipped bundle) into G, G_ema and D
+    to extend its training in a work dir that has no checkpoint (a fresh clone has none: the shipped
+    files are all that survives a run). What is lost against a true resume, and so written into the
+    exported cards: the trained G starts from the EMA (the only G exported), both Adam optimisers
+    restart with zero moments, and the RNG stream is reseeded with seed + steps. The bundle's training
+    settings must match these (the resumable ones aside)."""
+    bundle_dir = Path(bundle_dir)
+    card_path = bundle_dir / "generator.json"
+    for f in (card_path, bundle_dir / "generator.pt", bundle_dir / "discriminator.pt"):
+        if not f.exists():
+            raise FileNotFoundError(f"GAN warm start: {f} is missing (the directory must hold an exported "
+                                    f"generator.pt, generator.json and discriminator.pt)")
+    card = json.loads(card_path.read_text())
+    if "training" not in card or "kimg" not in card:
+        raise ValueError(f"GAN warm start: {card_path} has no training settings or kimg: it was not "
+                         f"exported by this recipe's train_gan")
+    try:
+        check_resume_config(card["training"], json.loads(json.dumps(cfg_now)),  # JSON: tuples as lists
+                            ignore=GANConfig.RESUMABLE_CHANGES)
+    except ValueError as e:
+        raise ValueError(f"GAN warm start from {bundle_dir}: {e}") from None
+    if cfg.total_kimg <= card["kimg"]:
+        raise ValueError(f"GAN warm start: {bundle_dir}'s generator is already trained {card['kimg']} kimg; "
+                         f"total_kimg must exceed it (got {cfg.total_kimg})")
+    for module, name in ((G, "generator.pt"), (G_ema, "generator.pt"), (D, "discriminator.pt")):
+        load_fp16_state_dict(module, bundle_dir / name)
+    from idinvert.utils import file_sha256
+    return {"from": str(bundle_dir), "generator_sha256": file_sha256(bundle_dir / "generator.pt"),
+            "kimg": card["kimg"], "steps": card["steps"], "wall_seconds": card.get("wall_seconds", 0.0),
+            "snapshot_curve": card.get("snapshot_curve", []),
+            "note": "warm start from exported weights: G began as the exported EMA, Adam moments "
+                    "restarted, RNG reseeded with seed + steps"}
+
+
 def train_gan(config: GANConfig, work_dir: str | Path, out_dir: Optional[str | Path] = None,
-              show_progress: bool = True) -> Path:
+              show_progress: bool = True, init_from: Optional[str | Path] = None) -> Path:
     """Train (or resume training) the GAN in `work_dir`; export G (the EMA) and D as fp16 state dicts
     to `out_dir` (default: work_dir) as generator.pt / discriminator.pt with a JSON card each.
 
+    `init_from`: a directory with exported GAN weights (the shipped bundle) to extend when `work_dir`
+    has no checkpoint yet (see `_warm_start`); ignored once the work dir has one (it resumes that).
     Returns the generator weights path. Deterministic given config.seed (up to torch's CPU kernels).
     """
     cfg = config
@@ -218,6 +256,7 @@ def train_gan(config: GANConfig, work_dir: str | Path, out_dir: Optional[str | P
 
     cfg_now = config_dict(cfg)
     state = load_checkpoint(work_dir)
+    warm = state.get("warm_start") if state is not None else None
     if state is not None:
         check_resume_config(state["config"], cfg_now, ignore=GANConfig.RESUMABLE_CHANGES)
         for module, key in ((G, "G"), (D, "D"), (G_ema, "G_ema"), (opt_G, "opt_G"), (opt_D, "opt_D")):
@@ -227,6 +266,14 @@ def train_gan(config: GANConfig, work_dir: str | Path, out_dir: Optional[str | P
         next_snap = state.get("next_snapshot_kimg", cfg.snapshot_every_kimg)
         clock = Stopwatch(state["seconds"])
         log = LossLog(work_dir / "log.jsonl", resume_step=step)
+    elif init_from is not None:
+        warm = _warm_start(init_from, cfg, cfg_now, G, G_ema, D)
+        step, nimg = warm["steps"], int(round(warm["kimg"] * 1000))
+        next_grid = nimg / 1000
+        next_snap = (math.floor(nimg / 1000 / cfg.snapshot_every_kimg) + 1) * cfg.snapshot_every_kimg
+        clock = Stopwatch(warm["wall_seconds"])
+        log = LossLog(work_dir / "log.jsonl")
+        torch.manual_seed(cfg.seed + step)
     else:
         step, nimg, next_grid = 0, 0, 0.0
         next_snap = cfg.snapshot_every_kimg
@@ -245,7 +292,7 @@ def train_gan(config: GANConfig, work_dir: str | Path, out_dir: Optional[str | P
             config=cfg_now, G=G.state_dict(), D=D.state_dict(), G_ema=G_ema.state_dict(),
             opt_G=opt_G.state_dict(), opt_D=opt_D.state_dict(), rng=rng_state(), step=step,
             nimg=nimg, next_grid_kimg=next_grid, next_snapshot_kimg=next_snap,
-            seconds=clock.total()))
+            seconds=clock.total(), warm_start=warm))
 
     while nimg < total_nimg:
         if cfg.max_minutes is not None and clock.total() > cfg.max_minutes * 60:
@@ -327,6 +374,8 @@ def export_gan(work_dir: str | Path, out_dir: str | Path, quality: Optional[dict
     D.load_state_dict(state["D"])
     common = dict(training=config_dict(cfg), kimg=state["nimg"] / 1000, steps=state["step"],
                   wall_seconds=round(state["seconds"], 1))
+    if state.get("warm_start") is not None:
+        common["warm_start"] = state["warm_start"]
     g_card = dict(model="StyleGANGenerator", constructor=G.config, note="EMA of G; noise: stored "
                   "buffers (const); no truncation", **common)
     if quality is not None:

@@ -25,6 +25,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
+import math
 import platform
 import time
 from dataclasses import dataclass, field
@@ -114,9 +115,10 @@ TRIED = {
                          "snapshots (n=1000, training_curves.png) went from 48x the floor at 50 kimg "
                          "to 9.9x at 600 kimg (precision 0.28 -> 0.71, recall 0.12 -> 0.66) and were "
                          "still improving by ~10 % per 50 kimg when the budget ended, so the next step "
-                         "is more kimg (raise GANConfig.total_kimg, which resumes, and rerun "
-                         "`python -m bench zoo train --target gan` on the work folder), then the "
-                         "encoders again. The ratio here is larger than the last snapshot's "
+                         "is more kimg (`python -m bench zoo train --target gan --gan-kimg 900`, which "
+                         "resumes the work folder's checkpoint; a fresh clone has none, so add "
+                         "`--gan-init-from idinvert/weights/synthetic-faces` to warm-start from "
+                         "these weights with fresh Adam moments), then the encoders again. The ratio here is larger than the last snapshot's "
                          "because the floor shrinks with n (0.56 at n=2000, 0.86 at n=1000) faster "
                          "than the samples' distance does.",
     "generator_precision": "as generator_frechet",
@@ -204,6 +206,9 @@ class ZooRecipe:
     eval_generator_samples: int = 2000  # G marginals / confidence / Fréchet distance
     eval_seed: int = 0
     val_images: int = 500              # held-out train-split images for the encoders' plateau rule
+    # extend an exported GAN (e.g. the shipped bundle's directory) when the GAN work dir is empty;
+    # `bench zoo train --target gan --gan-kimg K --gan-init-from DIR`
+    gan_init_from: Optional[str] = None
 
 
 def resolve_targets(targets: str | Iterable[str] | None) -> list[str]:
@@ -243,7 +248,10 @@ def _attach_snapshot_curve(out_dir: Path, gan_dir: Path, recipe: ZooRecipe) -> N
                            seed=recipe.eval_seed)
     card_path = out_dir / "generator.json"
     card = json.loads(card_path.read_text())
-    card["snapshot_curve"] = curve
+    # a warm-started run (--gan-init-from) continues the curve of the generator it started from
+    earlier = (card.get("warm_start") or {}).get("snapshot_curve") or []
+    first = min((p["kimg"] for p in curve), default=math.inf)
+    card["snapshot_curve"] = [p for p in earlier if p["kimg"] < first] + curve
     atomic_write_text(json.dumps(card, indent=1), card_path)
 
 
@@ -292,7 +300,7 @@ def train_zoo(targets: str | Iterable[str] | None = None, work_dir: str | Path =
         elif target == "gan":
             from idinvert.training.gan import train_gan
             results[target] = str(train_gan(recipe.gan, work_dir / "gan", out_dir,
-                                            show_progress=show_progress))
+                                            show_progress=show_progress, init_from=recipe.gan_init_from))
             _attach_snapshot_curve(out_dir, work_dir / "gan", recipe)
         elif target == "conventional-encoder":
             generator = _part(out_dir, "generator")
@@ -774,7 +782,13 @@ def _gan_settings_line(g_card: dict) -> list[str]:
     keys = ("total_kimg", "batch_size", "lr", "r1_gamma", "r1_interval", "style_mixing_prob",
             "ema_kimg", "seed")
     shown = ", ".join(f"{k} {t[k]}" for k in keys if k in t)
-    return [f"- GAN: trained {_fmt(g_card.get('kimg'))} kimg ({shown})."]
+    lines = [f"- GAN: trained {_fmt(g_card.get('kimg'))} kimg ({shown})."]
+    warm = g_card.get("warm_start")
+    if warm:
+        lines.append(f"- GAN warm start: the first {_fmt(warm.get('kimg'))} kimg are the weights in "
+                     f"{warm.get('from')} (generator sha256 {str(warm.get('generator_sha256'))[:16]}); "
+                     f"{warm.get('note')}.")
+    return lines
 
 
 def _model_card_markdown(m: dict, cards: dict, parts: dict) -> str:
