@@ -206,6 +206,8 @@ def test_recipe_card_writes_manifest_card_and_samples_for_a_bundle(tmp_path):
     assert "NOT MET" in card_text
     # what a person saw in samples.png is tied to the weights it was seen on: a new bundle has none
     assert "Nobody has looked at this bundle's samples.png yet" in card_text
+    total = sum(manifest["wall_time_s"].get(p) or 0 for p in manifest["files"] if p != "discriminator")
+    assert f"Training wall time of the whole zoo: {total / 3600:.1f} h" in card_text
     assert load_bundle("synthetic-faces", weights_dir=tmp_path).fingerprint == manifest["fingerprint"]
     assert resolve_targets("gan") == ["gan", "card"]
     with pytest.raises(ValueError, match="did you mean 'gan'"):

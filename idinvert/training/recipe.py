@@ -820,6 +820,10 @@ def _model_card_markdown(m: dict, cards: dict, parts: dict) -> str:
         lines.append(f"| {part} | {info['file']} ({info['bytes'] / 2 ** 20:.1f} MiB, fp16) | "
                      f"{card.get('model', '?')} | {m['parameters'][part]:,} | "
                      f"{_fmt(wall.get(part if part != 'discriminator' else 'generator'))} s |")
+    total = sum(float(wall[p]) for p in m["files"] if p != "discriminator" and wall.get(p) is not None)
+    lines += ["", f"Training wall time of the whole zoo: {total / 3600:.1f} h ({_fmt(total)} s; G and D "
+              f"train together; the card's own measurements are not counted); the recipe aims at about 4 h "
+              f"on 2 cores."]
     for part, card in cards.items():
         if card.get("wall_time_note"):
             lines += ["", f"{part}: {card['wall_time_note']}"]
