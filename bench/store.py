@@ -25,6 +25,7 @@ import contextlib
 import hashlib
 import json
 import math
+import random
 import sqlite3
 import time
 import urllib.parse
@@ -240,7 +241,7 @@ class Store:
             if readonly:
                 self._check_schema_version()
                 return
-            self._db.execute("PRAGMA journal_mode=WAL")
+            self._enable_wal()
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.execute("PRAGMA busy_timeout=60000")
             with self._transaction() as db:
@@ -253,6 +254,26 @@ class Store:
                     raise StoreError(self._version_message(row["value"]))
         except sqlite3.DatabaseError as exc:
             raise self._translate(exc) or StoreDamaged(self._damage_message(exc)) from None
+
+    def _enable_wal(self, patience_s: float = 60.0) -> None:
+        """Switch the store to WAL mode (persistent, so usually a no-op).
+
+        SQLite answers the switch with "database is locked" *at once*, without waiting on the busy
+        timeout, when another process opens the same new store at the same moment (measured: 46 of 1,200
+        openers in 200 six-way races). Retry with backoff for ``patience_s``, as the busy timeout would.
+        """
+        deadline = time.monotonic() + patience_s
+        delay = 0.005
+        while True:
+            try:
+                self._db.execute("PRAGMA journal_mode=WAL")
+                return
+            except sqlite3.OperationalError as exc:
+                msg = str(exc).lower()
+                if ("locked" not in msg and "busy" not in msg) or time.monotonic() + delay > deadline:
+                    raise
+            time.sleep(delay * (0.5 + random.random()))
+            delay = min(delay * 2, 0.5)
 
     def _open_readonly(self) -> sqlite3.Connection:
         """``mode=ro`` (sees a live writer's WAL), else ``immutable=1`` where the folder cannot be written

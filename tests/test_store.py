@@ -136,3 +136,30 @@ def test_killed_writer_leaves_no_complete_looking_run(tmp_path):
         assert run["status"] == "running" and run["finished"] is None
         done = store.done_image_ids(run["run_id"])
         assert 6 <= len(done) < 1000
+
+
+def _opener(path, barrier, errors):
+    barrier.wait()
+    try:
+        Store(path).close()
+    except Exception as exc:  # noqa: BLE001 - the test reports whatever an opener raised
+        errors.put(repr(exc))
+
+
+def test_processes_opening_a_new_store_at_once_all_succeed(tmp_path):
+    # SQLite refuses the switch to WAL at once ("database is locked", no busy wait) when another process
+    # switches the same new file at the same moment: about one race in eight failed before the retry.
+    ctx = mp.get_context("spawn")
+    errors = ctx.Queue()
+    for race in range(40):
+        barrier = ctx.Barrier(6)
+        procs = [ctx.Process(target=_opener, args=(tmp_path / f"r{race}", barrier, errors)) for _ in range(6)]
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join(60)
+            assert p.exitcode == 0
+    found = []
+    while not errors.empty():
+        found.append(errors.get())
+    assert found == []
