@@ -48,6 +48,13 @@ def _plain_tuning(G, F, x, pivot, steps, lr=3e-4, lam=1.0):
     return G
 
 
+# Batched and one-image tuning sum the same terms in a different order (float64). Where a gradient is far
+# below Adam's eps the step is ~grad/eps, so that rounding shows relatively (2e-10 on a 1e-9 bias delta on
+# an AMD EPYC). A ten-thousandth of one Adam step at lr 3e-4 is far below any real difference: pairing an
+# image's tuning with another image's differs by more on every tuned tensor.
+UPDATE_ATOL = 1e-4 * 3e-4
+
+
 def test_batched_tuning_equals_tuning_each_image_alone(double):
     G, F = double
     x = _targets(G, 3)
@@ -57,12 +64,14 @@ def test_batched_tuning_equals_tuning_each_image_alone(double):
         alone = pivotal_tuning(G, x[i:i + 1], pivots[i:i + 1], steps=6, perceptual=F,
                                lambda_perceptual=1.0)
         for name, delta in batch.weights.deltas.items():
-            assert torch.allclose(delta[i], alone.weights.deltas[name][0], atol=1e-12), name
+            assert torch.allclose(delta[i], alone.weights.deltas[name][0], atol=UPDATE_ATOL), name
+            other = batch.weights.deltas[name][(i + 1) % 3]
+            assert not torch.allclose(other, alone.weights.deltas[name][0], atol=UPDATE_ATOL), name
         plain = _plain_tuning(G, F, x[i:i + 1], pivots[i:i + 1], steps=6)
         tuned = batch.weights.params([i])
         for name, p in plain.synthesis.named_parameters():
             if name in tuned:
-                assert torch.allclose(p, tuned[name][0], atol=1e-12), name
+                assert torch.allclose(p, tuned[name][0], atol=UPDATE_ATOL), name
         assert torch.allclose(batch.loss_history[:, i], alone.loss_history[:, 0].float())
 
 
@@ -174,7 +183,7 @@ def test_a_failing_image_does_not_disturb_the_others(double):
     assert result.failed.tolist() == [False, True, False]
     assert "non-finite" in result.reasons[1]
     for name, d in result.weights.deltas.items():
-        assert torch.allclose(d[[0, 2]], clean.weights.deltas[name], atol=1e-12), name
+        assert torch.allclose(d[[0, 2]], clean.weights.deltas[name], atol=UPDATE_ATOL), name
         assert torch.equal(d[1], torch.zeros_like(d[1]))          # failed at step 0: untouched
 
 
