@@ -318,6 +318,8 @@ def _invert_pending(s: _Session, method: Any, run_id: str, pending: list[int]) -
     bs, dist = s.opts.batch_size, s.dist
     step = bs * dist.world
     bar = tqdm(total=len(pending), desc=method.name, unit="img", disable=not dist.is_main or s.opts.quiet)
+    if not bar.disable:  # a long optimisation shows its steps inside the batch (5,000 steps take minutes)
+        method.on_step = lambda done, total: bar.set_postfix_str(f"batch: step {done}/{total}")
     remaining = list(pending)
     batch_seconds: float | None = None
     inverted = 0
@@ -342,6 +344,7 @@ def _invert_pending(s: _Session, method: Any, run_id: str, pending: list[int]) -
             s.store.release(run_id, s.owner)
             _show_progress(bar, s, run_id, pending)
     finally:
+        method.on_step = None
         bar.close()  # ends the bar's line, so an error below starts on its own line
     return inverted
 

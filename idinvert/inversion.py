@@ -211,8 +211,8 @@ def optimize_codes(generator: nn.Module, targets: torch.Tensor, init_codes: torc
                    lambda_dom: float = 0.0, encoder: Optional[Callable] = None, space: str = "wp",
                    mask: Optional[torch.Tensor] = None, progress: bool = False,
                    seed: Optional[int] = None, milestones: Optional[Iterable[int]] = None,
-                   time_origin: Optional[float] = None, memory_format: str = "contiguous"
-                   ) -> OptimizationResult:
+                   time_origin: Optional[float] = None, memory_format: str = "contiguous",
+                   on_step: Optional[Callable[[int, int], None]] = None) -> OptimizationResult:
     """Optimise W+ (or W) codes so that ``generator.synthesis(codes)`` reconstructs ``targets``.
 
     generator: has ``.synthesis(wp [B, L, D]) -> images [B, 3, H, W]``.
@@ -233,6 +233,8 @@ def optimize_codes(generator: nn.Module, targets: torch.Tensor, init_codes: torc
     memory_format: "contiguous" (default) or "channels_last": the networks' 4-D weights and the
       images in channels_last layout for the duration (see :func:`channels_last`; faster convolutions
       on CPU, same result up to float rounding -- which Adam amplifies to ~1e-3 in the codes).
+    on_step: called as ``on_step(done, steps)`` after every 1% of the steps (and after the last one), so
+      a caller can show progress inside one long batch; it must not touch the tensors.
     Networks are put in eval mode with frozen parameters for the duration and restored afterwards.
     """
     t_origin = time.perf_counter() if time_origin is None else float(time_origin)
@@ -310,6 +312,7 @@ def optimize_codes(generator: nn.Module, targets: torch.Tensor, init_codes: torc
             from tqdm.auto import tqdm
             bar = tqdm(total=steps, desc="invert", leave=False)
         freeze = failed.view(B, 1, 1)
+        report_every = max(1, steps // 100)
 
         def as_output(c: torch.Tensor) -> torch.Tensor:
             return (c.expand(B, num_layers, c.shape[2]) if space == "w" else c).contiguous().clone()
@@ -350,6 +353,8 @@ def optimize_codes(generator: nn.Module, targets: torch.Tensor, init_codes: torc
                 if bar is not None:
                     bar.update(1)
                     bar.set_postfix(loss=float(history[-1].nanmean()))
+                if on_step is not None and ((step + 1) % report_every == 0 or step + 1 == steps):
+                    on_step(step + 1, steps)
                 if step % 10 == 9 and bool(failed.all()):
                     break
             with torch.no_grad():

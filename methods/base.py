@@ -49,6 +49,9 @@ class InversionMethod:
     # Bundle parts the method needs (see ``idinvert.zoo.Bundle.has``); the runner skips the method with a
     # message naming the missing part instead of crashing.
     needs: ClassVar[tuple[str, ...]] = ("generator",)
+    # Set by the runner around each timed batch: ``on_step(done, total)`` for a method with many steps per
+    # batch to show its progress inside the batch (a 5,000-step batch takes minutes). Not a hyperparameter.
+    on_step: ClassVar[Any] = None
 
     def prepare(self, bundle: Any) -> None:
         self.bundle = bundle

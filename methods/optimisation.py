@@ -124,20 +124,22 @@ class OptimisationMethod(InversionMethod):
         return {"lambda_perceptual": self._lambda_vgg, "perceptual": self.bundle.perceptual}
 
     # -- the shared loop --------------------------------------------------------------------------------
-    def optimise(self, images: torch.Tensor, steps: int, milestones: list[int] | None = None) -> InversionResult:
+    def optimise(self, images: torch.Tensor, steps: int, milestones: list[int] | None = None,
+                 on_step: Any = None) -> InversionResult:
         """``steps`` Adam steps from ``init_codes``; with ``milestones`` the result keeps the codes at
         those steps, their seconds counted from before ``init_codes`` (an encoder start is part of the
         time to reach any milestone)."""
         x = images.to(self.device)
         origin = time.perf_counter()
         opt = optimize_codes(self.bundle.generator, x, self.init_codes(x), steps=steps, lr=self.lr,
-                             space=self.space, milestones=milestones, time_origin=origin, **self.loss_terms())
+                             space=self.space, milestones=milestones, time_origin=origin, on_step=on_step,
+                             **self.loss_terms())
         return InversionResult(codes=opt.codes, failed=opt.failed, reasons=list(opt.reasons),
                                milestones=list(opt.milestones) if milestones else None)
 
     def invert(self, images: torch.Tensor) -> InversionResult:
         return self.optimise(images, self.iters,
-                             anytime_milestones(self.iters) if self.record_milestones else None)
+                             anytime_milestones(self.iters) if self.record_milestones else None, self.on_step)
 
     def warmup(self, images: torch.Tensor) -> None:
         self.optimise(images[:1], min(self.iters, WARMUP_STEPS))

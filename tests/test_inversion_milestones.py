@@ -64,6 +64,19 @@ def test_milestones_do_not_change_the_final_result(deterministic):
     assert torch.equal(plain.failed, with_ms.failed)
 
 
+def test_on_step_reports_every_hundredth_of_the_steps_and_changes_nothing(deterministic):
+    parts, x, start = parts_and_targets()
+    kw = full_loss(parts)
+    calls = []
+    plain = optimize_codes(parts.generator, x, start, steps=250, **kw)
+    told = optimize_codes(parts.generator, x, start, steps=250, on_step=lambda k, n: calls.append((k, n)), **kw)
+    assert calls == [(k, 250) for k in range(2, 251, 2)]   # every 2 steps (1% of 250), the last one included
+    assert torch.equal(plain.codes, told.codes)
+    few = []
+    optimize_codes(parts.generator, x, start, steps=3, on_step=lambda k, n: few.append(k), **kw)
+    assert few == [1, 2, 3]
+
+
 def test_milestones_are_copies_not_views(deterministic):
     parts, x, start = parts_and_targets(n=2)
     res = optimize_codes(parts.generator, x, start, steps=4, milestones=[2, 4], **full_loss(parts))

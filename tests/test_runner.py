@@ -169,3 +169,26 @@ def test_sweep_over_seeds_runs_every_value_once_per_seed_in_one_sweep(tmp_path):
         runs = store.runs(sweep_id=sweep["sweep_id"])
         assert sorted((r["seed"], r["params"]["lambda_dom"]) for r in runs) == [
             (0, 0.0), (0, 5.0), (1, 0.0), (1, 5.0)]
+
+
+def test_an_optimisation_shows_its_steps_inside_a_batch(tmp_path, capsys):
+    opts = _opts(tmp_path, ["image2stylegan", "encoder"], quiet=False, limit=2,
+                 overrides={"image2stylegan": {"iters": "200"}})
+    from methods import optimisation
+
+    seen = []
+    original = optimisation.OptimisationMethod.optimise
+
+    def spy(self, images, steps, milestones=None, on_step=None):
+        seen.append((type(self).__name__, steps, on_step is not None))
+        return original(self, images, steps, milestones, on_step)
+
+    optimisation.OptimisationMethod.optimise = spy
+    try:
+        run_benchmark(opts)
+    finally:
+        optimisation.OptimisationMethod.optimise = original
+    err = capsys.readouterr().err
+    assert "batch: step 200/200" in err and "batch: step 2/200" in err
+    assert ("Image2StyleGAN", 200, True) in seen          # the timed batch reports its steps ...
+    assert not any(steps < 200 and reporting for _, steps, reporting in seen)   # ... the warm-up does not
