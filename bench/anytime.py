@@ -4,11 +4,14 @@ A curve is a method's metric at its milestones (``idinvert.inversion.Milestone``
 ``(step, seconds per image, value)`` in order of time. An encoder method is a curve of one point.
 
 ``time_to_target`` reads off the *first measured milestone* at which the curve meets a target -- no
-interpolation between milestones (a value between two milestones was never measured), so the time is
-an upper bound at the resolution of the milestone schedule. A curve that never meets the target is
-"not reached" (:attr:`TimeToTarget.reached` False, ``seconds`` None), never a number. ``speedup``
-compares two such times; when one side did not reach the target, it gives only a bound, labelled as
-such (``"at least"``/``"at most"``), from the other side's time and the budget actually spent.
+interpolation between milestones (a value between two milestones was never measured). The target was
+therefore met somewhere after the milestone before it and by that milestone: the result carries both
+ends (``earliest_seconds_per_image`` .. ``seconds_per_image``), and is exact only at the start (step 0,
+an encoder). A curve that never meets the target is "not reached" (:attr:`TimeToTarget.reached` False,
+``seconds`` None), never a number. ``speedup`` compares two such times; when one side did not reach
+the target, it gives only a bound, labelled as such (``"at least"``/``"at most"``), from the other
+side's time and the budget actually spent. Its ``low``/``high`` are what the two brackets allow: with a
+1-3-10 schedule a measured ratio of 10 may be anything from ~3 to ~30.
 """
 from __future__ import annotations
 
@@ -92,11 +95,24 @@ class TimeToTarget:
     value: Optional[float]          # the metric at that milestone
     budget_seconds_per_image: float  # the curve's last milestone: how long the method tried
     budget_step: int
+    # The milestone before the first one meeting the target (it did not meet it): the target was met
+    # after it. Equal to seconds_per_image / step when met at the start (step 0); 0 s and step 0 when
+    # the curve's first milestone meets it but is not the start. None when not reached.
+    earliest_seconds_per_image: Optional[float] = None
+    earliest_step: Optional[int] = None
+
+    @property
+    def exact(self) -> bool:
+        """Met at a milestone with nothing unmeasured before it (the start): the time is not a bracket."""
+        return self.reached and self.earliest_step == self.step
 
     def __str__(self) -> str:
-        if self.reached:
+        if not self.reached:
+            return f"not reached in {self.budget_seconds_per_image:.3g} s ({self.budget_step} steps)"
+        if self.exact or self.earliest_seconds_per_image is None:
             return f"{self.seconds_per_image:.3g} s (step {self.step})"
-        return f"not reached in {self.budget_seconds_per_image:.3g} s ({self.budget_step} steps)"
+        return (f"{self.earliest_seconds_per_image:.3g}-{self.seconds_per_image:.3g} s "
+                f"(after step {self.earliest_step}, by step {self.step})")
 
 
 def _meets(value: float, target: float, direction: str) -> bool:
@@ -118,11 +134,19 @@ def time_to_target(points: Sequence[AnytimePoint], target: float, direction: str
     if not math.isfinite(target):
         raise ValueError(f"target must be finite, got {target}")
     last = points[-1]
-    for p in points:
+    for k, p in enumerate(points):
         if _meets(p.value, target, direction):
+            before = points[k - 1] if k else None
+            if before is not None:
+                earliest, earliest_step = before.seconds_per_image, before.step
+            elif p.step == 0:  # the start itself: nothing before it to bracket
+                earliest, earliest_step = p.seconds_per_image, 0
+            else:              # first milestone after the start: met somewhere in (0, p]
+                earliest, earliest_step = 0.0, 0
             return TimeToTarget(target=float(target), direction=direction, reached=True,
                                 seconds_per_image=p.seconds_per_image, step=p.step, value=p.value,
-                                budget_seconds_per_image=last.seconds_per_image, budget_step=last.step)
+                                budget_seconds_per_image=last.seconds_per_image, budget_step=last.step,
+                                earliest_seconds_per_image=earliest, earliest_step=earliest_step)
     return TimeToTarget(target=float(target), direction=direction, reached=False, seconds_per_image=None,
                         step=None, value=None, budget_seconds_per_image=last.seconds_per_image,
                         budget_step=last.step)
@@ -136,18 +160,26 @@ class Speedup:
     ``value`` = slow's budget / fast's time, a lower bound), "at most" (only ``slow`` reached:
     slow's time / fast's budget, an upper bound), "none" (neither reached: ``value`` None).
     A zero time on the fast side (an encoder's start measured as 0) gives ``value`` inf.
+    ``low``/``high``: the range the milestone brackets allow (slow's earliest over fast's latest time,
+    slow's latest over fast's earliest); "at least" has no upper end (inf), "at most" no lower one (0).
     """
 
     kind: str
     value: Optional[float]
     fast: TimeToTarget
     slow: TimeToTarget
+    low: Optional[float] = None
+    high: Optional[float] = None
 
     def __str__(self) -> str:
         if self.kind == "none":
             return "neither reached"
         text = f"{self.value:.3g}x"
-        return text if self.kind == "ratio" else f"{self.kind} {text}"
+        if self.kind != "ratio":
+            return f"{self.kind} {text}"
+        if self.low is not None and self.high is not None and (self.low, self.high) != (self.value,) * 2:
+            text += f" (range {self.low:.2g}x-{self.high:.2g}x)"
+        return text
 
 
 def _ratio(num: float, den: float) -> float:
@@ -156,17 +188,25 @@ def _ratio(num: float, den: float) -> float:
     return num / den
 
 
+def _earliest(t: TimeToTarget) -> float:
+    return t.seconds_per_image if t.earliest_seconds_per_image is None else t.earliest_seconds_per_image
+
+
 def speedup(fast: TimeToTarget, slow: TimeToTarget) -> Speedup:
     """``slow`` / ``fast`` time to the same target (e.g. idinvert vs image2stylegan, the paper's ~36x)."""
     if (fast.target, fast.direction) != (slow.target, slow.direction):
         raise ValueError(f"times to different targets: {fast.target} ({fast.direction}) vs "
                          f"{slow.target} ({slow.direction})")
     if fast.reached and slow.reached:
-        return Speedup("ratio", _ratio(slow.seconds_per_image, fast.seconds_per_image), fast, slow)
-    if fast.reached:
-        return Speedup("at least", _ratio(slow.budget_seconds_per_image, fast.seconds_per_image), fast, slow)
-    if slow.reached:
-        return Speedup("at most", _ratio(slow.seconds_per_image, fast.budget_seconds_per_image), fast, slow)
+        return Speedup("ratio", _ratio(slow.seconds_per_image, fast.seconds_per_image), fast, slow,
+                       low=_ratio(_earliest(slow), fast.seconds_per_image),
+                       high=_ratio(slow.seconds_per_image, _earliest(fast)))
+    if fast.reached:  # slow needs more than its budget: the ratio is at least this, with no upper end
+        value = _ratio(slow.budget_seconds_per_image, fast.seconds_per_image)
+        return Speedup("at least", value, fast, slow, low=value, high=math.inf)
+    if slow.reached:  # fast needs more than its budget: at most this, with no lower end
+        value = _ratio(slow.seconds_per_image, fast.budget_seconds_per_image)
+        return Speedup("at most", value, fast, slow, low=0.0, high=value)
     return Speedup("none", None, fast, slow)
 
 

@@ -34,7 +34,7 @@ from typing import Any, Callable, Mapping, Optional, Sequence
 
 import numpy as np
 
-__all__ = ["SeedData", "Interval", "bootstrap_effect", "decide", "VERDICTS", "average_precision",
+__all__ = ["SeedData", "Bracketed", "Interval", "bootstrap_effect", "decide", "VERDICTS", "average_precision",
            "mean_difference", "log10_ratio_of_means", "rate_difference", "ap_difference",
            "frechet_difference", "log10_speedup", "EFFECTS", "Arm", "Claim", "PAPER_CLAIMS",
            "ClaimVerdict", "judge"]
@@ -78,7 +78,25 @@ class SeedData:
         return {k: a[idx] for k, a in self.per_image.items()}
 
 
-Effect = Callable[[Mapping[str, np.ndarray], Mapping[str, Any]], float]
+@dataclass(frozen=True)
+class Bracketed:
+    """An effect known only within a bracket: ``value`` its point estimate, ``low``/``high`` the ends
+    the measurement allows (a time to quality read off milestones lies between two of them). The
+    bootstrap takes its interval's lower end from the replicates' ``low`` and its upper end from their
+    ``high``, so the interval covers both the sampling and the bracketing uncertainty."""
+
+    value: float
+    low: float
+    high: float
+
+
+Effect = Callable[[Mapping[str, np.ndarray], Mapping[str, Any]], "float | Bracketed"]
+
+
+def _ends(x: "float | Bracketed") -> tuple[float, float, float]:
+    if isinstance(x, Bracketed):
+        return float(x.value), float(x.low), float(x.high)
+    return float(x), float(x), float(x)
 
 
 @dataclass(frozen=True)
@@ -113,7 +131,7 @@ def bootstrap_effect(data: Sequence[SeedData], effect: Effect, *, n_boot: int = 
     if not 0 < confidence < 1:
         raise ValueError(f"confidence must be in (0, 1), got {confidence}")
     data = list(data)
-    estimate = float(np.mean([effect(d.per_image, d.fixed) for d in data]))
+    estimate = float(np.mean([_ends(effect(d.per_image, d.fixed))[0] for d in data]))
     rng = np.random.default_rng(seed)
     n_seeds = len(data)
     # Seeds that ran on the very same images (same ids, same order) are repeated measurements of one
@@ -121,18 +139,23 @@ def bootstrap_effect(data: Sequence[SeedData], effect: Effect, *, n_boot: int = 
     # average independent draws of the same images and shrink the interval by up to sqrt(seeds).
     shared = n_seeds > 1 and data[0].image_ids is not None and \
         all(d.image_ids == data[0].image_ids for d in data)
-    reps = np.empty(n_boot)
+    reps_low, reps_high = np.empty(n_boot), np.empty(n_boot)
     for b in range(n_boot):
         drawn = rng.integers(n_seeds, size=n_seeds) if n_seeds > 1 else (0,)
         common = rng.integers(data[0].n, size=data[0].n) if shared else None
-        vals = []
+        lows, highs = [], []
         for s in drawn:
             d = data[int(s)]
             idx = common if shared else rng.integers(d.n, size=d.n)
-            vals.append(effect(d.take(idx), d.fixed))
-        reps[b] = np.mean(vals)
+            _, lo, hi = _ends(effect(d.take(idx), d.fixed))
+            lows.append(lo)
+            highs.append(hi)
+        reps_low[b], reps_high[b] = np.mean(lows), np.mean(highs)
     alpha = 1 - confidence
-    low, high = _quantiles(reps, (alpha / 2, 1 - alpha / 2))
+    # For a plain effect both arrays are the same replicates; for a Bracketed one the interval's ends
+    # come from the replicates' own ends.
+    low = _quantiles(reps_low, (alpha / 2, 1 - alpha / 2))[0]
+    high = _quantiles(reps_high, (alpha / 2, 1 - alpha / 2))[1]
     method = ("hierarchical percentile bootstrap (seeds, then one image resample shared by all seeds: "
               "the seeds ran on the same images; paired)") if shared else \
         ("hierarchical percentile bootstrap (seeds, then images within each seed; paired)"
@@ -254,34 +277,37 @@ def frechet_difference(s: Mapping[str, np.ndarray], fixed: Mapping[str, Any] = {
     return _frechet_to(a.reshape(-1, a.shape[-1]), mu, cov) - _frechet_to(b.reshape(-1, b.shape[-1]), mu, cov)
 
 
-def log10_speedup(s: Mapping[str, np.ndarray], fixed: Mapping[str, Any]) -> float:
+def _log10(x: Optional[float]) -> float:
+    if x is None or math.isnan(x):
+        return math.nan
+    if x == 0:
+        return -math.inf
+    return math.inf if math.isinf(x) else math.log10(x)
+
+
+def log10_speedup(s: Mapping[str, np.ndarray], fixed: Mapping[str, Any]) -> Bracketed:
     """Time-to-quality speed-up of a over b, log10(t_b / t_a), on the mean curves of the sample.
 
     keys a [N, Ka], b [N, Kb]: per-image metric at each milestone; fixed: steps_a, seconds_a [Ka],
     steps_b, seconds_b [Kb] (seconds per image), direction ("lower"/"higher", the metric's), target:
     "a" / "b" (that method's value at its last milestone, recomputed on the sample) or a number.
     A method that does not reach the target within its budget has time +inf (so +inf / -inf here,
-    never a made-up number; nan when neither reaches).
+    never a made-up number; nan when neither reaches). The bracket is ``bench.anytime.speedup``'s
+    range: each time lies between the milestone before the first one meeting the target and that one,
+    and a side that did not reach it is only bounded by its budget.
     """
-    from bench.anytime import mean_curve, time_to_target
+    from bench.anytime import mean_curve, speedup, time_to_target
 
     ca = mean_curve(fixed["steps_a"], fixed["seconds_a"], s["a"])
     cb = mean_curve(fixed["steps_b"], fixed["seconds_b"], s["b"])
     target = fixed["target"]
     target = ca[-1].value if target == "a" else cb[-1].value if target == "b" else float(target)
     if not math.isfinite(target):
-        return math.nan
+        return Bracketed(math.nan, math.nan, math.nan)
     direction = fixed.get("direction", "lower")
-    ta, tb = time_to_target(ca, target, direction), time_to_target(cb, target, direction)
-    sa = ta.seconds_per_image if ta.reached else math.inf
-    sb = tb.seconds_per_image if tb.reached else math.inf
-    if math.isinf(sa) and math.isinf(sb):
-        return math.nan
-    if sa == 0:
-        return math.inf if sb > 0 else math.nan
-    if sb == 0:
-        return -math.inf
-    return math.log10(sb / sa)
+    sp = speedup(time_to_target(ca, target, direction), time_to_target(cb, target, direction))
+    value = {"ratio": sp.value, "at least": math.inf, "at most": 0.0, "none": None}[sp.kind]
+    return Bracketed(_log10(value), _log10(sp.low), _log10(sp.high))
 
 
 EFFECTS: Mapping[str, Effect] = MappingProxyType({
@@ -374,7 +400,8 @@ PAPER_CLAIMS: tuple[Claim, ...] = (
           "mse", IDINVERT, I2S, "higher", "log10_speedup",
           paper="~36x (8 s vs ~290 s per image)",
           note="target = idinvert's mean MSE at its budget, recomputed on each resample; first "
-               "milestone reaching it, no interpolation; not reached = infinite time"),
+               "milestone reaching it, no interpolation: each time lies between that milestone and the "
+               "one before, and the interval spans that bracket too; not reached = infinite time"),
     Claim("fig3-ap", "Fig. 3",
           "in-domain codes are more semantically meaningful: higher mean AP of boundary distances "
           "than Image2StyleGAN's codes", "ap_mean", IDINVERT, I2S, "higher", "ap_difference"),

@@ -132,7 +132,7 @@ class QualityTimeTable:
         t = row["times"].get(label)
         if t is None:
             return "-"
-        return str(t) if not t.reached else f"{t.seconds_per_image:.3g} s (step {t.step})"
+        return str(t)
 
     def speedup_text(self, row: dict[str, Any]) -> str:
         s = row["speedup"]
@@ -174,8 +174,9 @@ def quality_time_table(curves: Sequence[RunCurves]) -> QualityTimeTable | None:
                                      direction=direction))
     rows = A.time_to_quality_table(per_run, targets, fast=fast.label, slow=slow.label)
     notes = [f"means over the {len(keep)} images every run inverted; seconds per image up to the first "
-             "milestone that meets the target (no interpolation between milestones: an upper bound at the "
-             "schedule's resolution), encoder start included, warm-up excluded",
+             "milestone that meets the target, encoder start included, warm-up excluded. No interpolation "
+             "between milestones: 'A-B s (after step j, by step k)' means the target was met after "
+             "milestone j and by milestone k; the speed-up's range is what these brackets allow",
              "'not reached in X s': the run's budget ended first -- a value of its own, not a time",
              f"{FAST} vs {SLOW}: how many times less time {FAST} needs (the paper: ~36x, 8 s vs ~290 s per "
              "image); 'at least'/'at most' when only one of them reached the target"]

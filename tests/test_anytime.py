@@ -43,7 +43,23 @@ def test_speedup_ratio_when_both_reach():
     s = speedup(time_to_target(FAST, target), time_to_target(SLOW, target))
     # FAST reaches 0.013 at its last point (3 s); SLOW first <= 0.013 at step 300 (30 s)
     assert s.kind == "ratio" and s.value == pytest.approx(10.0)
-    assert str(s) == "10x"
+    # FAST met it after 0.9 s (step 30), SLOW after 10 s (step 100): the schedule allows 10/3 .. 30/0.9
+    assert s.low == pytest.approx(10.0 / 3.0) and s.high == pytest.approx(30.0 / 0.9)
+    assert str(s) == "10x (range 3.3x-33x)"
+
+
+def test_time_to_target_is_bracketed_by_the_milestone_before():
+    t = time_to_target(SLOW, 0.02)      # not met at step 30 (3 s), met at step 100 (10 s)
+    assert (t.earliest_step, t.earliest_seconds_per_image) == (30, 3.0) and not t.exact
+    assert str(t) == "3-10 s (after step 30, by step 100)"
+    start = time_to_target(FAST, 0.05)  # met by the start codes themselves: no bracket
+    assert start.exact and start.earliest_seconds_per_image == start.seconds_per_image == 0.01
+    assert str(start) == "0.01 s (step 0)"
+    late_first = time_to_target(curve([10, 30], [1.0, 3.0], [0.01, 0.005]), 0.02)
+    assert (late_first.earliest_step, late_first.earliest_seconds_per_image) == (0, 0.0)
+    assert not late_first.exact
+    never = time_to_target(FAST, 0.001)
+    assert never.earliest_seconds_per_image is None and not never.exact
 
 
 def test_speedup_is_a_labelled_bound_when_one_side_does_not_reach():
@@ -52,8 +68,10 @@ def test_speedup_is_a_labelled_bound_when_one_side_does_not_reach():
     slow_short = time_to_target(curve([0, 10], [0.0, 1.0], [0.1, 0.05]), 0.016)  # not reached in 1 s
     s = speedup(fast, slow_short)
     assert s.kind == "at least" and s.value == pytest.approx(1.0 / 0.9)
+    assert s.low == s.value and s.high == math.inf
     s2 = speedup(time_to_target(FAST, 0.009), time_to_target(SLOW, 0.009))  # only SLOW reaches (100 s)
     assert s2.kind == "at most" and s2.value == pytest.approx(100.0 / 3.0)
+    assert s2.low == 0.0 and s2.high == s2.value
     s3 = speedup(time_to_target(FAST, 0.001), time_to_target(SLOW, 0.001))
     assert s3.kind == "none" and s3.value is None and str(s3) == "neither reached"
     with pytest.raises(ValueError, match="different targets"):

@@ -164,18 +164,44 @@ def speed_data(n: int = 30, plateau: float = 0.0, seed: int = 0) -> SeedData:
 
 def test_speedup_effect_is_the_log_ratio_of_times_to_a_target():
     d = speed_data()
-    assert log10_speedup(d.per_image, d.fixed) == pytest.approx(math.log10(30.0 / 3.0))
+    e = log10_speedup(d.per_image, d.fixed)
+    assert e.value == pytest.approx(math.log10(30.0 / 3.0))
+    # a met 0.013 after 0.9 s and by 3 s, b after 10 s and by 30 s: the ratio lies in [10/3, 30/0.9]
+    assert e.low == pytest.approx(math.log10(10.0 / 3.0)) and e.high == pytest.approx(math.log10(30.0 / 0.9))
     v = judge(claim_by_key("t1-speedup-to-quality"), [d, speed_data(seed=1)], n_boot=200)
-    assert v.verdict == "holds" and v.interval.low == pytest.approx(1.0)
+    assert v.interval.estimate == pytest.approx(1.0)
+    assert v.interval.low == pytest.approx(math.log10(10.0 / 3.0))     # the interval spans the bracket
+    assert v.interval.high == pytest.approx(math.log10(30.0 / 0.9))
+    assert v.verdict == "holds"
+
+
+def test_a_bracket_wider_than_zero_makes_the_speedup_inconclusive():
+    # b first meets a's target (~0.013) at step 30 (3 s), a at its last milestone (3 s); a's milestone
+    # before is at 0.9 s, b's at 1 s: the point says 1x, the bracket 1/3 .. 3.3 straddles 1: undecided.
+    d = speed_data()
+    b = np.array([0.10, 0.05, 0.012, 0.011, 0.010, 0.009]) + 0 * d.per_image["b"]
+    tied = SeedData({"a": d.per_image["a"], "b": b}, d.fixed)
+    e = log10_speedup(tied.per_image, tied.fixed)
+    assert e.value == pytest.approx(0.0)
+    assert e.low == pytest.approx(math.log10(1.0 / 3.0)) and e.high == pytest.approx(math.log10(3.0 / 0.9))
+    assert judge(claim_by_key("t1-speedup-to-quality"), [tied], n_boot=200).verdict == "inconclusive"
+
+
+def test_plain_effects_keep_their_interval():
+    d = SeedData({"a": np.arange(20.0), "b": np.arange(20.0) - 1.0})
+    iv = bootstrap_effect([d], mean_difference, n_boot=100)
+    assert iv.low == iv.high == iv.estimate == pytest.approx(1.0)
 
 
 def test_speedup_when_the_slow_method_never_reaches_is_infinite_not_invented():
     d = speed_data(plateau=-0.0065)  # a's final 0.0065 is below all of b's curve: b never reaches it
-    assert log10_speedup(d.per_image, d.fixed) == math.inf
+    e = log10_speedup(d.per_image, d.fixed)
+    assert e.value == math.inf and e.high == math.inf
+    assert e.low == pytest.approx(math.log10(100.0 / 3.0))  # b's whole budget over a's time: a lower bound
     iv = bootstrap_effect([d], log10_speedup, n_boot=100)
-    assert iv.low == math.inf and decide(iv, "higher") == "holds"
+    assert iv.low == pytest.approx(math.log10(100.0 / 3.0)) and decide(iv, "higher") == "holds"
     both_never = SeedData(d.per_image, {**d.fixed, "target": -1.0})
-    assert math.isnan(log10_speedup(both_never.per_image, both_never.fixed))
+    assert math.isnan(log10_speedup(both_never.per_image, both_never.fixed).value)
 
 
 def test_claims_are_declared_consistently():
