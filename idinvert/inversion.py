@@ -160,27 +160,31 @@ def check_milestones(milestones: Optional[Iterable[int]], steps: int) -> list[in
     return sorted(out)
 
 
-def anytime_milestones(budget: int, first: int = 10, include_zero: bool = True) -> list[int]:
-    """The default milestone schedule of an anytime run: 0 (the start), then ``first``, 3x, 10x, 30x,
-    ... (a 1-3-10 progression), and always ``budget`` itself.
+def anytime_milestones(budget: int, first: int = 10, include_zero: bool = True, per_decade: int = 5) -> list[int]:
+    """The default milestone schedule of an anytime run: 0 (the start), then ``first`` and
+    ``per_decade`` log-spaced steps per factor of 10 after it (rounded), and always ``budget`` itself.
 
-    ``anytime_milestones(5000) == [0, 10, 30, 100, 300, 1000, 3000, 5000]``;
-    ``anytime_milestones(100) == [0, 10, 30, 100]``.
+    A time to quality is only known between two milestones, so the spacing sets the resolution of a
+    speed-up: with 5 per decade consecutive milestones are 1.6x apart and a ratio of two such times is
+    known to within a factor of ~2.5 (a 1-3-10 schedule: ~11). The cost is one copy of the codes per
+    milestone in the loop and their evaluation afterwards (``bench perf`` measures it).
+
+    ``anytime_milestones(5000) == [0, 10, 16, 25, 40, 63, 100, 158, 251, 398, 631, 1000, 1585, 2512,
+    3981, 5000]``; ``anytime_milestones(100) == [0, 10, 16, 25, 40, 63, 100]``.
     """
     if budget < 0:
         raise ValueError(f"budget must be >= 0, got {budget}")
     if first < 1:
         raise ValueError(f"first must be >= 1, got {first}")
+    if per_decade < 1:
+        raise ValueError(f"per_decade must be >= 1, got {per_decade}")
     out = {budget}
     if include_zero:
         out.add(0)
-    k = first
-    while k < budget:
+    j = 0
+    while (k := int(round(first * 10 ** (j / per_decade)))) < budget:
         out.add(k)
-        k3 = 3 * k
-        if k3 < budget:
-            out.add(k3)
-        k *= 10
+        j += 1
     return sorted(out)
 
 

@@ -22,7 +22,7 @@ class Image2StyleGAN(OptimisationMethod):
     - iters = 5000: the budget of its own paper (Image2StyleGAN, Abdal et al., ICCV 2019: 5,000
       gradient-descent steps with Adam per image; the idinvert paper compares against it at "thousands"
       of iterations, ~290 s per image). The run is anytime (``OptimisationMethod.record_milestones``):
-      the same run stores its codes at steps 0, 10, 30, 100, 300, 1000, 3000, 5000, so the
+      the same run stores its codes at 16 steps (0, 10, 16, 25, ..., 100, ..., 3981, 5000), so the
       matched-budget row (100 steps, idinvert's budget) is its milestone 100 -- exactly a 100-step run,
       at no extra cost.
     - max_images = 4: the long budget runs on the first 4 images of the evaluated set only (0: all of

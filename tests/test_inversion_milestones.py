@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 
+import numpy as np
 import pytest
 import torch
 import torch.nn as nn
@@ -198,10 +199,14 @@ def test_check_milestones_sorts_and_dedups():
 
 
 def test_anytime_schedule():
-    assert anytime_milestones(5000) == [0, 10, 30, 100, 300, 1000, 3000, 5000]
-    assert anytime_milestones(100) == [0, 10, 30, 100]
-    assert anytime_milestones(300, include_zero=False) == [10, 30, 100, 300]
-    assert anytime_milestones(20) == [0, 10, 20]
+    assert anytime_milestones(5000) == [0, 10, 16, 25, 40, 63, 100, 158, 251, 398, 631, 1000, 1585, 2512,
+                                        3981, 5000]
+    assert anytime_milestones(100) == [0, 10, 16, 25, 40, 63, 100]
+    assert anytime_milestones(300, include_zero=False) == [10, 16, 25, 40, 63, 100, 158, 251, 300]
+    assert anytime_milestones(5000, per_decade=1) == [0, 10, 100, 1000, 5000]
+    gaps = np.diff(anytime_milestones(100_000)[1:-1]) / np.array(anytime_milestones(100_000)[1:-2])
+    assert np.all(gaps <= 0.6)  # consecutive milestones at most ~1.6x apart: the speed-up's resolution
+    assert anytime_milestones(20) == [0, 10, 16, 20]
     assert anytime_milestones(0) == [0]
     with pytest.raises(ValueError):
         anytime_milestones(-1)

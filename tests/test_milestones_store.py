@@ -25,7 +25,7 @@ def test_one_run_stores_every_milestone_and_encoders_are_one_point(tmp_path):
     enc_id, idi_id = run_benchmark(opts)
     with Store(tmp_path) as store:
         idi = _by_step(store.milestones(idi_id))
-        assert sorted(idi) == [0, 10, 30]
+        assert sorted(idi) == [0, 10, 16, 25, 30]
         images = {r["image_id"]: r for r in store.images(idi_id)}
         for image_id, row in images.items():
             # the last milestone is the run's own result; seconds grow along the run
@@ -73,7 +73,7 @@ def test_resume_after_kill_keeps_every_milestone_once(tmp_path):
     deadline = time.time() + 120
     while time.time() < deadline:
         try:
-            if (killed / "bench.sqlite").exists() and len(_milestone_rows(killed)) >= 2 * 4:
+            if (killed / "bench.sqlite").exists() and len(_milestone_rows(killed)) >= 2 * 6:
                 break
         except sqlite3.OperationalError:
             pass
@@ -81,13 +81,13 @@ def test_resume_after_kill_keeps_every_milestone_once(tmp_path):
     proc.send_signal(signal.SIGKILL)
     proc.wait(30)
     before = _milestone_rows(killed)
-    assert 8 <= len(before) < 48 and len(before) % 4 == 0, "kill the run part-way, between batches"
+    assert 12 <= len(before) < 72 and len(before) % 6 == 0, "kill the run part-way, between batches"
     for run in (_cli(*args, "--results", str(killed)), _cli(*args, "--results", str(whole))):
         out, err = run.communicate(timeout=300)
         assert run.returncode == 0, err
     after = _milestone_rows(killed)
-    assert len(after) == 12 * 4 and len({(r[0], r[1]) for r in after}) == 48  # each (image, step) once
-    assert {r[1] for r in after} == {0, 10, 30, 60}
+    assert len(after) == 12 * 6 and len({(r[0], r[1]) for r in after}) == 72  # each (image, step) once
+    assert {r[1] for r in after} == {0, 10, 16, 25, 40, 60}
     assert set(before) <= set(after)  # nothing stored before the kill was lost or recomputed
     import json
     ref = {(r[0], r[1]): json.loads(r[2]) for r in _milestone_rows(whole)}
