@@ -10,8 +10,9 @@ ends (``earliest_seconds_per_image`` .. ``seconds_per_image``), and is exact onl
 an encoder). A curve that never meets the target is "not reached" (:attr:`TimeToTarget.reached` False,
 ``seconds`` None), never a number. ``speedup`` compares two such times; when one side did not reach
 the target, it gives only a bound, labelled as such (``"at least"``/``"at most"``), from the other
-side's time and the budget actually spent. Its ``low``/``high`` are what the two brackets allow: with a
-1-3-10 schedule a measured ratio of 10 may be anything from ~3 to ~30.
+side's time and the budget actually spent. Its ``low``/``high`` are what the two brackets allow: with
+the default 5-per-decade schedule (``idinvert.inversion.anytime_milestones``) a measured ratio of 10 may
+be anything from ~6 to ~16.
 """
 from __future__ import annotations
 
@@ -109,7 +110,7 @@ class TimeToTarget:
     def __str__(self) -> str:
         if not self.reached:
             return f"not reached in {self.budget_seconds_per_image:.3g} s ({self.budget_step} steps)"
-        if self.exact or self.earliest_seconds_per_image is None:
+        if self.exact:
             return f"{self.seconds_per_image:.3g} s (step {self.step})"
         return (f"{self.earliest_seconds_per_image:.3g}-{self.seconds_per_image:.3g} s "
                 f"(after step {self.earliest_step}, by step {self.step})")
@@ -188,10 +189,6 @@ def _ratio(num: float, den: float) -> float:
     return num / den
 
 
-def _earliest(t: TimeToTarget) -> float:
-    return t.seconds_per_image if t.earliest_seconds_per_image is None else t.earliest_seconds_per_image
-
-
 def speedup(fast: TimeToTarget, slow: TimeToTarget) -> Speedup:
     """``slow`` / ``fast`` time to the same target (e.g. idinvert vs image2stylegan, the paper's ~36x)."""
     if (fast.target, fast.direction) != (slow.target, slow.direction):
@@ -199,8 +196,8 @@ def speedup(fast: TimeToTarget, slow: TimeToTarget) -> Speedup:
                          f"{slow.target} ({slow.direction})")
     if fast.reached and slow.reached:
         return Speedup("ratio", _ratio(slow.seconds_per_image, fast.seconds_per_image), fast, slow,
-                       low=_ratio(_earliest(slow), fast.seconds_per_image),
-                       high=_ratio(slow.seconds_per_image, _earliest(fast)))
+                       low=_ratio(slow.earliest_seconds_per_image, fast.seconds_per_image),
+                       high=_ratio(slow.seconds_per_image, fast.earliest_seconds_per_image))
     if fast.reached:  # slow needs more than its budget: the ratio is at least this, with no upper end
         value = _ratio(slow.budget_seconds_per_image, fast.seconds_per_image)
         return Speedup("at least", value, fast, slow, low=value, high=math.inf)

@@ -171,7 +171,7 @@ def test_sweep_over_seeds_runs_every_value_once_per_seed_in_one_sweep(tmp_path):
             (0, 0.0), (0, 5.0), (1, 0.0), (1, 5.0)]
 
 
-def test_an_optimisation_shows_its_steps_inside_a_batch(tmp_path, capsys):
+def test_an_optimisation_shows_its_steps_inside_a_batch(tmp_path, capsys, monkeypatch):
     opts = _opts(tmp_path, ["image2stylegan", "encoder"], quiet=False, limit=2,
                  overrides={"image2stylegan": {"iters": "200"}})
     from methods import optimisation
@@ -183,11 +183,8 @@ def test_an_optimisation_shows_its_steps_inside_a_batch(tmp_path, capsys):
         seen.append((type(self).__name__, steps, on_step is not None))
         return original(self, images, steps, milestones, on_step)
 
-    optimisation.OptimisationMethod.optimise = spy
-    try:
-        run_benchmark(opts)
-    finally:
-        optimisation.OptimisationMethod.optimise = original
+    monkeypatch.setattr(optimisation.OptimisationMethod, "optimise", spy)
+    run_benchmark(opts)
     err = capsys.readouterr().err
     assert "batch: step 200/200" in err and "batch: step 2/200" in err
     assert ("Image2StyleGAN", 200, True) in seen          # the timed batch reports its steps ...
