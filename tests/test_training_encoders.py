@@ -164,14 +164,92 @@ def test_channels_last_trains_the_same_encoder_and_restores_layouts(bundle, real
                                              real_images, cfg, tmp_path / str(cl), show_progress=False)
         runs[cl] = (encoder, _losses(tmp_path / str(cl), "loss_pix"))
     assert runs[True][1] == pytest.approx(runs[False][1], rel=1e-3)
-    # Adam's first steps are about lr * sign(gradient): rounding differences of the two layouts can move
-    # a weight by up to ~lr each step, never more
+    # Adam's first steps are about lr * sign(gradient): where a gradient is rounding noise (a bias before
+    # batch norm), the two layouts can step a weight in opposite directions, ~lr each, every step: up to
+    # 2 * lr per step apart (6 steps -> 12 lr; seen: 6.2 lr on an AMD EPYC), never more
     lr = DomainEncoderConfig().lr
     for (k, a), b in zip(runs[False][0].state_dict().items(), runs[True][0].state_dict().values()):
-        assert torch.allclose(a.float(), b.float(), atol=6 * lr * 1.01), k
+        assert torch.allclose(a.float(), b.float(), atol=2 * 6 * lr * 1.01), k
     # the trained weights are kept, not reset to their values before training
     init = build_encoder(bundle.generator, DomainEncoderConfig(**TINY)).state_dict()
     moved = max((runs[True][0].state_dict()[k].float() - v.float()).abs().max().item() for k, v in init.items())
     assert moved > 3 * lr
     assert all(p.is_contiguous() for p in runs[True][0].parameters())
     assert all(p.is_contiguous() for p in bundle.generator.parameters())
+
+
+VAL = dict(val_every_kimg=0.04, plateau_window_kimg=100.0)   # validate every 5 steps of 8; never plateau
+
+
+def _val_curve(summary):
+    return [r["val_mse"] for r in summary["val_curve"]]
+
+
+def _worse_after(monkeypatch, calls: int):
+    """Validation MSE as measured for the first `calls` validations, then 1.0 worse: a curve that rises
+    again after its best point, as the shipped conventional encoder's did (0.052 at 70 kimg, 0.085 at
+    100 kimg), whatever this tiny run's own dynamics."""
+    import idinvert.training.encoders as encoders
+    real, count = encoders.reconstruction_mse, {"n": 0}
+
+    def measured(*args, **kwargs):
+        count["n"] += 1
+        return real(*args, **kwargs) + (1.0 if count["n"] > calls else 0.0)
+
+    monkeypatch.setattr(encoders, "reconstruction_mse", measured)
+    return count
+
+
+def test_exported_encoder_is_the_best_validation_checkpoint(bundle, real_images, tmp_path, monkeypatch):
+    cfg = ConventionalEncoderConfig(steps=40, **TINY, **VAL)
+    val = real_images.load(list(range(32)))
+    _worse_after(monkeypatch, 3)
+    encoder, summary = train_conventional_encoder(bundle.generator, cfg, tmp_path, show_progress=False,
+                                                  val_images=val)
+    monkeypatch.undo()
+    curve = _val_curve(summary)
+    best = min(range(len(curve)), key=curve.__getitem__)
+    assert len(curve) == 8 and best < 3 and curve[-1] > curve[best]
+    assert summary["exported"]["kimg"] == summary["val_curve"][best]["kimg"]
+    assert summary["exported"]["rule"] == "best validation MSE"
+    # the weights returned are the best point's: their validation MSE is the curve's minimum
+    assert reconstruction_mse(encoder, bundle.generator, val) == pytest.approx(curve[best], rel=1e-5)
+
+
+def test_resume_keeps_the_best_validation_checkpoint(bundle, real_images, tmp_path, monkeypatch):
+    cfg = ConventionalEncoderConfig(steps=20, **TINY, **VAL)
+    val = real_images.load(list(range(32)))
+    count = _worse_after(monkeypatch, 1)   # the best is the first point, before the kill and the resume
+    straight, s1 = train_conventional_encoder(bundle.generator, cfg, tmp_path / "a", show_progress=False,
+                                              val_images=val)
+    count["n"] = 0   # the killed run and its resumption count as one run
+    restore = _interrupt_after(bundle.generator.synthesis, 17)   # dies in step 18, checkpoint at 15
+    try:
+        with pytest.raises(_Interrupt):
+            train_conventional_encoder(bundle.generator, cfg, tmp_path / "b", show_progress=False,
+                                       val_images=val)
+    finally:
+        restore()
+    resumed, s2 = train_conventional_encoder(bundle.generator, cfg, tmp_path / "b", show_progress=False,
+                                             val_images=val)
+    assert s1["exported"]["kimg"] == s1["val_curve"][0]["kimg"]
+    assert s2["exported"] == s1["exported"]
+    for (k, a), b in zip(straight.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(a, b), k
+
+
+def test_domain_encoder_exports_its_best_validation_checkpoint(bundle, real_images, tmp_path):
+    cfg = DomainEncoderConfig(steps=15, **TINY, **VAL)
+    val = real_images.load(list(range(32, 64)))
+    encoder, _, summary = train_domain_encoder(bundle.generator, bundle.discriminator, bundle.perceptual,
+                                               real_images, cfg, tmp_path, show_progress=False,
+                                               val_images=val)
+    curve = _val_curve(summary)
+    assert summary["exported"]["val_mse"] == min(curve)
+    assert reconstruction_mse(encoder, bundle.generator, val) == pytest.approx(min(curve), rel=1e-5)
+
+
+def test_without_validation_images_the_last_step_is_exported(bundle, tmp_path):
+    _, summary = train_conventional_encoder(bundle.generator, ConventionalEncoderConfig(steps=3, **TINY),
+                                            tmp_path, show_progress=False)
+    assert summary["exported"]["kimg"] is None and summary["exported"]["rule"].startswith("last step")

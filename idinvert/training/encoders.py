@@ -208,7 +208,8 @@ class ValidationPlateau:
     over the last `window_kimg`. Without validation images it never stops a run."""
 
     def __init__(self, work_dir: Path, images: torch.Tensor | None, every_kimg: float,
-                 window_kimg: float, min_improvement: float, resume_kimg: float | None):
+                 window_kimg: float, min_improvement: float, resume_kimg: float | None,
+                 best: dict | None = None):
         self.path = work_dir / "val_curve.jsonl"
         self.images = images
         self.every, self.window, self.tol = every_kimg, window_kimg, min_improvement
@@ -218,6 +219,10 @@ class ValidationPlateau:
             rows = [r for r in rows if r["kimg"] <= resume_kimg + 1e-9]
         self.rows = rows
         self.path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        # The best-validation weights so far ({"kimg", "val_mse", "state"}), kept in the checkpoint
+        # (so a resume restores the best of exactly the rows it keeps) and exported at the end:
+        # the validation curve can rise again before the plateau rule stops a run.
+        self.best = best
 
     def due(self, kimg_before: float, kimg_after: float) -> bool:
         return self.images is not None and int(kimg_after // self.every) > int(kimg_before // self.every)
@@ -228,7 +233,20 @@ class ValidationPlateau:
         self.rows.append(row)
         with self.path.open("a") as f:
             f.write(json.dumps(row) + "\n")
+        if self.best is None or row["val_mse"] < self.best["val_mse"]:
+            self.best = {"kimg": row["kimg"], "val_mse": row["val_mse"],
+                         "state": {k: v.detach().clone() for k, v in encoder.state_dict().items()}}
         return row
+
+    def restore_best(self, encoder: nn.Module) -> dict:
+        """Load the best-validation weights into `encoder` (when validated at all); returns what is
+        exported: {"rule", "kimg", "val_mse"} (kimg None: the last step's weights, never validated)."""
+        if self.best is None:
+            return {"exported": {"rule": "last step (no validation images)", "kimg": None,
+                                 "val_mse": None}}
+        encoder.load_state_dict(self.best["state"])
+        return {"exported": {"rule": "best validation MSE", "kimg": self.best["kimg"],
+                             "val_mse": self.best["val_mse"]}}
 
     def plateaued(self) -> bool:
         if not self.rows or self.rows[-1]["kimg"] < self.window:
@@ -246,11 +264,13 @@ class ValidationPlateau:
                 "plateaued": self.plateaued()}
 
 
-def _plateau(work_dir: Path, val_images, config, start: int | None, device) -> ValidationPlateau:
+def _plateau(work_dir: Path, val_images, config, state: dict | None, device) -> ValidationPlateau:
+    """The validation curve of a fresh run, or of a resumed one (`state`: its checkpoint)."""
     images = val_images.to(device) if val_images is not None else None
-    resume_kimg = None if start is None else start * config.batch_size / 1000
+    resume_kimg = None if state is None else int(state["step"]) * config.batch_size / 1000
     return ValidationPlateau(work_dir, images, config.val_every_kimg, config.plateau_window_kimg,
-                             config.plateau_min_improvement, resume_kimg)
+                             config.plateau_min_improvement, resume_kimg,
+                             best=None if state is None else state.get("best_val"))
 
 
 def _validate(plateau: ValidationPlateau, step: int, done: int, batch: int, encoder, generator,
@@ -313,11 +333,12 @@ def train_conventional_encoder(generator: nn.Module, config: ConventionalEncoder
     log = IntervalLog(work_dir / "log.jsonl", config.log_every, start if state is not None else None)
     clock = Stopwatch(previous)
     started, timed_out = time.monotonic(), False
-    plateau = _plateau(work_dir, val_images, config, start if state is not None else None, device)
+    plateau = _plateau(work_dir, val_images, config, state, device)
 
     def save(step: int) -> None:
         save_checkpoint(work_dir, {"encoder": encoder.state_dict(), "opt": opt.state_dict(),
-                                   "step": step, "seconds": clock.total(), "config": cfg_dict})
+                                   "step": step, "seconds": clock.total(), "config": cfg_dict,
+                                   "best_val": plateau.best})
 
     done = start
     bar = progress(config.steps, start, "conventional encoder", enabled=show_progress)
@@ -351,11 +372,12 @@ def train_conventional_encoder(generator: nn.Module, config: ConventionalEncoder
             if stop:
                 break
     bar.close()
+    exported = plateau.restore_best(encoder)
     encoder.to(memory_format=torch.contiguous_format)
     encoder.eval()
     summary = {"steps": done, "images_seen": done * config.batch_size,
                "wall_time_s": round(clock.total(), 1), "final": log.last(), "config": cfg_dict,
-               **plateau.summary(), **_stopped(plateau, done, config, timed_out)}
+               **plateau.summary(), **_stopped(plateau, done, config, timed_out), **exported}
     return encoder, summary
 
 
@@ -438,12 +460,13 @@ def train_domain_encoder(generator: nn.Module, discriminator: nn.Module, percept
     log = IntervalLog(work_dir / "log.jsonl", config.log_every, start if state is not None else None)
     clock = Stopwatch(previous)
     started, timed_out = time.monotonic(), False
-    plateau = _plateau(work_dir, val_images, config, start if state is not None else None, device)
+    plateau = _plateau(work_dir, val_images, config, state, device)
 
     def save(step: int) -> None:
         save_checkpoint(work_dir, {"encoder": encoder.state_dict(), "discriminator": disc.state_dict(),
                                    "opt_e": opt_e.state_dict(), "opt_d": opt_d.state_dict(),
-                                   "step": step, "seconds": clock.total(), "config": cfg_dict})
+                                   "step": step, "seconds": clock.total(), "config": cfg_dict,
+                                   "best_val": plateau.best})
 
     done = start
     bar = progress(config.steps, start, "domain-guided encoder", enabled=show_progress)
@@ -516,12 +539,13 @@ def train_domain_encoder(generator: nn.Module, discriminator: nn.Module, percept
             if stop:
                 break
     bar.close()
+    exported = plateau.restore_best(encoder)
     encoder.to(memory_format=torch.contiguous_format)
     disc.to(memory_format=torch.contiguous_format)
     encoder.eval()
     disc.eval()
     summary = {"steps": done, "images_seen": done * config.batch_size,
-               **plateau.summary(), **_stopped(plateau, done, config, timed_out),
+               **plateau.summary(), **_stopped(plateau, done, config, timed_out), **exported,
                "wall_time_s": round(clock.total(), 1),
                "lambda_vgg": lambda_vgg, "lambda_calibration": calibration, "r1_gamma": gamma,
                "final": log.last(), "config": cfg_dict}

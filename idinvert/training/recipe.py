@@ -648,7 +648,11 @@ def _write_curves(cards: dict, path: Path) -> None:
             batch = (training.get("config") or {}).get("batch_size", 0)
             rows = [{"kimg": step * batch / 1000, "val_mse": v} for step, v in rows]
         if rows:
-            ax_e.plot([r["kimg"] for r in rows], [r["val_mse"] for r in rows], "o-", ms=3, label=label)
+            line, = ax_e.plot([r["kimg"] for r in rows], [r["val_mse"] for r in rows], "o-", ms=3, label=label)
+            exported = training.get("exported") or {}
+            if exported.get("kimg") is not None:   # the shipped checkpoint, ringed
+                ax_e.plot([exported["kimg"]], [exported["val_mse"]], "o", ms=9, mfc="none",
+                          color=line.get_color())
     ax_e.set_xlabel("kimg")
     ax_e.set_ylabel("validation MSE of G(E(x))")
     ax_e.set_title("encoders (held-out real images)", fontsize=9)
@@ -771,8 +775,20 @@ def _encoder_stop_lines(cards: dict) -> list[str]:
             batch = t.get("config", {}).get("batch_size", 32)
             kimg = t.get("images_seen", t["steps"] * batch) / 1000
             out.append(f"- {label} encoder stopped after {t['steps']} steps ({kimg:.0f} kimg): "
-                       f"{t.get('stopped', 'reason not recorded (trained before it was)')}.")
+                       f"{t.get('stopped', 'reason not recorded (trained before it was)')}; "
+                       f"{_exported_text(t)}.")
     return out
+
+
+def _exported_text(training: dict) -> str:
+    """Which of a plateau-trained encoder's checkpoints the shipped file is."""
+    exported = training.get("exported")
+    if not exported:
+        return "the shipped weights are its last step's (trained before the best checkpoint was kept)"
+    if exported.get("kimg") is None:
+        return f"the shipped weights are its {exported['rule']}"
+    return (f"the shipped weights are its best-validation checkpoint, {exported['kimg']:g} kimg "
+            f"(validation MSE {exported['val_mse']:.4g})")
 
 
 def _gan_settings_line(g_card: dict) -> list[str]:
