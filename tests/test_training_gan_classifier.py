@@ -131,8 +131,8 @@ def test_gan_warm_start_extends_exported_weights(tmp_path, monkeypatch):
     assert new_card["kimg"] == 0.16 and new_card["warm_start"]["from"] == str(first)
     assert new_card["warm_start"]["snapshot_curve"][0]["kimg"] == 0.05
     assert "Adam" in new_card["warm_start"]["note"]
-    from idinvert.training.recipe import _gan_settings_line
-    lines = _gan_settings_line(new_card)
+    from idinvert.training.model_card import gan_settings_lines
+    lines = gan_settings_lines(new_card)
     assert lines[0].startswith("- GAN: trained 0.16 kimg") and "the first 0.08 kimg" in lines[1]
 
 
