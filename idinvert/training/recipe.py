@@ -121,7 +121,15 @@ TRIED = {
                          "`--gan-init-from idinvert/weights/synthetic-faces` to warm-start from "
                          "these weights with fresh Adam moments), then the encoders again. The ratio here is larger than the last snapshot's "
                          "because the floor shrinks with n (0.56 at n=2000, 0.86 at n=1000) faster "
-                         "than the samples' distance does.",
+                         "than the samples' distance does. Issue 22 session: that warm start was begun and "
+                         "stopped — on a 2-core machine shared with four other jobs it made 15 steps in 15 "
+                         "minutes; torch.compile of G.synthesis and D inside the G+D step measured 0.99x "
+                         "eager (one interleaved run, 4 x 16 steps, 1 thread, busy machine, 248 s to "
+                         "compile), so compiling does not cut the hours on this CPU. The curve flattens "
+                         "(12.5x at 400 kimg, 12.2x at 500, 9.9x at 600, n=1000): at its 400-600 kimg "
+                         "rate, 900 kimg would reach about 7x, at its last 100 kimg's rate about 5.3x, so "
+                         "more kimg alone may fall short of 5x; the next step needs a machine where one run "
+                         "has both cores for 2-4 h (or a GPU), with capacity as the lever after kimg.",
     "generator_precision": "as generator_frechet",
     "generator_recall": "as generator_frechet",
     "generator_marginals": "as generator_frechet; v3's snapshot gap moved between 0.04 and 0.09 "
