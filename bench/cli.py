@@ -99,6 +99,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--results", type=Path, default=Path(defaults.RESULTS_DIR))
     p.add_argument("--format", choices=("md", "json"), default="md")
     p.add_argument("--n-boot", type=int, default=2000, help="bootstrap resamples (default: %(default)s)")
+    p.add_argument("--budget", choices=("most", "own", "full"), default="most",
+                   help="which of a method's runs each claim uses when runs differ only in their image budget: "
+                        "most (default: the run on the most images), own (the default run), full "
+                        "(the --budget full run)")
+    p.add_argument("--run", dest="run_ids", action="append", default=[], metavar="RUN_ID",
+                   help="use this run for its method's arms (repeatable; run ids: 'bench table --format json')")
     p = sub.add_parser("table", help="print the results table")
     p.add_argument("--results", type=Path, default=Path(defaults.RESULTS_DIR))
     p.add_argument("--format", choices=("md", "csv", "json", "latex"), default="md")
@@ -340,7 +346,10 @@ def cmd_claims(args: argparse.Namespace) -> int:
     if args.n_boot < 100:
         raise UsageError(f"--n-boot must be at least 100, got {args.n_boot}")
     with Store(args.results, readonly=True) as store:
-        results = CS.judge_store(store, n_boot=args.n_boot)
+        for run_id in args.run_ids:
+            _check_run_id(store, run_id)
+        choice = CS.Choice(args.budget, tuple(args.run_ids))
+        results = CS.judge_store(store, n_boot=args.n_boot, choice=choice)
     if args.format == "json":
         print(json.dumps([r.row() for r in results], indent=1, default=str))
     else:
@@ -415,16 +424,22 @@ def cmd_table(args: argparse.Namespace) -> int:
 
     _check_results_store(args.results)
     with Store(args.results, readonly=True) as store:
-        if args.run_id is not None and not store.runs(run_id=args.run_id):
-            known = [r["run_id"] for r in store.runs()]
-            import difflib
-
-            close = difflib.get_close_matches(args.run_id, known, n=1)
-            hint = f"did you mean {close[0]!r}? " if close else ""
-            raise UsageError(f"--run {args.run_id!r}: no such run in {store.path}; {hint}"
-                             f"'bench table --format json' lists the {len(known)} stored run ids")
+        if args.run_id is not None:
+            _check_run_id(store, args.run_id)
         print(render_table(store, fmt=args.format, run_id=args.run_id))
     return 0
+
+
+def _check_run_id(store, run_id: str) -> None:
+    if store.runs(run_id=run_id):
+        return
+    import difflib
+
+    known = [r["run_id"] for r in store.runs()]
+    close = difflib.get_close_matches(run_id, known, n=1)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    raise UsageError(f"--run {run_id!r}: no such run in {store.path}; {hint}"
+                     f"'bench table --format json' lists the {len(known)} stored run ids")
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:

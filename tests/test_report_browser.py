@@ -164,9 +164,13 @@ PAGE_PROBE = """(() => {
   const imgs = [...document.images].map(i => ({alt: i.alt, complete: i.complete, width: i.naturalWidth,
                                               src: i.src.slice(0, 30)}));
   const tables = [...document.querySelectorAll('table.metrics')].map(t => ({id: t.id, text: t.innerText}));
+  const view = document.documentElement.clientWidth;
+  const wide = [...document.querySelectorAll('body *')].filter(e => e.getBoundingClientRect().right > view + 1)
+    .map(e => (e.id || e.tagName) + ':' + Math.round(e.getBoundingClientRect().right)).slice(0, 10);
+  const ids = [...document.querySelectorAll('[id]')].map(e => e.id);
   return JSON.stringify({imgs, tables, scripts: document.scripts.length, text: document.body.innerText,
                          height: document.documentElement.scrollHeight,
-                         width: document.documentElement.scrollWidth});
+                         width: document.documentElement.scrollWidth, view, wide, ids});
 })()"""
 
 
