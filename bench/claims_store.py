@@ -387,6 +387,36 @@ def _fmt(v: Any) -> str:
     return fmt_number(v)
 
 
+def _times(log10: float) -> str:
+    """A log10 ratio as a factor: ``0.5`` -> ``3.16x``; an unbounded end (a target not reached) as ∞ or 0."""
+    if math.isinf(log10):
+        return "∞" if log10 > 0 else "0x"
+    return f"{10 ** log10:.3g}x"
+
+
+def effect_in_words(r: ClaimResult) -> str:
+    """What a judged claim's interval says, in one sentence: "idinvert's MSE is 0.024 lower than
+    image2stylegan's (0.036 vs 0.060; 95% interval of the difference -0.030 to -0.018; 1 seed, 6 images)"."""
+    from bench.tables import metric_label
+
+    c, i = r.claim, r.interval
+    if i is None:
+        return f"not judged: {r.reason}"
+    size = f"{i.n_seeds} seed{'s' if i.n_seeds != 1 else ''}, {'/'.join(map(str, sorted(set(i.n_images))))} images"
+    metric = metric_label(c.metric)
+    if c.effect == "log10_speedup":
+        word = "sooner" if i.estimate >= 0 else "later"
+        return (f"{c.a.label} reaches the target {_times(abs(i.estimate))} {word} than {c.b.label} "
+                f"(95% interval of the speed-up {_times(i.low)} to {_times(i.high)}; {size})")
+    if c.effect == "log10_ratio_of_means":
+        word = "smaller" if i.estimate < 0 else "larger"
+        return (f"{c.a.label}'s {metric} is {_times(abs(i.estimate))} {word} than {c.b.label}'s ({_fmt(r.a_value)} vs "
+                f"{_fmt(r.b_value)}; 95% interval of the ratio {_times(i.low)} to {_times(i.high)}; {size})")
+    word = "lower" if i.estimate < 0 else "higher"
+    return (f"{c.a.label}'s {metric} is {_fmt(abs(i.estimate))} {word} than {c.b.label}'s ({_fmt(r.a_value)} vs "
+            f"{_fmt(r.b_value)}; 95% interval of the difference {_fmt(i.low)} to {_fmt(i.high)}; {size})")
+
+
 def display_rows(results: Sequence[ClaimResult]) -> list[dict[str, str]]:
     rows = []
     for r in results:
@@ -400,7 +430,8 @@ def display_rows(results: Sequence[ClaimResult]) -> list[dict[str, str]]:
                      "interval": f"[{_fmt(i.low)}, {_fmt(i.high)}]" if i else (r.reason or "-"),
                      "sizes": (f"{i.n_seeds} seed{'s' if i.n_seeds != 1 else ''}, "
                                f"{'/'.join(map(str, sorted(set(i.n_images))))} images") if i else "-",
-                     "verdict": r.verdict, "paper": r.claim.paper, "runs": r.runs_text()})
+                     "verdict": r.verdict, "paper": r.claim.paper, "runs": r.runs_text(),
+                     "words": effect_in_words(r)})
     return rows
 
 

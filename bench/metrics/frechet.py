@@ -76,6 +76,7 @@ def frechet_distance(stats_a: FeatureStats, stats_b: FeatureStats, eps: float = 
         # a rank-deficient covariance (fewer vectors than dimensions) is expected on small sets: the
         # real-vs-real floor stored beside the distance, and the claims' size gate, say what it is worth
         warnings.simplefilter("ignore", LinAlgWarning)
+        warnings.filterwarnings("ignore", category=RuntimeWarning, module="scipy.linalg")  # its error estimate
         return float(calculate_frechet_distance(mu_a, sigma_a, mu_b, sigma_b, eps=eps))
 
 
