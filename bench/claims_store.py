@@ -405,6 +405,10 @@ def effect_in_words(r: ClaimResult) -> str:
     size = f"{i.n_seeds} seed{'s' if i.n_seeds != 1 else ''}, {'/'.join(map(str, sorted(set(i.n_images))))} images"
     metric = metric_label(c.metric)
     if c.effect == "log10_speedup":
+        if math.isinf(i.estimate):  # one of them never reached the target within its budget
+            first, never = (c.a.label, c.b.label) if i.estimate > 0 else (c.b.label, c.a.label)
+            return (f"{never} does not reach the target within its budget, {first} does (95% interval of "
+                    f"the speed-up {_times(i.low)} to {_times(i.high)}; {size})")
         word = "sooner" if i.estimate >= 0 else "later"
         return (f"{c.a.label} reaches the target {_times(abs(i.estimate))} {word} than {c.b.label} "
                 f"(95% interval of the speed-up {_times(i.low)} to {_times(i.high)}; {size})")

@@ -242,3 +242,26 @@ def test_12_pr_curves_have_their_legend_outside_the_panels():
     fig = F.pr_figure([("age", curves), ("gender", curves)], {})
     assert _legend_clear_of_the_panels(fig)
     assert fig.legends[0].get_texts()[0].get_text() == "idinvert"
+
+
+def test_10_each_kind_of_effect_reads_as_one_sentence():
+    import math
+
+    from bench import claims_store as CS
+    from bench.claims import Interval, claim_by_key
+
+    def said(key, a, b, est, low, high):
+        interval = Interval(est, low, high, 0.95, 200, 1, (12,))
+        return CS.effect_in_words(CS.ClaimResult(claim_by_key(key), "holds", a, b, interval))
+
+    assert said("t1-mse-encoders", 0.04, 0.06, -0.02, -0.03, -0.01) == (
+        "idinvert-encoder's MSE is 0.02000 lower than encoder's (0.04000 vs 0.06000; 95% interval of the "
+        "difference -0.03000 to -0.01000; 1 seed, 12 images)")
+    assert said("t1-encoder-speed", 0.001, 1.0, -3.0, -3.1, -2.9).startswith(
+        "idinvert-encoder's s / image is 1e+03x smaller than idinvert's")
+    assert "reaches the target 10x sooner than image2stylegan (95% interval of the speed-up 3.16x to 31.6x" in \
+        said("t1-speedup-to-quality", 0.1, math.inf, 1.0, 0.5, 1.5)
+    assert said("t1-speedup-to-quality", 0.1, math.inf, math.inf, 0.2, math.inf).startswith(
+        "image2stylegan does not reach the target within its budget, idinvert does")
+    assert CS.effect_in_words(CS.ClaimResult(claim_by_key("t1-mse-encoders"), CS.NOT_JUDGED, reason="why")) == \
+        "not judged: why"

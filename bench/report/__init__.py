@@ -283,7 +283,8 @@ def _control_levels(data: Iterable[T.RunMetrics], metric: str) -> str | None:
     other reference method the store has (``tables.REFERENCE_METHODS``) -- e.g. "G samples (reference)
     14.50"; None when there is none, so the verdict block shows controls exactly when the store has them."""
     levels = [f"{T.REFERENCE_METHODS[d.run['method']][0]} {T.fmt_number(d.cell(metric).value)}"
-              for d in data if T.is_reference(d.run) and d.cell(metric).value is not None]
+              for d in data if T.is_reference(d.run) and metric in T.REFERENCE_METHODS[d.run["method"]][1]
+              and d.cell(metric).value is not None]
     return "; ".join(levels) or None
 
 
