@@ -1,8 +1,11 @@
 """The paper's claims judged on a results store: ``bench claims`` and the report's claims section.
 
-For each claim of ``bench.claims.PAPER_CLAIMS`` this finds, per seed, the two runs it compares (the
-latest complete run of the arm's method whose params include the arm's; the "matched" protocol reads
-the run's milestone at step 100), pairs them on the images both inverted, and hands one
+For each claim of ``bench.claims.PAPER_CLAIMS`` this finds, per seed, the two runs it compares (among
+the complete runs of the arm's method whose params include the arm's, the one on the most images, then
+the latest: ``bench run --budget full`` beside the default run is preferred, since it differs only in
+how many images a long budget covers; ``Choice`` lets the user pick the budget or name runs; the
+"matched" protocol reads the run's milestone at step 100), pairs them on the images both inverted, and
+says which run each arm used. It hands one
 ``SeedData`` per seed to ``bench.claims.judge`` (a 95 % bootstrap interval over images, and over seeds
 when runs of several seeds exist; the verdict is the interval's, never set by hand).
 
@@ -29,6 +32,23 @@ from bench.store import Store
 
 MATCHED_STEP = 100
 NOT_JUDGED = "not judged"
+# Hyperparameters that only choose how many images a run covers (`--budget full` sets them to 0): runs
+# that differ only in these are the same settings, and the one on the most images is preferred.
+BUDGET_FIELDS = ("max_images",)
+BUDGETS = ("most", "own", "full")
+
+
+@dataclass(frozen=True)
+class Choice:
+    """Which run an arm uses: ``budget`` "most" (the most images, then the latest), "own" (each method's
+    default image budget: the default run) or "full" (every image: ``--budget full``); ``run_ids`` names
+    runs that take precedence for their method (and seed)."""
+    budget: str = "most"
+    run_ids: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.budget not in BUDGETS:
+            raise ValueError(f"budget must be one of {BUDGETS}, got {self.budget!r}")
 PER_IMAGE_ROW_METRICS = ("mse", "psnr", "dpips", "code_domain_term", "code_spread")
 # A Fréchet distance fits a K-dimensional covariance to each set: with fewer than 2K vectors in a set
 # the estimate is mostly bias (rank-deficient covariances; the real-vs-real floor of 4 images is ~270
@@ -45,13 +65,22 @@ class ClaimResult:
     b_value: float | None = None
     interval: CL.Interval | None = None
     reason: str | None = None         # why not judged
+    runs: tuple[tuple[str, int, str, int], ...] = ()  # (arm "a"/"b", seed, run id, images) per arm and seed
+
+    def runs_text(self) -> str:
+        """``A: idinvert-…(128 images); B: image2stylegan-…(128 images)``, a seed's runs after the other's."""
+        parts = {}
+        for arm, _, run_id, n in self.runs:
+            parts.setdefault(arm, []).append(f"{run_id} ({n} images)")
+        return "; ".join(f"{arm.upper()}: {', '.join(v)}" for arm, v in parts.items()) or "-"
 
     def row(self) -> dict[str, Any]:
         c = self.claim
         base = {"claim": c.key, "source": c.source, "statement": c.statement, "metric": c.metric,
                 "a": c.a.label, "b": c.b.label, "direction": c.direction, "effect": c.effect,
                 "a_value": self.a_value, "b_value": self.b_value, "verdict": self.verdict,
-                "paper": c.paper, "note": c.note}
+                "paper": c.paper, "note": c.note,
+                "runs": [{"arm": arm, "seed": seed, "run_id": rid, "n_images": n} for arm, seed, rid, n in self.runs]}
         if self.interval is None:
             return {**base, "estimate": None, "low": None, "high": None, "n_seeds": 0, "n_images": [],
                     "interval_method": None, "reason": self.reason}
@@ -76,23 +105,42 @@ def _matches(run: dict[str, Any], arm: CL.Arm) -> bool:
     return True
 
 
-def _arm_runs(runs: Sequence[dict[str, Any]], arm: CL.Arm) -> dict[int, dict[str, Any]]:
-    """seed -> the latest complete run of the arm (a run with no arm params must use the defaults)."""
-    from bench.tables import is_reference
+def _budget_ok(run: dict[str, Any], budget: str) -> bool:
+    """Whether ``run`` ran at the chosen image budget (a method without a budget field runs at both)."""
+    if budget == "most":
+        return True
+    from bench.tables import method_defaults
 
-    from bench.tables import _is_default, method_defaults
+    defaults = method_defaults(run["method"]) or {}
+    for k in BUDGET_FIELDS:
+        if k in run["params"] or k in defaults:
+            value = run["params"].get(k, defaults.get(k))
+            if (budget == "full") != (value == 0):
+                return False
+    return True
 
-    candidates = [r for r in runs if not is_reference(r) and _matches(r, arm)]
+
+def _arm_runs(runs: Sequence[dict[str, Any]], arm: CL.Arm, choice: Choice = Choice()) -> dict[int, dict[str, Any]]:
+    """seed -> the run of the arm: one the user named, else among its runs of the chosen budget at the
+    arm's settings (a run with no arm params must use the defaults, its image budget aside) the one on
+    the most images, then the latest."""
+    from bench.tables import _is_default, is_reference, method_defaults
+
+    candidates = [r for r in runs if not is_reference(r) and _matches(r, arm) and _budget_ok(r, choice.budget)]
     if not arm.params:  # the method's main configuration: its default params where such runs exist
         defaults = method_defaults(arm.method)
-        default_runs = [r for r in candidates if defaults is not None and _is_default(r["params"], defaults)]
+        default_runs = [r for r in candidates if defaults is not None and _is_default(_settings(r), defaults)]
         candidates = default_runs or candidates
+    named = [r for r in runs if r["run_id"] in choice.run_ids and not is_reference(r) and _matches(r, arm)]
     out: dict[int, dict[str, Any]] = {}
-    for r in candidates:
-        prev = out.get(r["seed"])
-        if prev is None or (r.get("finished") or 0) > (prev.get("finished") or 0):
-            out[r["seed"]] = r
+    for r in sorted(candidates, key=lambda r: (r["n_images"], r.get("finished") or 0)) + named:
+        out[r["seed"]] = r  # the last in this order wins
     return out
+
+
+def _settings(run: dict[str, Any]) -> dict[str, Any]:
+    """A run's params without the fields that only set its image budget."""
+    return {k: v for k, v in run["params"].items() if k not in BUDGET_FIELDS}
 
 
 class _RunData:
@@ -287,8 +335,9 @@ def _ingredient_seed_data(claim: CL.Claim, a: _RunData, b: _RunData, ga: dict, g
 
 
 def judge_store(store: Store, claims: Sequence[CL.Claim] = CL.PAPER_CLAIMS, runs: Sequence[dict] | None = None,
-                n_boot: int = 2000, seed: int = 0) -> list[ClaimResult]:
-    """Every claim's result on the store's complete runs (or ``runs``: one bundle/dataset)."""
+                n_boot: int = 2000, seed: int = 0, choice: Choice = Choice()) -> list[ClaimResult]:
+    """Every claim's result on the store's complete runs (or ``runs``: one bundle/dataset), each arm on
+    the run ``choice`` picks (default: the most images)."""
     runs = list(runs) if runs is not None else store.runs(status="complete")
     cache: dict[str, _RunData] = {}
 
@@ -299,14 +348,17 @@ def judge_store(store: Store, claims: Sequence[CL.Claim] = CL.PAPER_CLAIMS, runs
 
     out = []
     for claim in claims:
-        ra, rb = _arm_runs(runs, claim.a), _arm_runs(runs, claim.b)
+        ra, rb = _arm_runs(runs, claim.a, choice), _arm_runs(runs, claim.b, choice)
         seeds = sorted(set(ra) & set(rb))
         if not seeds:
             missing = [arm.label for arm, r in ((claim.a, ra), (claim.b, rb)) if not r]
             reason = ("no complete run of " + " and ".join(missing)) if missing else \
                 "the two arms ran with different seeds only"
+            if missing and choice != Choice():
+                reason += f" at the chosen budget ({choice.budget}) or among the named runs"
             out.append(ClaimResult(claim, NOT_JUDGED, reason=reason))
             continue
+        used = tuple((arm, s, r[s]["run_id"], r[s]["n_images"]) for s in seeds for arm, r in (("a", ra), ("b", rb)))
         data, nums, reason = [], [], None
         for s in seeds:
             d, why, pair = _seed_data(claim, load(ra[s]), load(rb[s]))
@@ -316,12 +368,12 @@ def judge_store(store: Store, claims: Sequence[CL.Claim] = CL.PAPER_CLAIMS, runs
             data.append(d)
             nums.append(pair)
         if reason is not None:
-            out.append(ClaimResult(claim, NOT_JUDGED, reason=reason))
+            out.append(ClaimResult(claim, NOT_JUDGED, reason=reason, runs=used))
             continue
         verdict = CL.judge(claim, data, n_boot=n_boot, seed=seed)
         a_val = float(np.mean([p[0] for p in nums]))
         b_val = float(np.mean([p[1] for p in nums]))
-        out.append(ClaimResult(claim, verdict.verdict, a_val, b_val, verdict.interval))
+        out.append(ClaimResult(claim, verdict.verdict, a_val, b_val, verdict.interval, runs=used))
     return out
 
 
@@ -333,6 +385,40 @@ def _fmt(v: Any) -> str:
     if isinstance(v, float) and math.isinf(v):
         return "not reached" if v > 0 else "-inf"
     return fmt_number(v)
+
+
+def _times(log10: float) -> str:
+    """A log10 ratio as a factor: ``0.5`` -> ``3.16x``; an unbounded end (a target not reached) as ∞ or 0."""
+    if math.isinf(log10):
+        return "∞" if log10 > 0 else "0x"
+    return f"{10 ** log10:.3g}x"
+
+
+def effect_in_words(r: ClaimResult) -> str:
+    """What a judged claim's interval says, in one sentence: "idinvert's MSE is 0.024 lower than
+    image2stylegan's (0.036 vs 0.060; 95% interval of the difference -0.030 to -0.018; 1 seed, 6 images)"."""
+    from bench.tables import metric_label
+
+    c, i = r.claim, r.interval
+    if i is None:
+        return f"not judged: {r.reason}"
+    size = f"{i.n_seeds} seed{'s' if i.n_seeds != 1 else ''}, {'/'.join(map(str, sorted(set(i.n_images))))} images"
+    metric = metric_label(c.metric)
+    if c.effect == "log10_speedup":
+        if math.isinf(i.estimate):  # one of them never reached the target within its budget
+            first, never = (c.a.label, c.b.label) if i.estimate > 0 else (c.b.label, c.a.label)
+            return (f"{never} does not reach the target within its budget, {first} does (95% interval of "
+                    f"the speed-up {_times(i.low)} to {_times(i.high)}; {size})")
+        word = "sooner" if i.estimate >= 0 else "later"
+        return (f"{c.a.label} reaches the target {_times(abs(i.estimate))} {word} than {c.b.label} "
+                f"(95% interval of the speed-up {_times(i.low)} to {_times(i.high)}; {size})")
+    if c.effect == "log10_ratio_of_means":
+        word = "smaller" if i.estimate < 0 else "larger"
+        return (f"{c.a.label}'s {metric} is {_times(abs(i.estimate))} {word} than {c.b.label}'s ({_fmt(r.a_value)} vs "
+                f"{_fmt(r.b_value)}; 95% interval of the ratio {_times(i.low)} to {_times(i.high)}; {size})")
+    word = "lower" if i.estimate < 0 else "higher"
+    return (f"{c.a.label}'s {metric} is {_fmt(abs(i.estimate))} {word} than {c.b.label}'s ({_fmt(r.a_value)} vs "
+            f"{_fmt(r.b_value)}; 95% interval of the difference {_fmt(i.low)} to {_fmt(i.high)}; {size})")
 
 
 def display_rows(results: Sequence[ClaimResult]) -> list[dict[str, str]]:
@@ -348,7 +434,8 @@ def display_rows(results: Sequence[ClaimResult]) -> list[dict[str, str]]:
                      "interval": f"[{_fmt(i.low)}, {_fmt(i.high)}]" if i else (r.reason or "-"),
                      "sizes": (f"{i.n_seeds} seed{'s' if i.n_seeds != 1 else ''}, "
                                f"{'/'.join(map(str, sorted(set(i.n_images))))} images") if i else "-",
-                     "verdict": r.verdict, "paper": r.claim.paper})
+                     "verdict": r.verdict, "paper": r.claim.paper, "runs": r.runs_text(),
+                     "words": effect_in_words(r)})
     return rows
 
 
@@ -363,14 +450,16 @@ NOTES = [
     "compared on that subset only -- the n column says how many; `bench run --budget full` compares on all",
     "interpolation claims pair the interpolated pairs both arms drew: arms evaluated on different image counts "
     "draw different pairs and are not judged",
+    "runs: the run each arm used; of runs that differ only in their image budget (`--budget full` beside the "
+    "default run) the one on the most images is used; `bench claims --budget own|full` or `--run ID` chooses",
 ]
 
 
 def to_markdown(results: Sequence[ClaimResult]) -> str:
-    head = ["claim", "A", "B", "metric", "A value", "B value", "effect A-B", "95% interval", "n", "verdict"]
+    head = ["claim", "A", "B", "metric", "A value", "B value", "effect A-B", "95% interval", "n", "verdict", "runs"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for d in display_rows(results):
         cells = [d["key"], d["a"], d["b"], d["metric"], d["a_value"], d["b_value"], d["estimate"], d["interval"],
-                 d["sizes"], d["verdict"]]
+                 d["sizes"], d["verdict"], d["runs"]]
         lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
     return "\n".join(lines + [""] + [f"- {n}" for n in NOTES])

@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Sequence
 
 from bench import defaults
-from bench.errors import BenchError, UsageError, UserError, check_device, check_output_dir, check_seed
+from bench.errors import (BenchError, UsageError, UserError, check_device, check_output_dir, check_path_text,
+                          check_seed, check_threads)
 
 __all__ = ["main", "build_parser", "parse_sets", "UsageError", "BenchError"]
 
@@ -98,6 +99,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--results", type=Path, default=Path(defaults.RESULTS_DIR))
     p.add_argument("--format", choices=("md", "json"), default="md")
     p.add_argument("--n-boot", type=int, default=2000, help="bootstrap resamples (default: %(default)s)")
+    p.add_argument("--budget", choices=("most", "own", "full"), default="most",
+                   help="which of a method's runs each claim uses when runs differ only in their image budget: "
+                        "most (default: the run on the most images), own (the default run), full "
+                        "(the --budget full run)")
+    p.add_argument("--run", dest="run_ids", action="append", default=[], metavar="RUN_ID",
+                   help="use this run for its method's arms (repeatable; run ids: 'bench table --format json')")
     p = sub.add_parser("table", help="print the results table")
     p.add_argument("--results", type=Path, default=Path(defaults.RESULTS_DIR))
     p.add_argument("--format", choices=("md", "csv", "json", "latex"), default="md")
@@ -222,6 +229,9 @@ def _run_options(args: argparse.Namespace, methods_spec: str):
         names = registry.resolve(methods_spec)
     except registry.UnknownName as exc:
         raise UsageError(str(exc)) from None
+    if not names:
+        raise UsageError(f"--methods {methods_spec!r}: names no method; give 'all', a name, a comma list "
+                         "or a glob (see 'bench ls')")
     overrides = parse_sets(args.sets)
     if getattr(args, "budget", "own") == "full":  # every image, unless --set says otherwise
         for name in names:
@@ -232,6 +242,8 @@ def _run_options(args: argparse.Namespace, methods_spec: str):
         value = getattr(args, flag)
         if value is not None and value < 1:
             raise UsageError(f"--{flag.replace('_', '-')} must be at least 1, got {value}")
+    check_threads(args.threads)
+    _check_limit(args.limit, args.data)
     check_seed(args.seed)
     check_device(args.device)
     _check_bundle(args.bundle)
@@ -239,6 +251,8 @@ def _run_options(args: argparse.Namespace, methods_spec: str):
     for flag, path, kind in (("--data", args.data, "folder"), ("--labels", args.labels, "file"),
                              ("--boundaries", args.boundaries, "folder"), ("--weights-dir", args.weights_dir,
                                                                            "folder")):
+        if flag == "--weights-dir" and _bundle_takes_a_file(args.bundle):
+            kind = "file or folder"
         _check_input_path(flag, path, kind)
     return RunOptions(
         methods=names, bundle=args.bundle, weights_dir=args.weights_dir, data=args.data, labels=args.labels,
@@ -256,9 +270,24 @@ def _check_bundle(name: str) -> None:
         raise UsageError(f"--bundle: {UnknownBundle('bundle', name, BUNDLES.names())}")
 
 
+def _check_limit(limit: int | None, data: Path | None) -> None:
+    """The embedded test split is rendered on demand: an unbounded --limit would only fill memory."""
+    if limit is not None and data is None and limit > defaults.MAX_LIMIT:
+        raise UsageError(f"--limit {limit}: the embedded test split has {defaults.MAX_LIMIT} images; give at "
+                         f"most {defaults.MAX_LIMIT}")
+
+
+def _bundle_takes_a_file(name: str) -> bool:
+    """Bundles whose --weights-dir may name the checkpoint file itself (stylegan2: FILE.pt)."""
+    from idinvert.zoo import BUNDLES
+
+    return name in BUNDLES.names() and BUNDLES.get(name).weights_file_ok
+
+
 def _check_input_path(flag: str, path: Path | None, kind: str) -> None:
     if path is None:
         return
+    check_path_text(path, flag)
     if not path.exists():
         raise UsageError(f"{flag} {path}: no such {kind}")
     if kind == "folder" and not path.is_dir():
@@ -284,11 +313,23 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def split_list(text: str, flag: str) -> list[str]:
+    """``"0,1,2"`` -> ``["0", "1", "2"]``; an empty list or an empty item (``1,,2``, ``,``) is refused."""
+    items = [t.strip() for t in text.split(",")]
+    if not any(items):
+        raise UsageError(f"{flag} is empty ({text!r}); give comma-separated values, e.g. 0,1,2")
+    if not all(items):
+        raise UsageError(f"{flag} {text!r}: item {items.index('') + 1} is empty; give comma-separated "
+                         "values, e.g. 0,1,2")
+    return items
+
+
 def _parse_seeds(text: str | None) -> list[int]:
-    if not text:
+    if text is None:
         return []
+    items = split_list(text, "--seeds")
     try:
-        seeds = [int(t) for t in text.split(",") if t.strip()]
+        seeds = [int(t) for t in items]
     except ValueError:
         raise UsageError(f"--seeds {text!r}: expected comma-separated integers, e.g. 0,1,2") from None
     for s in seeds:
@@ -305,7 +346,10 @@ def cmd_claims(args: argparse.Namespace) -> int:
     if args.n_boot < 100:
         raise UsageError(f"--n-boot must be at least 100, got {args.n_boot}")
     with Store(args.results, readonly=True) as store:
-        results = CS.judge_store(store, n_boot=args.n_boot)
+        for run_id in args.run_ids:
+            _check_run_id(store, run_id)
+        choice = CS.Choice(args.budget, tuple(args.run_ids))
+        results = CS.judge_store(store, n_boot=args.n_boot, choice=choice)
     if args.format == "json":
         print(json.dumps([r.row() for r in results], indent=1, default=str))
     else:
@@ -332,9 +376,7 @@ def cmd_ablate(args: argparse.Namespace) -> int:
             raise UsageError(f"ablate {args.param}: give the values to sweep with --values V1,V2,...")
         values = [str(v) for v in defaults.ABLATE_VALUES[args.param]]
     else:
-        values = [v.strip() for v in args.values.split(",") if v.strip()]
-        if not values:
-            raise UsageError("--values is empty")
+        values = split_list(args.values, "--values")
     for name in having:  # type-check every value before any work starts
         for v in values:
             try:
@@ -353,11 +395,19 @@ def _no_such_param(param: str, method_names: Sequence[str]) -> str:
     return f"no selected method has a hyperparameter {param!r}. Their hyperparameters: {known}"
 
 
+def _check_results_store(results: Path) -> None:
+    """A results folder holding a store, for the commands that only read one (report, table)."""
+    check_path_text(results, "--results")
+    if results.exists() and not results.is_dir():
+        raise UsageError(f"--results {results}: is a file, not a folder")
+    if not (results / "bench.sqlite").exists():
+        raise BenchError(f"no results in {results}/ yet: run 'python -m bench run' first")
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from bench.report import build_report
 
-    if args.results.exists() and not args.results.is_dir():
-        raise UsageError(f"--results {args.results}: is a file, not a folder")
+    _check_results_store(args.results)
     if args.out is not None:
         if args.out.is_dir():
             raise UsageError(f"--out {args.out}: is a folder; give the report's file name, e.g. "
@@ -372,21 +422,24 @@ def cmd_table(args: argparse.Namespace) -> int:
     from bench.store import Store
     from bench.tables import render_table
 
-    if args.results.exists() and not args.results.is_dir():
-        raise UsageError(f"--results {args.results}: is a file, not a folder")
-    if not (args.results / "bench.sqlite").exists():
-        raise BenchError(f"no results in {args.results}/ yet: run 'python -m bench run' first")
+    _check_results_store(args.results)
     with Store(args.results, readonly=True) as store:
-        if args.run_id is not None and not store.runs(run_id=args.run_id):
-            known = [r["run_id"] for r in store.runs()]
-            import difflib
-
-            close = difflib.get_close_matches(args.run_id, known, n=1)
-            hint = f"did you mean {close[0]!r}? " if close else ""
-            raise UsageError(f"--run {args.run_id!r}: no such run in {store.path}; {hint}"
-                             f"'bench table --format json' lists the {len(known)} stored run ids")
+        if args.run_id is not None:
+            _check_run_id(store, args.run_id)
         print(render_table(store, fmt=args.format, run_id=args.run_id))
     return 0
+
+
+def _check_run_id(store, run_id: str) -> None:
+    if store.runs(run_id=run_id):
+        return
+    import difflib
+
+    known = [r["run_id"] for r in store.runs()]
+    close = difflib.get_close_matches(run_id, known, n=1)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    raise UsageError(f"--run {run_id!r}: no such run in {store.path}; {hint}"
+                     f"'bench table --format json' lists the {len(known)} stored run ids")
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
@@ -427,8 +480,7 @@ def cmd_zoo(args: argparse.Namespace) -> int:
                              f"generator.pt, generator.json and discriminator.pt)")
         recipe.gan_init_from = str(args.gan_init_from)
     if args.threads is not None:
-        if args.threads < 1:
-            raise UsageError(f"--threads must be >= 1, got {args.threads}")
+        check_threads(args.threads)
         import torch
 
         recipe.gan.threads = args.threads

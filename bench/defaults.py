@@ -13,6 +13,9 @@ BATCH_SIZE = 64
 # minutes on a 2-core CPU, and are enough to estimate the covariance of the 16-dimensional domain
 # Fréchet features (N/K = 8); the real-vs-real floor stored beside every FID shows the estimate's noise.
 LIMIT = 128
+# The embedded test split's size: its images are rendered on demand, so --limit is bounded by it (a
+# --data folder bounds --limit by its own image count).
+MAX_LIMIT = 100_000
 # How many test images get their input / reconstruction PNGs saved for the report's grids.
 GRID_IMAGES = 8
 # Sweep values for `bench ablate lambda_dom` when --values is not given (the paper's Fig. 9 range).

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import errno
 import math
+import os
 from pathlib import Path
 from typing import Any
 
@@ -77,6 +78,44 @@ def check_seed(seed: Any, flag: str = "--seed") -> int:
     return seed
 
 
+def usable_cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not Linux
+        return os.cpu_count() or 1
+
+
+def check_threads(threads: int | None, flag: str = "--threads") -> int | None:
+    """At least 1 and at most the CPU cores this process may use: more threads than cores only contend
+    (thousands crash or stall the machine)."""
+    if threads is None:
+        return None
+    cores = usable_cpus()
+    if not 1 <= threads <= cores:
+        raise UsageError(f"{flag} must be between 1 and {cores} (the CPU cores this process may use), "
+                         f"got {threads}")
+    return threads
+
+
+# Most file systems allow 255 bytes per name and 4096 per path; longer ones fail at the first open.
+NAME_MAX, PATH_MAX = 255, 4096
+
+
+def check_path_text(path: str | Path, flag: str) -> Path:
+    """A path the store and the report can record: valid UTF-8 text within the file system's limits."""
+    text = str(path)
+    try:
+        raw = text.encode("utf-8")
+    except UnicodeEncodeError:
+        shown = os.fsencode(text).decode("utf-8", "backslashreplace")
+        raise UsageError(f"{flag} {shown}: the path is not valid UTF-8 text (the results store and the report "
+                         "record it); rename it") from None
+    if len(raw) > PATH_MAX or any(len(part.encode()) > NAME_MAX for part in Path(text).parts):
+        raise UsageError(f"{flag} {text[:60]}...: the path is too long ({len(raw)} bytes; at most {PATH_MAX}, "
+                         f"and {NAME_MAX} per name)")
+    return Path(path)
+
+
 def check_finite(value: float, where: str) -> float:
     if not math.isfinite(value):
         raise UsageError(f"{where}: {value!r} is not a finite number")
@@ -107,7 +146,7 @@ def check_device(name: str, flag: str = "--device") -> str:
 def check_output_dir(path: Path, flag: str = "--results", *, file_target: bool = False) -> Path:
     """A folder the harness may create (or, ``file_target``, a file it may write): refuse a path that is,
     or lies under, a regular file."""
-    path = Path(path)
+    path = check_path_text(path, flag)
     probe = path.parent if file_target else path
     while True:
         if probe.exists() or probe.is_symlink():

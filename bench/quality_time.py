@@ -121,6 +121,10 @@ def _first(curves: Sequence[RunCurves], method: str) -> RunCurves | None:
     return None
 
 
+NOT_REACHED_NOTE = "'not reached (in X s)': the run's budget ended first -- a value of its own, not a time"
+BUDGETS_NOTE = "budgets: "
+
+
 @dataclass
 class QualityTimeTable:
     methods: list[str]                    # curve labels, in order
@@ -128,11 +132,13 @@ class QualityTimeTable:
     n_images: int
     notes: list[str]
 
-    def cell(self, row: dict[str, Any], label: str) -> str:
+    def cell(self, row: dict[str, Any], label: str, budgets_shown: bool = False) -> str:
+        """A method's time to the row's target; ``budgets_shown``: a table of each run's budget is beside
+        it, so a target not reached reads "not reached" instead of repeating the budget in every row."""
         t = row["times"].get(label)
         if t is None:
             return "-"
-        return str(t)
+        return "not reached" if budgets_shown and not t.reached else str(t)
 
     def speedup_text(self, row: dict[str, Any]) -> str:
         s = row["speedup"]
@@ -177,12 +183,12 @@ def quality_time_table(curves: Sequence[RunCurves]) -> QualityTimeTable | None:
              "milestone that meets the target, encoder start included, warm-up excluded. No interpolation "
              "between milestones: 'A-B s (after step j, by step k)' means the target was met after "
              "milestone j and by milestone k; the speed-up's range is what these brackets allow",
-             "'not reached in X s': the run's budget ended first -- a value of its own, not a time",
+             NOT_REACHED_NOTE,
              f"{FAST} vs {SLOW}: how many times less time {FAST} needs (the paper: ~36x, 8 s vs ~290 s per "
              "image); 'at least'/'at most' when only one of them reached the target"]
     budgets = "; ".join(f"{c.label}: {c.steps[-1]} steps, {c.seconds[-1]:.3g} s/image on "
                         f"{len(c.image_ids)} images" for c in curves)
-    notes.append("budgets: " + budgets)
+    notes.append(BUDGETS_NOTE + budgets)
     return QualityTimeTable([c.label for c in curves], rows, len(keep), notes)
 
 

@@ -147,13 +147,21 @@ def load_dataset(opts: RunOptions, bundle: Any):
     if opts.data is not None:
         from idinvert.domains.folder import FolderError, ImageFolder, LabelsError
 
+        import warnings
+
         try:  # the harness never reads its own output: --results (and any results folder) is left out
-            full: ImageSet = ImageFolder(opts.data, bundle.resolution, labels_csv=opts.labels,
-                                         exclude=[opts.results_dir])
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                full: ImageSet = ImageFolder(opts.data, bundle.resolution, labels_csv=opts.labels,
+                                             exclude=[opts.results_dir])
         except LabelsError as exc:
             raise UsageError(f"--labels: {exc}") from None
         except FolderError as exc:
             raise UsageError(f"--data: {exc}") from None
+        # skipped files are listed once by _start; anything else the folder said is passed on once
+        for w in caught:
+            if not str(w.message).startswith("ImageFolder: skipping"):
+                _warn(opts, str(w.message))
         n = len(full) if opts.limit is None else min(opts.limit, len(full))
         return full, n
     if bundle.info.test_data is None:
@@ -164,6 +172,33 @@ def load_dataset(opts: RunOptions, bundle: Any):
 
     n = opts.limit or defaults.LIMIT
     return SyntheticFaces(resolution=bundle.resolution).split("test", n), n
+
+
+def _warn(opts: RunOptions, text: str) -> None:
+    if opts.quiet:
+        import warnings
+
+        warnings.warn(text, stacklevel=3)
+    else:
+        print(f"bench: WARNING: {text}", file=sys.stderr)
+
+
+def check_label_columns(dataset: Any, attributes: Sequence[str], labels: Path | None) -> None:
+    """Every column of a labels CSV must name an attribute the run can score (the bundle's, or a
+    --boundaries file's): a misspelt one would silently leave that attribute without AP."""
+    known = list(dict.fromkeys(attributes))
+    if labels is None or not known:
+        return
+    import difflib
+
+    for column in getattr(dataset, "attributes", ()):
+        if column not in known:
+            lower = {k.lower(): k for k in known}
+            close = [lower[column.lower()]] if column.lower() in lower else \
+                difflib.get_close_matches(column, known, n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            raise UsageError(f"--labels {labels}: column {column!r} names no attribute of this run; {hint}"
+                             f"known attributes: {', '.join(known)}")
 
 
 # -- the run --------------------------------------------------------------------------------------------
@@ -183,10 +218,12 @@ def _start(opts: RunOptions, sweep_id: str | None) -> "_Session":
     dataset, n = load_dataset(opts, bundle)
     ids = list(dataset.ids[:n])
     say = (lambda *a: None) if (opts.quiet or not dist.is_main) else print
+    boundary_names: list[str] = []
     if opts.semantic and opts.boundaries is not None:  # a bad --boundaries fails now, not after inverting
         from idinvert.official_boundaries import load_boundary_dir
 
-        load_boundary_dir(opts.boundaries, bundle.num_layers, bundle.w_dim)
+        boundary_names = list(load_boundary_dir(opts.boundaries, bundle.num_layers, bundle.w_dim))
+    check_label_columns(dataset, [*getattr(bundle, "attributes", ()), *boundary_names], opts.labels)
     batch_size, batch_note = resolve_batch_size(opts.batch_size, bundle, device)
     if batch_size != opts.batch_size:
         opts = dataclasses.replace(opts, batch_size=batch_size)
@@ -202,6 +239,11 @@ def _start(opts: RunOptions, sweep_id: str | None) -> "_Session":
     if getattr(dataset, "skipped", None):
         say(f"bench: skipped {len(dataset.skipped)} unreadable file(s): "
             + "; ".join(f"{f} ({r})" for f, r in dataset.skipped[:5]))
+    distorted = getattr(dataset, "distorted", None)
+    if distorted and dist.is_main:
+        _warn(opts, f"{len(distorted)} image(s) are distorted by the resize to {bundle.resolution}x"
+                    f"{bundle.resolution} px, and their numbers measure that: "
+                    + "; ".join(f"{f} ({note})" for f, note in distorted[:5]) + (" ..." if len(distorted) > 5 else ""))
     session = _Session(opts, bundle, dataset, n, ids, device, dist, say, sweep_id,
                        store=Store(opts.results_dir) if dist.is_main else None,
                        evaluator=Evaluator(bundle, opts, device, results_dir=opts.results_dir) if dist.is_main

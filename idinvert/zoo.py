@@ -356,6 +356,7 @@ class BundleSpec:
     builder: Callable[[Optional[Path]], Bundle]
     files: tuple[str, ...]
     description: str
+    weights_file_ok: bool = False  # --weights-dir may name the checkpoint file itself (stylegan2)
 
 
 BUNDLES: Registry[BundleSpec] = Registry("bundle")

@@ -54,6 +54,16 @@ def optional_float(value: Any, where: str) -> Optional[float]:
     raise BadParameter(f"{where}: {value!r} is not a valid float (or 'none' for the bundle default)")
 
 
+# Adam moves each coordinate by about lr per step: steps beyond 1 in code space (codes are ~N(0, 1)) or
+# in G's weights only diverge, and a diverged run would be stored as a result (lr=1e10: MSE 1.34).
+MAX_LR = 1.0
+
+
+def check_lr(value: float, where: str) -> None:
+    check(0 < value <= MAX_LR, f"{where} must be > 0 and at most {MAX_LR:g} (Adam's step size; the "
+                               f"paper uses 0.01), got {value}")
+
+
 def check(condition: bool, message: str) -> None:
     """A hyperparameter check: BadParameter with ``message`` when ``condition`` fails."""
     if not condition:
@@ -97,7 +107,7 @@ class OptimisationMethod(InversionMethod):
 
     def __post_init__(self) -> None:
         check(self.iters >= 0, f"{self.name}.iters must be >= 0, got {self.iters}")
-        check(self.lr > 0, f"{self.name}.lr must be > 0, got {self.lr}")
+        check_lr(self.lr, f"{self.name}.lr")
         if hasattr(self, "lambda_vgg"):
             self.lambda_vgg = optional_float(self.lambda_vgg, f"{self.name}.lambda_vgg")
             check(self.lambda_vgg is None or self.lambda_vgg >= 0,

@@ -5,6 +5,7 @@ an image, so the whole table runs in seconds.
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from pathlib import Path
 
@@ -49,7 +50,17 @@ def w(tmp_path):
     db.commit()
     db.close()
     (tmp_path / "weights").mkdir()
+    (tmp_path / "ckpt.pt").write_bytes(b"not a checkpoint" * 10)
+    header = "file,{},gender,eyeglasses,pose,expression\n"
+    rows = "0.png,1,0,1,0,1\n1.png,0,1,0,1,0\n"
+    (tmp_path / "upper.csv").write_text(header.format("AGE") + rows)
+    (tmp_path / "bogus.csv").write_text(header.format("bogus") + rows)
     names = {p.name: str(p) for p in tmp_path.iterdir()}
+    bad_utf8 = Path(os.fsdecode(bytes(tmp_path) + b"/data\xff"))
+    _png(bad_utf8 / "0.png")
+    names["bad-utf8"] = str(bad_utf8)
+    names["long"] = str(tmp_path / ("x" * 300))
+    names["very-long"] = str(tmp_path / "/".join(["y" * 200] * 25))
     names["nothing"] = str(tmp_path / "nothing")
     names["tmp"] = str(tmp_path)
     return names
@@ -103,6 +114,24 @@ CASES = [
     (["run", "--methods", "encoder", "--boundaries", "{nothing}"], 2, "--boundaries {nothing}: no such folder"),
     (["run", "--methods", "encoder", "--weights-dir", "{file.txt}"], 2, "--weights-dir {file.txt}: is a file"),
     (["run", "--methods", "encoder", "--bogus-flag"], 2, "unrecognized arguments: --bogus-flag"),
+    # issue 27: what a new user still tripped over
+    (["run", "--methods", "encoder", "--data", "{bad-utf8}"], 2, "the path is not valid UTF-8 text"),
+    (["run", "--methods", "encoder", "--results", "{bad-utf8}/res"], 2, "the path is not valid UTF-8 text"),
+    (["run", "--methods", "encoder", "--data", "{long}"], 2, "the path is too long"),
+    (["run", "--methods", "encoder", "--results", "{very-long}"], 2, "the path is too long (5"),
+    (["run", "--methods", "encoder", "--threads", "99999"], 2, "--threads must be between 1 and"),
+    (["run", "--methods", "encoder", "--limit", "99999999999999999999999"], 2, "the embedded test split has"),
+    (["run", "--methods", "idinvert", "--set", "idinvert.lr=1e10"], 2, "idinvert.lr must be > 0 and at most 1"),
+    (["run", "--methods", "pti", "--set", "pti.tuning_lr=5"], 2, "pti.tuning_lr must be > 0 and at most 1"),
+    (["run", "--methods", "encoder", "--data", "{data}", "--labels", "{upper.csv}"], 2,
+     "column 'AGE' names no attribute of this run; did you mean 'age'?"),
+    (["run", "--methods", "encoder", "--data", "{data}", "--labels", "{bogus.csv}"], 2,
+     "column 'bogus' names no attribute of this run; known attributes: age, gender"),
+    (["run", "--methods", ","], 2, "--methods ',': names no method"),
+    (["run", "--methods", "encoder", "--seeds", ","], 2, "--seeds is empty"),
+    (["run", "--methods", "encoder", "--seeds", "0,,1"], 2, "--seeds '0,,1': item 2 is empty"),
+    (["ablate", "lambda_dom", "--values", "1,,2"], 2, "--values '1,,2': item 2 is empty"),
+    (["zoo", "train", "--threads", "99999"], 2, "--threads must be between 1 and"),
     # ablate
     (["ablate", "no_such_param", "--methods", "idinvert", "--values", "1"], 2, "no selected method has a hyperparameter"),
     (["ablate", "lambda_dom", "--values", ","], 2, "--values is empty"),
@@ -128,6 +157,11 @@ CASES = [
     (["nosuchcommand"], 2, "invalid choice: 'nosuchcommand'"),
     # the environment: exit 1
     (["table", "--results", "{nothing}"], 1, "no results in {nothing}/ yet"),
+    (["report", "--results", "{nothing}"], 1, "no results in {nothing}/ yet"),
+    (["report", "--results", "{empty}"], 1, "no results in {empty}/ yet"),
+    # the README's own form for a StyleGAN2 checkpoint gets as far as loading it (vgg16.pth is missing here)
+    (["run", "--methods", "mse-optim", "--bundle", "stylegan2", "--weights-dir", "{ckpt.pt}"], 1,
+     "missing weight file {tmp}/vgg16.pth"),
     (["table", "--results", "{notdb}"], 1, "{notdb}/bench.sqlite is not a usable results database"),
     (["report", "--results", "{notdb}"], 1, "mv {notdb}/bench.sqlite {notdb}/bench.sqlite.damaged"),
     (["run", "--methods", "encoder", "--results", "{notdb}"], 1, "is damaged"),

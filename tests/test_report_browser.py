@@ -164,9 +164,13 @@ PAGE_PROBE = """(() => {
   const imgs = [...document.images].map(i => ({alt: i.alt, complete: i.complete, width: i.naturalWidth,
                                               src: i.src.slice(0, 30)}));
   const tables = [...document.querySelectorAll('table.metrics')].map(t => ({id: t.id, text: t.innerText}));
+  const view = document.documentElement.clientWidth;
+  const wide = [...document.querySelectorAll('body *')].filter(e => e.getBoundingClientRect().right > view + 1)
+    .map(e => (e.id || e.tagName) + ':' + Math.round(e.getBoundingClientRect().right)).slice(0, 10);
+  const ids = [...document.querySelectorAll('[id]')].map(e => e.id);
   return JSON.stringify({imgs, tables, scripts: document.scripts.length, text: document.body.innerText,
                          height: document.documentElement.scrollHeight,
-                         width: document.documentElement.scrollWidth});
+                         width: document.documentElement.scrollWidth, view, wide, ids});
 })()"""
 
 
@@ -255,3 +259,19 @@ def test_screenshot_is_a_nonblank_page(rendered: dict[str, Any]) -> None:
         assert shot.width == 1280 and shot.height > 900
         lo, hi = shot.convert("L").getextrema()
         assert hi - lo > 100
+
+
+def test_the_page_does_not_scroll_sideways_at_1280_px(rendered: dict[str, Any]) -> None:
+    """Issue 27: the claims table ran 160 px past the right edge at 1,280 px."""
+    assert rendered["width"] <= rendered["view"] == 1280, f"wider than the window: {rendered['wide']}"
+
+
+def test_a_verdict_block_precedes_table_1(rendered: dict[str, Any]) -> None:
+    ids = rendered["ids"]
+    verdicts = next(i for i in ids if i.endswith("-verdicts"))
+    assert ids.index(verdicts) < ids.index(next(i for i in ids if i.endswith("-t1")))
+    text = rendered["text"]
+    assert text.index("Verdicts") < text.index("Table 1: inversion quality and speed")
+    block = text[text.index("Verdicts"):text.index("Table 1: inversion quality and speed")]
+    assert "holds: the domain-guided encoder reconstructs better" in block
+    assert "95% interval of the difference" in block

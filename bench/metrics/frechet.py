@@ -20,6 +20,7 @@ from typing import Callable, Iterable, NamedTuple
 from unittest import mock
 
 import numpy as np
+from scipy.linalg import LinAlgWarning
 import torch
 from torch import Tensor
 
@@ -72,6 +73,10 @@ def frechet_distance(stats_a: FeatureStats, stats_b: FeatureStats, eps: float = 
         return float((mu_a[0] - mu_b[0]) ** 2 + (s_a - s_b) ** 2)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)  # scipy: sqrtm's `disp` argument
+        # a rank-deficient covariance (fewer vectors than dimensions) is expected on small sets: the
+        # real-vs-real floor stored beside the distance, and the claims' size gate, say what it is worth
+        warnings.simplefilter("ignore", LinAlgWarning)
+        warnings.filterwarnings("ignore", category=RuntimeWarning, module="scipy.linalg")  # its error estimate
         return float(calculate_frechet_distance(mu_a, sigma_a, mu_b, sigma_b, eps=eps))
 
 

@@ -12,7 +12,7 @@ import datetime as _dt
 import io
 import json
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterable, Sequence
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
@@ -147,7 +147,7 @@ def _group(store: Store, images: _Images, sel: T.Selection, key: tuple[str, str]
     g["codes_table"] = (T.build_table("In-domain measures of the codes", inv_data, code_metrics, labels)
                         if any(d.has(m) for d in inv_data for m in code_metrics) else None)
     g["anytime"] = _anytime(store, main, labels, colors)
-    g["claims"] = _claims(store, runs)
+    g["claims"] = _claims(store, runs, data)
     g["grid"] = _grid(store, images, inversions, labels)
     g["pr"] = _pr(store, inv_data, labels, colors)
     g["interp"] = _interp(store, images, main_data, labels)
@@ -157,7 +157,20 @@ def _group(store: Store, images: _Images, sel: T.Selection, key: tuple[str, str]
                       "idx": im["idx"], "reason": im["reason"] or "(no reason stored)"}
                      for d in data.values() for im in d.images if im["status"] == "failed"]
     g["n_images_ok"] = {labels[r]: sum(im["status"] == "ok" for im in d.images) for r, d in data.items()}
+    _say_each_note_once([t1, g["codes_table"], *(s.get("table") for s in (g["pr"], g["interp"], g["edits"]) if s),
+                         *(s["table"] for s in g["sweeps"])])
     return g
+
+
+def _say_each_note_once(tables: Sequence[T.Table | None]) -> None:
+    """A footnote (what ± or the floor means, ...) is said under the first table, in page order, that has
+    it; the tables below only add their own."""
+    seen: set[str] = set()
+    for t in tables:
+        if t is None:
+            continue
+        t.notes = [n for n in t.notes if n not in seen]
+        seen.update(t.notes)
 
 
 def _domain_warning(runs: Sequence[dict[str, Any]], bundle: str, dataset: str) -> str | None:
@@ -239,24 +252,40 @@ def _anytime(store: Store, main: Sequence[dict[str, Any]], labels: dict[str, str
             "budgets": [{"label": c.label, "steps": ", ".join(map(str, c.steps)), "n": len(c.image_ids),
                          "seconds": f"{c.seconds[-1]:.3g}"} for c in curves],
             "table": None if table is None else {
-                "methods": table.methods, "fast": Q.FAST, "slow": Q.SLOW, "notes": table.notes,
+                # the budgets table above the figure says each run's budget once
+                "methods": table.methods, "fast": Q.FAST, "slow": Q.SLOW,
+                "notes": [n for n in table.notes if not n.startswith(Q.BUDGETS_NOTE)],
                 "rows": [{"target": r["target"].name, "value": f"{r['target'].value:.4g}",
-                          "cells": [table.cell(r, m) for m in table.methods],
+                          "cells": [table.cell(r, m, budgets_shown=True) for m in table.methods],
                           "speedup": table.speedup_text(r)} for r in table.rows]}}
 
 
-def _claims(store: Store, runs: Sequence[dict[str, Any]]) -> dict | None:
-    """The paper's claims as verdicts on this group's runs (``bench claims``); None when no claim has
-    both arms here."""
+def _claims(store: Store, runs: Sequence[dict[str, Any]], data: dict[str, T.RunMetrics]) -> dict | None:
+    """The paper's claims as verdicts on this group's runs (``bench claims``), and the short block of
+    verdicts that leads the page; None when no claim has both arms here."""
     from bench import claims_store as CS
 
     results = CS.judge_store(store, runs=runs, n_boot=1000)
     if all(r.reason and r.reason.startswith("no complete run") for r in results):
         return None
-    return {"rows": CS.display_rows(results), "notes": CS.NOTES + ["the report uses 1000 resamples; "
-                                                                   "`bench claims` 2000 by default"],
+    rows = CS.display_rows(results)
+    lead = [{"verdict": r.verdict, "statement": r.claim.statement, "source": r.claim.source, "words": row["words"],
+             "controls": _control_levels(data.values(), r.claim.metric)}
+            for r, row in zip(results, rows) if r.interval is not None]
+    return {"rows": rows, "lead": lead, "not_judged": [r.claim.key for r in results if r.interval is None],
+            "notes": CS.NOTES + ["the report uses 1000 resamples; `bench claims` 2000 by default"],
             "method": "Each claim of the paper (PAPER.md) with the two numbers it compares, their difference "
                       "and its 95% interval; 'not judged' says why a claim has no verdict here."}
+
+
+def _control_levels(data: Iterable[T.RunMetrics], metric: str) -> str | None:
+    """The levels of ``metric`` in the reference rows (controls) this group holds -- G samples, and any
+    other reference method the store has (``tables.REFERENCE_METHODS``) -- e.g. "G samples (reference)
+    14.50"; None when there is none, so the verdict block shows controls exactly when the store has them."""
+    levels = [f"{T.REFERENCE_METHODS[d.run['method']][0]} {T.fmt_number(d.cell(metric).value)}"
+              for d in data if T.is_reference(d.run) and metric in T.REFERENCE_METHODS[d.run["method"]][1]
+              and d.cell(metric).value is not None]
+    return "; ".join(levels) or None
 
 
 def _scatter(t1: T.Table, colors: dict[str, str]) -> str | None:

@@ -26,6 +26,31 @@ def color(i: int) -> str:
     return _COLORS[i % len(_COLORS)]
 
 
+# A quality axis goes logarithmic when its positive values span at least this ratio: on a linear axis
+# one slow method's start (MSE 0.3) squashes every other curve (0.001-0.03) into the bottom tenth.
+LOG_SPAN = 10.0
+
+
+def log_if_spread(ax, values: Sequence[float], axis: str = "y") -> bool:
+    """Put ``axis`` on a log scale when ``values`` are all > 0 and span a decade or more; say so."""
+    finite = [v for v in values if v is not None and math.isfinite(v)]
+    if not finite or min(finite) <= 0 or max(finite) / min(finite) < LOG_SPAN:
+        return False
+    (ax.set_yscale if axis == "y" else ax.set_xscale)("log")
+    return True
+
+
+def legend_outside(fig: Figure, axes: Sequence) -> None:
+    """One legend for the whole figure, right of the panels, so that no curve is hidden under it (the
+    same methods and colours are in every panel)."""
+    handles: dict[str, object] = {}
+    for ax in axes:
+        for h, label in zip(*ax.get_legend_handles_labels()):
+            handles.setdefault(label, h)
+    if handles:
+        fig.legend(list(handles.values()), list(handles), loc="outside right upper", fontsize=8, frameon=False)
+
+
 def _png(fig: Figure) -> bytes:
     FigureCanvasAgg(fig)
     buf = io.BytesIO()
@@ -72,7 +97,8 @@ def runtime_quality(panels: Sequence[tuple[str, Sequence[Point]]], colors: dict[
         if xs:
             ax.set_xlim(min(xs) / 3, max(xs) * 6)
         ax.set_xlabel("seconds per image (log scale)")
-        ax.set_ylabel(text(ylabel) + " (lower is better)")
+        log = log_if_spread(ax, [p.y for p in points])
+        ax.set_ylabel(text(ylabel) + (" (log scale)" if log else "") + " (lower is better)")
         ax.grid(True, which="major", alpha=0.3)
     return _png(fig)
 
@@ -86,24 +112,29 @@ class Curve:
 
 
 def pr_curves(panels: Sequence[tuple[str, Sequence[Curve]]], colors: dict[str, str]) -> bytes:
-    """Paper Fig. 3: one panel per attribute, one precision-recall line per method, AP in the legend."""
+    """Paper Fig. 3: one panel per attribute, one precision-recall line per method (see pr_figure)."""
+    return _png(pr_figure(panels, colors))
+
+
+def pr_figure(panels: Sequence[tuple[str, Sequence[Curve]]], colors: dict[str, str]) -> Figure:
+    """The panels of ``pr_curves``; the methods' legend sits outside them, the APs in the report's table."""
     ncols = min(len(panels), 3)
     nrows = math.ceil(len(panels) / ncols)
-    fig = Figure(figsize=(4.2 * ncols, 3.6 * nrows), layout="constrained")
+    fig = Figure(figsize=(3.8 * ncols + 2.0, 3.4 * nrows), layout="constrained")
+    axes = []
     for k, (attr, curves) in enumerate(panels):
         ax = fig.add_subplot(nrows, ncols, k + 1)
+        axes.append(ax)
         for c in curves:
-            ap = "n/a" if c.ap is None else f"{c.ap:.3f}"
-            ax.plot(c.recall, c.precision, lw=1.6, color=colors.get(c.label, "#333333"),
-                    label=f"{text(c.label)} (AP {ap})")
+            ax.plot(c.recall, c.precision, lw=1.6, color=colors.get(c.label, "#333333"), label=text(c.label))
         ax.set_title(text(attr))
         ax.set_xlim(0, 1)
         ax.set_ylim(0, 1.02)
         ax.set_xlabel("recall")
         ax.set_ylabel("precision")
         ax.grid(True, alpha=0.3)
-        ax.legend(fontsize=7, loc="lower left")
-    return _png(fig)
+    legend_outside(fig, axes)
+    return fig
 
 
 @dataclass
@@ -136,8 +167,8 @@ def sweep_tradeoff(param: str, xs: Sequence[tuple[str, str]], ys: Sequence[tuple
             ax.set_xlabel(text(xlabel) + " (lower is better)")
             ax.set_ylabel(text(ylabel) + " (higher is better)")
             ax.grid(True, alpha=0.3)
-            if len(series) > 1:
-                ax.legend(fontsize=7)
+    if len(series) > 1:
+        legend_outside(fig, fig.axes)
     return _png(fig)
 
 
@@ -146,11 +177,19 @@ def quality_vs_time(panels: Sequence[tuple[str, str, Sequence[tuple[str, Sequenc
                     colors: dict[str, str]) -> bytes:
     """Quality against time: one panel per metric, the metric against seconds per image (log scale), one
     line per method through its milestones (steps annotated at the ends), an encoder as a single point."""
+    return _png(quality_time_figure(panels, colors))
+
+
+def quality_time_figure(panels, colors: dict[str, str]) -> Figure:
+    """The panels of ``quality_vs_time``: a metric spanning a decade or more gets a log axis; the
+    methods' legend sits outside the panels."""
     ncols = min(len(panels), 2)
     nrows = math.ceil(len(panels) / ncols)
-    fig = Figure(figsize=(5.4 * ncols, 3.9 * nrows), layout="constrained")
+    fig = Figure(figsize=(5.0 * ncols + 2.0, 3.9 * nrows), layout="constrained")
+    axes = []
     for k, (ylabel, direction, series) in enumerate(panels):
         ax = fig.add_subplot(nrows, ncols, k + 1)
+        axes.append(ax)
         for label, xs, ys, steps in series:
             c = colors.get(label, "#333333")
             if len(xs) == 1:
@@ -162,7 +201,9 @@ def quality_vs_time(panels: Sequence[tuple[str, str, Sequence[tuple[str, Sequenc
                             color=c)
         ax.set_xscale("log")
         ax.set_xlabel("seconds per image (log scale)")
-        ax.set_ylabel(text(ylabel) + (" (lower is better)" if direction == "lower" else " (higher is better)"))
+        log = log_if_spread(ax, [y for _, _, ys, _ in series for y in ys])
+        ax.set_ylabel(text(ylabel) + (" (log scale)" if log else "")
+                      + (" (lower is better)" if direction == "lower" else " (higher is better)"))
         ax.grid(True, which="major", alpha=0.3)
-        ax.legend(fontsize=7)
-    return _png(fig)
+    legend_outside(fig, axes)
+    return fig

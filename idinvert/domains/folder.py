@@ -19,8 +19,14 @@ Rules (the preprocessing, named so that results can say what they used — see P
 - Fingerprint: hash of the preprocessing version, resolution, each relative name with its content hash,
   and the labels. The set's name is ``folder:<resolved path>``: however the folder is spelt (relative,
   absolute, through a symlink), it is one dataset, identified by its content and its real location.
-- A results folder of the benchmark (a folder holding ``bench.sqlite``, see ``OUTPUT_MARKERS``) and the
-  folders passed as ``exclude`` are never read: the harness's own output is not input.
+- A results folder of the benchmark (a folder holding ``bench.sqlite``, see ``OUTPUT_MARKERS``, or a
+  ``runs/<method>-<12 hex digits>/`` folder: one that lost its store) and the folders passed as ``exclude``
+  are never read: the harness's own output is not input.
+- A file name that is not valid UTF-8 (bytes a store cannot hold as text) gets the id of its name with
+  each bad byte written as ``%XX`` (``bad%FF.png``); the file itself is read as usual.
+- Images that are much smaller than the resolution (upscaled more than ``MAX_UPSCALE`` x) or much
+  longer than wide (the centre square keeps less than ``1 / MAX_ASPECT`` of them) are kept, and listed in
+  ``distorted`` with a note, for the caller to warn about.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ import csv
 import hashlib
 import io
 import os
+import re
 import struct
 import warnings
 from pathlib import Path
@@ -44,6 +51,9 @@ from idinvert.domains.base import OUTPUT_MARKERS, ImageSet, fingerprint_of
 PREPROCESSING = "folder-v1: exif-transpose, alpha-on-white, centre-square bicubic-antialiased resize"
 FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "TIFF", "GIF")
 DEFAULT_CACHE_BYTES = 512 * 1024 ** 2
+MAX_UPSCALE = 2.0   # beyond this the bicubic resize invents most of the pixels the methods reconstruct
+MAX_ASPECT = 2.0    # beyond this the centre square drops more than half of the picture
+_RUN_DIR = re.compile(r".+-[0-9a-f]{12}")  # bench.store's run ids: <method>-<12 hex digits>
 
 
 class ImageDecodeError(Exception):
@@ -93,8 +103,9 @@ def _to_rgb(im: Image.Image) -> Image.Image:
     return im.convert("RGB")  # L, 1, P, CMYK, YCbCr, LAB, HSV
 
 
-def decode_image(data: bytes, resolution: int) -> np.ndarray:
-    """Encoded bytes -> uint8 [resolution, resolution, 3]; raises ImageDecodeError with a reason."""
+def decode_image(data: bytes, resolution: int, sizes: list[tuple[int, int]] | None = None) -> np.ndarray:
+    """Encoded bytes -> uint8 [resolution, resolution, 3]; raises ImageDecodeError with a reason. The
+    source's (width, height) is appended to ``sizes`` when given."""
     if not data:
         raise ImageDecodeError("empty file (0 bytes)")
     fmt = None
@@ -110,6 +121,8 @@ def decode_image(data: bytes, resolution: int) -> np.ndarray:
             w, h = rgb.size
             if w < 1 or h < 1:
                 raise ImageDecodeError(f"degenerate size {w}x{h}")
+            if sizes is not None:
+                sizes.append((w, h))
             side = min(w, h)
             left, top = (w - side) / 2, (h - side) / 2
             out = rgb.resize((resolution, resolution), Image.Resampling.BICUBIC,
@@ -131,8 +144,32 @@ def decode_image(data: bytes, resolution: int) -> np.ndarray:
     return arr
 
 
+def geometry_note(width: int, height: int, resolution: int) -> str | None:
+    """Why an image of ``width x height`` is distorted by the resize to ``resolution``, or None."""
+    short, long = min(width, height), max(width, height)
+    notes = []
+    if resolution / short > MAX_UPSCALE:
+        notes.append(f"upscaled {resolution / short:.3g}x")
+    if long / short > MAX_ASPECT:
+        notes.append(f"the centre square keeps {short / long:.1%} of it")
+    return f"{width}x{height}: " + ", ".join(notes) if notes else None
+
+
+def printable_name(name: str) -> str:
+    """A file name as valid UTF-8 text: each undecodable byte (a surrogate escape) becomes ``%XX``
+    (not a backslash, which a labels CSV reads as a path separator)."""
+    return "".join(f"%{ord(ch) - 0xDC00:02X}" if "\udc80" <= ch <= "\udcff" else ch for ch in name)
+
+
 def _is_output_dir(path: Path) -> bool:
-    return any((path / marker).is_file() for marker in OUTPUT_MARKERS)
+    if any((path / marker).is_file() for marker in OUTPUT_MARKERS):
+        return True
+    # a results folder that lost its store still holds its runs/<run id>/ folders of PNGs
+    runs = path / "runs"
+    try:
+        return runs.is_dir() and any(p.is_dir() and _RUN_DIR.fullmatch(p.name) for p in runs.iterdir())
+    except OSError:
+        return False
 
 
 def _list_files(root: Path, exclude: Path | None, exclude_dirs: Sequence[Path] = (),
@@ -159,7 +196,7 @@ def _list_files(root: Path, exclude: Path | None, exclude_dirs: Sequence[Path] =
             if exclude is not None and full.resolve() == exclude:
                 continue
             if full.is_file():
-                found.append((full.relative_to(root).as_posix(), full))
+                found.append((printable_name(full.relative_to(root).as_posix()), full))
     found.sort(key=lambda t: t[0])
     return found
 
@@ -227,7 +264,7 @@ class ImageFolder(ImageSet):
             raise FolderError(f"not a folder: {Path(path)} (give a directory of images)")
         if _is_output_dir(root):
             raise FolderError(f"{Path(path)} is a results folder written by the benchmark (it holds "
-                              f"{' or '.join(OUTPUT_MARKERS)}), not a folder of input images")
+                              f"{' or '.join(OUTPUT_MARKERS)} or runs/<run id>/), not a folder of input images")
         if resolution < 1:
             raise ValueError(f"resolution must be >= 1, got {resolution}")
         self.root = root
@@ -239,6 +276,7 @@ class ImageFolder(ImageSet):
         hashes: list[str] = []
         cached: list[np.ndarray] = []
         skipped: list[tuple[str, str]] = []
+        distorted: list[tuple[str, str]] = []
         keep_all = True
         excluded: list[str] = []
         exclude_dirs = [Path(d).expanduser().resolve() for d in exclude]
@@ -249,11 +287,15 @@ class ImageFolder(ImageSet):
             except OSError as exc:
                 reason = f"cannot read file: {exc.strerror or exc}"
             else:
+                sizes: list[tuple[int, int]] = []
                 try:
-                    arr = decode_image(data, resolution)
+                    arr = decode_image(data, resolution, sizes)
                 except ImageDecodeError as exc:
                     reason = str(exc)
                 else:
+                    note = geometry_note(*sizes[0], resolution)
+                    if note:
+                        distorted.append((rel, note))
                     ids.append(rel)
                     paths.append(full)
                     stamps.append((stat.st_size, stat.st_mtime_ns))
@@ -289,6 +331,7 @@ class ImageFolder(ImageSet):
 
         self.paths = paths
         self.excluded = excluded  # results folders under root that were not read
+        self.distorted = distorted  # (id, note): images the resize to the resolution distorts
         self._stamps = stamps
         store = torch.from_numpy(np.stack(cached)) if keep_all else None   # uint8 [N, R, R, 3]
 
