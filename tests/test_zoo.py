@@ -359,3 +359,31 @@ def test_later_encoders_take_lambda_vgg_from_the_domain_encoders_calibration_whi
     export_part(b.encoder, tmp_path, "encoder", {"generator_sha256": _sha(tmp_path, "generator"),
                                                    "training": {"lambda_vgg": 0.5}})  # exported for this G
     assert _shared_lambda_vgg(tmp_path, work) == 0.5
+
+
+def _curve_kimg(training: dict) -> list[tuple[float, float]]:
+    """(kimg, validation MSE) of a card's curve: dict rows (plateau-trained encoders) or (step, mse) pairs."""
+    rows = training["val_curve"]
+    if isinstance(rows[0], dict):
+        return [(r["kimg"], r["val_mse"]) for r in rows]
+    batch = training["config"]["batch_size"]
+    return [(step * batch / 1000, mse) for step, mse in rows]
+
+
+_DOMAIN_ENCODER_AT_ITS_LAST_STEP = pytest.mark.xfail(
+    strict=True, reason="the shipped domain-guided encoder predates best-checkpoint export: it is its last "
+    "step (150 kimg, validation MSE 0.01231; best 0.01173 at 100 kimg). Retrain with `python -m bench zoo "
+    "train --target domain-encoder` (~1.5 h on 2 idle cores), then drop this mark")
+
+
+@pytest.mark.parametrize("part", ["conventional_encoder",
+                                  pytest.param("encoder", marks=_DOMAIN_ENCODER_AT_ITS_LAST_STEP),
+                                  "e4e_encoder", "restyle_encoder"])
+def test_every_shipped_encoder_is_its_best_validation_checkpoint(part):
+    training = json.loads((SYNTHETIC_FACES_DIR / f"{part}.json").read_text())["training"]
+    curve = _curve_kimg(training)
+    best_kimg, best_mse = min(curve, key=lambda r: r[1])
+    if "exported" in training:    # plateau-trained: the card names the checkpoint it shipped
+        assert (training["exported"]["kimg"], training["exported"]["val_mse"]) == (best_kimg, best_mse)
+    else:                         # step-capped (e4e, ReStyle): the last step ships, so it must be the best
+        assert curve[-1] == (best_kimg, best_mse), f"{part}: its last step is not its best-validation one"
