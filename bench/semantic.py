@@ -80,6 +80,9 @@ class SemanticConfig:
                    mid-range and one near-saturated strength, where methods can differ.
     edit_images:   images edited per attribute, each at every alpha: 24 x 4 = 96 edits per attribute.
     spread_samples: sampled codes to measure the distance spread where a boundary does not carry it.
+    ceiling_samples: held-out codes of G on which each boundary's AP ceiling is measured (judge labels;
+                   ``bench.boundary_check``; 2,000: the ceiling's own sampling error is ~0.005).
+    probe_folds:   folds of the cross-validated linear probe behind the decodable AP (``probe_ap_*``).
     interp_strips / edit_strip_images: how many PNG strips to save.
 
     Cost at 32 px (embedded-size G and classifier, 128 test images, 2 shared CPU cores): about 5-10 s
@@ -98,6 +101,8 @@ class SemanticConfig:
     edit_images: int = 24
     edit_strip_images: int = 2
     spread_samples: int = 2000
+    ceiling_samples: int = 2000
+    probe_folds: int = 5
     seed: int = 0
     batch_size: int = 128
 
@@ -155,6 +160,7 @@ class _Setup:
     no_judge: str | None
     out_dir: Path
     rel_prefix: str
+    ceiling: dict[str, Any] | None = None  # bench.boundary_check.ceilings of the boundaries, when measurable
 
     @property
     def attributes(self) -> list[str]:
@@ -189,9 +195,23 @@ def _setup(ctx: MetricContext) -> _Setup:
         except MetricUnavailable as exc:
             judge, no_judge = None, exc.reason
         rel_prefix = f"runs/{ctx.run_id}/semantic"
+        ceiling = (ctx.resources._once("boundary-ceiling", lambda: _ceiling(ctx, boundaries, judge))
+                   if boundaries and judge is not None else None)
         return _Setup(config, boundaries, reason, judge, no_judge, ctx.resources.results_dir / rel_prefix,
-                      rel_prefix)
+                      rel_prefix, ceiling)
     return ctx.cached("semantic-setup", build)
+
+
+def _ceiling(ctx: MetricContext, boundaries: dict[str, Any], judge: EvalNetwork) -> dict[str, Any]:
+    """Each boundary's AP ceiling on held-out codes of G (``bench.boundary_check``), said once per harness run."""
+    from bench.boundary_check import cached_ceilings, ceiling_lines
+
+    result = cached_ceilings(ctx.resources.results_dir / "cache" / "boundaries", ctx.bundle, boundaries, judge,
+                             n=semantic_config(ctx).ceiling_samples)
+    if not getattr(ctx.resources.opts, "quiet", False):
+        for line in ceiling_lines(result):
+            print(f"bench: {line}", flush=True)
+    return result
 
 
 def _boundaries(ctx: MetricContext, config: SemanticConfig) -> tuple[dict[str, Any], str | None]:
@@ -296,20 +316,26 @@ def attribute_ap(ctx: MetricContext) -> list[MetricRow]:
     t0 = time.perf_counter()
     su = _setup(ctx)
     names = su.names()
-    if not su.boundaries:
-        return [MetricRow.unavailable(n, su.no_boundary_reason) for n in [f"ap_{a}" for a in names] + ["ap_mean"]]
     labels, label_names, source = _ap_labels(ctx, su)
+    every = [f"{p}_{a}" for p in ("ap", "probe_ap") for a in names] + ["ap_mean", "probe_ap_mean"]
     if labels is None:
         reason = ("no ground-truth attributes for these images: pass --labels FILE.csv with their "
                   "attributes, or use a bundle with a judge network to predict them")
-        return [MetricRow.unavailable(n, reason, label_source="none") for n in [f"ap_{a}" for a in names] + ["ap_mean"]]
+        return [MetricRow.unavailable(n, reason, label_source="none") for n in every]
+    if not su.boundaries:
+        probes = _probe_rows(ctx, su, list(dict.fromkeys(names + label_names)), labels, label_names, source)
+        return [MetricRow.unavailable(n, su.no_boundary_reason) for n in every if not n.startswith("probe_")] + probes
     rows, values, scores = [], {}, {}
     for a in names:
         row = _ap_row(ctx, su.boundaries.get(a), a, labels, label_names, source)
+        if row.status == "ok" and su.ceiling is not None and a in su.ceiling["ap"]:
+            row.detail.update(ceiling=su.ceiling["ap"][a], of_ceiling=row.value / su.ceiling["ap"][a],
+                              ceiling_n=su.ceiling["n"])
         rows.append(row)
         if row.status == "ok":
             values[a] = row.value
             scores[a] = signed_distance(ctx.codes.float(), su.boundaries[a]).cpu()
+    rows += _probe_rows(ctx, su, names, labels, label_names, source)
     if values:
         used = sorted(values)
         # per-image boundary distances and labels: a bootstrap over images recomputes ap_mean from them
@@ -323,6 +349,38 @@ def attribute_ap(ctx: MetricContext) -> list[MetricRow]:
             arrays=arrays))
     else:
         rows.append(MetricRow.unavailable("ap_mean", "no attribute AP could be computed", label_source=source))
+    return rows
+
+
+def _probe_rows(ctx: MetricContext, su: _Setup, names: list[str], labels: Tensor, label_names: list[str],
+                source: str) -> list[MetricRow]:
+    """``probe_ap_<attr>`` and ``probe_ap_mean``: the decodable AP -- the AP of a linear probe fitted on
+    this method's own codes of the other folds (cross-validation over the evaluated images, labels as
+    for ``ap_<attr>``), scored on each image's code. High probe AP with low boundary AP: the attribute
+    is in the codes but off G's boundary; both low: the codes lost it."""
+    rows, values = [], {}
+    features = ctx.codes.float().flatten(1).cpu()
+    from bench.metrics.attributes import PROBE_C
+
+    base = {"label_source": source, "folds": su.config.probe_folds,
+            "probe": f"standardised L2 logistic regression (C={PROBE_C:g}) on the flattened W+ code",
+            "split": "stratified cross-validation over the evaluated images; each scored by a probe that "
+                     "never saw it", "seed": su.config.seed}
+    for a in names:
+        name = f"probe_ap_{a}"
+        if a not in label_names:
+            rows.append(MetricRow.unavailable(name, f"no label column for attribute {a!r}", **base))
+            continue
+        y = labels[:, label_names.index(a)]
+        score = M.probe_scores(features, y, folds=su.config.probe_folds, seed=su.config.seed)
+        if score is None:
+            rows.append(MetricRow.unavailable(name, "fewer than 2 images of one class: nothing to fit", **base))
+            continue
+        values[a] = M.average_precision(torch.from_numpy(score), y).ap
+        rows.append(MetricRow(name, values[a], detail={**base, "prior": float(y.float().mean())}))
+    rows.append(MetricRow("probe_ap_mean", sum(values.values()) / len(values), detail={**base,
+                "attributes": sorted(values)}) if values else
+                MetricRow.unavailable("probe_ap_mean", "no decodable AP could be computed", **base))
     return rows
 
 

@@ -8,6 +8,10 @@ the pure functions; these wrappers read what they need from the metric context).
   over the attribute boundaries, an edit of one std of the boundary's signed distance (``edit_scales``);
   its detail keeps the value at α = 0 (``‖w − E(G(w))‖``, which LEC contains) and per-image values, and
   ``code_lec_excess`` = LEC − LEC at α = 0 is what the edit itself adds.
+- ``code_recovery`` (set): on the known-answer set (``--data gsamples:N``, true codes known), the distance
+  ‖ŵ_l − w_l‖ of each layer's recovered code to the true one in units of G's own spread there
+  (``sqrt(sum_d std_ld^2)``, the RMS distance of a sampled code from the mean): 0 = recovered, about
+  1.41 = as far as an unrelated sample of G.
 """
 from __future__ import annotations
 
@@ -68,6 +72,21 @@ def frechet_metric(ctx: Any) -> MetricRow:
         "n": fd.n, "n_reference": fd.n_reference, "floor": fd.floor,
         "floor_kind": "codes sampled from G's mapping, as many as inverted, vs the same reference",
         "per_layer": list(fd.per_layer), "floor_per_layer": list(fd.floor_per_layer)})
+
+
+def recovery_metric(ctx: Any) -> MetricRow:
+    codes = _codes(ctx, "code_recovery").cpu()
+    truth = getattr(ctx.dataset, "true_codes", None)
+    if truth is None:
+        raise MetricUnavailable("code_recovery", "the data has no known codes (the known-answer set "
+                                                 "--data gsamples:N has)")
+    truth = truth[list(ctx.indices)].float()
+    scale = ctx.resources._once("code-scale", lambda: C.w_scale(_samples(ctx, SCALE_SAMPLES)).clamp_min(1e-8))
+    per = C.code_recovery(codes, truth, scale)  # [N, L]
+    return MetricRow("code_recovery", float(per.mean()), detail={
+        "n": int(per.shape[0]), "per_layer": [float(v) for v in per.mean(0)],
+        "unrelated_level": 2 ** 0.5, "unit": "G's own spread per layer, sqrt(sum_d std_ld^2)"},
+        arrays={"recovery": (list(ctx.ids), per.numpy())})
 
 
 def lec_metric(ctx: Any) -> list[MetricRow]:

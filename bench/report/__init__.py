@@ -136,7 +136,7 @@ def _group(store: Store, images: _Images, sel: T.Selection, key: tuple[str, str]
     g["banner"], g["unavailable"] = _unavailability(list(data.values()), labels)
     g["domain_warning"] = _domain_warning(runs, bundle, dataset)
 
-    # reference rows (G samples) join the realism and interpolation tables only
+    # reference rows (the controls: G samples, G codes) join the tables of the metrics they are shown in
     inversions = [r for r in main if not T.is_reference(r)]
     inv_data = [data[r["run_id"]] for r in inversions]
     t1 = T.build_table("Table 1: inversion quality and speed", main_data, T.table1_metrics(main_data), labels)
@@ -144,14 +144,14 @@ def _group(store: Store, images: _Images, sel: T.Selection, key: tuple[str, str]
     g["table1"] = t1
     g["scatter"] = _scatter(t1, colors)
     code_metrics = T.table_metrics(inv_data, "codes")
-    g["codes_table"] = (T.build_table("In-domain measures of the codes", inv_data, code_metrics, labels)
+    g["codes_table"] = (T.build_table("In-domain measures of the codes", main_data, code_metrics, labels)
                         if any(d.has(m) for d in inv_data for m in code_metrics) else None)
     g["anytime"] = _anytime(store, main, labels, colors)
     g["claims"] = _claims(store, runs)
     g["grid"] = _grid(store, images, inversions, labels)
-    g["pr"] = _pr(store, inv_data, labels, colors)
+    g["pr"] = _pr(store, main_data, labels, colors)
     g["interp"] = _interp(store, images, main_data, labels)
-    g["edits"] = _edits(store, images, inv_data, labels)
+    g["edits"] = _edits(store, images, main_data, labels)
     g["sweeps"] = _sweeps(sel, runs, data)
     g["failures"] = [{"label": labels[d.run["run_id"]], "run_id": d.run["run_id"], "image_id": im["image_id"],
                       "idx": im["idx"], "reason": im["reason"] or "(no reason stored)"}

@@ -1,0 +1,150 @@
+"""Ways to build an attribute boundary from G's sampled codes, named so that they can be compared.
+
+A *construction* says which sampled codes train the boundary and what shape its normal has:
+
+- ``selection``: ``"extremes"`` (InterFaceGAN: the ``top_fraction`` highest- and lowest-scoring codes,
+  capped at the labeller's decision threshold) or ``"all"`` (every code, labelled by the sign of its
+  score: a probe);
+- ``layout``: ``"per-layer"`` (one SVM per W+ layer, each row a unit normal, the distance the mean of
+  the per-layer distances; the official idinvert files' shape) or ``"joint"`` (one normal over the
+  concatenated layers, ``[L * D]``);
+- ``layers``: ``"all"`` or ``"official"`` (the official idinvert face boundaries' manipulate layers,
+  ``OFFICIAL_LAYERS``: the same layer indices exist in any StyleGAN-inv generator of >= 6 layers, since
+  both the official 256 px and the embedded 32 px G start at 4 px with two layers per resolution);
+- ``model``: ``"svm"`` (LinearSVC, C = 1) or ``"logistic"`` (L2 logistic regression, C = 1).
+
+A joint normal is stored as a ``Boundary`` whose applied rows together have mean squared norm 1
+(``meta["normalisation"] = "joint"``), so ``idinvert.editing.signed_distance`` (the mean over layers
+of ``n_l · w_l``) ranks codes exactly as the fitted hyperplane does, and an edit of strength ``alpha``
+still changes that distance by exactly ``alpha``.
+
+Which construction the bundle's boundaries use (``DEFAULT_CONSTRUCTION``) is chosen by the AP ceiling
+each reaches on held-out codes of G, never by how methods score: ``python -m bench.boundary_check``
+prints the measured comparison (the numbers are in ``idinvert.boundaries``' docstring).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+__all__ = ["Construction", "CONSTRUCTIONS", "DEFAULT_CONSTRUCTION", "OFFICIAL_LAYERS", "fit_construction",
+           "joint_rows"]
+
+# genforce/idinvert_pytorch boundaries/stylegan_ffhq256/*.npy meta_data["manipulate_layers"]
+OFFICIAL_LAYERS = {"age": (0, 1, 2, 3, 4, 5), "expression": (2, 3, 4, 5), "eyeglasses": (0, 1, 2),
+                   "gender": (2, 3, 4), "pose": (0, 1, 2)}
+
+
+@dataclass(frozen=True)
+class Construction:
+    """One way to build a boundary (see the module docstring)."""
+
+    selection: str = "extremes"
+    top_fraction: float = 0.1
+    layout: str = "per-layer"
+    layers: str = "all"
+    model: str = "svm"
+
+    def __post_init__(self) -> None:
+        checks = {"selection": ("extremes", "all"), "layout": ("per-layer", "joint"),
+                  "layers": ("all", "official"), "model": ("svm", "logistic")}
+        for name, allowed in checks.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"construction {name} must be one of {allowed}, got {getattr(self, name)!r}")
+
+    def layer_list(self, attribute: str, num_layers: int) -> list[int]:
+        if self.layers == "all" or attribute not in OFFICIAL_LAYERS:
+            return list(range(num_layers))
+        return [l for l in OFFICIAL_LAYERS[attribute] if l < num_layers] or list(range(num_layers))
+
+
+CONSTRUCTIONS = {
+    "svm-10%-per-layer": Construction(),
+    "svm-2%-per-layer": Construction(top_fraction=0.02),
+    "svm-10%-per-layer-official-layers": Construction(layers="official"),
+    "svm-10%-joint": Construction(layout="joint"),
+    "svm-2%-joint": Construction(top_fraction=0.02, layout="joint"),
+    "svm-all-joint": Construction(selection="all", layout="joint"),
+    "logistic-all-joint": Construction(selection="all", layout="joint", model="logistic"),
+    "logistic-all-per-layer": Construction(selection="all", model="logistic"),
+}
+DEFAULT_CONSTRUCTION = "svm-10%-per-layer"
+
+
+def joint_rows(normal: Tensor, layers: list[int]) -> Tensor:
+    """normal [L, D] -> the same direction scaled so that its rows on ``layers`` have mean squared norm 1."""
+    out = normal.clone()
+    energy = out[layers].pow(2).sum(1).mean()
+    if not energy > 0:
+        raise ValueError("a joint normal with no weight on its layers")
+    out[layers] = out[layers] / energy.sqrt()
+    return out
+
+
+def _model(kind: str, seed: int) -> Any:
+    if kind == "svm":
+        from sklearn.svm import LinearSVC
+
+        return LinearSVC(C=1.0, max_iter=20_000, random_state=seed)
+    from sklearn.linear_model import LogisticRegression
+
+    return LogisticRegression(C=1.0, max_iter=5_000)
+
+
+def _training_set(scores: np.ndarray, c: Construction, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices of the training codes and their 0/1 labels (sign of the labeller's score)."""
+    if c.selection == "all":
+        idx = np.arange(len(scores))
+        return idx, (scores[idx] > 0).astype(int)
+    n = len(scores)
+    chosen = min(int(n * c.top_fraction), int((scores > 0).sum()), int((scores <= 0).sum()))
+    if chosen < 2:
+        raise ValueError(f"{n} codes x top_fraction {c.top_fraction} leave {chosen} codes a side")
+    order = np.argsort(-scores, kind="stable")
+    idx = np.concatenate([order[:chosen], order[n - chosen:]])
+    return idx, np.concatenate([np.ones(chosen, int), np.zeros(chosen, int)])
+
+
+def _fit(x: np.ndarray, y: np.ndarray, kind: str, seed: int) -> tuple[np.ndarray, float]:
+    """A linear model on x [N, F], y [N] -> (coef [F], intercept), both divided by ||coef||."""
+    model = _model(kind, seed).fit(x, y)
+    coef = model.coef_.reshape(-1).astype(np.float64)
+    norm = float(np.linalg.norm(coef))
+    if not norm > 0:
+        raise ValueError("the linear model found no direction (all coefficients zero)")
+    return coef / norm, float(model.intercept_[0]) / norm
+
+
+def fit_construction(codes: Tensor, scores: Tensor, attribute: str, c: Construction,
+                     seed: int = 0) -> tuple[Tensor, list[int], float, dict[str, Any]]:
+    """Fit one attribute's boundary: codes [N, L, D] (G's untruncated W+ codes), scores [N] (the
+    labeller's logit) -> (normal [L, D], layers, offset, meta). The offset makes
+    ``signed_distance(codes, boundary)`` the fitted model's decision value up to a positive factor."""
+    x = codes.double().numpy()
+    s = scores.double().numpy().reshape(-1)
+    num_layers = x.shape[1]
+    layers = c.layer_list(attribute, num_layers)
+    idx, y = _training_set(s, c, seed)
+    normal = torch.zeros(x.shape[1], x.shape[2])
+    if c.layout == "joint":
+        coef, intercept = _fit(x[idx][:, layers].reshape(len(idx), -1), y, c.model, seed)
+        normal[layers] = torch.from_numpy(coef.reshape(len(layers), -1)).float()
+        scale = float(normal[layers].pow(2).sum(1).mean().sqrt())
+        # signed_distance = mean_l n_l . w_l = (coef . w) / (L * scale): the intercept scales alike
+        offset = intercept / (len(layers) * scale)
+        normal = joint_rows(normal, layers)
+    else:
+        offsets = []
+        for layer in layers:
+            coef, intercept = _fit(x[idx][:, layer], y, c.model, seed)
+            normal[layer] = torch.from_numpy(coef).float()
+            offsets.append(intercept)
+        offset = float(np.mean(offsets))
+    meta = {"construction": dict(c.__dict__), "n_train": int(len(idx)),
+            "normalisation": "joint" if c.layout == "joint" else "per-row"}
+    return normal, layers, offset, meta
