@@ -47,6 +47,7 @@ from bench.metrics.context import EvalNetwork, MetricContext
 from bench.metrics.errors import MetricUnavailable
 from bench.store import MetricRow
 from idinvert.boundaries import BoundarySettings, distance_spread, sample_codes
+from idinvert.boundary_constructions import DEFAULT_CONSTRUCTION
 from idinvert.editing import edit_codes, interpolate_codes, signed_distance
 from idinvert.grids import image_row
 
@@ -66,9 +67,11 @@ __all__ = ["SemanticConfig", "SemanticResult", "evaluate_semantics", "attribute_
 class SemanticConfig:
     """Settings of the semantic analysis. Defaults and their reasons:
 
-    boundary_*:    InterFaceGAN boundary training (see ``idinvert.boundaries`` for the measurements):
-                   5,000 sampled codes, the 10% most confident a side, all layers, seed 0 (boundaries
-                   belong to the bundle, not to a run's seed).
+    boundary_*:    boundary training (``idinvert.boundaries``): 5,000 sampled codes labelled by the
+                   classifier, seed 0 (boundaries belong to the bundle, not to a run's seed), built by
+                   ``boundary_construction`` (``idinvert.boundary_constructions``, chosen by the held-out
+                   AP ceiling, ``python -m bench.boundary_check``; None: InterFaceGAN's extremes, the
+                   10% most confident a side, ``boundary_top_fraction``, one SVM per layer).
     interp_pairs / interp_steps: 24 pairs x 8 points (6 interior) = 144 decoded images, enough for a
                    Fréchet estimate in the judge's 64-d embedding against the real set.
     edit_alphas / alpha_unit:   (-3, -1.5, 1.5, 3) in units of the std of the signed distance of codes
@@ -93,6 +96,7 @@ class SemanticConfig:
     boundary_top_fraction: float = 0.1
     boundary_layers: tuple[int, ...] | None = None
     boundary_seed: int = 0
+    boundary_construction: str | None = DEFAULT_CONSTRUCTION
     interp_pairs: int = 24
     interp_steps: int = 8
     interp_strips: int = 3
@@ -120,7 +124,8 @@ class SemanticConfig:
 
     def boundary_settings(self) -> BoundarySettings:
         return BoundarySettings(n_samples=self.boundary_samples, top_fraction=self.boundary_top_fraction,
-                                seed=self.boundary_seed, layers=self.boundary_layers)
+                                seed=self.boundary_seed, layers=self.boundary_layers,
+                                construction=self.boundary_construction)
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -73,7 +73,7 @@ CONSTRUCTIONS = {
     "logistic-all-joint": Construction(selection="all", layout="joint", model="logistic"),
     "logistic-all-per-layer": Construction(selection="all", model="logistic"),
 }
-DEFAULT_CONSTRUCTION = "svm-10%-per-layer"
+DEFAULT_CONSTRUCTION = "logistic-all-joint"
 
 
 def joint_rows(normal: Tensor, layers: list[int]) -> Tensor:
@@ -97,14 +97,16 @@ def _model(kind: str, seed: int) -> Any:
 
 
 def _training_set(scores: np.ndarray, c: Construction, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Indices of the training codes and their 0/1 labels (sign of the labeller's score)."""
-    if c.selection == "all":
-        idx = np.arange(len(scores))
-        return idx, (scores[idx] > 0).astype(int)
+    """Indices of the training codes and their 0/1 labels: every code by the sign of the labeller's score
+    ("all"), or the extremes (capped at the decision threshold); both fall back to pure ranking, as
+    InterFaceGAN does, when the labeller puts fewer than 2 codes on one side."""
     n = len(scores)
-    chosen = min(int(n * c.top_fraction), int((scores > 0).sum()), int((scores <= 0).sum()))
-    if chosen < 2:
-        raise ValueError(f"{n} codes x top_fraction {c.top_fraction} leave {chosen} codes a side")
+    n_pos = int((scores > 0).sum())
+    if c.selection == "all" and min(n_pos, n - n_pos) >= 2:
+        return np.arange(n), (scores > 0).astype(int)
+    chosen = min(int(n * c.top_fraction), n_pos, n - n_pos)
+    if chosen < 2:  # the labeller calls (nearly) every code one thing: rank them instead, as InterFaceGAN does
+        chosen = max(2, min(int(n * c.top_fraction), n // 2))
     order = np.argsort(-scores, kind="stable")
     idx = np.concatenate([order[:chosen], order[n - chosen:]])
     return idx, np.concatenate([np.ones(chosen, int), np.zeros(chosen, int)])

@@ -171,3 +171,39 @@ def test_default_data_gets_the_truth_row_beside_it_as_a_control_never_best(tmp_p
         codes = T.build_table("codes", data, ["code_frechet", "code_recovery"], {})
         truth = next(r for r in codes.rows if r.method == "g-codes")
         assert truth.cells["code_recovery"].value == 0
+
+
+def test_a_joint_boundary_ranks_codes_as_its_probe_and_an_edit_moves_its_distance_by_alpha():
+    from idinvert.boundary_constructions import CONSTRUCTIONS, fit_construction
+    from idinvert.editing import edit_codes, signed_distance
+    from idinvert.official_boundaries import Boundary
+
+    g = torch.Generator().manual_seed(0)
+    codes = torch.randn(800, 3, 4, generator=g)
+    truth = torch.zeros(3, 4)
+    truth[0, 0], truth[2, 1] = 1.0, 2.0                       # the attribute mixes two layers unequally
+    scores = (codes * truth).sum((1, 2)) + 0.3
+    normal, layers, offset, meta = fit_construction(codes, scores, "x", CONSTRUCTIONS["logistic-all-joint"])
+    b = Boundary("x", normal, layers, "test", offset=offset, meta=meta)
+    assert b.normal.pow(2).sum(1).mean() == pytest.approx(1.0, abs=1e-5)     # joint, not unit rows
+    assert b.normal[2, 1] / b.normal[0, 0] == pytest.approx(2.0, rel=0.15)   # proportions kept
+    d = signed_distance(codes, b)
+    assert ((d > 0) == (scores > 0)).float().mean() > 0.97
+    edited = edit_codes(codes[:5], b, [-2.0, 1.5])
+    for k, alpha in enumerate((-2.0, 1.5)):
+        assert torch.allclose(signed_distance(edited[:, k], b), d[:5] + alpha, atol=1e-4)
+    per_layer = fit_construction(codes, scores, "x", CONSTRUCTIONS["svm-10%-per-layer"])[0]
+    assert torch.allclose(per_layer.norm(dim=1), torch.ones(3), atol=1e-5)
+
+
+def test_the_construction_comparison_scores_every_candidate_on_held_out_codes():
+    from bench.boundary_check import compare
+
+    lines = []
+    rows = compare(tiny_random_bundle(seed=0), 400, 300, names=["svm-10%-per-layer", "logistic-all-joint"],
+                   progress=lines.append)
+    assert [r["construction"] for r in rows] == ["svm-10%-per-layer", "logistic-all-joint"]
+    for r in rows:
+        assert set(r["judge"]) == set(r["classifier"]) and r["judge"]
+        assert all(0 <= v <= 1 or math.isnan(v) for v in r["judge"].values())
+    assert lines[0].startswith("sampled 400 training and 300 held-out codes") and len(lines) == 3
