@@ -232,6 +232,7 @@ class Cell:
     floor: float | None = None    # real-vs-real value beside FID-like metrics
     floor_note: str | None = None  # how the floor was measured
     best: bool = False
+    ceiling: float | None = None  # an AP's ceiling: the same boundary's AP on G's own held-out codes
 
     @property
     def value_text(self) -> str:
@@ -241,6 +242,8 @@ class Cell:
 
     @property
     def floor_text(self) -> str | None:
+        if self.ceiling is not None and self.value is not None:
+            return f"{self.value / self.ceiling:.2f} of ceiling {fmt_number(self.ceiling, 3)}"
         return None if self.floor is None else f"floor {fmt_number(self.floor)}"
 
     @property
@@ -248,7 +251,7 @@ class Cell:
         parts = [self.value_text]
         if self.value is not None and self.spread:
             parts.append(self.spread)
-        if self.value is not None and self.floor is not None:
+        if self.value is not None and (self.floor is not None or self.ceiling is not None):
             parts.append(f"({self.floor_text})")
         return " ".join(parts)
 
@@ -322,8 +325,14 @@ class RunMetrics:
             return Cell(None, status="unavailable", reason=str(detail.get("reason") or "unavailable"))
         floor = self._floor(name, detail)
         note = detail.get("floor_kind") if floor is not None and "floor" in detail else None
+        ceiling = detail.get("ceiling") if name.startswith("ap_") else None
+        if isinstance(ceiling, (int, float)) and ceiling > 0:
+            note = (f"ceiling: this boundary's AP on {detail.get('ceiling_n')} held-out codes of G, scored "
+                    "against the judge's labels of their images (what recovering every code would give)")
+        else:
+            ceiling = None
         return Cell(row["value"], spread=self._spread(name, detail), floor=floor,
-                    floor_note=str(note) if note else None)
+                    floor_note=str(note) if note else None, ceiling=ceiling)
 
     def _spread(self, name: str, detail: dict[str, Any]) -> str | None:
         ci = detail.get("ci95")
@@ -391,6 +400,47 @@ def build_table(title: str, data: Sequence[RunMetrics], metrics: Sequence[str], 
                            "expected below it; reconstructions of the very test images can (a perfect "
                            "reconstruction scores 0)")
     return table
+
+
+# An attribute AP below this share of its ceiling is "low" and gets a diagnosis; a decodable AP this far
+# above the boundary AP (and at least PROBE_HIGH) says the attribute is in the codes, off G's boundary.
+LOW_OF_CEILING = 0.9
+PROBE_GAIN = 0.1
+PROBE_HIGH = 0.8
+
+
+def ap_diagnosis(table: Table) -> list[str]:
+    """For every method's attribute AP below ``LOW_OF_CEILING`` of its ceiling: is the attribute lost
+    (the decodable AP, a probe fitted on the method's own codes, is low too) or encoded off G's boundary
+    (the probe finds it)? One line per method, read from the table's cells."""
+    lines = []
+    for row in table.rows:
+        if row.method in REFERENCE_METHODS:
+            continue
+        verdicts = []
+        for name, cell in row.cells.items():
+            if not name.startswith("ap_") or name == "ap_mean" or cell.value is None or cell.ceiling is None:
+                continue
+            ratio = cell.value / cell.ceiling
+            if ratio >= LOW_OF_CEILING:
+                continue
+            probe = row.cells.get("probe_" + name)
+            attr = name[3:]
+            if probe is None or probe.value is None:
+                verdicts.append(f"{attr} {ratio:.2f} of ceiling (no decodable AP to tell why)")
+            elif probe.value >= PROBE_HIGH and probe.value - cell.value >= PROBE_GAIN:
+                verdicts.append(f"{attr} {ratio:.2f} of ceiling: encoded off G's boundary (decodable AP "
+                                f"{fmt_number(probe.value, 3)})")
+            else:
+                verdicts.append(f"{attr} {ratio:.2f} of ceiling: lost (decodable AP {fmt_number(probe.value, 3)})")
+        if verdicts:
+            lines.append(f"{row.label}: " + "; ".join(verdicts))
+    if lines:
+        lines.insert(0, f"Low AP (below {LOW_OF_CEILING:g} of the ceiling), and why: 'lost' = a linear probe "
+                        f"fitted on the method's own codes cannot find the attribute either (decodable AP < "
+                        f"{PROBE_HIGH:g} or within {PROBE_GAIN:g} of the boundary AP); 'encoded off G's "
+                        "boundary' = the probe finds it, G's boundary does not")
+    return lines
 
 
 def _unlike_runs_notes(rows: Sequence[Row]) -> list[str]:

@@ -207,3 +207,33 @@ def test_the_construction_comparison_scores_every_candidate_on_held_out_codes():
         assert set(r["judge"]) == set(r["classifier"]) and r["judge"]
         assert all(0 <= v <= 1 or math.isnan(v) for v in r["judge"].values())
     assert lines[0].startswith("sampled 400 training and 300 held-out codes") and len(lines) == 3
+
+
+def test_semantic_claims_are_shown_beside_their_controls_and_the_ceiling(tmp_path):
+    from bench import claims_store as CS
+    from bench.store import MetricRow
+    from tests.report_fixtures import _fill_run, _spec, build_fixture_store
+
+    build_fixture_store(tmp_path)
+    with Store(tmp_path) as store:
+        idinvert = [r for r in store.runs() if r["method"] == "idinvert"]
+        data = idinvert[0]["dataset"]
+        ids = [f"test-{i:05d}" for i in range(6)]
+        for method, ap, ds, env in (("g-samples", 0.52, data, {}),
+                                    ("g-codes", 0.97, "gsamples:6:0 (known)", {"control_for": data})):
+            rid, _ = store.begin_run(_spec(method, {}, ds, 6, "0.1.0"), torch_version="x", device="cpu",
+                                     num_threads=1, env=env)
+            _fill_run(store, tmp_path, rid, method, (0.1, 20, 0.5, 5, 5, 0.01, 9.0, ap, 0.9), ids,
+                      imagenet=False, hostile=False, salt=5)
+        for a in idinvert:
+            store.add_metrics(a["run_id"], [MetricRow("ap_gender", 0.4, detail={"ceiling": 0.8}),
+                                            MetricRow("ap_age", 0.9, detail={"ceiling": 0.9})])
+        results = {r.claim.metric: r for r in CS.judge_store(store) if r.claim.metric in CS.CONTROLS}
+        ap = results["ap_mean"].controls
+        assert ap["negative control (G samples, chance)"] == pytest.approx(0.52)
+        assert ap["positive control (G codes, truth)"] == pytest.approx(0.97)
+        assert ap["ceiling (held-out G codes)"] == pytest.approx(0.85)
+        assert results["edit_success_mean"].controls == {"positive control (edits of G's true codes)": 0.9}
+        md = CS.to_markdown(list(results.values()))
+        assert "negative control (G samples, chance) 0.5200" in md and "| controls |" in md
+        assert all(r.controls is None for r in CS.judge_store(store) if r.claim.metric == "mse")

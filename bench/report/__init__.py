@@ -337,7 +337,11 @@ def _pr(store: Store, data: Sequence[T.RunMetrics], labels: dict[str, str], colo
     ap_metrics.sort(key=lambda n: (ATTRIBUTE_ORDER.index(n[3:]) if n[3:] in ATTRIBUTE_ORDER else 99, n))
     if any("ap_mean" in d.metrics for d in data):
         ap_metrics.append("ap_mean")
+    # beside each AP its decodable AP (a probe on the method's own codes): lost, or off G's boundary?
+    ap_metrics += [f"probe_{n}" for n in ap_metrics if any(f"probe_{n}" in d.metrics for d in data)]
     table = T.build_table("Attribute AP of inverted codes", data, ap_metrics, labels) if ap_metrics else None
+    if table is not None:
+        table.notes += T.ap_diagnosis(table)
     return {"figure": figure, "table": table,
             "sources": [(a, ", ".join(dict.fromkeys(s))) for a, s in sources.items()]}
 
