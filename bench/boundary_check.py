@@ -134,8 +134,34 @@ def ceiling_lines(result: dict[str, Any]) -> list[str]:
     return lines
 
 
+EDIT_ALPHAS = (-3.0, -1.5, 1.5, 3.0)  # in std of the signed distance, as bench.semantic edits
+
+
+@torch.no_grad()
+def edit_rates(bundle: Any, boundaries: dict[str, Any], codes: Tensor, judge: Callable[[Tensor], Tensor],
+               attributes: Sequence[str], scale_codes: Tensor) -> dict[str, float]:
+    """The edit-success ceiling: {attribute: share of edits of G's own ``codes`` [N, L, D] along its
+    boundary (``EDIT_ALPHAS`` x the std of ``scale_codes``' signed distances) that flip the judge's
+    prediction the intended way, among those that started on the other side}."""
+    from idinvert.editing import edit_codes, signed_distance
+
+    g, device = bundle.generator, device_of(bundle.generator)
+    before = torch.sigmoid(judge(g.synthesis(codes.to(device))).float().cpu())
+    out = {}
+    for a, b in boundaries.items():
+        t = list(attributes).index(a)
+        alphas = torch.tensor(EDIT_ALPHAS) * float(signed_distance(scale_codes, b).std())
+        edited = edit_codes(codes, b, alphas).reshape(-1, *codes.shape[1:])           # image-major
+        after = torch.sigmoid(torch.cat([judge(g.synthesis(x.to(device))).float().cpu()
+                                         for x in edited.split(256)]))
+        k = len(EDIT_ALPHAS)
+        out[a] = M.edit_success(before[:, t].repeat_interleave(k), after[:, t],
+                                direction=alphas.sign().repeat(codes.shape[0])).rate
+    return out
+
+
 def compare(bundle: Any, n_fit: int, n_heldout: int, seed: int = 0, names: Sequence[str] | None = None,
-            progress: Callable[[str], None] = print) -> list[dict[str, Any]]:
+            progress: Callable[[str], None] = print, n_edit: int = 64) -> list[dict[str, Any]]:
     """Fit every construction on ``n_fit`` codes (the boundaries' training seed and classifier labels)
     and score it on ``n_heldout`` held-out codes: one dict per construction."""
     from idinvert.boundary_constructions import CONSTRUCTIONS, fit_construction
@@ -159,6 +185,8 @@ def compare(bundle: Any, n_fit: int, n_heldout: int, seed: int = 0, names: Seque
         row = {"construction": name, "judge": boundary_ap(held.codes, held.judge, attributes, boundaries),
                "classifier": boundary_ap(held.codes, held.classifier, attributes, boundaries),
                "seconds": time.perf_counter() - t0}
+        if n_edit:
+            row["edit"] = edit_rates(bundle, boundaries, held.codes[:n_edit], judge, attributes, fit.codes)
         rows.append(row)
         progress(format_row(row, attributes))
     return rows
@@ -167,8 +195,10 @@ def compare(bundle: Any, n_fit: int, n_heldout: int, seed: int = 0, names: Seque
 def format_row(row: dict[str, Any], attributes: Sequence[str]) -> str:
     j, c = row["judge"], row["classifier"]
     cells = " | ".join(f"{j[a]:.3f} ({c[a]:.3f})" for a in attributes)
+    edit = row.get("edit") or {}
+    edits = " ".join(f"{edit[a]:.2f}" for a in attributes if a in edit) or "-"
     return (f"| {row['construction']} | {cells} | {min(j.values()):.3f} | {np.mean(list(j.values())):.3f} "
-            f"| {row['seconds']:.1f} |")
+            f"| {edits} | {row['seconds']:.1f} |")
 
 
 def card_section(rows: Sequence[dict[str, Any]], attributes: Sequence[str], chosen: str, n_fit: int,
@@ -177,7 +207,7 @@ def card_section(rows: Sequence[dict[str, Any]], attributes: Sequence[str], chos
     ceiling, the one the bundle's boundaries use, and which attributes stay below the target and why."""
     from idinvert.boundary_constructions import CONSTRUCTIONS
 
-    head = ["construction"] + [f"{a}" for a in attributes] + ["min", "mean"]
+    head = ["construction"] + [f"{a}" for a in attributes] + ["min", "mean", "edit success of G's codes"]
     lines = ["## Attribute boundaries: AP ceiling on G's own held-out codes", "",
              f"Each construction fitted on {n_fit} codes of G labelled by the attribute classifier, scored on "
              f"{n_heldout} other codes of G (seed {HELDOUT_SEED}) against the judge's labels of their images "
@@ -188,8 +218,10 @@ def card_section(rows: Sequence[dict[str, Any]], attributes: Sequence[str], chos
     for r in rows:
         j, c = r["judge"], r["classifier"]
         mark = " (used)" if r["construction"] == chosen else ""
+        edit = r.get("edit") or {}
+        edits = ", ".join(f"{a} {edit[a]:.2f}" for a in attributes if a in edit) or "-"
         lines.append(f"| {r['construction']}{mark} | " + " | ".join(f"{j[a]:.3f} ({c[a]:.3f})" for a in attributes)
-                     + f" | {min(j.values()):.3f} | {np.mean(list(j.values())):.3f} |")
+                     + f" | {min(j.values()):.3f} | {np.mean(list(j.values())):.3f} | {edits} |")
     used = next((r for r in rows if r["construction"] == chosen), None)
     if used is not None:
         short = [a for a in attributes if not used["judge"][a] >= CEILING_TARGET]
@@ -209,6 +241,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--fit", type=int, default=5000, help="training codes (the boundaries' own count)")
     parser.add_argument("--heldout", type=int, default=HELDOUT_SAMPLES)
     parser.add_argument("--only", default=None, help="comma list of constructions")
+    parser.add_argument("--edits", type=int, default=64, help="held-out codes edited per construction for "
+                                                              "the edit-success ceiling (0: none)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--json", type=Path, default=None, help="also write the rows to this file")
     parser.add_argument("--card", type=Path, default=None, help="also write the comparison as a model-card "
@@ -219,10 +253,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     bundle = load_bundle(args.bundle)
     attributes = list(bundle.attributes)
-    print("| construction | " + " | ".join(f"{a}: judge (classifier)" for a in attributes) + " | min | mean | s |")
-    print("|---|" + "---:|" * (len(attributes) + 3))
+    print("| construction | " + " | ".join(f"{a}: judge (classifier)" for a in attributes)
+          + " | min | mean | edit success of G's codes (" + " ".join(attributes) + ") | s |")
+    print("|---|" + "---:|" * (len(attributes) + 4))
     rows = compare(bundle, args.fit, args.heldout, names=args.only.split(",") if args.only else None,
-                   progress=lambda line: print(line, flush=True))
+                   progress=lambda line: print(line, flush=True), n_edit=args.edits)
     if args.json is not None:
         args.json.write_text(json.dumps(rows, indent=1))
     if args.card is not None:

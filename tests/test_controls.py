@@ -171,6 +171,11 @@ def test_default_data_gets_the_truth_row_beside_it_as_a_control_never_best(tmp_p
         codes = T.build_table("codes", data, ["code_frechet", "code_recovery"], {})
         truth = next(r for r in codes.rows if r.method == "g-codes")
         assert truth.cells["code_recovery"].value == 0
+    from bench.report import build_report
+
+    html = build_report(tmp_path).read_text()
+    assert "G codes (truth: positive control)" in html and "of ceiling" in html and "decodable AP" in html
+    assert "G samples (negative control: unrelated codes)" in html
 
 
 def test_a_joint_boundary_ranks_codes_as_its_probe_and_an_edit_moves_its_distance_by_alpha():

@@ -372,6 +372,9 @@ def _edits(store: Store, images: _Images, data: Sequence[T.RunMetrics], labels: 
     table = T.build_table("Manipulation: success and preservation", data, names, labels) if names else None
     by_attr: dict[str, dict[str, dict[str, Any]]] = {}
     for d in data:
+        ref = T.REFERENCE_METHODS.get(d.run["method"])
+        if ref is not None and not ref.shows("edit_success_mean"):
+            continue  # a control whose edits mean nothing (unrelated codes) shows no strips either
         for a in store.artifacts(d.run["run_id"], "edit_strip"):
             attr = str(a["meta"].get("attribute", "?"))
             image_id = str(a["meta"].get("image_id", a["path"]))
