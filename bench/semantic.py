@@ -47,7 +47,7 @@ from bench.metrics.context import EvalNetwork, MetricContext
 from bench.metrics.errors import MetricUnavailable
 from bench.store import MetricRow
 from idinvert.boundaries import BoundarySettings, distance_spread, sample_codes
-from idinvert.boundary_constructions import DEFAULT_CONSTRUCTION
+from idinvert.boundary_constructions import DEFAULT_CONSTRUCTION, DEFAULT_EDIT_CONSTRUCTION
 from idinvert.editing import edit_codes, interpolate_codes, signed_distance
 from idinvert.grids import image_row
 
@@ -72,6 +72,10 @@ class SemanticConfig:
                    ``boundary_construction`` (``idinvert.boundary_constructions``, chosen by the held-out
                    AP ceiling, ``python -m bench.boundary_check``; None: InterFaceGAN's extremes, the
                    10% most confident a side, ``boundary_top_fraction``, one SVM per layer).
+                   ``edit_boundary_construction``: the directions edits move along, chosen apart by the
+                   edit-success ceiling of G's own held-out codes (a direction that ranks codes best is
+                   not the one that changes the image most: measured in ``idinvert.boundary_constructions``);
+                   the same construction: one set of boundaries for both, as the paper has.
     interp_pairs / interp_steps: 24 pairs x 8 points (6 interior) = 144 decoded images, enough for a
                    Fréchet estimate in the judge's 64-d embedding against the real set.
     edit_alphas / alpha_unit:   (-3, -1.5, 1.5, 3) in units of the std of the signed distance of codes
@@ -97,6 +101,7 @@ class SemanticConfig:
     boundary_layers: tuple[int, ...] | None = None
     boundary_seed: int = 0
     boundary_construction: str | None = DEFAULT_CONSTRUCTION
+    edit_boundary_construction: str | None = DEFAULT_EDIT_CONSTRUCTION
     interp_pairs: int = 24
     interp_steps: int = 8
     interp_strips: int = 3
@@ -166,6 +171,12 @@ class _Setup:
     out_dir: Path
     rel_prefix: str
     ceiling: dict[str, Any] | None = None  # bench.boundary_check.ceilings of the boundaries, when measurable
+    edit_boundaries: dict[str, Any] | None = None  # the directions edits move along (None: ``boundaries``)
+
+    @property
+    def edits(self) -> dict[str, Any]:
+        """The boundaries whose normals edits (and LEC) move codes along."""
+        return self.boundaries if self.edit_boundaries is None else self.edit_boundaries
 
     @property
     def attributes(self) -> list[str]:
@@ -194,7 +205,10 @@ def semantic_config(ctx: MetricContext) -> SemanticConfig:
 def _setup(ctx: MetricContext) -> _Setup:
     def build() -> _Setup:
         config = semantic_config(ctx)
+        given = "boundaries" in ctx.resources._built  # provided by the caller: edits use them too
         boundaries, reason = ctx.resources._once("boundaries", lambda: _boundaries(ctx, config))
+        edit = ctx.resources._once("edit-boundaries",
+                                   lambda: None if given else _edit_boundaries(ctx, config, boundaries))
         try:
             judge, no_judge = ctx.eval_embedding, None
         except MetricUnavailable as exc:
@@ -203,7 +217,7 @@ def _setup(ctx: MetricContext) -> _Setup:
         ceiling = (ctx.resources._once("boundary-ceiling", lambda: _ceiling(ctx, boundaries, judge))
                    if boundaries and judge is not None else None)
         return _Setup(config, boundaries, reason, judge, no_judge, ctx.resources.results_dir / rel_prefix,
-                      rel_prefix, ceiling)
+                      rel_prefix, ceiling, edit)
     return ctx.cached("semantic-setup", build)
 
 
@@ -224,6 +238,17 @@ def _boundaries(ctx: MetricContext, config: SemanticConfig) -> tuple[dict[str, A
     say = None if getattr(opts, "quiet", False) else (lambda msg: print(f"bench: {msg}", flush=True))
     return load_or_train_boundaries(ctx.bundle, ctx.resources.results_dir / "cache" / "boundaries",
                                     getattr(opts, "boundaries", None), config, say)
+
+
+def _edit_boundaries(ctx: MetricContext, config: SemanticConfig, scoring: dict[str, Any]) -> dict[str, Any] | None:
+    """The edit directions, when they are built apart from the scoring boundaries: trained boundaries whose
+    ``edit_boundary_construction`` differs from ``boundary_construction`` (None: edits use ``scoring``)."""
+    opts = ctx.resources.opts
+    if (not scoring or getattr(opts, "boundaries", None) is not None or getattr(ctx.bundle, "classifier", None) is None
+            or config.edit_boundary_construction == config.boundary_construction):
+        return None
+    edit_config = dataclasses.replace(config, boundary_construction=config.edit_boundary_construction)
+    return _boundaries(ctx, edit_config)[0]
 
 
 def _decode(ctx: MetricContext, codes: Tensor, batch_size: int, owners: Sequence[int]) -> Tensor:
@@ -509,7 +534,7 @@ def manipulation(ctx: MetricContext) -> list[MetricRow]:
     t0 = time.perf_counter()
     su = _setup(ctx)
     summary = ("edit_success_mean", "edit_preservation", "edit_dpips")
-    if not su.boundaries:
+    if not su.edits:
         return [MetricRow.unavailable(n, su.no_boundary_reason)
                 for n in [f"edit_success_{a}" for a in su.names()] + list(summary)]
     ed = _edit_subset(ctx, su)
@@ -530,8 +555,8 @@ def _edit_subset(ctx: MetricContext, su: _Setup) -> _Edits:
     idx = _subset(ctx.codes.shape[0], config.edit_images, config.seed)
     codes = ctx.codes[idx].float()
     recon = _decode(ctx, codes, config.batch_size, idx)
-    spread = (edit_scales(ctx.bundle.generator, su.boundaries, config) if config.alpha_unit == "std"
-              else {a: 1.0 for a in su.boundaries})
+    spread = (edit_scales(ctx.bundle.generator, su.edits, config) if config.alpha_unit == "std"
+              else {a: 1.0 for a in su.edits})
     probs = _probs(su.judge, recon, config.batch_size) if su.judge is not None else None
     return _Edits(idx, codes, recon, probs, torch.tensor(config.edit_alphas), spread,
                   ctx.labels is not None and ctx.label_source == "renderer",
@@ -541,9 +566,9 @@ def _edit_subset(ctx: MetricContext, su: _Setup) -> _Edits:
 def _edit_attribute(ctx: MetricContext, su: _Setup, ed: _Edits, a: str) -> MetricRow:
     """Edit the subset along attribute ``a``'s boundary: save strips, then judge the edits."""
     name = f"edit_success_{a}"
-    if a not in su.boundaries:
+    if a not in su.edits:
         return MetricRow.unavailable(name, f"no boundary for attribute {a!r}")
-    b, scale = su.boundaries[a], ed.spread[a]
+    b, scale = su.edits[a], ed.spread[a]
     k = len(ed.alphas)
     edited = _decode(ctx, edit_codes(ed.codes, b, ed.alphas * scale).reshape(-1, *ed.codes.shape[1:]),
                      su.config.batch_size, [i for i in ed.idx for _ in range(k)])  # [n*K] image-major

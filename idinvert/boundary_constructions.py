@@ -32,7 +32,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["Construction", "CONSTRUCTIONS", "DEFAULT_CONSTRUCTION", "OFFICIAL_LAYERS", "fit_construction",
+__all__ = ["Construction", "CONSTRUCTIONS", "DEFAULT_CONSTRUCTION", "DEFAULT_EDIT_CONSTRUCTION", "OFFICIAL_LAYERS",
+           "fit_construction",
            "joint_rows"]
 
 # genforce/idinvert_pytorch boundaries/stylegan_ffhq256/*.npy meta_data["manipulate_layers"]
@@ -73,7 +74,8 @@ CONSTRUCTIONS = {
     "logistic-all-joint": Construction(selection="all", layout="joint", model="logistic"),
     "logistic-all-per-layer": Construction(selection="all", model="logistic"),
 }
-DEFAULT_CONSTRUCTION = "logistic-all-joint"
+DEFAULT_CONSTRUCTION = "logistic-all-joint"       # scoring (AP): the highest held-out AP ceiling
+DEFAULT_EDIT_CONSTRUCTION = "svm-10%-joint"       # edits: the highest edit-success ceiling of G's codes
 
 
 def joint_rows(normal: Tensor, layers: list[int]) -> Tensor:

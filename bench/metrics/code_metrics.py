@@ -95,20 +95,20 @@ def lec_metric(ctx: Any) -> list[MetricRow]:
     codes = _codes(ctx, "code_lec")
     encoder = _encoder(ctx)
     su = _setup(ctx)
-    if not su.boundaries:
+    if not su.edits:
         reason = su.no_boundary_reason
         return [MetricRow.unavailable("code_lec", reason), MetricRow.unavailable("code_lec_excess", reason)]
     g = ctx.bundle.generator
-    scales = edit_scales(g, su.boundaries, su.config)
+    scales = edit_scales(g, su.edits, su.config)
     x = codes.to(ctx.device)
     zero = C.latent_editing_consistency(x, g.synthesis, encoder, torch.zeros(codes.shape[1:]), alpha=0.0)
     per_attr = []
-    for a, b in sorted(su.boundaries.items()):
+    for a, b in sorted(su.edits.items()):
         step = C.edit_step(b, codes.shape[1], codes.shape[2]).to(x)
         per_attr.append(C.latent_editing_consistency(x, g.synthesis, encoder, step, alpha=float(scales[a])))
     lec = torch.stack(per_attr).mean(0)
     common = {"n": int(codes.shape[0]), "alpha": "1 std of each boundary's signed distance",
-              "attributes": sorted(su.boundaries), "encoder": "the bundle's domain-guided encoder E"}
+              "attributes": sorted(su.edits), "encoder": "the bundle's domain-guided encoder E"}
     return [MetricRow("code_lec", float(lec.mean()), detail={
                 **common, "lec_alpha0": float(zero.mean()),
                 "per_image": {i: float(v) for i, v in zip(ctx.ids, lec)},
