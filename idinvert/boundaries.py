@@ -38,6 +38,11 @@ of the eligible codes at 1.5 / 3 std instead of 72% / 83%). Hence ``top_fraction
 ``n_samples = 5000`` (past the plateau; ~45 s of CPU for sampling, once per bundle thanks to the
 cache). ``C = 1`` (LinearSVC); C = 0.1 changed held-out AP by < 0.003 on an earlier GAN snapshot.
 
+Issue 22: the harness now builds boundaries by a named construction (``BoundarySettings.construction``,
+``idinvert.boundary_constructions``, where the held-out comparison is): the scoring boundaries by the
+best AP ceiling on G's held-out codes, the edit directions by the best edit-success ceiling. The
+procedure above is the construction None (and ``svm-10%-per-layer``, its re-implementation there).
+
 Boundaries are stored as ``Boundary`` records (``idinvert.official_boundaries``): the W normal is
 repeated over the applied layers (all by default, or a chosen list, as the official editing scripts'
 ``manipulate_layers``), so our boundaries and the official per-layer ones are used the same way
