@@ -348,13 +348,15 @@ def attribute_ap(ctx: MetricContext) -> list[MetricRow]:
     names = su.names()
     labels, label_names, source = _ap_labels(ctx, su)
     every = [f"{p}_{a}" for p in ("ap", "probe_ap") for a in names] + ["ap_mean", "probe_ap_mean"]
-    if labels is None:
-        reason = ("no ground-truth attributes for these images: pass --labels FILE.csv with their "
-                  "attributes, or use a bundle with a judge network to predict them")
-        return [MetricRow.unavailable(n, reason, label_source="none") for n in every]
-    if not su.boundaries:
-        probes = _probe_rows(ctx, su, list(dict.fromkeys(names + label_names)), labels, label_names, source)
+    no_labels = ("no ground-truth attributes for these images: pass --labels FILE.csv with their "
+                 "attributes, or use a bundle with a judge network to predict them")
+    if not su.boundaries:  # the decodable AP needs labels only
+        probes = ([MetricRow.unavailable(n, no_labels, label_source="none") for n in every if n.startswith("probe_")]
+                  if labels is None else
+                  _probe_rows(ctx, su, list(dict.fromkeys(names + label_names)), labels, label_names, source))
         return [MetricRow.unavailable(n, su.no_boundary_reason) for n in every if not n.startswith("probe_")] + probes
+    if labels is None:
+        return [MetricRow.unavailable(n, no_labels, label_source="none") for n in every]
     rows, values, scores = [], {}, {}
     for a in names:
         row = _ap_row(ctx, su.boundaries.get(a), a, labels, label_names, source)
