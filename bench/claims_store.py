@@ -66,6 +66,7 @@ class ClaimResult:
     interval: CL.Interval | None = None
     reason: str | None = None         # why not judged
     runs: tuple[tuple[str, int, str, int], ...] = ()  # (arm "a"/"b", seed, run id, images) per arm and seed
+    controls: dict[str, float] | None = None  # the same metric for the controls and the ceiling (issue 22)
 
     def runs_text(self) -> str:
         """``A: idinvert-…(128 images); B: image2stylegan-…(128 images)``, a seed's runs after the other's."""
@@ -79,7 +80,7 @@ class ClaimResult:
         base = {"claim": c.key, "source": c.source, "statement": c.statement, "metric": c.metric,
                 "a": c.a.label, "b": c.b.label, "direction": c.direction, "effect": c.effect,
                 "a_value": self.a_value, "b_value": self.b_value, "verdict": self.verdict,
-                "paper": c.paper, "note": c.note,
+                "paper": c.paper, "note": c.note, "controls": self.controls,
                 "runs": [{"arm": arm, "seed": seed, "run_id": rid, "n_images": n} for arm, seed, rid, n in self.runs]}
         if self.interval is None:
             return {**base, "estimate": None, "low": None, "high": None, "n_seeds": 0, "n_images": [],
@@ -350,13 +351,14 @@ def judge_store(store: Store, claims: Sequence[CL.Claim] = CL.PAPER_CLAIMS, runs
     for claim in claims:
         ra, rb = _arm_runs(runs, claim.a, choice), _arm_runs(runs, claim.b, choice)
         seeds = sorted(set(ra) & set(rb))
+        ctrl = controls(runs, claim.metric, load(ra[min(seeds or ra)])) if ra else None
         if not seeds:
             missing = [arm.label for arm, r in ((claim.a, ra), (claim.b, rb)) if not r]
             reason = ("no complete run of " + " and ".join(missing)) if missing else \
                 "the two arms ran with different seeds only"
             if missing and choice != Choice():
                 reason += f" at the chosen budget ({choice.budget}) or among the named runs"
-            out.append(ClaimResult(claim, NOT_JUDGED, reason=reason))
+            out.append(ClaimResult(claim, NOT_JUDGED, reason=reason, controls=ctrl))
             continue
         used = tuple((arm, s, r[s]["run_id"], r[s]["n_images"]) for s in seeds for arm, r in (("a", ra), ("b", rb)))
         data, nums, reason = [], [], None
@@ -368,12 +370,48 @@ def judge_store(store: Store, claims: Sequence[CL.Claim] = CL.PAPER_CLAIMS, runs
             data.append(d)
             nums.append(pair)
         if reason is not None:
-            out.append(ClaimResult(claim, NOT_JUDGED, reason=reason, runs=used))
+            out.append(ClaimResult(claim, NOT_JUDGED, reason=reason, runs=used, controls=ctrl))
             continue
         verdict = CL.judge(claim, data, n_boot=n_boot, seed=seed)
         a_val = float(np.mean([p[0] for p in nums]))
         b_val = float(np.mean([p[1] for p in nums]))
-        out.append(ClaimResult(claim, verdict.verdict, a_val, b_val, verdict.interval, runs=used))
+        out.append(ClaimResult(claim, verdict.verdict, a_val, b_val, verdict.interval, runs=used,
+                               controls=ctrl))
+    return out
+
+
+# The semantic claims are read beside their controls: (reference method, what it is) per metric, and the
+# held-out ceiling of AP (bench.boundary_check) from the A arm's own AP rows.
+CONTROLS = {
+    "ap_mean": (("g-samples", "negative control (G samples, chance)"),
+                ("g-codes", "positive control (G codes, truth)")),
+    "interp_fid_domain": (("g-samples", "G's own interpolations (G samples)"),),
+    "edit_success_mean": (("g-codes", "positive control (edits of G's true codes)"),),
+}
+
+
+def controls(runs: Sequence[dict[str, Any]], metric: str, a: "_RunData") -> dict[str, float] | None:
+    """The claim's metric for the control runs beside arm A's run (same bundle and seed; the same data,
+    or, for the known-answer control, made for it), and for AP the mean held-out ceiling; None when the
+    metric has no controls."""
+    if metric not in CONTROLS:
+        return None
+    run = a.run
+    out: dict[str, float] = {}
+    for method, label in CONTROLS[metric]:
+        beside = [r for r in runs if r["method"] == method and r["bundle"] == run["bundle"]
+                  and r["seed"] == run["seed"] and r.get("status", "complete") == "complete"
+                  and run["dataset"] in (r["dataset"], (r.get("env") or {}).get("control_for"))]
+        if beside:
+            latest = max(beside, key=lambda r: r.get("finished") or 0)
+            value = {m["name"]: m for m in a._store.metrics(latest["run_id"])}.get(metric)
+            if value is not None and value["status"] == "ok":
+                out[label] = float(value["value"])
+    if metric == "ap_mean":
+        ceilings = [m["detail"].get("ceiling") for name, m in a.metrics.items()
+                    if name.startswith("ap_") and name != "ap_mean" and (m["detail"] or {}).get("ceiling")]
+        if ceilings:
+            out["ceiling (held-out G codes)"] = float(np.mean(ceilings))
     return out
 
 
@@ -435,7 +473,8 @@ def display_rows(results: Sequence[ClaimResult]) -> list[dict[str, str]]:
                      "sizes": (f"{i.n_seeds} seed{'s' if i.n_seeds != 1 else ''}, "
                                f"{'/'.join(map(str, sorted(set(i.n_images))))} images") if i else "-",
                      "verdict": r.verdict, "paper": r.claim.paper, "runs": r.runs_text(),
-                     "words": effect_in_words(r)})
+                     "words": effect_in_words(r),
+                     "controls": "; ".join(f"{k} {_fmt(v)}" for k, v in (r.controls or {}).items()) or "-"})
     return rows
 
 
@@ -452,14 +491,18 @@ NOTES = [
     "draw different pairs and are not judged",
     "runs: the run each arm used; of runs that differ only in their image budget (`--budget full` beside the "
     "default run) the one on the most images is used; `bench claims --budget own|full` or `--run ID` chooses",
+    "controls: the same metric for the reference rows beside A's run -- G samples (unrelated codes: chance for "
+    "AP; G's own interpolations), G codes (G's true codes on the known-answer set: the AP and edit ceilings) -- "
+    "and the AP ceiling of the boundaries on held-out codes of G; a semantic effect is read against that range",
 ]
 
 
 def to_markdown(results: Sequence[ClaimResult]) -> str:
-    head = ["claim", "A", "B", "metric", "A value", "B value", "effect A-B", "95% interval", "n", "verdict", "runs"]
+    head = ["claim", "A", "B", "metric", "A value", "B value", "effect A-B", "95% interval", "n", "verdict",
+            "controls", "runs"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for d in display_rows(results):
         cells = [d["key"], d["a"], d["b"], d["metric"], d["a_value"], d["b_value"], d["estimate"], d["interval"],
-                 d["sizes"], d["verdict"], d["runs"]]
+                 d["sizes"], d["verdict"], d["controls"], d["runs"]]
         lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
     return "\n".join(lines + [""] + [f"- {n}" for n in NOTES])

@@ -39,7 +39,8 @@ def _add_common_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weights-dir", type=Path, default=None,
                    help="folder holding a real bundle's weight files (default: $BENCH_HOME/weights)")
     p.add_argument("--data", type=Path, default=None,
-                   help="folder of test images (default: the bundle's own test split)")
+                   help="folder of test images, or gsamples:N[:S] for N of G's own samples with their true "
+                        "codes (the known-answer set); default: the bundle's own test split")
     p.add_argument("--labels", type=Path, default=None,
                    help="CSV 'file,<attr>,...' with 0/1 ground-truth attributes for --data images")
     p.add_argument("--boundaries", type=Path, default=None,
@@ -248,7 +249,15 @@ def _run_options(args: argparse.Namespace, methods_spec: str):
     check_device(args.device)
     _check_bundle(args.bundle)
     check_output_dir(args.results)
-    for flag, path, kind in (("--data", args.data, "folder"), ("--labels", args.labels, "file"),
+    from idinvert.domains.generator_samples import is_spec, parse_spec
+
+    known_answer = args.data is not None and is_spec(args.data)
+    if known_answer:  # --data gsamples:N[:S], G's own samples with their codes (idinvert.domains.generator_samples)
+        try:
+            parse_spec(args.data)
+        except ValueError as exc:
+            raise UsageError(f"--data: {exc}") from None
+    for flag, path, kind in (("--data", None if known_answer else args.data, "folder"), ("--labels", args.labels, "file"),
                              ("--boundaries", args.boundaries, "folder"), ("--weights-dir", args.weights_dir,
                                                                            "folder")):
         if flag == "--weights-dir" and _bundle_takes_a_file(args.bundle):

@@ -144,6 +144,8 @@ def load_dataset(opts: RunOptions, bundle: Any):
     """The test set: ``--data`` folder, or the test split of the bundle's built-in domain."""
     from idinvert.domains.base import ImageSet
 
+    if opts.data is not None and is_known_answer_spec(opts.data):
+        return _known_answer_set(opts, bundle)
     if opts.data is not None:
         from idinvert.domains.folder import FolderError, ImageFolder, LabelsError
 
@@ -199,6 +201,24 @@ def check_label_columns(dataset: Any, attributes: Sequence[str], labels: Path | 
             hint = f"did you mean {close[0]!r}? " if close else ""
             raise UsageError(f"--labels {labels}: column {column!r} names no attribute of this run; {hint}"
                              f"known attributes: {', '.join(known)}")
+
+
+def is_known_answer_spec(data: Any) -> bool:
+    from idinvert.domains.generator_samples import is_spec
+
+    return is_spec(data)
+
+
+def _known_answer_set(opts: RunOptions, bundle: Any, n: int | None = None):
+    """``--data gsamples:N[:S]``: N of G's own samples with their true codes (--limit caps N)."""
+    from idinvert.domains.generator_samples import generator_samples, parse_spec
+
+    if opts.labels is not None:
+        raise UsageError("--labels applies to --data folders; the known-answer set is labelled by the judge")
+    count, seed = parse_spec(opts.data) if opts.data is not None else (n, 0)
+    count = count if n is None else n
+    count = min(count, opts.limit) if opts.limit else count
+    return generator_samples(bundle.generator, count, seed, bundle.fingerprint, tuple(bundle.attributes)), count
 
 
 # -- the run --------------------------------------------------------------------------------------------
@@ -271,6 +291,7 @@ class _Session:
     version: str = field(default_factory=code_version)
     owner: str = field(default_factory=new_owner)  # this process, in the store's leases (bench.leases)
     domain: Any = None                             # bench.domain_check.DomainCheck of a --data folder
+    control_for: str | None = None                 # a known-answer control's run: the data it stands beside
 
 
 def run_benchmark(opts: RunOptions, *, sweep_id: str | None = None) -> list[str]:
@@ -285,12 +306,26 @@ def run_benchmark(opts: RunOptions, *, sweep_id: str | None = None) -> list[str]
         if missing:
             session.say(f"bench: skipping {name}: bundle {session.bundle.name} has no {', '.join(missing)}")
             continue
-        run_ids.append(_run_method(session, name, method))
+        run_ids.append(_run_method(_for_method(session, method), name, method))
     if session.dist.is_main:
         if session.opts.report and run_ids:
             _write_report(session.opts.results_dir, session.say)
         session.store.close()
     return run_ids
+
+
+def _for_method(s: _Session, method: Any) -> _Session:
+    """The session a method runs in: a reference that needs known codes (``known_answer``, the "G codes
+    (truth)" control) gets the known-answer set of the same size when the data has none, and is
+    recorded as the control of the data it stands beside."""
+    if not getattr(method, "known_answer", False):
+        return s
+    if getattr(s.dataset, "true_codes", None) is None:
+        dataset, n = _known_answer_set(dataclasses.replace(s.opts, data=None, limit=None), s.bundle, n=s.n)
+        s = dataclasses.replace(s, dataset=dataset, n=n, ids=list(dataset.ids), domain=None,
+                                control_for=s.dataset.name)
+    method.bind_dataset(s.dataset)
+    return s
 
 
 def _begin(s: _Session, name: str, method: Any) -> tuple[str, list[int] | None]:
@@ -304,7 +339,8 @@ def _begin(s: _Session, name: str, method: Any) -> tuple[str, list[int] | None]:
         world_size=s.dist.world, sweep_id=s.sweep_id,
         env={"batch_size": s.opts.batch_size, "label_source": s.dataset.label_source,
              "python": sys.version.split()[0], **_method_notes(method, s.bundle),
-             **({"domain_check": s.domain.to_json()} if s.domain is not None else {})})
+             **({"domain_check": s.domain.to_json()} if s.domain is not None else {}),
+             **({"control_for": s.control_for} if s.control_for else {})})
     if status == "complete" and not s.opts.fresh:
         s.say(f"bench: {name}: run {run_id} is already complete (use --fresh to recompute)")
         return run_id, None

@@ -47,6 +47,7 @@ from bench.metrics.context import EvalNetwork, MetricContext
 from bench.metrics.errors import MetricUnavailable
 from bench.store import MetricRow
 from idinvert.boundaries import BoundarySettings, distance_spread, sample_codes
+from idinvert.boundary_constructions import DEFAULT_CONSTRUCTION, DEFAULT_EDIT_CONSTRUCTION
 from idinvert.editing import edit_codes, interpolate_codes, signed_distance
 from idinvert.grids import image_row
 
@@ -66,9 +67,15 @@ __all__ = ["SemanticConfig", "SemanticResult", "evaluate_semantics", "attribute_
 class SemanticConfig:
     """Settings of the semantic analysis. Defaults and their reasons:
 
-    boundary_*:    InterFaceGAN boundary training (see ``idinvert.boundaries`` for the measurements):
-                   5,000 sampled codes, the 10% most confident a side, all layers, seed 0 (boundaries
-                   belong to the bundle, not to a run's seed).
+    boundary_*:    boundary training (``idinvert.boundaries``): 5,000 sampled codes labelled by the
+                   classifier, seed 0 (boundaries belong to the bundle, not to a run's seed), built by
+                   ``boundary_construction`` (``idinvert.boundary_constructions``, chosen by the held-out
+                   AP ceiling, ``python -m bench.boundary_check``; None: InterFaceGAN's extremes, the
+                   10% most confident a side, ``boundary_top_fraction``, one SVM per layer).
+                   ``edit_boundary_construction``: the directions edits move along, chosen apart by the
+                   edit-success ceiling of G's own held-out codes (a direction that ranks codes best is
+                   not the one that changes the image most: measured in ``idinvert.boundary_constructions``);
+                   the same construction: one set of boundaries for both, as the paper has.
     interp_pairs / interp_steps: 24 pairs x 8 points (6 interior) = 144 decoded images, enough for a
                    Fréchet estimate in the judge's 64-d embedding against the real set.
     edit_alphas / alpha_unit:   (-3, -1.5, 1.5, 3) in units of the std of the signed distance of codes
@@ -80,6 +87,9 @@ class SemanticConfig:
                    mid-range and one near-saturated strength, where methods can differ.
     edit_images:   images edited per attribute, each at every alpha: 24 x 4 = 96 edits per attribute.
     spread_samples: sampled codes to measure the distance spread where a boundary does not carry it.
+    ceiling_samples: held-out codes of G on which each boundary's AP ceiling is measured (judge labels;
+                   ``bench.boundary_check``; 2,000: the ceiling's own sampling error is ~0.005).
+    probe_folds:   folds of the cross-validated linear probe behind the decodable AP (``probe_ap_*``).
     interp_strips / edit_strip_images: how many PNG strips to save.
 
     Cost at 32 px (embedded-size G and classifier, 128 test images, 2 shared CPU cores): about 5-10 s
@@ -90,6 +100,8 @@ class SemanticConfig:
     boundary_top_fraction: float = 0.1
     boundary_layers: tuple[int, ...] | None = None
     boundary_seed: int = 0
+    boundary_construction: str | None = DEFAULT_CONSTRUCTION
+    edit_boundary_construction: str | None = DEFAULT_EDIT_CONSTRUCTION
     interp_pairs: int = 24
     interp_steps: int = 8
     interp_strips: int = 3
@@ -98,6 +110,8 @@ class SemanticConfig:
     edit_images: int = 24
     edit_strip_images: int = 2
     spread_samples: int = 2000
+    ceiling_samples: int = 2000
+    probe_folds: int = 5
     seed: int = 0
     batch_size: int = 128
 
@@ -115,7 +129,8 @@ class SemanticConfig:
 
     def boundary_settings(self) -> BoundarySettings:
         return BoundarySettings(n_samples=self.boundary_samples, top_fraction=self.boundary_top_fraction,
-                                seed=self.boundary_seed, layers=self.boundary_layers)
+                                seed=self.boundary_seed, layers=self.boundary_layers,
+                                construction=self.boundary_construction)
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -155,6 +170,13 @@ class _Setup:
     no_judge: str | None
     out_dir: Path
     rel_prefix: str
+    ceiling: dict[str, Any] | None = None  # bench.boundary_check.ceilings of the boundaries, when measurable
+    edit_boundaries: dict[str, Any] | None = None  # the directions edits move along (None: ``boundaries``)
+
+    @property
+    def edits(self) -> dict[str, Any]:
+        """The boundaries whose normals edits (and LEC) move codes along."""
+        return self.boundaries if self.edit_boundaries is None else self.edit_boundaries
 
     @property
     def attributes(self) -> list[str]:
@@ -183,15 +205,32 @@ def semantic_config(ctx: MetricContext) -> SemanticConfig:
 def _setup(ctx: MetricContext) -> _Setup:
     def build() -> _Setup:
         config = semantic_config(ctx)
+        given = "boundaries" in ctx.resources._built  # provided by the caller: edits use them too
         boundaries, reason = ctx.resources._once("boundaries", lambda: _boundaries(ctx, config))
+        edit = ctx.resources._once("edit-boundaries",
+                                   lambda: None if given else _edit_boundaries(ctx, config, boundaries))
         try:
             judge, no_judge = ctx.eval_embedding, None
         except MetricUnavailable as exc:
             judge, no_judge = None, exc.reason
         rel_prefix = f"runs/{ctx.run_id}/semantic"
+        ceiling = (ctx.resources._once("boundary-ceiling", lambda: _ceiling(ctx, boundaries, judge))
+                   if boundaries and judge is not None else None)
         return _Setup(config, boundaries, reason, judge, no_judge, ctx.resources.results_dir / rel_prefix,
-                      rel_prefix)
+                      rel_prefix, ceiling, edit)
     return ctx.cached("semantic-setup", build)
+
+
+def _ceiling(ctx: MetricContext, boundaries: dict[str, Any], judge: EvalNetwork) -> dict[str, Any]:
+    """Each boundary's AP ceiling on held-out codes of G (``bench.boundary_check``), said once per harness run."""
+    from bench.boundary_check import cached_ceilings, ceiling_lines
+
+    result = cached_ceilings(ctx.resources.results_dir / "cache" / "boundaries", ctx.bundle, boundaries, judge,
+                             n=semantic_config(ctx).ceiling_samples)
+    if not getattr(ctx.resources.opts, "quiet", False):
+        for line in ceiling_lines(result):
+            print(f"bench: {line}", flush=True)
+    return result
 
 
 def _boundaries(ctx: MetricContext, config: SemanticConfig) -> tuple[dict[str, Any], str | None]:
@@ -199,6 +238,17 @@ def _boundaries(ctx: MetricContext, config: SemanticConfig) -> tuple[dict[str, A
     say = None if getattr(opts, "quiet", False) else (lambda msg: print(f"bench: {msg}", flush=True))
     return load_or_train_boundaries(ctx.bundle, ctx.resources.results_dir / "cache" / "boundaries",
                                     getattr(opts, "boundaries", None), config, say)
+
+
+def _edit_boundaries(ctx: MetricContext, config: SemanticConfig, scoring: dict[str, Any]) -> dict[str, Any] | None:
+    """The edit directions, when they are built apart from the scoring boundaries: trained boundaries whose
+    ``edit_boundary_construction`` differs from ``boundary_construction`` (None: edits use ``scoring``)."""
+    opts = ctx.resources.opts
+    if (not scoring or getattr(opts, "boundaries", None) is not None or getattr(ctx.bundle, "classifier", None) is None
+            or config.edit_boundary_construction == config.boundary_construction):
+        return None
+    edit_config = dataclasses.replace(config, boundary_construction=config.edit_boundary_construction)
+    return _boundaries(ctx, edit_config)[0]
 
 
 def _decode(ctx: MetricContext, codes: Tensor, batch_size: int, owners: Sequence[int]) -> Tensor:
@@ -296,20 +346,28 @@ def attribute_ap(ctx: MetricContext) -> list[MetricRow]:
     t0 = time.perf_counter()
     su = _setup(ctx)
     names = su.names()
-    if not su.boundaries:
-        return [MetricRow.unavailable(n, su.no_boundary_reason) for n in [f"ap_{a}" for a in names] + ["ap_mean"]]
     labels, label_names, source = _ap_labels(ctx, su)
+    every = [f"{p}_{a}" for p in ("ap", "probe_ap") for a in names] + ["ap_mean", "probe_ap_mean"]
+    no_labels = ("no ground-truth attributes for these images: pass --labels FILE.csv with their "
+                 "attributes, or use a bundle with a judge network to predict them")
+    if not su.boundaries:  # the decodable AP needs labels only
+        probes = ([MetricRow.unavailable(n, no_labels, label_source="none") for n in every if n.startswith("probe_")]
+                  if labels is None else
+                  _probe_rows(ctx, su, list(dict.fromkeys(names + label_names)), labels, label_names, source))
+        return [MetricRow.unavailable(n, su.no_boundary_reason) for n in every if not n.startswith("probe_")] + probes
     if labels is None:
-        reason = ("no ground-truth attributes for these images: pass --labels FILE.csv with their "
-                  "attributes, or use a bundle with a judge network to predict them")
-        return [MetricRow.unavailable(n, reason, label_source="none") for n in [f"ap_{a}" for a in names] + ["ap_mean"]]
+        return [MetricRow.unavailable(n, no_labels, label_source="none") for n in every]
     rows, values, scores = [], {}, {}
     for a in names:
         row = _ap_row(ctx, su.boundaries.get(a), a, labels, label_names, source)
+        if row.status == "ok" and su.ceiling is not None and a in su.ceiling["ap"]:
+            row.detail.update(ceiling=su.ceiling["ap"][a], of_ceiling=row.value / su.ceiling["ap"][a],
+                              ceiling_n=su.ceiling["n"])
         rows.append(row)
         if row.status == "ok":
             values[a] = row.value
             scores[a] = signed_distance(ctx.codes.float(), su.boundaries[a]).cpu()
+    rows += _probe_rows(ctx, su, names, labels, label_names, source)
     if values:
         used = sorted(values)
         # per-image boundary distances and labels: a bootstrap over images recomputes ap_mean from them
@@ -323,6 +381,38 @@ def attribute_ap(ctx: MetricContext) -> list[MetricRow]:
             arrays=arrays))
     else:
         rows.append(MetricRow.unavailable("ap_mean", "no attribute AP could be computed", label_source=source))
+    return rows
+
+
+def _probe_rows(ctx: MetricContext, su: _Setup, names: list[str], labels: Tensor, label_names: list[str],
+                source: str) -> list[MetricRow]:
+    """``probe_ap_<attr>`` and ``probe_ap_mean``: the decodable AP -- the AP of a linear probe fitted on
+    this method's own codes of the other folds (cross-validation over the evaluated images, labels as
+    for ``ap_<attr>``), scored on each image's code. High probe AP with low boundary AP: the attribute
+    is in the codes but off G's boundary; both low: the codes lost it."""
+    rows, values = [], {}
+    features = ctx.codes.float().flatten(1).cpu()
+    from bench.metrics.attributes import PROBE_C
+
+    base = {"label_source": source, "folds": su.config.probe_folds,
+            "probe": f"standardised L2 logistic regression (C={PROBE_C:g}) on the flattened W+ code",
+            "split": "stratified cross-validation over the evaluated images; each scored by a probe that "
+                     "never saw it", "seed": su.config.seed}
+    for a in names:
+        name = f"probe_ap_{a}"
+        if a not in label_names:
+            rows.append(MetricRow.unavailable(name, f"no label column for attribute {a!r}", **base))
+            continue
+        y = labels[:, label_names.index(a)]
+        score = M.probe_scores(features, y, folds=su.config.probe_folds, seed=su.config.seed)
+        if score is None:
+            rows.append(MetricRow.unavailable(name, "fewer than 2 images of one class: nothing to fit", **base))
+            continue
+        values[a] = M.average_precision(torch.from_numpy(score), y).ap
+        rows.append(MetricRow(name, values[a], detail={**base, "prior": float(y.float().mean())}))
+    rows.append(MetricRow("probe_ap_mean", sum(values.values()) / len(values), detail={**base,
+                "attributes": sorted(values)}) if values else
+                MetricRow.unavailable("probe_ap_mean", "no decodable AP could be computed", **base))
     return rows
 
 
@@ -446,7 +536,7 @@ def manipulation(ctx: MetricContext) -> list[MetricRow]:
     t0 = time.perf_counter()
     su = _setup(ctx)
     summary = ("edit_success_mean", "edit_preservation", "edit_dpips")
-    if not su.boundaries:
+    if not su.edits:
         return [MetricRow.unavailable(n, su.no_boundary_reason)
                 for n in [f"edit_success_{a}" for a in su.names()] + list(summary)]
     ed = _edit_subset(ctx, su)
@@ -467,8 +557,8 @@ def _edit_subset(ctx: MetricContext, su: _Setup) -> _Edits:
     idx = _subset(ctx.codes.shape[0], config.edit_images, config.seed)
     codes = ctx.codes[idx].float()
     recon = _decode(ctx, codes, config.batch_size, idx)
-    spread = (edit_scales(ctx.bundle.generator, su.boundaries, config) if config.alpha_unit == "std"
-              else {a: 1.0 for a in su.boundaries})
+    spread = (edit_scales(ctx.bundle.generator, su.edits, config) if config.alpha_unit == "std"
+              else {a: 1.0 for a in su.edits})
     probs = _probs(su.judge, recon, config.batch_size) if su.judge is not None else None
     return _Edits(idx, codes, recon, probs, torch.tensor(config.edit_alphas), spread,
                   ctx.labels is not None and ctx.label_source == "renderer",
@@ -478,9 +568,9 @@ def _edit_subset(ctx: MetricContext, su: _Setup) -> _Edits:
 def _edit_attribute(ctx: MetricContext, su: _Setup, ed: _Edits, a: str) -> MetricRow:
     """Edit the subset along attribute ``a``'s boundary: save strips, then judge the edits."""
     name = f"edit_success_{a}"
-    if a not in su.boundaries:
+    if a not in su.edits:
         return MetricRow.unavailable(name, f"no boundary for attribute {a!r}")
-    b, scale = su.boundaries[a], ed.spread[a]
+    b, scale = su.edits[a], ed.spread[a]
     k = len(ed.alphas)
     edited = _decode(ctx, edit_codes(ed.codes, b, ed.alphas * scale).reshape(-1, *ed.codes.shape[1:]),
                      su.config.batch_size, [i for i in ed.idx for _ in range(k)])  # [n*K] image-major

@@ -64,11 +64,39 @@ def fmt_number(value: float | None, sig: int = 4) -> str:
 
 
 # -- run selection --------------------------------------------------------------------------------------
-# Runs that are not inversions but a reference level shown beside the methods: method -> (label, the
-# metrics in which the row is shown). Such a row is never marked best and appears in no other table.
+# Runs that are not inversions but a reference level shown beside the methods (issue 22: the controls).
+# Such a row is never marked best and appears only in the tables of the metrics it is shown in.
+@dataclass(frozen=True)
+class Reference:
+    label: str                       # in realism / interpolation / code tables
+    metrics: frozenset[str]          # metric names (or prefixes ending in "_") the row is shown in
+    semantic_label: str | None = None  # in the AP and manipulation tables, where the row is a control
+    note: str = ""
+
+    def shows(self, metric: str) -> bool:
+        return metric in self.metrics or any(p.endswith("_") and metric.startswith(p) for p in self.metrics)
+
+    def label_for(self, metrics: Sequence[str]) -> str:
+        semantic = any(m.startswith(("ap_", "edit_", "probe_ap")) for m in metrics)
+        return self.semantic_label if semantic and self.semantic_label else self.label
+
+
 REFERENCE_METHODS = {
-    "g-samples": ("G samples (reference)",
-                  frozenset({"fid", "fid_domain", "swd", "interp_fid", "interp_fid_domain", "interp_swd"})),
+    "g-samples": Reference(
+        "G samples (reference)",
+        frozenset({"fid", "fid_domain", "swd", "interp_fid", "interp_fid_domain", "interp_swd", "ap_"}),
+        semantic_label="G samples (negative control: unrelated codes)",
+        note="fresh samples of the generator, one per test image, unrelated to it (no inversion): in "
+             "realism and interpolation the level G reaches by itself (interpolation between G's own codes, "
+             "the positive control of interpolation); in AP the negative control, at chance (the prior)"),
+    "g-codes": Reference(
+        "G codes (truth)",
+        frozenset({"ap_", "probe_ap_", "edit_success_", "edit_preservation", "edit_dpips", "code_frechet",
+                   "code_spread", "code_recovery", "code_domain_term", "code_lec", "code_lec_excess"}),
+        semantic_label="G codes (truth: positive control)",
+        note="the true codes of G's own samples scored against the judge's labels of those samples (the "
+             "known-answer set of the same size, --data gsamples:N): what a method that recovered every "
+             "code exactly would score, i.e. each attribute's ceiling"),
 }
 
 
@@ -180,11 +208,18 @@ def short_value(value: Any) -> str:
 
 
 def groups(runs: Sequence[dict[str, Any]]) -> list[tuple[tuple[str, str], list[dict[str, Any]]]]:
-    """Runs split by (bundle, dataset): numbers are only compared within one group."""
+    """Runs split by (bundle, dataset): numbers are only compared within one group. A control run made
+    for another data set (the "G codes (truth)" row, run on the known-answer set: ``env["control_for"]``)
+    joins that data's group when it is there."""
     out: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for run in runs:
         out.setdefault((run["bundle"], run["dataset"]), []).append(run)
-    return list(out.items())
+    for run in runs:
+        home = (run["bundle"], (run.get("env") or {}).get("control_for"))
+        if home[1] and home in out and (run["bundle"], run["dataset"]) in out:
+            out[(run["bundle"], run["dataset"])].remove(run)
+            out[home].append(run)
+    return [(k, v) for k, v in out.items() if v]
 
 
 # -- tables ---------------------------------------------------------------------------------------------
@@ -197,6 +232,7 @@ class Cell:
     floor: float | None = None    # real-vs-real value beside FID-like metrics
     floor_note: str | None = None  # how the floor was measured
     best: bool = False
+    ceiling: float | None = None  # an AP's ceiling: the same boundary's AP on G's own held-out codes
 
     @property
     def value_text(self) -> str:
@@ -206,6 +242,8 @@ class Cell:
 
     @property
     def floor_text(self) -> str | None:
+        if self.ceiling is not None and self.value is not None:
+            return f"{self.value / self.ceiling:.2f} of ceiling {fmt_number(self.ceiling, 3)}"
         return None if self.floor is None else f"floor {fmt_number(self.floor)}"
 
     @property
@@ -213,7 +251,7 @@ class Cell:
         parts = [self.value_text]
         if self.value is not None and self.spread:
             parts.append(self.spread)
-        if self.value is not None and self.floor is not None:
+        if self.value is not None and (self.floor is not None or self.ceiling is not None):
             parts.append(f"({self.floor_text})")
         return " ".join(parts)
 
@@ -287,8 +325,14 @@ class RunMetrics:
             return Cell(None, status="unavailable", reason=str(detail.get("reason") or "unavailable"))
         floor = self._floor(name, detail)
         note = detail.get("floor_kind") if floor is not None and "floor" in detail else None
+        ceiling = detail.get("ceiling") if name.startswith("ap_") else None
+        if isinstance(ceiling, (int, float)) and ceiling > 0:
+            note = (f"ceiling: this boundary's AP on {detail.get('ceiling_n')} held-out codes of G, scored "
+                    "against the judge's labels of their images (what recovering every code would give)")
+        else:
+            ceiling = None
         return Cell(row["value"], spread=self._spread(name, detail), floor=floor,
-                    floor_note=str(note) if note else None)
+                    floor_note=str(note) if note else None, ceiling=ceiling)
 
     def _spread(self, name: str, detail: dict[str, Any]) -> str | None:
         ci = detail.get("ci95")
@@ -327,22 +371,20 @@ def build_table(title: str, data: Sequence[RunMetrics], metrics: Sequence[str], 
     rows, references = [], []
     for d in data:
         run = d.run
-        shown = REFERENCE_METHODS[run["method"]][1] if is_reference(run) else None
-        if shown is not None and not shown & set(metrics):
+        ref = REFERENCE_METHODS.get(run["method"])
+        if ref is not None and not any(ref.shows(m) for m in metrics):
             continue  # a reference row only appears in the tables of its metrics
-        cells = {m: d.cell(m) if shown is None or m in shown else Cell(None, status="absent")
-                 for m in metrics}
-        label = REFERENCE_METHODS[run["method"]][0] if shown is not None else labels.get(run["run_id"], run["method"])
+        cells = {m: d.cell(m) if ref is None or ref.shows(m) else Cell(None, status="absent") for m in metrics}
+        label = ref.label_for(metrics) if ref is not None else labels.get(run["run_id"], run["method"])
         row = Row(run["run_id"], label, run["method"], run["params"], run["bundle"], run["dataset"],
                   run["n_images"], cells, seed=run.get("seed", 0))
-        (references if shown is not None else rows).append(row)
+        (references if ref is not None else rows).append(row)
     for col in columns:
         _mark_best(rows, col)
     table = Table(title, columns, rows + references, key=key)
     table.notes += _unlike_runs_notes(rows + references)
-    for ref in references:
-        table.notes.append(f"{ref.label}: the same measures for fresh samples of the generator (random codes, "
-                           "no inversion): the level G reaches by itself, never marked best")
+    for row in references:
+        table.notes.append(f"{row.label}: {REFERENCE_METHODS[row.method].note}; never marked best")
     for d in data:  # facts a method stated about its run (e.g. PTI: memory per image, a reduced budget)
         label = labels.get(d.run["run_id"], d.run["method"])
         for note in (d.run.get("env") or {}).get("notes") or []:
@@ -358,6 +400,47 @@ def build_table(title: str, data: Sequence[RunMetrics], metrics: Sequence[str], 
                            "expected below it; reconstructions of the very test images can (a perfect "
                            "reconstruction scores 0)")
     return table
+
+
+# An attribute AP below this share of its ceiling is "low" and gets a diagnosis; a decodable AP this far
+# above the boundary AP (and at least PROBE_HIGH) says the attribute is in the codes, off G's boundary.
+LOW_OF_CEILING = 0.9
+PROBE_GAIN = 0.1
+PROBE_HIGH = 0.8
+
+
+def ap_diagnosis(table: Table) -> list[str]:
+    """For every method's attribute AP below ``LOW_OF_CEILING`` of its ceiling: is the attribute lost
+    (the decodable AP, a probe fitted on the method's own codes, is low too) or encoded off G's boundary
+    (the probe finds it)? One line per method, read from the table's cells."""
+    lines = []
+    for row in table.rows:
+        if row.method in REFERENCE_METHODS:
+            continue
+        verdicts = []
+        for name, cell in row.cells.items():
+            if not name.startswith("ap_") or name == "ap_mean" or cell.value is None or cell.ceiling is None:
+                continue
+            ratio = cell.value / cell.ceiling
+            if ratio >= LOW_OF_CEILING:
+                continue
+            probe = row.cells.get("probe_" + name)
+            attr = name[3:]
+            if probe is None or probe.value is None:
+                verdicts.append(f"{attr} {ratio:.2f} of ceiling (no decodable AP to tell why)")
+            elif probe.value >= PROBE_HIGH and probe.value - cell.value >= PROBE_GAIN:
+                verdicts.append(f"{attr} {ratio:.2f} of ceiling: encoded off G's boundary (decodable AP "
+                                f"{fmt_number(probe.value, 3)})")
+            else:
+                verdicts.append(f"{attr} {ratio:.2f} of ceiling: lost (decodable AP {fmt_number(probe.value, 3)})")
+        if verdicts:
+            lines.append(f"{row.label}: " + "; ".join(verdicts))
+    if lines:
+        lines.insert(0, f"Low AP (below {LOW_OF_CEILING:g} of the ceiling), and why: 'lost' = a linear probe "
+                        f"fitted on the method's own codes cannot find the attribute either (decodable AP < "
+                        f"{PROBE_HIGH:g} or within {PROBE_GAIN:g} of the boundary AP); 'encoded off G's "
+                        "boundary' = the probe finds it, G's boundary does not")
+    return lines
 
 
 def _unlike_runs_notes(rows: Sequence[Row]) -> list[str]:

@@ -38,6 +38,11 @@ of the eligible codes at 1.5 / 3 std instead of 72% / 83%). Hence ``top_fraction
 ``n_samples = 5000`` (past the plateau; ~45 s of CPU for sampling, once per bundle thanks to the
 cache). ``C = 1`` (LinearSVC); C = 0.1 changed held-out AP by < 0.003 on an earlier GAN snapshot.
 
+Issue 22: the harness now builds boundaries by a named construction (``BoundarySettings.construction``,
+``idinvert.boundary_constructions``, where the held-out comparison is): the scoring boundaries by the
+best AP ceiling on G's held-out codes, the edit directions by the best edit-success ceiling. The
+procedure above is the construction None (and ``svm-10%-per-layer``, its re-implementation there).
+
 Boundaries are stored as ``Boundary`` records (``idinvert.official_boundaries``): the W normal is
 repeated over the applied layers (all by default, or a chosen list, as the official editing scripts'
 ``manipulate_layers``), so our boundaries and the official per-layer ones are used the same way
@@ -62,6 +67,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from idinvert.boundary_constructions import CONSTRUCTIONS, DEFAULT_CONSTRUCTION, fit_construction
 from idinvert.editing import edit_codes, signed_distance  # noqa: F401  (part of this module's API)
 from idinvert.official_boundaries import Boundary
 from idinvert.utils import atomic_save, device_of
@@ -71,7 +77,7 @@ __all__ = ["BoundarySettings", "DEFAULT_SETTINGS", "train_boundaries", "train_bo
            "signed_distance", "ALGORITHM_VERSION"]
 
 # Bump when the training procedure changes in a way that changes the result (invalidates caches).
-ALGORITHM_VERSION = "interfacegan-w-linearsvc-v1"
+ALGORITHM_VERSION = "interfacegan-w-linearsvc-v2-constructions"
 CACHE_FORMAT = "idinvert-bench-boundaries-v1"
 
 
@@ -85,6 +91,9 @@ class BoundarySettings:
     seed:         sampling and split seed
     layers:       W+ layers the boundaries apply to (None = all)
     C:            SVM regularisation (LinearSVC's C; 1.0 as sklearn's SVC default)
+    construction: a named construction of ``idinvert.boundary_constructions`` (its own selection, layout
+                  and model; ``top_fraction``, ``val_fraction`` and ``C`` then do not apply), or None for
+                  the InterFaceGAN procedure of this module with the settings above
     """
 
     n_samples: int = 5_000
@@ -94,6 +103,7 @@ class BoundarySettings:
     layers: tuple[int, ...] | None = None
     C: float = 1.0
     space: str = "w"
+    construction: str | None = DEFAULT_CONSTRUCTION  # idinvert.boundary_constructions; None: the procedure above
 
     def __post_init__(self) -> None:
         if self.layers is not None:
@@ -224,7 +234,7 @@ def train_boundaries(generator: Any, classifier: Any, attributes: Sequence[str],
                      val_fraction: float = DEFAULT_SETTINGS.val_fraction,
                      seed: int = DEFAULT_SETTINGS.seed, space: str = "w",
                      layers: Sequence[int] | None = None, C: float = DEFAULT_SETTINGS.C,
-                     batch_size: int = 256,
+                     construction: str | None = None, batch_size: int = 256,
                      progress: Callable[[str], None] | None = None) -> dict[str, Boundary]:
     """InterFaceGAN boundaries for every attribute of the classifier: -> {attribute: Boundary}.
 
@@ -244,6 +254,12 @@ def train_boundaries(generator: Any, classifier: Any, attributes: Sequence[str],
     layer_list = list(range(num_layers)) if layers is None else [int(l) for l in layers]
     out = {}
     for a, name in enumerate(attributes):
+        if construction is not None:
+            out[name] = _constructed(codes, logits[:, a], name, construction, num_layers, seed + a, n_samples)
+            if progress is not None:
+                progress(f"boundary {name} ({construction}): agreement with the classifier on all "
+                         f"{n_samples} codes {out[name].meta['all_accuracy']:.3f}")
+            continue
         if codes.ndim == 3:
             normal, fit = _fit_per_layer(codes, logits[:, a], layer_list, top_fraction=top_fraction,
                                          val_fraction=val_fraction, seed=seed + a, C=C)
@@ -263,6 +279,26 @@ def train_boundaries(generator: Any, classifier: Any, attributes: Sequence[str],
     if progress is not None:
         progress(f"trained {len(out)} boundaries on {n_samples} codes in {time.perf_counter() - t0:.1f}s")
     return out
+
+
+def _constructed(codes: Tensor, scores: Tensor, attribute: str, construction: str, num_layers: int,
+                 seed: int, n_samples: int) -> Boundary:
+    """One attribute's boundary by a named construction, with the statistics the harness reads
+    (``distance_std``: the unit of edit strengths; ``all_accuracy``: agreement with the labeller)."""
+    if construction not in CONSTRUCTIONS:
+        raise ValueError(f"unknown boundary construction {construction!r}; known: {', '.join(CONSTRUCTIONS)}")
+    wp = codes if codes.ndim == 3 else codes[:, None]  # a shared-W generator: one layer, repeated below
+    normal, layers, offset, meta = fit_construction(wp, scores, attribute, CONSTRUCTIONS[construction], seed)
+    meta.update(construction_name=construction, n_samples=n_samples)
+    if codes.ndim == 2:
+        normal, layers = normal.expand(num_layers, -1).clone(), list(range(num_layers))
+    b = _make_boundary(attribute, normal, layers, offset, None, meta)
+    dist = signed_distance(wp.expand(-1, num_layers, -1) if codes.ndim == 2 else wp, b)
+    b.meta.update(all_accuracy=float(((dist > 0) == (scores > 0)).float().mean()),
+                  distance_mean=float(dist.mean()), distance_std=float(dist.std()),
+                  positive_rate=float((scores > 0).float().mean()), algorithm=ALGORITHM_VERSION,
+                  layout="per-layer W+" if codes.ndim == 3 else "W")
+    return b
 
 
 def _fit_per_layer(codes: Tensor, scores: Tensor, layers: list[int], **svm) -> tuple[Tensor, dict]:
@@ -323,7 +359,8 @@ def distance_spread(codes: Tensor, boundaries: dict[str, Any]) -> dict[str, dict
 def _make_boundary(attribute: str, normal: Tensor, layers: list[int], offset: float,
                    val_accuracy: float | None, meta: dict[str, Any]) -> Boundary:
     n = meta.get("n_samples")
-    source = f"interfacegan linear svm on {n} sampled w codes" if n else "interfacegan linear svm"
+    kind = meta.get("construction_name") or "interfacegan linear svm"
+    source = f"{kind} on {n} sampled w codes" if n else kind
     return Boundary(attribute=attribute, normal=normal, layers=list(layers), source=source,
                     val_accuracy=val_accuracy, offset=float(offset), meta=dict(meta))
 

@@ -10,7 +10,9 @@ through `idinvert.checkpoints.load_npy_restricted`, which never runs code from t
 Representation chosen for `Boundary`: `normal` is always a W+ tensor `[L, D]` with every row filled
 (a W boundary `[1, D]` is repeated on all L rows), and `layers` lists the rows an edit changes and a
 distance is measured on (`idinvert.editing`). Rows outside `layers` are kept as stored but unused.
-Rows in `layers` are unit norm (normalised on construction).
+Rows in `layers` are unit norm (normalised on construction), except for a joint normal (`meta
+["normalisation"] == "joint"`, `idinvert.boundary_constructions`): its rows keep their proportions,
+scaled to mean squared norm 1, so an edit of strength alpha still moves the signed distance by alpha.
 """
 
 from __future__ import annotations
@@ -67,10 +69,14 @@ class Boundary:
             raise BoundaryFileError(f"boundary '{self.attribute}' ({self.source}): layer indices "
                                     f"{bad} outside [0, {num_layers})")
         norms = normal[layers].norm(dim=1)
-        if not torch.isfinite(normal).all() or (norms < 1e-12).any():
+        joint = (self.meta or {}).get("normalisation") == "joint"
+        if not torch.isfinite(normal).all() or (norms.max() if joint else norms.min()) < 1e-12:
             raise BoundaryFileError(f"boundary '{self.attribute}' ({self.source}): zero or "
                                     f"non-finite normal on an applied layer")
-        normal[layers] = normal[layers] / norms[:, None]
+        # a joint normal (one direction over all its layers, idinvert.boundary_constructions) keeps its
+        # rows' proportions, scaled to mean squared row norm 1; every other boundary has unit rows
+        scale = norms.pow(2).mean().sqrt() if joint else norms[:, None]
+        normal[layers] = normal[layers] / scale
         self.normal = normal
         self.layers = layers
 

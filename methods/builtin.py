@@ -13,6 +13,7 @@ BUILTIN_MODULES = (
     "methods.restyle",
     "methods.pti",
     "methods.g_samples",
+    "methods.g_codes",
 )
 
 for _module in BUILTIN_MODULES:

@@ -102,6 +102,8 @@ CASES = [
     (["run", "--methods", "encoder", "--data", "{nothing}"], 2, "--data {nothing}: no such folder"),
     (["run", "--methods", "encoder", "--data", "{file.txt}"], 2, "--data {file.txt}: is a file, not a folder"),
     (["run", "--methods", "encoder", "--data", "{empty}"], 2, "no readable image in folder"),
+    (["run", "--methods", "encoder", "--data", "gsamples:1"], 2, "--data: gsamples:1 is not a known-answer spec"),
+    (["run", "--methods", "encoder", "--data", "gsamples:ten"], 2, "expected gsamples:N or gsamples:N:S"),
     (["run", "--methods", "encoder", "--data", "{junk}"], 2, "1 file(s) skipped as unreadable"),
     (["run", "--methods", "encoder", "--data", "{results}"], 2, "is a results folder written by the benchmark"),
     (["run", "--methods", "encoder", "--labels", "{header.csv}"], 2, "--labels applies to --data images"),

@@ -1,5 +1,6 @@
 """The "G samples" reference row (issue 12): fresh generator samples, measured like a method's
-reconstructions, shown in the realism and interpolation tables only and never marked best."""
+reconstructions, shown in the realism and interpolation tables and, as the negative control (issue 22),
+in the AP table; never marked best."""
 
 import pytest
 import torch
@@ -30,7 +31,7 @@ def test_g_samples_are_generator_codes_fixed_per_image_and_batch_independent():
     assert m.bundle.generator.repeat_w and torch.equal(codes[:, 0], codes[:, -1])
 
 
-def test_reference_row_appears_only_in_realism_and_interpolation_and_is_never_best(tmp_path):
+def test_reference_row_appears_in_realism_interpolation_and_ap_as_negative_control_and_is_never_best(tmp_path):
     build_fixture_store(tmp_path)
     with Store(tmp_path) as store:
         run_id = _begin(store, _spec("g-samples", {"seed": 0}, "synthetic-faces/test", 16, "v-test"))
@@ -47,6 +48,10 @@ def test_reference_row_appears_only_in_realism_and_interpolation_and_is_never_be
         assert any("G samples (reference)" in n for n in t1.notes)
         data = [T.RunMetrics(store, r) for r in store.runs() if r["status"] == "complete"]
         ap = T.build_table("AP", data, ["ap_mean"], {})
-        assert "g-samples" not in {r.method for r in ap.rows}
+        neg = [r for r in ap.rows if r.method == "g-samples"]
+        assert len(neg) == 1 and neg[0].label == "G samples (negative control: unrelated codes)"
+        assert not neg[0].cells["ap_mean"].best and any("chance" in n for n in ap.notes)
+        edits = T.build_table("edits", data, ["edit_success_mean"], {})
+        assert "g-samples" not in {r.method for r in edits.rows}
         interp = T.build_table("Table 2", data, ["interp_fid_domain"], {})
         assert "g-samples" in {r.method for r in interp.rows}

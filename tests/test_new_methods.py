@@ -292,6 +292,7 @@ def test_semantic_metrics_and_strips_follow_the_tuned_generators(tmp_path):
 
     def run(decoders, bundle, out):
         res = toy_resources(bundle, out, config, axis_boundaries(attrs))
+        res.provide("boundary-ceiling", None)  # the ceiling samples G's own codes; here G guards decoding
         recons = reals if decoders is None else torch.cat([d.synthesis(c[None]) for d, c in zip(decoders, codes)])
         ctx = MetricContext(res, reals, recons.detach(), codes, list(range(12)), [str(i) for i in range(12)],
                             run_id="r", decoders=decoders)

@@ -311,12 +311,16 @@ def test_boundaries_are_trained_once_per_harness_run_and_artifacts_are_relative(
     by = rows_by_name(res)
     assert by["interp_fid"].detail["reason"] == "no Inception weights here"
     assert by["ap_mean"].detail["label_source"] == "judge"  # no labels: the judge predicts them
-    assert len(list((tmp_path / "cache" / "boundaries").glob("*.pt"))) == 1
+    # one set for scoring, one for the edit directions (two constructions), each trained once
+    assert len(list((tmp_path / "cache" / "boundaries").glob("*.pt"))) == 2
     for _, rel, _ in res.artifacts:
         assert rel.startswith("runs/run1/semantic/") and (tmp_path / rel).is_file()
     cached = resources._built["boundaries"]
+    edits = resources._built["edit-boundaries"]
     run_semantics(bundle, codes, reals, ids, None, "none", None, tmp_path, "run2", config, resources=resources)
-    assert resources._built["boundaries"] is cached
+    assert resources._built["boundaries"] is cached and resources._built["edit-boundaries"] is edits
+    assert {b.meta["construction_name"] for b in edits.values()} == {config.edit_boundary_construction}
+    assert {b.meta["construction_name"] for b in cached[0].values()} == {config.boundary_construction}
 
 
 OFFICIAL = __import__("pathlib").Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / \

@@ -13,7 +13,7 @@ from .registry import (METRICS, Metric, UnknownMetric, all_metrics, direction_of
                        metric, register, stand_ins, unregister)
 
 _LAZY = {
-    "attributes": ("APResult", "ap_mean", "average_precision", "average_precision_per_attribute"),
+    "attributes": ("APResult", "ap_mean", "average_precision", "average_precision_per_attribute", "probe_scores"),
     "edits": ("EditPreservation", "EditSuccess", "edit_preservation", "edit_success"),
     "domain_features": ("DEFAULT_DIMS", "DEFAULT_FIT_IMAGES", "DomainFeatures"),
     "errors": ("MetricUnavailable",),

@@ -80,3 +80,30 @@ def ap_mean(results: dict[str, APResult]) -> float:
     """Mean AP over the attributes where it is defined (nan if none)."""
     values = [r.ap for r in results.values() if not math.isnan(r.ap)]
     return sum(values) / len(values) if values else math.nan
+
+
+PROBE_FOLDS = 5
+PROBE_C = 1.0
+
+
+def probe_scores(features, labels, folds: int = PROBE_FOLDS, seed: int = 0, C: float = PROBE_C) -> np.ndarray | None:
+    """Out-of-fold scores of a linear probe: features [N, F], labels [N] in {0, 1} -> [N] (None when a
+    class has fewer than 2 members). Stratified ``folds``-fold cross-validation (fewer folds when a class
+    is smaller): each image is scored by an L2 logistic regression (standardised features, ``C``) fitted
+    on the other folds only, so the AP of these scores says how well the attribute can be *decoded*
+    linearly from codes of this kind, on images the probe never saw."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    x = _as_numpy(features).astype(np.float64).reshape(len(features), -1)
+    y = _as_numpy(labels).astype(int).reshape(-1)
+    k = min(folds, int(np.bincount(y, minlength=2).min()))
+    if k < 2:
+        return None
+    out = np.zeros(len(y))
+    for train, test in StratifiedKFold(k, shuffle=True, random_state=seed).split(x, y):
+        probe = make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=2_000))
+        out[test] = probe.fit(x[train], y[train]).decision_function(x[test])
+    return out

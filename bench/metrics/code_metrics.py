@@ -8,6 +8,10 @@ the pure functions; these wrappers read what they need from the metric context).
   over the attribute boundaries, an edit of one std of the boundary's signed distance (``edit_scales``);
   its detail keeps the value at α = 0 (``‖w − E(G(w))‖``, which LEC contains) and per-image values, and
   ``code_lec_excess`` = LEC − LEC at α = 0 is what the edit itself adds.
+- ``code_recovery`` (set): on the known-answer set (``--data gsamples:N``, true codes known), the distance
+  ‖ŵ_l − w_l‖ of each layer's recovered code to the true one in units of G's own spread there
+  (``sqrt(sum_d std_ld^2)``, the RMS distance of a sampled code from the mean): 0 = recovered, about
+  1.41 = as far as an unrelated sample of G.
 """
 from __future__ import annotations
 
@@ -70,26 +74,41 @@ def frechet_metric(ctx: Any) -> MetricRow:
         "per_layer": list(fd.per_layer), "floor_per_layer": list(fd.floor_per_layer)})
 
 
+def recovery_metric(ctx: Any) -> MetricRow:
+    codes = _codes(ctx, "code_recovery").cpu()
+    truth = getattr(ctx.dataset, "true_codes", None)
+    if truth is None:
+        raise MetricUnavailable("code_recovery", "the data has no known codes (the known-answer set "
+                                                 "--data gsamples:N has)")
+    truth = truth[list(ctx.indices)].float()
+    scale = ctx.resources._once("code-scale", lambda: C.w_scale(_samples(ctx, SCALE_SAMPLES)).clamp_min(1e-8))
+    per = C.code_recovery(codes, truth, scale)  # [N, L]
+    return MetricRow("code_recovery", float(per.mean()), detail={
+        "n": int(per.shape[0]), "per_layer": [float(v) for v in per.mean(0)],
+        "unrelated_level": 2 ** 0.5, "unit": "G's own spread per layer, sqrt(sum_d std_ld^2)"},
+        arrays={"recovery": (list(ctx.ids), per.numpy())})
+
+
 def lec_metric(ctx: Any) -> list[MetricRow]:
     from bench.semantic import _setup, edit_scales
 
     codes = _codes(ctx, "code_lec")
     encoder = _encoder(ctx)
     su = _setup(ctx)
-    if not su.boundaries:
+    if not su.edits:
         reason = su.no_boundary_reason
         return [MetricRow.unavailable("code_lec", reason), MetricRow.unavailable("code_lec_excess", reason)]
     g = ctx.bundle.generator
-    scales = edit_scales(g, su.boundaries, su.config)
+    scales = edit_scales(g, su.edits, su.config)
     x = codes.to(ctx.device)
     zero = C.latent_editing_consistency(x, g.synthesis, encoder, torch.zeros(codes.shape[1:]), alpha=0.0)
     per_attr = []
-    for a, b in sorted(su.boundaries.items()):
+    for a, b in sorted(su.edits.items()):
         step = C.edit_step(b, codes.shape[1], codes.shape[2]).to(x)
         per_attr.append(C.latent_editing_consistency(x, g.synthesis, encoder, step, alpha=float(scales[a])))
     lec = torch.stack(per_attr).mean(0)
     common = {"n": int(codes.shape[0]), "alpha": "1 std of each boundary's signed distance",
-              "attributes": sorted(su.boundaries), "encoder": "the bundle's domain-guided encoder E"}
+              "attributes": sorted(su.edits), "encoder": "the bundle's domain-guided encoder E"}
     return [MetricRow("code_lec", float(lec.mean()), detail={
                 **common, "lec_alpha0": float(zero.mean()),
                 "per_image": {i: float(v) for i, v in zip(ctx.ids, lec)},

@@ -165,6 +165,17 @@ def layer_spread(codes: Tensor, scale: Tensor) -> Tensor:
     return dev.pow(2).flatten(1).mean(1).sqrt()
 
 
+def code_recovery(codes: Tensor, truth: Tensor, scale: Tensor) -> Tensor:
+    """codes, truth [N, L, D], scale [L, D] (``w_scale``) -> [N, L]: ``||codes_l - truth_l|| /
+    sqrt(sum_d scale_ld^2)``, the distance to the true code in units of G's spread on that layer (an
+    independent sample of G lies about sqrt(2) away)."""
+    _check_codes(codes)
+    if truth.shape != codes.shape or scale.shape != codes.shape[1:]:
+        raise ValueError(f"codes {tuple(codes.shape)}, truth {tuple(truth.shape)} and scale "
+                         f"{tuple(scale.shape)} must be [N, L, D], [N, L, D] and [L, D]")
+    return (codes - truth).norm(dim=2) / scale.pow(2).sum(1).sqrt()
+
+
 def edit_step(boundary: Any, num_layers: int, w_dim: int) -> Tensor:
     """The displacement [L, D] of an edit of strength 1 along ``boundary`` (its unit normal on its
     layers, 0 elsewhere), as ``idinvert.editing.edit_codes`` applies it."""

@@ -246,6 +246,11 @@ _BUILTIN = (
            "layer-wise Frechet distance between the inverted codes and codes sampled from G's mapping, mean "
            "over layers; the floor (sampled codes of the same n vs the same reference) is stored beside it",
            _C + "frechet_metric", label="code FD (to G's W)", table="codes"),
+    Metric("code_recovery", "lower", "set", ("codes", "generator"),
+           "on the known-answer set (--data gsamples:N): distance of each layer of the code to the true code "
+           "that made the image, in units of G's spread on that layer (sqrt(sum_d std^2)), mean over layers "
+           "and images; 0 = recovered, ~1.41 = an unrelated sample of G", _C + "recovery_metric",
+           label="code recovery", table="codes"),
     Metric("code_lec", "lower", "semantic", ("codes", "generator", "boundaries"),
            "latent editing consistency (e4e): ||w - (E(G(w + a n)) - a n)||_F with E the domain-guided encoder, "
            "a = 1 std of each boundary's signed distance, mean over boundaries; its value at a = 0 is in the "
@@ -258,6 +263,14 @@ _BUILTIN = (
            "labels (paper Fig. 3)", computed_by="ap_mean", label="AP: <attr>", table="attributes"),
     Metric("ap_mean", "higher", "semantic", ("codes", "boundaries", "labels"),
            "mean of ap_<attr> over attributes", _S + "attribute_ap", label="mean AP", table="attributes"),
+    Metric("probe_ap_<attr>", "higher", "semantic", ("codes", "labels"),
+           "decodable AP: AP of a linear probe (standardised L2 logistic regression) fitted on the method's own "
+           "codes of the other cross-validation folds of the evaluated images, scoring each held-out code: is "
+           "the attribute linearly in the codes at all, on G's boundary or not", computed_by="ap_mean",
+           label="decodable AP: <attr>", table="attributes"),
+    Metric("probe_ap_mean", "higher", "semantic", ("codes", "labels"),
+           "mean of probe_ap_<attr> over attributes", computed_by="ap_mean", label="mean decodable AP",
+           table="attributes"),
     Metric("interp_fid", "lower", "semantic", ("codes", "generator", "images", "inception_weights"),
            "FID of images decoded from linear W+ interpolations between inverted pairs, vs real images "
            "(paper Table 2)", _S + "interpolation", label="interp. FID", table="interpolation"),

@@ -136,7 +136,7 @@ def _group(store: Store, images: _Images, sel: T.Selection, key: tuple[str, str]
     g["banner"], g["unavailable"] = _unavailability(list(data.values()), labels)
     g["domain_warning"] = _domain_warning(runs, bundle, dataset)
 
-    # reference rows (G samples) join the realism and interpolation tables only
+    # reference rows (the controls: G samples, G codes) join the tables of the metrics they are shown in
     inversions = [r for r in main if not T.is_reference(r)]
     inv_data = [data[r["run_id"]] for r in inversions]
     t1 = T.build_table("Table 1: inversion quality and speed", main_data, T.table1_metrics(main_data), labels)
@@ -144,14 +144,14 @@ def _group(store: Store, images: _Images, sel: T.Selection, key: tuple[str, str]
     g["table1"] = t1
     g["scatter"] = _scatter(t1, colors)
     code_metrics = T.table_metrics(inv_data, "codes")
-    g["codes_table"] = (T.build_table("In-domain measures of the codes", inv_data, code_metrics, labels)
+    g["codes_table"] = (T.build_table("In-domain measures of the codes", main_data, code_metrics, labels)
                         if any(d.has(m) for d in inv_data for m in code_metrics) else None)
     g["anytime"] = _anytime(store, main, labels, colors)
     g["claims"] = _claims(store, runs, data)
     g["grid"] = _grid(store, images, inversions, labels)
-    g["pr"] = _pr(store, inv_data, labels, colors)
+    g["pr"] = _pr(store, main_data, labels, colors)
     g["interp"] = _interp(store, images, main_data, labels)
-    g["edits"] = _edits(store, images, inv_data, labels)
+    g["edits"] = _edits(store, images, main_data, labels)
     g["sweeps"] = _sweeps(sel, runs, data)
     g["failures"] = [{"label": labels[d.run["run_id"]], "run_id": d.run["run_id"], "image_id": im["image_id"],
                       "idx": im["idx"], "reason": im["reason"] or "(no reason stored)"}
@@ -282,9 +282,9 @@ def _control_levels(data: Iterable[T.RunMetrics], metric: str) -> str | None:
     """The levels of ``metric`` in the reference rows (controls) this group holds -- G samples, and any
     other reference method the store has (``tables.REFERENCE_METHODS``) -- e.g. "G samples (reference)
     14.50"; None when there is none, so the verdict block shows controls exactly when the store has them."""
-    levels = [f"{T.REFERENCE_METHODS[d.run['method']][0]} {T.fmt_number(d.cell(metric).value)}"
-              for d in data if T.is_reference(d.run) and metric in T.REFERENCE_METHODS[d.run["method"]][1]
-              and d.cell(metric).value is not None]
+    levels = [f"{ref.label_for([metric])} {T.fmt_number(d.cell(metric).value)}"
+              for d in data if (ref := T.REFERENCE_METHODS.get(d.run["method"])) is not None
+              and ref.shows(metric) and d.cell(metric).value is not None]
     return "; ".join(levels) or None
 
 
@@ -366,7 +366,11 @@ def _pr(store: Store, data: Sequence[T.RunMetrics], labels: dict[str, str], colo
     ap_metrics.sort(key=lambda n: (ATTRIBUTE_ORDER.index(n[3:]) if n[3:] in ATTRIBUTE_ORDER else 99, n))
     if any("ap_mean" in d.metrics for d in data):
         ap_metrics.append("ap_mean")
+    # beside each AP its decodable AP (a probe on the method's own codes): lost, or off G's boundary?
+    ap_metrics += [f"probe_{n}" for n in ap_metrics if any(f"probe_{n}" in d.metrics for d in data)]
     table = T.build_table("Attribute AP of inverted codes", data, ap_metrics, labels) if ap_metrics else None
+    if table is not None:
+        table.notes += T.ap_diagnosis(table)
     return {"figure": figure, "table": table,
             "sources": [(a, ", ".join(dict.fromkeys(s))) for a, s in sources.items()]}
 
@@ -397,6 +401,9 @@ def _edits(store: Store, images: _Images, data: Sequence[T.RunMetrics], labels: 
     table = T.build_table("Manipulation: success and preservation", data, names, labels) if names else None
     by_attr: dict[str, dict[str, dict[str, Any]]] = {}
     for d in data:
+        ref = T.REFERENCE_METHODS.get(d.run["method"])
+        if ref is not None and not ref.shows("edit_success_mean"):
+            continue  # a control whose edits mean nothing (unrelated codes) shows no strips either
         for a in store.artifacts(d.run["run_id"], "edit_strip"):
             attr = str(a["meta"].get("attribute", "?"))
             image_id = str(a["meta"].get("image_id", a["path"]))

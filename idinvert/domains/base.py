@@ -43,6 +43,8 @@ class ImageSet:
     loader:       indices -> float32 [n, 3, R, R] in [-1, 1]
     resolution:   R
     skipped:      (file, reason) for every input that was left out
+    true_codes:   float32 [N, L, D], the W+ codes that generated the images where they are known (the
+                  known-answer set of G's own samples, ``idinvert.domains.generator_samples``), else None
     """
 
     name: str
@@ -54,6 +56,7 @@ class ImageSet:
     loader: Callable[[list[int]], Tensor]
     resolution: int
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    true_codes: Tensor | None = None
 
     def __post_init__(self) -> None:
         self.ids = list(self.ids)
@@ -67,6 +70,9 @@ class ImageSet:
             if self.labels.dtype != torch.int64 or self.labels.shape != (len(self.ids), len(self.attributes)):
                 raise ValueError(f"ImageSet {self.name!r}: labels must be int64 [{len(self.ids)}, "
                                  f"{len(self.attributes)}], got {self.labels.dtype} {tuple(self.labels.shape)}")
+        if self.true_codes is not None and (self.true_codes.ndim != 3 or self.true_codes.shape[0] != len(self.ids)):
+            raise ValueError(f"ImageSet {self.name!r}: true_codes must be [{len(self.ids)}, L, D], got "
+                             f"{tuple(self.true_codes.shape)}")
 
     def __repr__(self) -> str:
         return (f"{type(self).__name__}(name={self.name!r}, n={len(self)}, resolution={self.resolution}, "
