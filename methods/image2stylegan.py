@@ -9,7 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
-from methods.optimisation import OptimisationMethod, check
+from idinvert.loss_terms import LossTerm, PixelLoss
+
+from methods.optimisation import OptimisationMethod, check, checked_lambda_vgg, perceptual_terms
 from methods.registry import register
 
 
@@ -48,5 +50,9 @@ class Image2StyleGAN(OptimisationMethod):
     max_images: int = 4
 
     def validate(self) -> None:
+        self.lambda_vgg = checked_lambda_vgg(self.lambda_vgg, self.name)
         check(self.max_images >= 0, f"image2stylegan.max_images must be >= 0 (0: every image), "
                                     f"got {self.max_images}")
+
+    def loss_terms(self) -> list[LossTerm]:
+        return [PixelLoss(), *perceptual_terms(self.bundle, self.lambda_vgg)]
