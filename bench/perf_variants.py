@@ -151,4 +151,6 @@ def print_variants(res: dict[str, Any], file=sys.stdout) -> None:
 
 
 if __name__ == "__main__":   # pragma: no cover - the worker process of two_processes
-    worker(sys.argv[2:]) if sys.argv[1:2] == ["--worker"] else sys.exit("bench.perf_variants: use bench perf --variants")
+    if sys.argv[1:2] != ["--worker"]:
+        sys.exit("bench.perf_variants: use bench perf --variants")
+    worker(sys.argv[2:])

@@ -70,7 +70,8 @@ def test_on_step_reports_every_hundredth_of_the_steps_and_changes_nothing(determ
     kw = full_loss(parts)
     calls = []
     plain = optimize_codes(parts.generator, x, start, steps=250, **kw)
-    told = optimize_codes(parts.generator, x, start, steps=250, options=LoopOptions(on_step=lambda k, n: calls.append((k, n))), **kw)
+    told = optimize_codes(parts.generator, x, start, steps=250,
+                          options=LoopOptions(on_step=lambda k, n: calls.append((k, n))), **kw)
     assert calls == [(k, 250) for k in range(2, 251, 2)]   # every 2 steps (1% of 250), the last one included
     assert torch.equal(plain.codes, told.codes)
     few = []
@@ -100,12 +101,14 @@ def test_w_space_milestones_are_broadcast_codes():
 
 def test_seconds_grow_with_the_milestones_and_count_from_the_given_origin():
     parts, x, start = parts_and_targets(n=2)
-    res = optimize_codes(parts.generator, x, start, steps=6, options=LoopOptions(milestones=[0, 3, 6]), **full_loss(parts))
+    res = optimize_codes(parts.generator, x, start, steps=6, options=LoopOptions(milestones=[0, 3, 6]),
+                         **full_loss(parts))
     secs = [m.seconds for m in res.milestones]
     assert secs[0] >= 0 and secs == sorted(secs) and secs[-1] <= res.seconds
     assert secs[2] > secs[0]
     origin = time.perf_counter() - 100.0  # as if an encoder had run for 100 s before the loop
-    late = optimize_codes(parts.generator, x, start, steps=2, options=LoopOptions(milestones=[0, 2], time_origin=origin))
+    late = optimize_codes(parts.generator, x, start, steps=2,
+                          options=LoopOptions(milestones=[0, 2], time_origin=origin))
     assert 100.0 <= late.milestones[0].seconds <= late.milestones[1].seconds <= late.seconds < 200.0
 
 
