@@ -173,6 +173,8 @@ def _setup(args: argparse.Namespace) -> tuple[torch.device, Any, torch.Tensor]:
     """The device, the bundle and the images to time."""
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.images is None:
+        args.images = DEFAULT_VARIANT_IMAGES if args.variants else DEFAULT_IMAGES
     device = torch.device(args.device)
     if args.images < 1 or args.iters < 1:
         raise SystemExit("bench perf: --images and --iters must be >= 1")
@@ -306,8 +308,6 @@ def print_table(res: dict, file=sys.stdout) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.images is None:
-        args.images = DEFAULT_VARIANT_IMAGES if args.variants else DEFAULT_IMAGES
     if args.variants:
         from bench.perf_variants import print_variants, run_variants
 

@@ -376,8 +376,9 @@ def _choose_speed(s: _Session, method: Any, run_id: str, first: torch.Tensor, n_
     if iters and s.opts.speed == "auto":  # a second, warm call of 2 steps (WARMUP_STEPS): the run's estimate
         est = _warm_up(method, first) / 2 * iters * -(-n_pending // max(1, first.shape[0]))
     record: dict[str, Any] = {"mode": s.opts.speed}
-    if s.opts.speed == "compile" or (s.opts.speed == "auto" and est >= MEASURE_ABOVE_S
-                                     and callable(getattr(method, "optimise", None))):
+    # rank 0's estimate decides for every rank (they must all take the same branch: it broadcasts)
+    if s.dist.broadcast(s.opts.speed == "compile" or (s.opts.speed == "auto" and est >= MEASURE_ABOVE_S
+                                                      and callable(getattr(method, "optimise", None)))):
         if s.opts.speed == "compile":
             method.speed, record["variant"] = speed_mod.Speed(compile=True), "compiled fp32 (asked)"
         elif s.dist.is_main:
