@@ -33,10 +33,11 @@ class Image2StyleGAN(OptimisationMethod):
       needs >= 2 x 16 paired vectors (``claims_store.MIN_FRECHET_VECTORS_PER_DIM``); 4 images (the
       earlier default) left that claim "not judged". 32 images are one batch of the default run
       (batch size 64). What it costs is measured by ``bench perf --variants`` (README, "Speed"): on the
-      shared 2-core AMD EPYC dev machine about 8-10 ms of CPU per image-step eager at batch 32, so
-      5,000 steps x 32 images are ~25 CPU-minutes, the largest part of the default run; compiled
-      (``--speed auto`` chooses it where measured faster) ~1.2-1.3x less. Table 1 labels the row with
-      its n; paired comparisons (claims, time to quality) use the images both runs inverted.
+      shared 2-core AMD EPYC dev machine 7.7 ms of CPU per image-step eager at batch 32 on 1 thread,
+      6.1 compiled (1.26x; ``--speed auto`` compiles it where measured faster); on that machine idle,
+      with 2 threads, 5,000 steps took 13.2 s per image at batch 64, so 32 images are ~7 min eager, the
+      largest part of the default run. Table 1 labels the row with its n; paired comparisons (claims,
+      time to quality) use the images both runs inverted.
     - lr = 0.01: Adam with lr 0.01, as Image2StyleGAN and the idinvert code.
     - lambda_vgg = None: the bundle's weight for its F (5e-5 for VGG16 conv4_3, the idinvert paper's
       value; a domain-rescaled value for the embedded domain), so the two optimisation methods weigh
