@@ -20,7 +20,8 @@ from pathlib import Path
 
 import torch
 
-from idinvert.inversion import anytime_milestones, encode, optimize_codes
+from idinvert.inversion import LoopOptions, anytime_milestones, encode, optimize_codes
+from idinvert.loss_terms import DomainLoss, PerceptualLoss, PixelLoss
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -46,21 +47,21 @@ def main(argv=None) -> dict:
     lam_vgg = float(bundle.info.lambda_vgg_default or 0.0)
     if args.loss == "idinvert":
         init = encode(bundle.encoder, images, batch_size=images.shape[0])
-        kw = dict(lambda_perceptual=lam_vgg, perceptual=bundle.perceptual, lambda_dom=2.0,
-                  encoder=bundle.encoder)
+        terms = [PixelLoss(), PerceptualLoss(bundle.perceptual, lam_vgg), DomainLoss(bundle.encoder, 2.0)]
     else:
         init = bundle.w_avg.reshape(1, 1, -1).expand(images.shape[0], bundle.num_layers, -1).clone()
-        kw = dict(lambda_perceptual=lam_vgg, perceptual=bundle.perceptual)
+        terms = [PixelLoss(), PerceptualLoss(bundle.perceptual, lam_vgg)]
     schedules = {"none": None, "anytime": anytime_milestones(args.steps),
                  "every_step": list(range(args.steps + 1))}
-    optimize_codes(bundle.generator, images[:2], init[:2], steps=2, **kw)  # warm-up
+    optimize_codes(bundle.generator, images[:2], init[:2], terms, steps=2)  # warm-up
     times = {k: [] for k in schedules}
     cpu = {k: [] for k in schedules}
     finals = {}
     for _ in range(args.repeats):
         for name, ms in schedules.items():
             t0, c0 = time.perf_counter(), time.process_time()
-            res = optimize_codes(bundle.generator, images, init, steps=args.steps, milestones=ms, **kw)
+            res = optimize_codes(bundle.generator, images, init, terms, steps=args.steps,
+                                 options=LoopOptions(milestones=ms))
             times[name].append(time.perf_counter() - t0)
             cpu[name].append(time.process_time() - c0)
             finals[name] = res.codes

@@ -69,6 +69,10 @@ def _add_common_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-semantic", action="store_true",
                    help="skip boundaries, attribute AP, interpolation and manipulation metrics")
     p.add_argument("--no-report", action="store_true", help="do not rewrite report.html at the end")
+    p.add_argument("--speed", choices=("auto", "eager", "compile"), default="auto",
+                   help="how optimisation methods run their networks: auto (default): the best measured on this "
+                        "machine (torch.compile and bf16 autocast only where faster and within tolerance; "
+                        "measured once for a long run, cached in RESULTS/cache/speed.json); eager; compile")
     p.add_argument("--keep-tuned", action="store_true",
                    help="keep the per-image tuned generator weights of methods that tune G (pti) under "
                         "RESULTS/runs/<run id>/tuned/ (default: deleted when the run completes)")
@@ -268,7 +272,7 @@ def _run_options(args: argparse.Namespace, methods_spec: str):
         boundaries=args.boundaries, limit=args.limit, batch_size=args.batch_size, seed=args.seed,
         device=args.device, results_dir=args.results, overrides=overrides, fresh=args.fresh,
         semantic=not args.no_semantic, report=not args.no_report, threads=args.threads,
-        keep_tuned=args.keep_tuned,
+        keep_tuned=args.keep_tuned, speed=args.speed,
     )
 
 

@@ -20,7 +20,8 @@ from pathlib import Path
 
 import torch
 
-from idinvert.inversion import encode, optimize_codes
+from idinvert.inversion import LoopOptions, encode, optimize_codes
+from idinvert.loss_terms import DomainLoss, PerceptualLoss, PixelLoss
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -44,15 +45,15 @@ def main(argv=None) -> dict:
     images = load_images(bundle, args.images, 0, tiny=False)
     init = encode(bundle.encoder, images, batch_size=images.shape[0])
     lam_vgg = float(bundle.info.lambda_vgg_default or 0.0)
+    terms = [PixelLoss(), PerceptualLoss(bundle.perceptual, lam_vgg), DomainLoss(bundle.encoder, 2.0)]
 
     def run(variant: str, steps: int = args.steps, n: int = images.shape[0]):
         ctx = torch.autocast("cpu", dtype=torch.bfloat16) if variant == "bf16_autocast" \
             else contextlib.nullcontext()
         fmt = "channels_last" if variant == "channels_last" else "contiguous"
         with ctx:
-            return optimize_codes(bundle.generator, images[:n], init[:n], steps=steps,
-                                  lambda_perceptual=lam_vgg, perceptual=bundle.perceptual, lambda_dom=2.0,
-                                  encoder=bundle.encoder, memory_format=fmt)
+            return optimize_codes(bundle.generator, images[:n], init[:n], terms, steps=steps,
+                                  options=LoopOptions(memory_format=fmt))
 
     def mse(codes):
         with torch.no_grad():

@@ -38,6 +38,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 DEFAULT_IMAGES = 16
 DEFAULT_ITERS = 100   # the paper's / official setting of idinvert
+DEFAULT_VARIANT_IMAGES = 32  # image2stylegan's 32 images are one batch of the default run
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -47,8 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tiny", action="store_true",
                    help="use a random tiny bundle (plumbing check; numbers mean little)")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ... (default: %(default)s)")
-    p.add_argument("--images", type=int, default=DEFAULT_IMAGES,
-                   help="images inverted each way (default: %(default)s)")
+    p.add_argument("--images", type=int, default=None,
+                   help=f"images inverted each way (default: {DEFAULT_IMAGES}; with --variants "
+                        f"{DEFAULT_VARIANT_IMAGES}, image2stylegan's batch in the default run)")
     p.add_argument("--method", default="idinvert",
                    help="a registered optimisation method with an iters parameter (default: %(default)s)")
     p.add_argument("--iters", type=int, default=DEFAULT_ITERS,
@@ -60,6 +62,20 @@ def build_parser() -> argparse.ArgumentParser:
                    help="alternations of the with/without-milestones timing (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
+    v = p.add_argument_group("--variants: eager vs compiled, fp32 vs bf16, threads (bench.perf_variants)")
+    v.add_argument("--variants", action="store_true",
+                   help="time each optimisation method's loop per variant instead, print the ratios, and cache "
+                        "them for bench run")
+    v.add_argument("--methods", default=None,
+                   help="comma list (default: image2stylegan,idinvert,mse-optim,optim-w)")
+    v.add_argument("--steps", type=int, default=5, help="Adam steps per timed call (default: %(default)s)")
+    v.add_argument("--no-processes", dest="processes", action="store_false",
+                   help="skip the 2-processes-of-1-thread row")
+    v.add_argument("--all-variants", action="store_true",
+                   help="also compiled bf16 on a CPU without bf16 instructions")
+    v.add_argument("--results", type=Path, default=Path("results"),
+                   help="results folder whose cache/speed.json bench run reads (default: %(default)s)")
+    v.add_argument("--quiet", action="store_true", help="no progress lines")
     return p
 
 
@@ -115,9 +131,7 @@ def _perturbed_floor(bundle: Any, images: torch.Tensor, iters: int, codes: torch
     init = encode(bundle.encoder, images, batch_size=images.shape[0])
     gen = torch.Generator().manual_seed(seed + 1)
     init = init + 1e-7 * torch.randn(init.shape, generator=gen).to(init.device)
-    out = optimize_codes(bundle.generator, images, init, steps=iters, lr=m.lr,
-                         lambda_perceptual=m._lambda_vgg, perceptual=bundle.perceptual,
-                         lambda_dom=m.lambda_dom, encoder=bundle.encoder)
+    out = optimize_codes(bundle.generator, images, init, m.loss_terms(), steps=iters, lr=m.lr)
     return (out.codes - codes).abs().max().item()
 
 
@@ -159,6 +173,8 @@ def _setup(args: argparse.Namespace) -> tuple[torch.device, Any, torch.Tensor]:
     """The device, the bundle and the images to time."""
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.images is None:
+        args.images = DEFAULT_VARIANT_IMAGES if args.variants else DEFAULT_IMAGES
     device = torch.device(args.device)
     if args.images < 1 or args.iters < 1:
         raise SystemExit("bench perf: --images and --iters must be >= 1")
@@ -292,8 +308,15 @@ def print_table(res: dict, file=sys.stdout) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    res = run(args)
-    print_table(res)
+    if args.variants:
+        from bench.perf_variants import print_variants, run_variants
+
+        device, bundle, images = _setup(args)
+        res = run_variants(args, bundle, images)
+        print_variants(res)
+    else:
+        res = run(args)
+        print_table(res)
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         tmp = args.out.with_suffix(args.out.suffix + ".tmp")

@@ -50,6 +50,12 @@ class RunOptions:
     threads: int | None = None
     semantic_config: Any = None  # bench.semantic.SemanticConfig; None: its defaults with this seed
     keep_tuned: bool = False  # keep per-image tuned generators (PTI) under runs/<id>/tuned/
+    speed: str = "auto"  # "auto": the measured best on this machine (bench.speed_choice); "eager"; "compile"
+
+
+# An eager run estimated shorter than this is not worth measuring compiled variants for: compiling costs
+# tens of seconds on a 2-core CPU (bench.speed_choice decides for longer runs, by measurement).
+MEASURE_ABOVE_S = 300.0
 
 
 # -- environment ----------------------------------------------------------------------------------------
@@ -392,8 +398,9 @@ def _invert_pending(s: _Session, method: Any, run_id: str, pending: list[int]) -
     each round's images in the store first (bench.leases), so an identical command running at the same
     time inverts the other images, and waits for them instead of inverting them again."""
     method.prepare(s.bundle)
-    method.warmup(s.dataset.load(pending[:1]).to(s.device))  # untimed: allocator and kernel warm-up
     bs, dist = s.opts.batch_size, s.dist
+    first = s.dataset.load(pending[:bs]).to(s.device)
+    warmed = _choose_speed(s, method, run_id, first, len(pending))
     step = bs * dist.world
     bar = tqdm(total=len(pending), desc=method.name, unit="img", disable=not dist.is_main or s.opts.quiet)
     if not bar.disable:  # a long optimisation shows its steps inside the batch (5,000 steps take minutes)
@@ -411,6 +418,8 @@ def _invert_pending(s: _Session, method: Any, run_id: str, pending: list[int]) -
                 break
             inverted += len(claimed)
             mine = claimed[dist.rank * bs:(dist.rank + 1) * bs]
+            if mine and len(mine) not in warmed:  # a new shape: compile / warm up untimed, not in the batch
+                warmed[len(mine)] = _warm_up(method, s.dataset.load(mine).to(s.device))
             parts = dist.gather(_invert_batch(method, s.dataset, mine, s.device) if mine else None)
             if dist.is_main:
                 for p in parts:
@@ -425,6 +434,46 @@ def _invert_pending(s: _Session, method: Any, run_id: str, pending: list[int]) -
         method.on_step = None
         bar.close()  # ends the bar's line, so an error below starts on its own line
     return inverted
+
+
+def _warm_up(method: Any, images: torch.Tensor) -> float:
+    """Seconds of the untimed warm-up at this batch shape (a compiled method compiles here)."""
+    t0 = time.perf_counter()
+    method.warmup(images)
+    return time.perf_counter() - t0
+
+
+def _choose_speed(s: _Session, method: Any, run_id: str, first: torch.Tensor, n_pending: int) -> dict:
+    """Set ``method.speed`` (eager / compiled, fp32 / autocast) for this run, warm it up at the first
+    batch's shape, and record the choice and the compile time with the run. Returns {batch size: warm-up s}."""
+    from idinvert import speed as speed_mod
+
+    warm_s = _warm_up(method, first)  # untimed: allocator and kernel warm-up
+    iters = int(getattr(method, "iters", 0) or 0)
+    est = 0.0
+    if iters and s.opts.speed == "auto":  # a second, warm call of 2 steps (WARMUP_STEPS): the run's estimate
+        est = _warm_up(method, first) / 2 * iters * -(-n_pending // max(1, first.shape[0]))
+    record: dict[str, Any] = {"mode": s.opts.speed}
+    # rank 0's estimate decides for every rank (they must all take the same branch: it broadcasts)
+    if s.dist.broadcast(s.opts.speed == "compile" or (s.opts.speed == "auto" and est >= MEASURE_ABOVE_S
+                                                      and callable(getattr(method, "optimise", None)))):
+        if s.opts.speed == "compile":
+            method.speed, record["variant"] = speed_mod.Speed(compile=True), "compiled fp32 (asked)"
+        elif s.dist.is_main:
+            from bench.speed_choice import choose
+
+            method.speed, chosen = choose(method, first, n_pending * iters, s.opts.results_dir, s.say)
+            record.update(chosen or {})
+        method.speed = s.dist.broadcast(method.speed)
+        warm_s = _warm_up(method, first)
+    record.update(speed=method.speed.to_json(), warmup_s=warm_s, eager_estimate_s=est,
+                  fallback=speed_mod.notes())
+    if method.speed != speed_mod.EAGER or record["fallback"]:
+        s.say(f"bench: {method.name}: {method.speed.label()} (warm-up and compile {warm_s:.1f} s, untimed)"
+              + "".join(f"; note: {n}" for n in record["fallback"]))
+    if s.dist.is_main:
+        s.store.merge_run_env(run_id, speed=record)
+    return {first.shape[0]: warm_s}
 
 
 def _claim_round(s: _Session, run_id: str, remaining: list[int], step: int, batch_seconds: float | None,

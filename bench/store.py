@@ -402,6 +402,13 @@ class Store:
             db.execute("UPDATE runs SET device=?, num_threads=?, world_size=? WHERE run_id=?",
                        (device, num_threads, world_size, run_id))
 
+    def merge_run_env(self, run_id: str, **facts: Any) -> None:
+        """Add facts to a run's env (e.g. how its networks ran: ``bench.runner``'s speed choice)."""
+        with self._transaction() as db:
+            row = db.execute("SELECT env FROM runs WHERE run_id=?", (run_id,)).fetchone()
+            env = {**json.loads(row[0] or "{}"), **facts} if row is not None else dict(facts)
+            db.execute("UPDATE runs SET env=? WHERE run_id=?", (_json(env), run_id))
+
     def complete_run(self, run_id: str, metrics: Iterable["MetricRow"] = (),
                      curves: dict[str, Any] | None = None,
                      milestone_metrics: Iterable[tuple[int, "MetricRow"]] = ()) -> None:

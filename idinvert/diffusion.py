@@ -23,7 +23,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from idinvert.grids import image_row, stack_rows
-from idinvert.inversion import DEFAULT_LR, DEFAULT_STEPS, encode, optimize_codes
+from idinvert.inversion import DEFAULT_LR, DEFAULT_STEPS, LoopOptions, encode, optimize_codes
+from idinvert.loss_terms import PerceptualLoss, PixelLoss
 from idinvert.utils import device_of
 
 __all__ = ["OFFICIAL_CROP", "center_box", "box_mask", "resize_mask", "composite", "DiffusionResult",
@@ -143,9 +144,10 @@ def diffuse(bundle: Any, target: Tensor, context: Tensor, mask: Optional[Tensor]
     else:
         raise ValueError(f"init must be 'encoder', 'mean' or a code tensor, got {init!r}")
 
-    opt = optimize_codes(g, x, init_codes, steps=steps, lr=lr, lambda_pixel=1.0,
-                         lambda_perceptual=lambda_perceptual, perceptual=perceptual if lambda_perceptual
-                         else None, lambda_dom=0.0, encoder=None, space="wp", mask=mask, seed=seed)
+    terms = [PixelLoss(mask=mask)]
+    if lambda_perceptual:
+        terms.append(PerceptualLoss(perceptual, lambda_perceptual, mask=mask))
+    opt = optimize_codes(g, x, init_codes, terms, steps=steps, lr=lr, space="wp", options=LoopOptions(seed=seed))
     with torch.no_grad():
         result = g.synthesis(opt.codes).clamp(-1, 1)
         init_result = g.synthesis(init_codes).clamp(-1, 1)

@@ -1,11 +1,12 @@
 """The one batched optimisation loop behind every optimisation-based inversion method.
 
-Objective per image i (paper Eq. 5, reductions as the official genforce/idinvert_pytorch
-``utils/inverter.py``, where every term is a *mean* over its elements):
+The objective is a list of loss terms (``idinvert.loss_terms``) that the method declares; for
+idinvert (paper Eq. 5, reductions as the official genforce/idinvert_pytorch ``utils/inverter.py``,
+where every term is a *mean* over its elements), per image i:
 
-    loss_i = lambda_pixel      * mean_{C,H,W}((x_i - G(w_i))^2)
-           + lambda_perceptual * mean_{C,h,w}((F(x_i) - F(G(w_i)))^2)
-           + lambda_dom        * mean_{L,D}((w_i - E(G(w_i)))^2)
+    loss_i = lambda_pixel      * mean_{C,H,W}((x_i - G(w_i))^2)             PixelLoss(lambda_pixel)
+           + lambda_perceptual * mean_{C,h,w}((F(x_i) - F(G(w_i)))^2)       PerceptualLoss(F, lambda_perceptual)
+           + lambda_dom        * mean_{L,D}((w_i - E(G(w_i)))^2)            DomainLoss(E, lambda_dom)
 
 The official code inverts one image at a time, so its scalar means are exactly these per-image means.
 Here a batch is optimised at once and the per-image losses are **summed** (not averaged): the gradient
@@ -13,9 +14,9 @@ of image i's code is then the gradient of loss_i alone, whatever the batch size,
 elementwise, so a batch yields the same codes as one image at a time (up to float rounding of batched
 kernels). Gradients flow through E(G(w)) into w, as in the official code (E is not detached).
 
-With ``mask`` (semantic diffusion) the pixel and perceptual terms follow the official ``diffuse``:
-the pixel term is ``mean((mask * (x - G(w)))^2)`` over all pixels (not renormalised by the mask
-area), and F sees ``mask * x`` and ``mask * G(w)``.
+With a ``mask`` (semantic diffusion) the pixel and perceptual terms follow the official ``diffuse``
+(see ``idinvert.loss_terms``). The networks run eagerly or compiled, in fp32 or under autocast
+(``LoopOptions.speed``, ``idinvert.speed``): the same loop, the same numbers up to float rounding.
 
 A non-finite loss stops only its own image: its code is frozen at the last value whose loss was
 finite (the start as given if it never was -- e.g. a NaN image's NaN encoder start), it is marked
@@ -28,15 +29,17 @@ from __future__ import annotations
 import contextlib
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Iterator, Optional
+from typing import Callable, Iterable, Iterator, Optional, Sequence
 
 import torch
 import torch.nn as nn
 
+from idinvert.loss_terms import LossTerm, PixelLoss
+from idinvert.speed import EAGER, Speed
 from idinvert.utils import device_of
 
-__all__ = ["OptimizationResult", "Milestone", "optimize_codes", "encode", "frozen", "channels_last",
-           "anytime_milestones", "check_milestones",
+__all__ = ["OptimizationResult", "Milestone", "LoopOptions", "optimize_codes", "encode", "frozen",
+           "channels_last", "anytime_milestones", "check_milestones",
            "DEFAULT_LR", "DEFAULT_STEPS", "DEFAULT_LAMBDA_DOM"]
 
 # Paper / official code defaults (Adam lr 0.01, 100 iterations, lambda_dom 2).
@@ -209,23 +212,10 @@ def encode(encoder: Callable, images: torch.Tensor, batch_size: int = 64) -> tor
     return torch.cat(out) if out else images.new_zeros(0)
 
 
-def optimize_codes(generator: nn.Module, targets: torch.Tensor, init_codes: torch.Tensor, *,
-                   steps: int = DEFAULT_STEPS, lr: float = DEFAULT_LR, lambda_pixel: float = 1.0,
-                   lambda_perceptual: float = 0.0, perceptual: Optional[Callable] = None,
-                   lambda_dom: float = 0.0, encoder: Optional[Callable] = None, space: str = "wp",
-                   mask: Optional[torch.Tensor] = None, progress: bool = False,
-                   seed: Optional[int] = None, milestones: Optional[Iterable[int]] = None,
-                   time_origin: Optional[float] = None, memory_format: str = "contiguous",
-                   on_step: Optional[Callable[[int, int], None]] = None) -> OptimizationResult:
-    """Optimise W+ (or W) codes so that ``generator.synthesis(codes)`` reconstructs ``targets``.
+@dataclass
+class LoopOptions:
+    """How the loop runs and reports, apart from what it optimises.
 
-    generator: has ``.synthesis(wp [B, L, D]) -> images [B, 3, H, W]``.
-    targets: [B, 3, H, W] in [-1, 1].  init_codes: [B, L, D] (for ``space="w"`` also [B, 1, D] or
-      [B, D]; a [B, L, D] start is averaged over layers — exact for mean-w or W-space codes).
-    perceptual: F, images -> features; used when ``lambda_perceptual > 0``.
-    encoder: E, images -> [B, L, D]; the domain regulariser is used when ``lambda_dom > 0``.
-    space: "wp" optimises one code per layer; "w" one w per image broadcast to all L layers.
-    mask: [B, 1, H, W] (or broadcastable to the images) restricting the image terms.
     seed: if given, the global RNG is seeded inside a forked RNG state (so a generator with random
       noise is reproducible and the caller's RNG stream is untouched).
     milestones: steps k in [0, steps] at which to keep a copy of the codes (anytime evaluation, at the
@@ -233,40 +223,88 @@ def optimize_codes(generator: nn.Module, targets: torch.Tensor, init_codes: torc
       call with ``steps=k`` returns (the *current* codes after k updates -- the loop returns its last
       iterate, not the lowest-loss one, and so do the milestones), with the seconds elapsed.
     time_origin: a ``time.perf_counter()`` value the milestone and final seconds count from, so a
-      caller can include work done before the loop (an encoder start); default: entry to this call.
-    memory_format: "contiguous" (default) or "channels_last": the networks' 4-D weights and the
-      images in channels_last layout for the duration (see :func:`channels_last`; faster convolutions
-      on CPU, same result up to float rounding -- which Adam amplifies to ~1e-3 in the codes).
+      caller can include work done before the loop (an encoder start); default: entry to the loop.
     on_step: called as ``on_step(done, steps)`` after every 1% of the steps (and after the last one), so
       a caller can show progress inside one long batch; it must not touch the tensors.
-    Networks are put in eval mode with frozen parameters for the duration and restored afterwards.
+    progress: a tqdm bar of the steps.
+    memory_format: "contiguous" or "channels_last": the networks' 4-D weights and the images in
+      channels_last layout for the duration (see :func:`channels_last`; faster convolutions on CPU, same
+      result up to float rounding -- which Adam amplifies to ~1e-3 in the codes).
+    speed: eager or compiled networks, fp32 or autocast (``idinvert.speed``; same numbers up to rounding).
     """
-    t_origin = time.perf_counter() if time_origin is None else float(time_origin)
-    if space not in ("wp", "w"):
-        raise ValueError(f"space must be 'wp' or 'w', got {space!r}")
-    if memory_format not in ("contiguous", "channels_last"):
-        raise ValueError(f"memory_format must be 'contiguous' or 'channels_last', got {memory_format!r}")
-    use_cl = memory_format == "channels_last"
-    if steps < 0:
-        raise ValueError(f"steps must be >= 0, got {steps}")
-    if targets.ndim != 4:
-        raise ValueError(f"targets must be [B, 3, H, W], got {tuple(targets.shape)}")
-    use_perceptual = bool(lambda_perceptual) and perceptual is not None
-    use_dom = bool(lambda_dom) and encoder is not None
-    if lambda_perceptual and perceptual is None:
-        raise ValueError("lambda_perceptual > 0 needs a perceptual model F")
-    if lambda_dom and encoder is None:
-        raise ValueError("lambda_dom > 0 needs an encoder E")
 
-    device = device_of(generator)
-    # Codes and targets take the generator's dtype: float32 normally; float64 lets tests check the
-    # batch-independence of the loop itself, free of float32 rounding.
-    dtype = _float_dtype_of(generator)
-    x = targets.to(device=device, dtype=dtype)
-    if use_cl:
-        x = x.contiguous(memory_format=torch.channels_last)
-    B = x.shape[0]
-    num_layers = int(getattr(generator, "num_layers", init_codes.shape[1] if init_codes.ndim == 3 else 1))
+    seed: Optional[int] = None
+    milestones: Optional[Iterable[int]] = None
+    time_origin: Optional[float] = None
+    on_step: Optional[Callable[[int, int], None]] = None
+    progress: bool = False
+    memory_format: str = "contiguous"
+    speed: Speed = EAGER
+
+    def __post_init__(self) -> None:
+        if self.memory_format not in ("contiguous", "channels_last"):
+            raise ValueError(f"memory_format must be 'contiguous' or 'channels_last', got {self.memory_format!r}")
+
+
+class _Failures:
+    """Per-image failure bookkeeping, on the device (no host synchronisation per step): an image whose
+    loss turns non-finite is frozen at its last code with a finite loss."""
+
+    KINDS = {1: "loss became nan", 2: "loss became inf", 3: "code became non-finite"}
+
+    def __init__(self, init: torch.Tensor):
+        B = init.shape[0]
+        self.failed = torch.zeros(B, dtype=torch.bool, device=init.device)
+        self.hold = self.failed.view(B, 1, 1)  # a view: follows the in-place updates of ``failed``
+        self.step = torch.full((B,), -1, dtype=torch.long, device=init.device)
+        self.kind = torch.zeros(B, dtype=torch.long, device=init.device)  # see KINDS
+        self.last_good = init.clone()
+        self.history: list[torch.Tensor] = []
+
+    def observe(self, step: int, losses: torch.Tensor, param: torch.Tensor) -> torch.Tensor:
+        """Record this step's losses [B]; returns the total to back-propagate (failed images: 0)."""
+        loss = losses.detach()
+        newly = ~torch.isfinite(loss) & ~self.failed
+        self.step = torch.where(newly, step, self.step)
+        self.kind = torch.where(newly, torch.where(torch.isnan(loss), 1, 2), self.kind)
+        self.failed |= newly
+        # Codes of images still going had a finite loss at this step: remember them.
+        self.last_good = torch.where(self.hold, self.last_good, param.detach())
+        self.history.append(torch.where(self.failed, float("nan"), loss))
+        # where() gives failed images an exactly-zero upstream gradient; their own backward path may
+        # still produce NaN (0 * inf), so their gradient is zeroed in ``update`` too.
+        return torch.where(self.failed, torch.zeros_like(losses), losses).sum()
+
+    @torch.no_grad()
+    def update(self, param: torch.Tensor, optimizer: torch.optim.Optimizer) -> None:
+        param.grad.masked_fill_(self.hold, 0.0)
+        optimizer.step()
+        param.copy_(torch.where(self.hold, self.last_good, param))
+
+    @torch.no_grad()
+    def settled(self, param: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(codes, failed) a run ending now returns, without side effects: a non-finite code after the
+        last update keeps the last good code."""
+        failed = self.failed | (~torch.isfinite(param).flatten(1).all(1) & ~self.failed)
+        return torch.where(failed.view(-1, 1, 1), self.last_good, param.detach()), failed
+
+    @torch.no_grad()
+    def close(self, param: torch.Tensor) -> torch.Tensor:
+        """The final codes; an image whose last update made its code non-finite is failed too."""
+        bad = ~torch.isfinite(param).flatten(1).all(1) & ~self.failed
+        self.step = torch.where(bad, len(self.history), self.step)
+        self.kind = torch.where(bad, 3, self.kind)
+        self.failed |= bad
+        return torch.where(self.hold, self.last_good, param.detach())
+
+    def reasons(self) -> list[Optional[str]]:
+        failed, steps, kinds = self.failed.cpu(), self.step.cpu().tolist(), self.kind.cpu().tolist()
+        return [f"{self.KINDS[kinds[i]]} at step {steps[i]}" if failed[i] else None for i in range(len(steps))]
+
+
+def _start_codes(init_codes: torch.Tensor, B: int, space: str, device, dtype) -> torch.Tensor:
+    """The optimised parameter's start: [B, L, D] for W+, [B, 1, D] for W (a [B, L, D] start is averaged
+    over layers -- exact for mean-w or W-space codes)."""
     init = init_codes.detach().to(device=device, dtype=dtype)
     if space == "w":
         if init.ndim == 2:
@@ -275,116 +313,130 @@ def optimize_codes(generator: nn.Module, targets: torch.Tensor, init_codes: torc
             init = init.mean(dim=1, keepdim=True)
     if init.ndim != 3 or init.shape[0] != B:
         raise ValueError(f"init_codes must be [B={B}, L, D], got {tuple(init_codes.shape)}")
-    if mask is not None:
-        mask = mask.to(device=device, dtype=dtype)
-    pending = check_milestones(milestones, steps)
-    reached: list[Milestone] = []
+    return init
 
+
+def _check(terms: Sequence[LossTerm], targets: torch.Tensor, steps: int, space: str) -> None:
+    if space not in ("wp", "w"):
+        raise ValueError(f"space must be 'wp' or 'w', got {space!r}")
+    if steps < 0:
+        raise ValueError(f"steps must be >= 0, got {steps}")
+    if targets.ndim != 4:
+        raise ValueError(f"targets must be [B, 3, H, W], got {tuple(targets.shape)}")
+    if not terms:
+        raise ValueError("optimize_codes needs at least one loss term")
+    for term in terms:
+        if not isinstance(term, LossTerm):
+            raise ValueError(f"loss terms must be idinvert.loss_terms.LossTerm objects, got {type(term).__name__}")
+        term.check()
+
+
+def _objective(generator: nn.Module, terms: Sequence[LossTerm], x: torch.Tensor, expand: Callable,
+               speed: Speed) -> Callable[[torch.Tensor], torch.Tensor]:
+    """param -> per-image loss [B]: the terms bound to this batch, summed in their given order."""
+    synthesis = speed.run(generator.synthesis)
+    bound = [t.bind(x, speed.run) for t in terms]
+    context = speed.context(x.device)
+
+    def per_image_loss(param: torch.Tensor) -> torch.Tensor:
+        with context:
+            wp = expand(param)
+            rec = synthesis(wp)
+            loss = bound[0](wp, rec)
+            for term in bound[1:]:
+                loss = loss + term(wp, rec)
+        return loss.float() if speed.autocast else loss
+    return per_image_loss
+
+
+def optimize_codes(generator: nn.Module, targets: torch.Tensor, init_codes: torch.Tensor,
+                   terms: Optional[Sequence[LossTerm]] = None, *, steps: int = DEFAULT_STEPS,
+                   lr: float = DEFAULT_LR, space: str = "wp",
+                   options: Optional[LoopOptions] = None) -> OptimizationResult:
+    """Adam on W+ (or W) codes so that ``generator.synthesis(codes)`` reconstructs ``targets`` under the
+    sum of ``terms`` (``idinvert.loss_terms``; default: the pixel MSE alone).
+
+    generator: has ``.synthesis(wp [B, L, D]) -> images [B, 3, H, W]``.
+    targets: [B, 3, H, W] in [-1, 1].  init_codes: [B, L, D] (for ``space="w"`` also [B, 1, D] or [B, D]).
+    space: "wp" optimises one code per layer; "w" one w per image broadcast to all L layers.
+    options: seed, milestones, timing origin, progress, memory format and speed (:class:`LoopOptions`).
+    The generator and the terms' networks are put in eval mode with frozen parameters for the duration.
+    """
+    opts = options or LoopOptions()
+    t_origin = time.perf_counter() if opts.time_origin is None else float(opts.time_origin)
+    terms = list(terms) if terms is not None else [PixelLoss()]
+    _check(terms, targets, steps, space)
+    device = device_of(generator)
+    # Codes and targets take the generator's dtype: float32 normally; float64 lets tests check the
+    # batch-independence of the loop itself, free of float32 rounding.
+    dtype = _float_dtype_of(generator)
+    x = targets.to(device=device, dtype=dtype)
+    use_cl = opts.memory_format == "channels_last"
+    if use_cl:
+        x = x.contiguous(memory_format=torch.channels_last)
+    B = x.shape[0]
+    init = _start_codes(init_codes, B, space, device, dtype)
+    num_layers = int(getattr(generator, "num_layers", init.shape[1]))
+
+    def expand(c: torch.Tensor) -> torch.Tensor:
+        return c.expand(B, num_layers, c.shape[2]) if space == "w" else c
+
+    nets = [n for t in terms for n in t.networks()]
     rng = torch.random.fork_rng(devices=[device] if device.type == "cuda" else []) \
-        if seed is not None else contextlib.nullcontext()
-    with rng, frozen(generator, encoder, perceptual), \
-            channels_last(generator, encoder, perceptual, enabled=use_cl):
-        if seed is not None:
-            torch.manual_seed(seed)
-        x_masked = x * mask if mask is not None else x
-        with torch.no_grad():
-            target_feat = perceptual(x_masked) if use_perceptual else None
-
-        def per_image_loss(param: torch.Tensor) -> torch.Tensor:
-            wp = param.expand(B, num_layers, param.shape[2]) if space == "w" else param
-            rec = generator.synthesis(wp)
-            diff = (x - rec) if mask is None else (x - rec) * mask
-            loss = lambda_pixel * diff.pow(2).flatten(1).mean(1)
-            if use_perceptual:
-                rec_in = rec if mask is None else rec * mask
-                feat = perceptual(rec_in)
-                loss = loss + lambda_perceptual * (target_feat - feat).pow(2).flatten(1).mean(1)
-            if use_dom:
-                w_rec = encoder(rec).reshape(wp.shape)
-                loss = loss + lambda_dom * (wp - w_rec).pow(2).flatten(1).mean(1)
-            return loss
-
-        param = init.clone().requires_grad_(True)
-        last_good = init.clone()
-        failed = torch.zeros(B, dtype=torch.bool, device=device)
-        fail_step = torch.full((B,), -1, dtype=torch.long, device=device)
-        fail_kind = torch.zeros(B, dtype=torch.long, device=device)  # 1 nan, 2 inf, 3 non-finite code
-        optimizer = torch.optim.Adam([param], lr=lr)
-        history = []
-        bar = None
-        if progress:
-            from tqdm.auto import tqdm
-            bar = tqdm(total=steps, desc="invert", leave=False)
-        freeze = failed.view(B, 1, 1)
-        report_every = max(1, steps // 100)
-
-        def as_output(c: torch.Tensor) -> torch.Tensor:
-            return (c.expand(B, num_layers, c.shape[2]) if space == "w" else c).contiguous().clone()
-
-        def record(step: int, codes_now: torch.Tensor, failed_now: torch.Tensor) -> None:
-            _sync(device)
-            reached.append(Milestone(step=step, seconds=time.perf_counter() - t_origin,
-                                     codes=as_output(codes_now), failed=failed_now.cpu().clone()))
-
-        try:
-            for step in range(steps):
-                while pending and pending[0] == step:
-                    # What a run of ``step`` steps returns: its end-of-run check (a non-finite code
-                    # after the last update keeps the last good code) applied without side effects.
-                    with torch.no_grad():
-                        bad_now = ~torch.isfinite(param).flatten(1).all(1) & ~failed
-                        hold = (failed | bad_now).view(B, 1, 1)
-                        record(pending.pop(0), torch.where(hold, last_good, param.detach()),
-                               failed | bad_now)
-                optimizer.zero_grad(set_to_none=False)
-                losses = per_image_loss(param)
-                ok = torch.isfinite(losses.detach())
-                newly = ~ok & ~failed
-                fail_step = torch.where(newly, step, fail_step)
-                fail_kind = torch.where(newly, torch.where(torch.isnan(losses.detach()), 1, 2), fail_kind)
-                failed |= newly
-                # Codes of images still going had a finite loss at this step: remember them.
-                last_good = torch.where(freeze, last_good, param.detach())
-                history.append(torch.where(failed, float("nan"), losses.detach()))
-                # where() gives failed images an exactly-zero upstream gradient; their own backward
-                # path may still produce NaN (0 * inf), so their gradient is zeroed explicitly too.
-                total = torch.where(failed, torch.zeros_like(losses), losses).sum()
-                total.backward()
-                with torch.no_grad():
-                    param.grad.masked_fill_(freeze, 0.0)
-                    optimizer.step()
-                    param.copy_(torch.where(freeze, last_good, param))
-                if bar is not None:
-                    bar.update(1)
-                    bar.set_postfix(loss=float(history[-1].nanmean()))
-                if on_step is not None and ((step + 1) % report_every == 0 or step + 1 == steps):
-                    on_step(step + 1, steps)
-                if step % 10 == 9 and bool(failed.all()):
-                    break
-            with torch.no_grad():
-                # The last update can itself produce a non-finite code (a NaN gradient with a finite
-                # loss): such an image is failed too and keeps its last good code.
-                bad_code = ~torch.isfinite(param).flatten(1).all(1) & ~failed
-                fail_step = torch.where(bad_code, len(history), fail_step)
-                fail_kind = torch.where(bad_code, 3, fail_kind)
-                failed |= bad_code
-                codes = torch.where(freeze, last_good, param.detach())
-            # Milestones not reached inside the loop: ``steps`` itself, or any after an early stop
-            # (every image failed, so every later run ends with these same frozen codes).
-            while pending:
-                record(pending.pop(0), codes, failed)
-        finally:
-            if bar is not None:
-                bar.close()
-
-    codes = as_output(codes)
+        if opts.seed is not None else contextlib.nullcontext()
+    with rng, frozen(generator, *nets), channels_last(generator, *nets, enabled=use_cl):
+        if opts.seed is not None:
+            torch.manual_seed(opts.seed)
+        loss_of = _objective(generator, terms, x, expand, opts.speed)
+        codes, fails, reached = _adam_loop(loss_of, init, steps, lr, opts, t_origin, expand)
+    codes = expand(codes).contiguous().clone()
     _sync(device)
-    seconds = time.perf_counter() - t_origin
-    failed_cpu = failed.cpu()
-    steps_cpu, kinds_cpu = fail_step.cpu().tolist(), fail_kind.cpu().tolist()
-    kind_names = {1: "loss became nan", 2: "loss became inf", 3: "code became non-finite"}
-    reasons = [f"{kind_names[kinds_cpu[i]]} at step {steps_cpu[i]}" if failed_cpu[i] else None
-               for i in range(B)]
-    loss_history = torch.stack(history).float().cpu() if history else torch.empty(0, B)
-    return OptimizationResult(codes=codes, failed=failed_cpu, reasons=reasons, loss_history=loss_history,
-                              milestones=reached, seconds=seconds)
+    history = torch.stack(fails.history).float().cpu() if fails.history else torch.empty(0, B)
+    return OptimizationResult(codes=codes, failed=fails.failed.cpu(), reasons=fails.reasons(),
+                              loss_history=history, milestones=reached,
+                              seconds=time.perf_counter() - t_origin)
+
+
+def _adam_loop(loss_of: Callable, init: torch.Tensor, steps: int, lr: float, opts: LoopOptions,
+               t_origin: float, expand: Callable) -> tuple[torch.Tensor, _Failures, list[Milestone]]:
+    """The steps themselves: (final codes before expansion, the failure record, the milestones)."""
+    param = init.clone().requires_grad_(True)
+    fails = _Failures(init)
+    optimizer = torch.optim.Adam([param], lr=lr)
+    pending, reached = check_milestones(opts.milestones, steps), []
+    report_every = max(1, steps // 100)
+
+    def record(step: int, codes: torch.Tensor, failed: torch.Tensor) -> None:
+        _sync(codes.device)
+        reached.append(Milestone(step=step, seconds=time.perf_counter() - t_origin,
+                                 codes=expand(codes).contiguous().clone(), failed=failed.cpu().clone()))
+
+    bar = _bar(steps) if opts.progress else None
+    try:
+        for step in range(steps):
+            while pending and pending[0] == step:
+                record(pending.pop(0), *fails.settled(param))
+            optimizer.zero_grad(set_to_none=False)
+            fails.observe(step, loss_of(param), param).backward()
+            fails.update(param, optimizer)
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(loss=float(fails.history[-1].nanmean()))
+            if opts.on_step is not None and ((step + 1) % report_every == 0 or step + 1 == steps):
+                opts.on_step(step + 1, steps)
+            if step % 10 == 9 and bool(fails.failed.all()):
+                break
+        codes = fails.close(param)
+        # Milestones not reached inside the loop: ``steps`` itself, or any after an early stop (every
+        # image failed, so every later run ends with these same frozen codes).
+        while pending:
+            record(pending.pop(0), codes, fails.failed)
+    finally:
+        if bar is not None:
+            bar.close()
+    return codes, fails, reached
+
+
+def _bar(steps: int):
+    from tqdm.auto import tqdm
+    return tqdm(total=steps, desc="invert", leave=False)

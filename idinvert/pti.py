@@ -54,7 +54,9 @@ import torch.nn as nn
 from torch.func import functional_call, vmap
 
 from idinvert.codes import expand_code, mapping_codes, mean_code
-from idinvert.inversion import OptimizationResult, frozen, optimize_codes
+from idinvert.inversion import LoopOptions, OptimizationResult, frozen, optimize_codes
+from idinvert.loss_terms import PerceptualLoss, PixelLoss
+from idinvert.speed import EAGER, Speed
 
 __all__ = ["PIVOT_STEPS", "PIVOT_LR", "TUNING_STEPS", "TUNING_LR", "Locality", "TunedWeights",
            "TunedDecoder", "PTIResult", "w_space_pivots", "pivotal_tuning", "pti_invert", "tunable_names"]
@@ -231,16 +233,20 @@ class PTIResult:
 def w_space_pivots(generator: nn.Module, targets: torch.Tensor, *, steps: int = PIVOT_STEPS,
                    lr: float = PIVOT_LR, perceptual: Optional[Callable] = None,
                    lambda_perceptual: float = 0.0, init: Optional[torch.Tensor] = None,
-                   progress: bool = False, seed: Optional[int] = None) -> OptimizationResult:
+                   progress: bool = False, seed: Optional[int] = None, speed: Speed = EAGER) -> OptimizationResult:
     """Pivots [B, L, D] by optimisation in the generator's W from its average code (see the module
     docstring), with idinvert.inversion.optimize_codes (pixel + perceptual loss)."""
     B = targets.shape[0]
     if init is None:
         init = mean_code(generator).unsqueeze(0).expand(B, -1, -1)
     space = "w" if getattr(generator, "repeat_w", True) else "wp"
-    return optimize_codes(generator, targets, init, steps=steps, lr=lr, perceptual=perceptual,
-                          lambda_perceptual=lambda_perceptual, space=space, progress=progress,
-                          seed=seed)
+    terms = [PixelLoss()]
+    if lambda_perceptual and perceptual is not None:
+        terms.append(PerceptualLoss(perceptual, lambda_perceptual))
+    elif lambda_perceptual:
+        raise ValueError("lambda_perceptual > 0 needs a perceptual model F")
+    return optimize_codes(generator, targets, init, terms, steps=steps, lr=lr, space=space,
+                          options=LoopOptions(progress=progress, seed=seed, speed=speed))
 
 
 def pivotal_tuning(generator: nn.Module, targets: torch.Tensor, pivots: torch.Tensor, *,
@@ -388,11 +394,12 @@ def pti_invert(generator: nn.Module, targets: torch.Tensor, *, perceptual: Optio
                lambda_perceptual: float = 0.0, pivot_steps: int = PIVOT_STEPS,
                pivot_lr: float = PIVOT_LR, tuning_steps: int = TUNING_STEPS,
                tuning_lr: float = TUNING_LR, locality: Optional[Locality] = None,
-               progress: bool = False, seed: Optional[int] = None) -> PTIResult:
+               progress: bool = False, seed: Optional[int] = None, speed: Speed = EAGER) -> PTIResult:
     """The whole method: W-space pivots, then pivotal tuning with them. Images whose pivot failed
-    keep their (last good) pivot and are marked failed."""
+    keep their (last good) pivot and are marked failed. ``speed``: how the pivot's loop runs its
+    networks (``idinvert.speed``)."""
     pivot = w_space_pivots(generator, targets, steps=pivot_steps, lr=pivot_lr, perceptual=perceptual,
-                           lambda_perceptual=lambda_perceptual, progress=progress, seed=seed)
+                           lambda_perceptual=lambda_perceptual, progress=progress, seed=seed, speed=speed)
     result = pivotal_tuning(generator, targets, pivot.codes, steps=tuning_steps, lr=tuning_lr,
                             perceptual=perceptual, lambda_perceptual=lambda_perceptual,
                             locality=locality, progress=progress, seed=seed)

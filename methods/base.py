@@ -12,6 +12,8 @@ from typing import Any, ClassVar
 
 import torch
 
+from idinvert.speed import EAGER, Speed
+
 
 @dataclass
 class InversionResult:
@@ -52,6 +54,10 @@ class InversionMethod:
     # Set by the runner around each timed batch: ``on_step(done, total)`` for a method with many steps per
     # batch to show its progress inside the batch (a 5,000-step batch takes minutes). Not a hyperparameter.
     on_step: ClassVar[Any] = None
+    # How the method runs its networks (``idinvert.speed.Speed``: eager or compiled, fp32 or autocast).
+    # Set by the runner from the measurement on this machine; the numbers do not depend on it beyond
+    # float rounding, so it is not a hyperparameter (not in the run id).
+    speed: ClassVar[Speed] = EAGER
 
     def prepare(self, bundle: Any) -> None:
         self.bundle = bundle

@@ -4,12 +4,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Optional
 
 import torch
 
 from idinvert.inversion import DEFAULT_LAMBDA_DOM, encode
-from methods.optimisation import OptimisationMethod, check
+from idinvert.loss_terms import DomainLoss, LossTerm, PixelLoss
+from methods.optimisation import OptimisationMethod, check, checked_lambda_vgg, perceptual_terms
 from methods.registry import register
 
 INITS = ("encoder", "mean")
@@ -39,6 +40,7 @@ class IDInvert(OptimisationMethod):
     init: str = "encoder"
 
     def validate(self) -> None:
+        self.lambda_vgg = checked_lambda_vgg(self.lambda_vgg, self.name)
         check(self.lambda_dom >= 0, f"idinvert.lambda_dom must be >= 0, got {self.lambda_dom}")
         check(self.init in INITS, f"idinvert.init must be one of {INITS}, got {self.init!r}")
 
@@ -48,5 +50,8 @@ class IDInvert(OptimisationMethod):
             return encode(self.bundle.encoder, images, batch_size=max(1, images.shape[0])).to(self.device)
         return super().init_codes(images)
 
-    def loss_terms(self) -> dict[str, Any]:
-        return {**super().loss_terms(), "lambda_dom": self.lambda_dom, "encoder": self.bundle.encoder}
+    def loss_terms(self) -> list[LossTerm]:
+        """Paper Eq. 5: pixel + lambda_vgg * perceptual + lambda_dom * domain regulariser (a zero weight
+        drops its term)."""
+        domain = [DomainLoss(self.bundle.encoder, self.lambda_dom)] if self.lambda_dom else []
+        return [PixelLoss(), *perceptual_terms(self.bundle, self.lambda_vgg), *domain]

@@ -1,6 +1,7 @@
-"""The base of every optimisation method: a start (``init_codes``), the loss terms, and the shared loop of
+"""The base of every optimisation method: a start (``init_codes``), the loss terms it declares
+(``loss_terms``: objects of ``idinvert.loss_terms``), and the shared loop of
 ``idinvert.inversion.optimize_codes``, with the untimed warm-up. A new optimisation method is a dataclass
-of its hyperparameters plus the hook that makes it different (usually ``init_codes``).
+of its hyperparameters plus the hooks that make it different (``init_codes``, ``loss_terms``).
 
     @register
     @dataclass
@@ -21,7 +22,8 @@ from typing import Any, ClassVar, Optional
 
 import torch
 
-from idinvert.inversion import DEFAULT_LR, DEFAULT_STEPS, anytime_milestones, optimize_codes
+from idinvert.inversion import DEFAULT_LR, DEFAULT_STEPS, LoopOptions, anytime_milestones, optimize_codes
+from idinvert.loss_terms import LossTerm, PerceptualLoss, PixelLoss
 from idinvert.utils import device_of
 from methods.base import InversionMethod, InversionResult
 from methods.registry import BadParameter
@@ -81,6 +83,19 @@ def bundle_lambda_vgg(bundle: Any, value: Optional[float]) -> float:
     return float(default)
 
 
+def checked_lambda_vgg(value: Any, name: str) -> Optional[float]:
+    """A ``lambda_vgg`` hyperparameter parsed (None: the bundle's weight) and checked to be >= 0."""
+    value = optional_float(value, f"{name}.lambda_vgg")
+    check(value is None or value >= 0, f"{name}.lambda_vgg must be >= 0, got {value}")
+    return value
+
+
+def perceptual_terms(bundle: Any, lambda_vgg: Optional[float]) -> list[LossTerm]:
+    """The perceptual term with the bundle's F at ``lambda_vgg`` (None: the bundle's weight); none at 0."""
+    weight = bundle_lambda_vgg(bundle, lambda_vgg)
+    return [PerceptualLoss(bundle.perceptual, weight)] if weight else []
+
+
 def mean_codes(bundle: Any, n: int, device: torch.device) -> torch.Tensor:
     """The mean w repeated over all layers: [n, L, D]."""
     w_avg = bundle.w_avg.detach().to(device=device, dtype=torch.float32).reshape(1, 1, -1)
@@ -89,11 +104,12 @@ def mean_codes(bundle: Any, n: int, device: torch.device) -> torch.Tensor:
 
 @dataclass
 class OptimisationMethod(InversionMethod):
-    """Adam on the codes from ``init_codes(images)`` with the loss of ``loss_terms()``, for ``iters`` steps.
+    """Adam on the codes from ``init_codes(images)`` under the sum of ``loss_terms()``, for ``iters`` steps.
 
     Subclasses set ``name``/``summary``/``needs``, add hyperparameter fields, and override the hooks:
-    ``init_codes`` (default: the mean w), ``loss_terms`` (default: pixel MSE, plus the perceptual term
-    when the method has a ``lambda_vgg`` field) and ``validate`` (extra hyperparameter checks).
+    ``init_codes`` (default: the mean w), ``loss_terms`` (default: the pixel MSE alone) and ``validate``
+    (extra hyperparameter checks). The networks run as ``self.speed`` says (eager or compiled, fp32 or
+    autocast; the runner sets it from ``bench perf``'s measurement on this machine).
     """
 
     space: ClassVar[str] = "wp"  # "w": one w per image broadcast to all layers
@@ -108,10 +124,6 @@ class OptimisationMethod(InversionMethod):
     def __post_init__(self) -> None:
         check(self.iters >= 0, f"{self.name}.iters must be >= 0, got {self.iters}")
         check_lr(self.lr, f"{self.name}.lr")
-        if hasattr(self, "lambda_vgg"):
-            self.lambda_vgg = optional_float(self.lambda_vgg, f"{self.name}.lambda_vgg")
-            check(self.lambda_vgg is None or self.lambda_vgg >= 0,
-                  f"{self.name}.lambda_vgg must be >= 0, got {self.lambda_vgg}")
         self.validate()
 
     def validate(self) -> None:
@@ -120,18 +132,16 @@ class OptimisationMethod(InversionMethod):
     def prepare(self, bundle: Any) -> None:
         super().prepare(bundle)
         self.device = device_of(bundle.generator)
-        self._lambda_vgg = bundle_lambda_vgg(bundle, self.lambda_vgg) if hasattr(self, "lambda_vgg") else 0.0
+        self.loss_terms()  # a missing bundle weight fails here, before any image is inverted
 
     # -- hooks ------------------------------------------------------------------------------------------
     def init_codes(self, images: torch.Tensor) -> torch.Tensor:
         """images [B, 3, H, W] on the method's device -> the start codes [B, L, D]."""
         return mean_codes(self.bundle, images.shape[0], self.device)
 
-    def loss_terms(self) -> dict[str, Any]:
-        """Keyword arguments of ``optimize_codes`` beyond the pixel term."""
-        if not hasattr(self, "lambda_vgg"):
-            return {}
-        return {"lambda_perceptual": self._lambda_vgg, "perceptual": self.bundle.perceptual}
+    def loss_terms(self) -> list[LossTerm]:
+        """The objective's terms (``idinvert.loss_terms``), summed per image in this order."""
+        return [PixelLoss()]
 
     # -- the shared loop --------------------------------------------------------------------------------
     def optimise(self, images: torch.Tensor, steps: int, milestones: list[int] | None = None,
@@ -141,9 +151,9 @@ class OptimisationMethod(InversionMethod):
         time to reach any milestone)."""
         x = images.to(self.device)
         origin = time.perf_counter()
-        opt = optimize_codes(self.bundle.generator, x, self.init_codes(x), steps=steps, lr=self.lr,
-                             space=self.space, milestones=milestones, time_origin=origin, on_step=on_step,
-                             **self.loss_terms())
+        options = LoopOptions(milestones=milestones, time_origin=origin, on_step=on_step, speed=self.speed)
+        opt = optimize_codes(self.bundle.generator, x, self.init_codes(x), self.loss_terms(), steps=steps,
+                             lr=self.lr, space=self.space, options=options)
         return InversionResult(codes=opt.codes, failed=opt.failed, reasons=list(opt.reasons),
                                milestones=list(opt.milestones) if milestones else None)
 
@@ -152,4 +162,4 @@ class OptimisationMethod(InversionMethod):
                              anytime_milestones(self.iters) if self.record_milestones else None, self.on_step)
 
     def warmup(self, images: torch.Tensor) -> None:
-        self.optimise(images[:1], min(self.iters, WARMUP_STEPS))
+        self.optimise(images, min(self.iters, WARMUP_STEPS))

@@ -22,7 +22,7 @@ from idinvert.codes import mean_code
 from idinvert.pti import TUNING_LR, Locality, pti_invert, tunable_names
 from idinvert.utils import device_of
 from methods.base import InversionMethod, InversionResult
-from methods.optimisation import bundle_lambda_vgg, check, check_lr, optional_float
+from methods.optimisation import bundle_lambda_vgg, check, check_lr, checked_lambda_vgg
 from methods.registry import register
 
 # Steps of the untimed warm-up (one image): kernel selection and allocator warm-up only.
@@ -74,9 +74,7 @@ class PTI(InversionMethod):
         check(self.tuning_steps >= 0, f"pti.tuning_steps must be >= 0, got {self.tuning_steps}")
         check_lr(self.pivot_lr, "pti.pivot_lr")
         check_lr(self.tuning_lr, "pti.tuning_lr")
-        self.lambda_vgg = optional_float(self.lambda_vgg, "pti.lambda_vgg")
-        check(self.lambda_vgg is None or self.lambda_vgg >= 0,
-              f"pti.lambda_vgg must be >= 0, got {self.lambda_vgg}")
+        self.lambda_vgg = checked_lambda_vgg(self.lambda_vgg, "pti")
 
     def prepare(self, bundle: Any) -> None:
         super().prepare(bundle)

@@ -120,7 +120,7 @@ def test_milestone_values_mark_failed_images_nan_and_match_the_loop():
     import torch
 
     from bench.anytime import milestone_values, pooled_seconds_per_image
-    from idinvert.inversion import optimize_codes
+    from idinvert.inversion import LoopOptions, optimize_codes
     from idinvert.zoo import tiny_random_bundle
 
     parts = tiny_random_bundle(seed=0)
@@ -130,7 +130,7 @@ def test_milestone_values_mark_failed_images_nan_and_match_the_loop():
     bad = x.clone()
     bad[2, 0, 0, 0] = float("nan")  # image 2 fails at step 0 (it is measured against the clean x)
     init = parts.w_avg.reshape(1, 1, -1).expand(3, parts.num_layers, -1)
-    res = optimize_codes(parts.generator, bad, init, steps=6, milestones=[0, 3, 6])
+    res = optimize_codes(parts.generator, bad, init, steps=6, options=LoopOptions(milestones=[0, 3, 6]))
 
     def mse(codes):
         with torch.no_grad():

@@ -7,7 +7,8 @@ import pytest
 import torch
 import torch.nn as nn
 
-from idinvert.inversion import encode, optimize_codes
+from idinvert.inversion import LoopOptions, encode, optimize_codes
+from idinvert.loss_terms import DomainLoss, PerceptualLoss, PixelLoss
 from idinvert.zoo import tiny_random_bundle
 
 
@@ -26,20 +27,20 @@ def targets_and_start(parts, n: int, seed: int = 1):
     return x, start
 
 
-def full_loss_kwargs(parts):
-    return dict(lambda_perceptual=1e-2, perceptual=parts.perceptual, lambda_dom=2.0,
-                encoder=parts.encoder)
+def full_terms(parts, lambda_perceptual: float = 1e-2):
+    return [PixelLoss(), PerceptualLoss(parts.perceptual, lambda_perceptual), DomainLoss(parts.encoder, 2.0)]
 
 
 def test_batched_inversion_equals_one_at_a_time():
     parts = tiny_parts()
     x, start = targets_and_start(parts, 3)
-    kw = dict(steps=20, lr=0.01, **full_loss_kwargs(parts))
+    kw = dict(steps=20, lr=0.01)
     prev = torch.are_deterministic_algorithms_enabled()
     torch.use_deterministic_algorithms(True)
     try:
-        batched = optimize_codes(parts.generator, x, start, **kw).codes
-        single = torch.cat([optimize_codes(parts.generator, x[i:i + 1], start[i:i + 1], **kw).codes
+        batched = optimize_codes(parts.generator, x, start, full_terms(parts), **kw).codes
+        single = torch.cat([optimize_codes(parts.generator, x[i:i + 1], start[i:i + 1], full_terms(parts),
+                                           **kw).codes
                             for i in range(x.shape[0])])
     finally:
         torch.use_deterministic_algorithms(prev)
@@ -57,10 +58,10 @@ def test_batched_inversion_is_exactly_batch_independent_in_float64():
     x, start = targets_and_start(parts, 3)
     for m in (parts.generator, parts.encoder, parts.perceptual):
         m.double()
-    kw = dict(steps=20, lr=0.01, lambda_perceptual=1.0, perceptual=parts.perceptual, lambda_dom=2.0,
-              encoder=parts.encoder)
-    batched = optimize_codes(parts.generator, x, start, **kw).codes
-    single = torch.cat([optimize_codes(parts.generator, x[i:i + 1], start[i:i + 1], **kw).codes
+    kw = dict(steps=20, lr=0.01)
+    terms = full_terms(parts, lambda_perceptual=1.0)
+    batched = optimize_codes(parts.generator, x, start, terms, **kw).codes
+    single = torch.cat([optimize_codes(parts.generator, x[i:i + 1], start[i:i + 1], terms, **kw).codes
                         for i in range(x.shape[0])])
     assert batched.dtype == torch.float64
     assert (batched - start.double()).abs().max() > 1e-3
@@ -70,7 +71,7 @@ def test_batched_inversion_is_exactly_batch_independent_in_float64():
 def test_loss_decreases():
     parts = tiny_parts()
     x, start = targets_and_start(parts, 3)
-    res = optimize_codes(parts.generator, x, start, steps=30, lr=0.01, **full_loss_kwargs(parts))
+    res = optimize_codes(parts.generator, x, start, full_terms(parts), steps=30, lr=0.01)
     assert res.loss_history.shape == (30, 3)
     assert not res.failed.any() and res.reasons == [None] * 3
     assert (res.loss_history[-1] < res.loss_history[0]).all()
@@ -79,10 +80,10 @@ def test_loss_decreases():
 def test_nan_in_one_target_fails_only_that_image():
     parts = tiny_parts()
     x, start = targets_and_start(parts, 3)
-    clean = optimize_codes(parts.generator, x[[0, 2]], start[[0, 2]], steps=10, **full_loss_kwargs(parts))
+    clean = optimize_codes(parts.generator, x[[0, 2]], start[[0, 2]], full_terms(parts), steps=10)
     bad = x.clone()
     bad[1, 0, 0, 0] = float("nan")
-    res = optimize_codes(parts.generator, bad, start, steps=10, **full_loss_kwargs(parts))
+    res = optimize_codes(parts.generator, bad, start, full_terms(parts), steps=10)
     assert res.failed.tolist() == [False, True, False]
     assert res.reasons[1] == "loss became nan at step 0" and res.reasons[0] is None
     assert torch.equal(res.codes[1], start[1])  # frozen at the (finite) start
@@ -114,16 +115,14 @@ def test_loss_becoming_inf_mid_run_freezes_that_image_at_last_finite_code():
     parts = tiny_parts()
     x, start = targets_and_start(parts, 2)
     f = _BlowsUp(parts.perceptual, index=0, after=5)
-    res = optimize_codes(parts.generator, x, start, steps=12, lr=0.01, lambda_perceptual=1e-2,
-                         perceptual=f)
+    res = optimize_codes(parts.generator, x, start, [PixelLoss(), PerceptualLoss(f, 1e-2)], steps=12, lr=0.01)
     assert res.failed.tolist() == [True, False]
     assert res.reasons[0] == "loss became inf at step 5"
-    ref = optimize_codes(parts.generator, x, start, steps=5, lr=0.01, lambda_perceptual=1e-2,
-                         perceptual=parts.perceptual)
+    plain = [PixelLoss(), PerceptualLoss(parts.perceptual, 1e-2)]
+    ref = optimize_codes(parts.generator, x, start, plain, steps=5, lr=0.01)
     # Step 5 was evaluated at the code after 5 updates; the last finite loss was at step 4, i.e.
     # after 4 updates.
-    ref4 = optimize_codes(parts.generator, x, start, steps=4, lr=0.01, lambda_perceptual=1e-2,
-                          perceptual=parts.perceptual)
+    ref4 = optimize_codes(parts.generator, x, start, plain, steps=4, lr=0.01)
     assert (res.codes[0] - ref4.codes[0]).abs().max() <= 1e-5
     assert not torch.allclose(res.codes[0], ref.codes[0])
     assert math.isfinite(res.loss_history[-1, 1].item())
@@ -143,7 +142,7 @@ def test_networks_stay_frozen_and_modes_restored():
     parts = tiny_parts()
     x, start = targets_and_start(parts, 2)
     parts.encoder.train()
-    optimize_codes(parts.generator, x, start, steps=2, **full_loss_kwargs(parts))
+    optimize_codes(parts.generator, x, start, full_terms(parts), steps=2)
     assert parts.encoder.training  # mode restored
     for m in (parts.generator, parts.encoder, parts.perceptual):
         for p in m.parameters():
@@ -159,8 +158,8 @@ def test_mask_restricts_pixel_loss():
     other = x.clone()
     other[..., : r // 2, :] = 0.7
     mask[..., r // 2:, :] = 1
-    a = optimize_codes(parts.generator, x, start, steps=5, mask=mask)
-    b = optimize_codes(parts.generator, other, start, steps=5, mask=mask)
+    a = optimize_codes(parts.generator, x, start, [PixelLoss(mask=mask)], steps=5)
+    b = optimize_codes(parts.generator, other, start, [PixelLoss(mask=mask)], steps=5)
     assert torch.allclose(a.codes, b.codes, atol=1e-6)
 
 
@@ -176,7 +175,11 @@ def test_bad_arguments_raise():
     with pytest.raises(ValueError):
         optimize_codes(parts.generator, x, start, steps=1, space="z")
     with pytest.raises(ValueError):
-        optimize_codes(parts.generator, x, start, steps=1, lambda_dom=1.0)
+        optimize_codes(parts.generator, x, start, [PixelLoss(), DomainLoss(parts.encoder, float("nan"))], steps=1)
+    with pytest.raises(ValueError):
+        optimize_codes(parts.generator, x, start, [], steps=1)
+    with pytest.raises(ValueError):
+        optimize_codes(parts.generator, x, start, [("pixel", 1.0)], steps=1)
 
 
 def test_seed_leaves_the_global_rng_stream_alone():
@@ -185,5 +188,5 @@ def test_seed_leaves_the_global_rng_stream_alone():
     torch.manual_seed(123)
     expected = torch.rand(3)
     torch.manual_seed(123)
-    optimize_codes(parts.generator, x, start, steps=2, seed=7)
+    optimize_codes(parts.generator, x, start, steps=2, options=LoopOptions(seed=7))
     assert torch.equal(torch.rand(3), expected)

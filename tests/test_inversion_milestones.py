@@ -10,7 +10,8 @@ import pytest
 import torch
 import torch.nn as nn
 
-from idinvert.inversion import anytime_milestones, check_milestones, optimize_codes
+from idinvert.inversion import LoopOptions, anytime_milestones, check_milestones, optimize_codes
+from idinvert.loss_terms import DomainLoss, PerceptualLoss, PixelLoss
 from idinvert.zoo import tiny_random_bundle
 
 
@@ -25,8 +26,7 @@ def parts_and_targets(n: int = 3, seed: int = 1):
 
 
 def full_loss(parts):
-    return dict(lr=0.01, lambda_perceptual=1e-2, perceptual=parts.perceptual, lambda_dom=2.0,
-                encoder=parts.encoder)
+    return dict(lr=0.01, terms=[PixelLoss(), PerceptualLoss(parts.perceptual, 1e-2), DomainLoss(parts.encoder, 2.0)])
 
 
 @pytest.fixture
@@ -40,7 +40,7 @@ def deterministic():
 def test_milestone_codes_equal_separate_runs_of_that_many_steps(deterministic):
     parts, x, start = parts_and_targets()
     kw = full_loss(parts)
-    res = optimize_codes(parts.generator, x, start, steps=12, milestones=[0, 1, 5, 12], **kw)
+    res = optimize_codes(parts.generator, x, start, steps=12, options=LoopOptions(milestones=[0, 1, 5, 12]), **kw)
     assert [m.step for m in res.milestones] == [0, 1, 5, 12]
     for m in res.milestones:
         alone = optimize_codes(parts.generator, x, start, steps=m.step, **kw)
@@ -57,7 +57,7 @@ def test_milestones_do_not_change_the_final_result(deterministic):
     parts, x, start = parts_and_targets()
     kw = full_loss(parts)
     plain = optimize_codes(parts.generator, x, start, steps=10, **kw)
-    with_ms = optimize_codes(parts.generator, x, start, steps=10, milestones=range(11), **kw)
+    with_ms = optimize_codes(parts.generator, x, start, steps=10, options=LoopOptions(milestones=range(11)), **kw)
     assert plain.milestones == []
     assert len(with_ms.milestones) == 11
     assert torch.equal(plain.codes, with_ms.codes)
@@ -70,17 +70,18 @@ def test_on_step_reports_every_hundredth_of_the_steps_and_changes_nothing(determ
     kw = full_loss(parts)
     calls = []
     plain = optimize_codes(parts.generator, x, start, steps=250, **kw)
-    told = optimize_codes(parts.generator, x, start, steps=250, on_step=lambda k, n: calls.append((k, n)), **kw)
+    told = optimize_codes(parts.generator, x, start, steps=250,
+                          options=LoopOptions(on_step=lambda k, n: calls.append((k, n))), **kw)
     assert calls == [(k, 250) for k in range(2, 251, 2)]   # every 2 steps (1% of 250), the last one included
     assert torch.equal(plain.codes, told.codes)
     few = []
-    optimize_codes(parts.generator, x, start, steps=3, on_step=lambda k, n: few.append(k), **kw)
+    optimize_codes(parts.generator, x, start, steps=3, options=LoopOptions(on_step=lambda k, n: few.append(k)), **kw)
     assert few == [1, 2, 3]
 
 
 def test_milestones_are_copies_not_views(deterministic):
     parts, x, start = parts_and_targets(n=2)
-    res = optimize_codes(parts.generator, x, start, steps=4, milestones=[2, 4], **full_loss(parts))
+    res = optimize_codes(parts.generator, x, start, steps=4, options=LoopOptions(milestones=[2, 4]), **full_loss(parts))
     before = res.milestones[0].codes.clone()
     res.codes.add_(1.0)
     assert torch.equal(res.milestones[0].codes, before)
@@ -90,7 +91,7 @@ def test_milestones_are_copies_not_views(deterministic):
 def test_w_space_milestones_are_broadcast_codes():
     parts, x, _ = parts_and_targets(n=2)
     init = parts.w_avg.reshape(1, 1, -1).expand(2, parts.num_layers, -1)
-    res = optimize_codes(parts.generator, x, init, steps=4, space="w", milestones=[0, 2, 4])
+    res = optimize_codes(parts.generator, x, init, steps=4, space="w", options=LoopOptions(milestones=[0, 2, 4]))
     for m in res.milestones:
         assert m.codes.shape == (2, parts.num_layers, parts.w_dim)
         assert torch.equal(m.codes, m.codes[:, :1].expand_as(m.codes))
@@ -100,12 +101,14 @@ def test_w_space_milestones_are_broadcast_codes():
 
 def test_seconds_grow_with_the_milestones_and_count_from_the_given_origin():
     parts, x, start = parts_and_targets(n=2)
-    res = optimize_codes(parts.generator, x, start, steps=6, milestones=[0, 3, 6], **full_loss(parts))
+    res = optimize_codes(parts.generator, x, start, steps=6, options=LoopOptions(milestones=[0, 3, 6]),
+                         **full_loss(parts))
     secs = [m.seconds for m in res.milestones]
     assert secs[0] >= 0 and secs == sorted(secs) and secs[-1] <= res.seconds
     assert secs[2] > secs[0]
     origin = time.perf_counter() - 100.0  # as if an encoder had run for 100 s before the loop
-    late = optimize_codes(parts.generator, x, start, steps=2, milestones=[0, 2], time_origin=origin)
+    late = optimize_codes(parts.generator, x, start, steps=2,
+                          options=LoopOptions(milestones=[0, 2], time_origin=origin))
     assert 100.0 <= late.milestones[0].seconds <= late.milestones[1].seconds <= late.seconds < 200.0
 
 
@@ -114,7 +117,7 @@ def test_nan_target_is_failed_at_every_milestone_and_others_match_separate_runs(
     bad = x.clone()
     bad[1, 0, 0, 0] = float("nan")
     kw = full_loss(parts)
-    res = optimize_codes(parts.generator, bad, start, steps=6, milestones=[0, 1, 6], **kw)
+    res = optimize_codes(parts.generator, bad, start, steps=6, options=LoopOptions(milestones=[0, 1, 6]), **kw)
     # At 0 steps no loss has been evaluated yet, so nothing is known to have failed -- exactly what a
     # run of 0 steps reports.
     assert res.milestones[0].failed.tolist() == [False, False, False]
@@ -162,8 +165,8 @@ def test_code_made_non_finite_by_an_update_is_failed_at_the_next_milestone():
 
     def run(steps, milestones=None):
         f = _PoisonsGradient(parts.perceptual, index=0, at_call=3)  # the update of step 3 is NaN
-        return optimize_codes(parts.generator, x, start, steps=steps, lr=0.01, lambda_perceptual=1e-2,
-                              perceptual=f, milestones=milestones)
+        return optimize_codes(parts.generator, x, start, [PixelLoss(), PerceptualLoss(f, 1e-2)], steps=steps,
+                              lr=0.01, options=LoopOptions(milestones=milestones))
 
     res = run(8, milestones=[3, 4, 8])
     assert [m.failed.tolist() for m in res.milestones] == [[False, False], [True, False], [True, False]]
@@ -179,7 +182,7 @@ def test_code_made_non_finite_by_an_update_is_failed_at_the_next_milestone():
 def test_milestones_after_an_early_stop_hold_the_frozen_codes():
     parts, x, start = parts_and_targets(n=2)
     bad = torch.full_like(x, float("nan"))  # every image fails at step 0: the loop stops at step 9
-    res = optimize_codes(parts.generator, bad, start, steps=40, milestones=[5, 20, 40])
+    res = optimize_codes(parts.generator, bad, start, steps=40, options=LoopOptions(milestones=[5, 20, 40]))
     assert res.loss_history.shape[0] == 10
     for m in res.milestones:
         assert m.failed.all()
@@ -190,7 +193,7 @@ def test_milestones_after_an_early_stop_hold_the_frozen_codes():
 def test_bad_milestones_raise_naming_the_value(bad):
     parts, x, start = parts_and_targets(n=1)
     with pytest.raises(ValueError, match="milestone"):
-        optimize_codes(parts.generator, x, start, steps=10, milestones=bad)
+        optimize_codes(parts.generator, x, start, steps=10, options=LoopOptions(milestones=bad))
 
 
 def test_check_milestones_sorts_and_dedups():
@@ -216,7 +219,7 @@ def test_channels_last_gives_the_same_result_and_restores_the_networks():
     parts, x, start = parts_and_targets()
     kw = full_loss(parts)
     plain = optimize_codes(parts.generator, x, start, steps=5, **kw)
-    cl = optimize_codes(parts.generator, x, start, steps=5, memory_format="channels_last", **kw)
+    cl = optimize_codes(parts.generator, x, start, steps=5, options=LoopOptions(memory_format="channels_last"), **kw)
     assert (cl.codes - plain.codes).abs().max() <= 1e-3
     assert torch.allclose(cl.loss_history, plain.loss_history, rtol=1e-4)
     for m in (parts.generator, parts.encoder, parts.perceptual):
@@ -224,4 +227,4 @@ def test_channels_last_gives_the_same_result_and_restores_the_networks():
             if p.ndim == 4:
                 assert p.is_contiguous(), "a weight was left in channels_last"
     with pytest.raises(ValueError, match="memory_format"):
-        optimize_codes(parts.generator, x, start, steps=1, memory_format="nhwc")
+        optimize_codes(parts.generator, x, start, steps=1, options=LoopOptions(memory_format="nhwc"))

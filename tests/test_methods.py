@@ -81,8 +81,23 @@ def test_idinvert_starts_from_the_encoder(bundle):
 
 
 def test_lambda_vgg_defaults_to_the_bundles_value(bundle):
-    assert prepared("idinvert", bundle)._lambda_vgg == bundle.info.lambda_vgg_default
-    assert prepared("image2stylegan", bundle, lambda_vgg="2e-3")._lambda_vgg == 2e-3
+    assert prepared("idinvert", bundle).loss_terms()[1].weight == bundle.info.lambda_vgg_default
+    assert prepared("image2stylegan", bundle, lambda_vgg="2e-3").loss_terms()[1].weight == 2e-3
+
+
+def test_methods_declare_their_loss_terms(bundle):
+    """Each optimisation method's objective is the list of terms it declares (no switch on fields)."""
+    def kinds(name, **params):
+        return [(type(t).__name__, t.weight) for t in prepared(name, bundle, **params).loss_terms()]
+
+    lam = bundle.info.lambda_vgg_default
+    assert kinds("mse-optim") == [("PixelLoss", 1.0)]
+    assert kinds("image2stylegan") == [("PixelLoss", 1.0), ("PerceptualLoss", lam)]
+    assert kinds("optim-w") == [("PixelLoss", 1.0), ("PerceptualLoss", lam)]
+    assert kinds("idinvert") == [("PixelLoss", 1.0), ("PerceptualLoss", lam), ("DomainLoss", 2.0)]
+    assert kinds("idinvert", lambda_dom="0", lambda_vgg="0") == [("PixelLoss", 1.0)]
+    terms = prepared("idinvert", bundle).loss_terms()
+    assert terms[1].net is bundle.perceptual and terms[2].net is bundle.encoder
 
 
 @pytest.mark.parametrize("name", ["idinvert", "idinvert-encoder", "mse-optim"])
