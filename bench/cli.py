@@ -250,6 +250,7 @@ def _run_options(args: argparse.Namespace, methods_spec: str):
 
 
 def _check_bundle(name: str) -> None:
+    import idinvert.bundles  # noqa: F401  (registers the release formats)
     from idinvert.zoo import BUNDLES, UnknownBundle
 
     if name not in BUNDLES.names():

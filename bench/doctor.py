@@ -29,6 +29,9 @@ def collect(weights_dir: Path | None = None) -> list[dict[str, Any]]:
             None if path.is_file() else f"missing: rebuild with `{zoo.REBUILD_COMMAND} --target {target}`",
             f"the embedded default's {part.replace('_', ' ')}")
     rows += real_bundles.doctor_report(weights_dir)
+    from idinvert import bundles
+
+    rows += bundles.doctor_rows(weights_dir)
     return rows
 
 
@@ -54,4 +57,6 @@ def doctor(weights_dir: Path | None = None, as_json: bool = False) -> int:
         print("The embedded default needs its shipped weights: reinstall the package or run `python -m bench zoo train`.")
     if any(r["group"] == "imagenet" for r in missing):
         print("Without the ImageNet files, lpips/fid are stored as unavailable and dpips/fid_domain stand in.")
+    if any(r["group"] == "faces" for r in missing):
+        print("Without model_ir_se50.pth, id_similarity is stored as unavailable (nothing stands in for it).")
     return 0

@@ -160,6 +160,7 @@ class Bundle:
     judge: Optional[nn.Module] = _part()
     e4e_encoder: Optional[nn.Module] = _part()            # encoder4editing (Tov et al. 2021)
     restyle_encoder: Optional[nn.Module] = _part()        # ReStyle (Alaluf et al. 2021)
+    psp_encoder: Optional[nn.Module] = _part()            # pSp (Richardson et al. 2021), release bundles
     attributes: tuple[str, ...] = ()
     fingerprint: str = ""
     info: BundleInfo = field(default_factory=BundleInfo)
