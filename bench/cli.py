@@ -34,9 +34,11 @@ def _add_common_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--methods", default=defaults.METHODS,
                    help="'all', a method name, a comma list, or a glob such as 'idinvert*' (default: %(default)s)")
     p.add_argument("--bundle", default=defaults.BUNDLE,
-                   help="model bundle: synthetic-faces (embedded), styleganinv-ffhq256, stylegan2 (default: %(default)s)")
+                   help="model bundle: synthetic-faces (embedded), styleganinv-ffhq256, stylegan2, e4e-ffhq, "
+                        "psp-ffhq, restyle-psp-ffhq, restyle-e4e-ffhq (default: %(default)s)")
     p.add_argument("--weights-dir", type=Path, default=None,
-                   help="folder holding a real bundle's weight files (default: $BENCH_HOME/weights)")
+                   help="folder holding a real bundle's weight files, or the checkpoint file itself (stylegan2, "
+                        "the e4e / pSp / ReStyle releases) (default: $BENCH_HOME/weights)")
     p.add_argument("--data", type=Path, default=None,
                    help="folder of test images (default: the bundle's own test split)")
     p.add_argument("--labels", type=Path, default=None,
@@ -238,7 +240,7 @@ def _run_options(args: argparse.Namespace, methods_spec: str):
     check_output_dir(args.results)
     for flag, path, kind in (("--data", args.data, "folder"), ("--labels", args.labels, "file"),
                              ("--boundaries", args.boundaries, "folder"), ("--weights-dir", args.weights_dir,
-                                                                           "folder")):
+                                                                           "file or folder")):
         _check_input_path(flag, path, kind)
     return RunOptions(
         methods=names, bundle=args.bundle, weights_dir=args.weights_dir, data=args.data, labels=args.labels,

@@ -169,7 +169,11 @@ def load_release_networks(release: ReleaseFile) -> tuple[nn.Module, StyleGAN2Gen
     from idinvert.nets.loading import load_state_dict_strict
 
     check_release(release)
-    encoder, decoder = make_networks(release)
+    # Built without initialising (meta, then empty storage): every persistent tensor comes from the file,
+    # and the two non-persistent ones (the start code, the mean w) are set below.
+    with torch.device("meta"):
+        encoder, decoder = make_networks(release)
+    encoder, decoder = encoder.to_empty(device="cpu"), decoder.to_empty(device="cpu")
     load_state_dict_strict(encoder, release.encoder_sd, f"{release.path} state_dict['encoder.*']")
     load_state_dict_strict(decoder, release.decoder_sd, f"{release.path} state_dict['decoder.*']")
     avg = None if release.latent_avg is None else release.latent_avg.float().reshape(-1, 512)
