@@ -142,6 +142,8 @@ def test_doctor_names_each_release_file_and_the_identity_network(release_dir, tm
     from bench.doctor import collect
 
     rows = {r["file"]: r for r in collect(release_dir)}
+    # a release file is listed once, as the release's (not also as a StyleGAN2 checkpoint without g_ema)
+    assert [r["group"] for r in collect(release_dir) if r["file"] == "e4e_ffhq_encode.pt"] == ["e4e-ffhq"]
     for fmt in B.RELEASE_FORMATS:
         assert rows[fmt.filename]["status"] == "present", rows[fmt.filename]
     assert rows[IDENTITY_FILE]["status"] == "present" and "id_similarity" in rows[IDENTITY_FILE]["enables"]
