@@ -240,7 +240,7 @@ def _run_options(args: argparse.Namespace, methods_spec: str):
     check_output_dir(args.results)
     for flag, path, kind in (("--data", args.data, "folder"), ("--labels", args.labels, "file"),
                              ("--boundaries", args.boundaries, "folder"), ("--weights-dir", args.weights_dir,
-                                                                           "file or folder")):
+                                                                           _weights_kind(args.bundle))):
         _check_input_path(flag, path, kind)
     return RunOptions(
         methods=names, bundle=args.bundle, weights_dir=args.weights_dir, data=args.data, labels=args.labels,
@@ -257,6 +257,13 @@ def _check_bundle(name: str) -> None:
 
     if name not in BUNDLES.names():
         raise UsageError(f"--bundle: {UnknownBundle('bundle', name, BUNDLES.names())}")
+
+
+def _weights_kind(bundle: str) -> str:
+    """What --weights-dir may be for this bundle: a folder, or also the checkpoint file itself."""
+    from idinvert.zoo import BUNDLES
+
+    return "file or folder" if BUNDLES[bundle].accepts_file else "folder"
 
 
 def _check_input_path(flag: str, path: Path | None, kind: str) -> None:

@@ -371,7 +371,8 @@ def register(bundles=None) -> None:
         "official In-Domain GAN Inversion FFHQ 256 px release (files you supply via --weights-dir)")
     bundles[STYLEGAN2] = zoo.BundleSpec(
         build_stylegan2, ("<checkpoint>.pt", VGG16_FILE),
-        "a StyleGAN2 checkpoint in rosinality's .pt format (--weights-dir FILE.pt), no encoder")
+        "a StyleGAN2 checkpoint in rosinality's .pt format (--weights-dir FILE.pt), no encoder",
+        accepts_file=True)
 
 
 register()

@@ -353,10 +353,12 @@ def _build_synthetic_faces(weights_dir: Optional[Path]) -> Bundle:
 
 @dataclass(frozen=True)
 class BundleSpec:
-    """A known bundle: `builder(weights_dir or None) -> Bundle`, the files it needs, a description."""
+    """A known bundle: `builder(weights_dir or None) -> Bundle`, the files it needs, a description;
+    `accepts_file`: `weights_dir` may be the one checkpoint file itself (not only a folder)."""
     builder: Callable[[Optional[Path]], Bundle]
     files: tuple[str, ...]
     description: str
+    accepts_file: bool = False
 
 
 BUNDLES: Registry[BundleSpec] = Registry("bundle")

@@ -126,6 +126,13 @@ def test_bench_run_refuses_a_wrong_file_with_one_line(release_dir, tmp_path, cap
     assert "e4e_ffhq_encode.pt" in err[0] and "Encoder4Editing" in err[0] and "GradualStyleEncoder" in err[0]
 
 
+def test_a_release_without_a_size_in_opts_takes_the_decoders(release_dir, tmp_path):
+    # pSp's inference assumes 1024 when opts has no output_size; the decoder's own keys say which it is
+    f = _copy_without(release_dir / "psp_ffhq_encode.pt", tmp_path / "psp_ffhq_encode.pt",
+                      lambda c: c["opts"].pop("output_size"))
+    assert read_release(f, FORMATS["psp-ffhq"]).stylegan_size == SIZES["psp-ffhq"]
+
+
 def test_missing_release_file_says_where_it_goes(tmp_path):
     with pytest.raises(MissingWeights, match=r"restyle_e4e_ffhq_encode\.pt.*restyle-encoder"):
         load_bundle("restyle-e4e-ffhq", weights_dir=tmp_path)

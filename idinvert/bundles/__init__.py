@@ -29,7 +29,7 @@ def register(bundles=None) -> None:
 
     bundles = zoo.BUNDLES if bundles is None else bundles
     for fmt in RELEASE_FORMATS:
-        bundles[fmt.name] = zoo.BundleSpec(_builder(fmt), (fmt.filename,), fmt.describe())
+        bundles[fmt.name] = zoo.BundleSpec(_builder(fmt), (fmt.filename,), fmt.describe(), accepts_file=True)
 
 
 def doctor_rows(weights_dir: Optional[Path] = None) -> list[dict[str, Any]]:

@@ -29,7 +29,7 @@ import torch.nn as nn
 from idinvert.checkpoints import CheckpointError, safe_torch_load
 from idinvert.nets.loading import check_state_dict
 from idinvert.nets.psp_encoders import RELEASE_ENCODERS, style_count
-from idinvert.nets.stylegan2 import StyleGAN2Generator
+from idinvert.nets.stylegan2 import StyleGAN2Generator, infer_rosinality_config
 
 __all__ = ["ReleaseFormat", "ReleaseFile", "read_release", "check_release", "release_path",
            "COMPARE_SIZE", "PREFIXES"]
@@ -98,19 +98,31 @@ def read_release(path: Path, fmt: ReleaseFormat, mmap: bool = False) -> ReleaseF
     if kind not in fmt.encoder_types:
         raise _fail(path, f"opts['encoder_type'] is {kind!r}; bundle {fmt.name} holds "
                           f"{' or '.join(fmt.encoder_types)}")
-    size = next((opts[k] for k in _SIZE_KEYS if k in opts), None)
-    if not isinstance(size, int) or size < 8 or size & (size - 1):
-        raise _fail(path, f"opts has no valid StyleGAN size ({' / '.join(_SIZE_KEYS)}: {size!r})")
     stray = [k for k in sd if not str(k).startswith(PREFIXES)]
     if stray:
         raise _fail(path, f"unexpected key {stray[0]!r} in state_dict (only encoder.* and decoder.*)")
+    split = {p: {k[len(p):]: v for k, v in sd.items() if k.startswith(p)} for p in PREFIXES}
+    size = _stylegan_size(path, opts, split["decoder."])
     avg = ckpt.get("latent_avg")
-    if avg is not None and (not isinstance(avg, torch.Tensor) or avg.shape[-1] != 512
+    if avg is not None and (not isinstance(avg, torch.Tensor) or avg.ndim == 0 or avg.shape[-1] != 512
                             or avg.numel() not in (512, 512 * style_count(size))):
         raise _fail(path, f"latent_avg has shape {tuple(getattr(avg, 'shape', ()))}, expected "
                           f"[{style_count(size)}, 512] or [512]")
-    split = {p: {k[len(p):]: v for k, v in sd.items() if k.startswith(p)} for p in PREFIXES}
     return ReleaseFile(path, kind, size, split["encoder."], split["decoder."], avg, opts)
+
+
+def _stylegan_size(path: Path, opts: dict, decoder_sd: dict) -> int:
+    """The decoder's size from opts; absent there (pSp's inference then assumes 1024), from the
+    decoder's own keys (its number of toRGB blocks)."""
+    size = next((opts[k] for k in _SIZE_KEYS if k in opts), None)
+    if size is None:
+        try:
+            size = infer_rosinality_config(decoder_sd, f"{path} state_dict['decoder.*']")["size"]
+        except ValueError as exc:
+            raise _fail(path, f"opts names no StyleGAN size ({' / '.join(_SIZE_KEYS)}) and {exc}") from None
+    if not isinstance(size, int) or size < 8 or size & (size - 1):
+        raise _fail(path, f"opts has no valid StyleGAN size ({' / '.join(_SIZE_KEYS)}: {size!r})")
+    return size
 
 
 def make_networks(release: ReleaseFile) -> tuple[nn.Module, StyleGAN2Generator]:
