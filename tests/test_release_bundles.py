@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
+import bench.tables as T
 import idinvert.bundles as B
 from bench.cli import main as cli_main
 from bench.runner import RunOptions, run_benchmark
@@ -157,7 +158,8 @@ def test_doctor_names_each_release_file_and_the_identity_network(release_dir, tm
     empty = {r["file"]: r for r in collect(tmp_path)}
     assert empty[IDENTITY_FILE]["status"] == "missing"
     assert str(tmp_path / IDENTITY_FILE) in empty[IDENTITY_FILE]["detail"]
-    assert empty["psp_ffhq_encode.pt"]["status"] == "missing" and "pixel2style2pixel" in empty["psp_ffhq_encode.pt"]["detail"]
+    psp = empty["psp_ffhq_encode.pt"]
+    assert psp["status"] == "missing" and "pixel2style2pixel" in psp["detail"]
     _copy_without(release_dir / "e4e_ffhq_encode.pt", tmp_path / "e4e_ffhq_encode.pt",
                   lambda c: c["opts"].update(encoder_type="BackboneEncoder"))
     wrong = {r["file"]: r for r in collect(tmp_path)}["e4e_ffhq_encode.pt"]
@@ -221,3 +223,5 @@ def test_bench_run_all_methods_on_each_release(release_dir, faces, tmp_path, nam
         assert all(r["status"] == "ok" for r in rows), (method, rows)
         ids = metrics["id_similarity"]
         assert ids["status"] == "ok" and -1 <= ids["value"] <= 1, (method, ids)
+    with Store(tmp_path) as store:   # shown in Table 1 where it has values (hidden in stores without it)
+        assert "id_similarity" in [c.metric for c in T.table1(store).columns]

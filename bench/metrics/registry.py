@@ -68,6 +68,9 @@ class Metric:
     table: str | None = None  # the report / `bench table` table that shows it (None: long format only)
     stands_in_for: str | None = None  # the ImageNet metric this domain metric replaces when absent
     computed_by: str | None = None  # the entry whose fn produces this row (families)
+    # Shown in its table only when some run has a value: a metric most bundles cannot have (identity
+    # similarity needs aligned faces and IR-SE50) would otherwise add an empty column to every table.
+    only_when_present: bool = False
 
     def __post_init__(self) -> None:
         if not _NAME_RE.match(self.name):
@@ -218,7 +221,7 @@ _BUILTIN = (
            "resized to 256 px, cropped to rows 35:223 / columns 32:220 and pooled to 112 px (the IDLoss crop "
            "of pSp / e4e / ReStyle); for aligned faces; unavailable without model_ir_se50.pth",
            "bench.metrics.identity:id_similarity_metric", label="ID sim.", aggregate="mean_ci",
-           table="inversion"),
+           table="inversion", only_when_present=True),
     Metric("fid", "lower", "set", ("images", "recons", "inception_weights", "reference"),
            "Frechet Inception distance, pytorch-fid InceptionV3 pool3 (2048-d), reconstructions vs real; "
            "the real-vs-real floor at the same size is stored beside it", _E + "fid_metric", label="FID",

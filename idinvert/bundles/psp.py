@@ -11,5 +11,6 @@ from idinvert.bundles.release import ReleaseFormat
 
 FORMAT = ReleaseFormat(
     name="psp-ffhq", filename="psp_ffhq_encode.pt", encoder_types=("GradualStyleEncoder",), part="psp_encoder",
-    source="the pixel2style2pixel README, 'Pretrained Models' / 'StyleGAN Inversion' (github.com/eladrich/pixel2style2pixel)",
+    source=("the pixel2style2pixel README, 'Pretrained Models' / 'StyleGAN Inversion' "
+            "(github.com/eladrich/pixel2style2pixel)"),
     paper="pSp")

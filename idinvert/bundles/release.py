@@ -246,7 +246,7 @@ def build_release_bundle(fmt: ReleaseFormat, weights_dir: Optional[Path] = None)
         test_data=None, source=f"{fmt.paper} release {path} ({fmt.source})",
         extra={"release": describe_release(release), "files": {k: str(v) for k, v in files.items()},
                "compare_resolution": generator.resolution, "decoder_resolution": release.stylegan_size,
-               "encoder_input": "256 x 256 (images of another size are resized, bilinear)",
+               "encoder_input": "256 x 256 (other sizes resized: area when larger, bilinear when smaller)",
                "perceptual": "vgg16-conv4_3 (idinvert release vgg16.pth)" if perceptual is not None else
                f"none: put {VGG16_FILE} beside {path.name} for image2stylegan, idinvert and pti",
                "w_avg_source": decoder.truncation.w_avg_source,

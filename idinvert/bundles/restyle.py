@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from idinvert.bundles.release import ReleaseFormat
 
-_SOURCE = "the restyle-encoder README, 'Pretrained Models' / 'ReStyle-pSp' and 'ReStyle-e4e' (FFHQ) (github.com/yuval-alaluf/restyle-encoder)"
+_SOURCE = ("the restyle-encoder README, 'Pretrained Models' / 'ReStyle-pSp' and 'ReStyle-e4e' (FFHQ) "
+           "(github.com/yuval-alaluf/restyle-encoder)")
 
 PSP_FORMAT = ReleaseFormat(
     name="restyle-psp-ffhq", filename="restyle_psp_ffhq_encode.pt", encoder_types=("BackboneEncoder",),

@@ -24,7 +24,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-__all__ = ["IRSEBackbone", "IRSE50", "UNITS", "identity_crop", "IDENTITY_CROP", "IDENTITY_SIZE"]
+__all__ = ["IRSEBackbone", "IRSE50", "UNITS", "identity_crop", "resized", "IDENTITY_CROP", "IDENTITY_SIZE"]
 
 # (in channels, depth, units) per stage for 50 layers; the first unit of each stage has stride 2.
 UNITS = ((64, 64, 3), (64, 128, 4), (128, 256, 14), (256, 512, 3))
@@ -122,13 +122,19 @@ class IRSE50(IRSEBackbone):
 
 
 def identity_crop(images: torch.Tensor) -> torch.Tensor:
-    """[B, 3, R, R] aligned faces -> [B, 3, 112, 112]: resized to 256 px (area, or bilinear when
-    enlarging), rows 35:223 and columns 32:220 cut out, average-pooled to 112 (the papers' IDLoss crop)."""
+    """[B, 3, R, R] aligned faces -> [B, 3, 112, 112]: resized to 256 px (`resized`), rows 35:223 and
+    columns 32:220 cut out, average-pooled to 112 (the papers' IDLoss crop)."""
     if images.ndim != 4 or images.shape[-1] != images.shape[-2]:
         raise ValueError(f"identity_crop expects square images [B, 3, R, R], got {tuple(images.shape)}")
-    if images.shape[-1] != 256:
-        mode = "area" if images.shape[-1] > 256 else "bilinear"
-        kw = {} if mode == "area" else {"align_corners": False}
-        images = F.interpolate(images, size=(256, 256), mode=mode, **kw)
     top, bottom, left, right = IDENTITY_CROP
-    return F.adaptive_avg_pool2d(images[:, :, top:bottom, left:right], IDENTITY_SIZE)
+    return F.adaptive_avg_pool2d(resized(images, 256)[:, :, top:bottom, left:right], IDENTITY_SIZE)
+
+
+def resized(x: torch.Tensor, size: int) -> torch.Tensor:
+    """x [B, C, H, W] at size x size: unchanged when it is, area-averaged when smaller (as the releases'
+    face_pool), bilinear when larger."""
+    if tuple(x.shape[-2:]) == (size, size):
+        return x
+    if x.shape[-1] > size:
+        return F.interpolate(x, size=(size, size), mode="area")
+    return F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)

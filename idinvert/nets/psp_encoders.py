@@ -13,8 +13,9 @@ equalised-lr dense layer, 512 -> 512), one head per W+ row (`style_count` = 2 lo
     ProgressiveBackboneEncoder       (ReStyle-e4e) as BackboneEncoder, w_0 + offsets as e4e
 
 Inputs are 256 x 256 (the heads' pooling depth is built for it); images of another size are resized
-(bilinear) first. A non-persistent buffer `latent_avg` [L, D] holds the release's average code (zeros when
-the release does not start from it), so the state dict is exactly the file's `encoder.*` entries.
+(`idinvert.nets.irse.resized`) first. A non-persistent buffer `latent_avg` [L, D] holds the release's
+average code (zeros when the release does not start from it), so the state dict is exactly the file's
+`encoder.*` entries.
 Interfaces: `GradualStyleEncoder.codes(x)`; `Encoder4Editing.forward_parts / codes_from_parts` and
 `num_unlocked` (as `idinvert.nets.e4e_encoder.E4EEncoder`); the ReStyle encoders `forward(x, y) -> residual`
 with `latent_avg`, as `idinvert.nets.restyle_encoder.ReStyleEncoder` (so `restyle_invert` drives them).
@@ -29,7 +30,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from idinvert.nets.irse import IRSEBackbone
+from idinvert.nets.irse import IRSEBackbone, resized
 from idinvert.nets.stylegan2 import EqualLinear
 
 __all__ = ["GradualStyleBlock", "GradualStyleEncoder", "Encoder4Editing", "BackboneEncoder",
@@ -90,14 +91,7 @@ class _ReleaseEncoder(IRSEBackbone):
     def _input(self, x: torch.Tensor) -> torch.Tensor:
         if x.ndim != 4 or x.shape[1] != self.in_channels:
             raise ValueError(f"{type(self).__name__} expects [B, {self.in_channels}, H, W], got {tuple(x.shape)}")
-        return _resized(x)
-
-
-def _resized(x: torch.Tensor) -> torch.Tensor:
-    """x [B, C, H, W] at the encoders' 256 x 256 input size (bilinear; unchanged when it is)."""
-    if tuple(x.shape[-2:]) == (INPUT_SIZE, INPUT_SIZE):
-        return x
-    return F.interpolate(x, size=(INPUT_SIZE, INPUT_SIZE), mode="bilinear", align_corners=False)
+        return resized(x, INPUT_SIZE)
 
 
 class _Pyramid(_ReleaseEncoder):
@@ -175,7 +169,7 @@ class BackboneEncoder(_ReleaseEncoder):
     def features(self, x: torch.Tensor, y: Optional[torch.Tensor] = None) -> torch.Tensor:
         """[x, y] [B, 6, H, W] (or x and y [B, 3, H, W] each) -> the 16 x 16 map c3 [B, 512, 16, 16]."""
         if y is not None:
-            x = torch.cat([_resized(x), _resized(y)], 1)
+            x = torch.cat([resized(x, INPUT_SIZE), resized(y, INPUT_SIZE)], 1)
         return self.trunk(self._input(x))[-1]
 
     def forward(self, x: torch.Tensor, y: Optional[torch.Tensor] = None) -> torch.Tensor:
