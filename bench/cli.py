@@ -35,9 +35,11 @@ def _add_common_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--methods", default=defaults.METHODS,
                    help="'all', a method name, a comma list, or a glob such as 'idinvert*' (default: %(default)s)")
     p.add_argument("--bundle", default=defaults.BUNDLE,
-                   help="model bundle: synthetic-faces (embedded), styleganinv-ffhq256, stylegan2 (default: %(default)s)")
+                   help="model bundle: synthetic-faces (embedded), styleganinv-ffhq256, stylegan2, e4e-ffhq, "
+                        "psp-ffhq, restyle-psp-ffhq, restyle-e4e-ffhq (default: %(default)s)")
     p.add_argument("--weights-dir", type=Path, default=None,
-                   help="folder holding a real bundle's weight files (default: $BENCH_HOME/weights)")
+                   help="folder holding a real bundle's weight files, or the checkpoint file itself (stylegan2, "
+                        "the e4e / pSp / ReStyle releases) (default: $BENCH_HOME/weights)")
     p.add_argument("--data", type=Path, default=None,
                    help="folder of test images, or gsamples:N[:S] for N of G's own samples with their true "
                         "codes (the known-answer set); default: the bundle's own test split")
@@ -263,9 +265,7 @@ def _run_options(args: argparse.Namespace, methods_spec: str):
             raise UsageError(f"--data: {exc}") from None
     for flag, path, kind in (("--data", None if known_answer else args.data, "folder"), ("--labels", args.labels, "file"),
                              ("--boundaries", args.boundaries, "folder"), ("--weights-dir", args.weights_dir,
-                                                                           "folder")):
-        if flag == "--weights-dir" and _bundle_takes_a_file(args.bundle):
-            kind = "file or folder"
+                                                                           _weights_kind(args.bundle))):
         _check_input_path(flag, path, kind)
     return RunOptions(
         methods=names, bundle=args.bundle, weights_dir=args.weights_dir, data=args.data, labels=args.labels,
@@ -277,6 +277,7 @@ def _run_options(args: argparse.Namespace, methods_spec: str):
 
 
 def _check_bundle(name: str) -> None:
+    import idinvert.bundles  # noqa: F401  (registers the release formats)
     from idinvert.zoo import BUNDLES, UnknownBundle
 
     if name not in BUNDLES.names():
@@ -290,11 +291,11 @@ def _check_limit(limit: int | None, data: Path | None) -> None:
                          f"most {defaults.MAX_LIMIT}")
 
 
-def _bundle_takes_a_file(name: str) -> bool:
-    """Bundles whose --weights-dir may name the checkpoint file itself (stylegan2: FILE.pt)."""
+def _weights_kind(bundle: str) -> str:
+    """What --weights-dir may be for this bundle: a folder, or also the checkpoint file itself."""
     from idinvert.zoo import BUNDLES
 
-    return name in BUNDLES.names() and BUNDLES.get(name).weights_file_ok
+    return "file or folder" if BUNDLES[bundle].accepts_file else "folder"
 
 
 def _check_input_path(flag: str, path: Path | None, kind: str) -> None:

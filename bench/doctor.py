@@ -28,8 +28,14 @@ def collect(weights_dir: Path | None = None) -> list[dict[str, Any]]:
         add("synthetic-faces (shipped)", path,
             None if path.is_file() else f"missing: rebuild with `{zoo.REBUILD_COMMAND} --target {target}`",
             f"the embedded default's {part.replace('_', ' ')}")
-    rows += real_bundles.doctor_report(weights_dir)
-    return rows
+    from idinvert import bundles
+
+    releases = bundles.doctor_rows(weights_dir)
+    # a release file under its official name is the release's, not a StyleGAN2 checkpoint (it has no g_ema)
+    claimed = {r["path"] for r in releases if r["status"] != "missing"}
+    rows += [r for r in real_bundles.doctor_report(weights_dir)
+             if not (r["group"] == real_bundles.STYLEGAN2 and r["path"] in claimed)]
+    return rows + releases
 
 
 def doctor(weights_dir: Path | None = None, as_json: bool = False) -> int:
@@ -54,4 +60,6 @@ def doctor(weights_dir: Path | None = None, as_json: bool = False) -> int:
         print("The embedded default needs its shipped weights: reinstall the package or run `python -m bench zoo train`.")
     if any(r["group"] == "imagenet" for r in missing):
         print("Without the ImageNet files, lpips/fid are stored as unavailable and dpips/fid_domain stand in.")
+    if any(r["group"] == "faces" for r in missing):
+        print("Without model_ir_se50.pth, id_similarity is stored as unavailable (nothing stands in for it).")
     return 0

@@ -528,6 +528,7 @@ def _finish_shared(s: _Session, run_id: str, method: Any) -> None:
 
 
 def _load_bundle(opts: RunOptions, device: torch.device):
+    import idinvert.bundles  # noqa: F401  (registers the release formats)
     from idinvert.zoo import UnknownBundle, load_bundle
 
     try:

@@ -489,6 +489,8 @@ def table_metrics(data: Sequence[RunMetrics], table: str) -> list[str]:
     for m in entries:
         if m.name in stand_in:
             continue  # placed with the metric it stands in for
+        if m.only_when_present and not any(d.has(m.name) for d in data):
+            continue
         alternatives = [m.name] + [d for d, imagenet in stand_in.items() if imagenet == m.name]
         names += pick_present(data, *alternatives) if len(alternatives) > 1 else alternatives
     return names

@@ -372,7 +372,7 @@ def register(bundles=None) -> None:
     bundles[STYLEGAN2] = zoo.BundleSpec(
         build_stylegan2, ("<checkpoint>.pt", VGG16_FILE),
         "a StyleGAN2 checkpoint in rosinality's .pt format (--weights-dir FILE.pt), no encoder",
-        weights_file_ok=True)
+        accepts_file=True)
 
 
 register()

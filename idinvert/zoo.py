@@ -160,6 +160,7 @@ class Bundle:
     judge: Optional[nn.Module] = _part()
     e4e_encoder: Optional[nn.Module] = _part()            # encoder4editing (Tov et al. 2021)
     restyle_encoder: Optional[nn.Module] = _part()        # ReStyle (Alaluf et al. 2021)
+    psp_encoder: Optional[nn.Module] = _part()            # pSp (Richardson et al. 2021), release bundles
     attributes: tuple[str, ...] = ()
     fingerprint: str = ""
     info: BundleInfo = field(default_factory=BundleInfo)
@@ -352,11 +353,12 @@ def _build_synthetic_faces(weights_dir: Optional[Path]) -> Bundle:
 
 @dataclass(frozen=True)
 class BundleSpec:
-    """A known bundle: `builder(weights_dir or None) -> Bundle`, the files it needs, a description."""
+    """A known bundle: `builder(weights_dir or None) -> Bundle`, the files it needs, a description;
+    `accepts_file`: `weights_dir` may be the one checkpoint file itself (not only a folder)."""
     builder: Callable[[Optional[Path]], Bundle]
     files: tuple[str, ...]
     description: str
-    weights_file_ok: bool = False  # --weights-dir may name the checkpoint file itself (stylegan2)
+    accepts_file: bool = False  # --weights-dir may name the checkpoint file itself (stylegan2, releases)
 
 
 BUNDLES: Registry[BundleSpec] = Registry("bundle")

@@ -11,6 +11,7 @@ BUILTIN_MODULES = (
     "methods.idinvert",
     "methods.e4e",
     "methods.restyle",
+    "methods.psp",
     "methods.pti",
     "methods.g_samples",
     "methods.g_codes",

@@ -4,7 +4,9 @@ The bundle's ``e4e_encoder`` part predicts a base code w_0 and per-layer offsets
 progressive unlocking, delta regulariser and latent discriminator so that its codes stay where G's
 mapping puts codes (training and its sources: ``idinvert/training/e4e.py``; the network:
 ``idinvert/nets/e4e_encoder.py``). A bundle without that part skips the method with a message
-(``python -m bench zoo train --target e4e-encoder`` builds it).
+(``python -m bench zoo train --target e4e-encoder`` builds it). With the ``e4e-ffhq`` release bundle the
+part is the official release's ``Encoder4Editing`` (``idinvert/nets/psp_encoders.py``), with the same
+interface (all its offsets unlocked, as released).
 """
 
 from __future__ import annotations

@@ -4,7 +4,9 @@ From the average code and its image, each step feeds [x, current reconstruction]
 bundle's ``restyle_encoder`` and adds the predicted residual: w_{t+1} = w_t + E([x, G(w_t)]).
 Training and its sources: ``idinvert/training/restyle.py``; the network and the loop:
 ``idinvert/nets/restyle_encoder.py``. A bundle without the part skips the method with a message
-(``python -m bench zoo train --target restyle-encoder`` builds it).
+(``python -m bench zoo train --target restyle-encoder`` builds it). With the ``restyle-psp-ffhq`` /
+``restyle-e4e-ffhq`` release bundles the part is the official release's encoder
+(``idinvert/nets/psp_encoders.py``), started from the release's ``latent_avg`` and its average image.
 
 Each refinement step is a milestone of quality against time: ``invert`` keeps the code after every
 step with the seconds since its start (anytime curves: step k = k refinement steps, not Adam steps);

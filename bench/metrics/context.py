@@ -91,6 +91,12 @@ class EvalResources:
 
         return self._once("inception", lambda: InceptionFeatures(device=self.device))
 
+    def identity(self) -> Any:
+        """ArcFace IR-SE50 (``model_ir_se50.pth`` in the weights folder); MetricUnavailable without it."""
+        from bench.metrics.identity import build_identity
+
+        return self._once("identity", lambda: build_identity(getattr(self.opts, "weights_dir", None), self.device))
+
     def eval_network(self) -> EvalNetwork:
         """The evaluation network; MetricUnavailable when the bundle has none."""
         return self._once("eval_network", self._build_eval_network)

@@ -25,6 +25,7 @@ Vocabulary of ``needs``:
     labels            ground-truth attribute labels of the images
     lpips_weights     torchvision's ImageNet AlexNet file (for the ``lpips`` package)
     inception_weights pytorch-fid's FID Inception file
+    identity_weights  ArcFace IR-SE50 (model_ir_se50.pth, the identity network of pSp / e4e / ReStyle)
     timing            wall-clock timing of ``invert``
 
 A name may hold the placeholder ``<attr>`` (``ap_<attr>``): ``get("ap_age")`` finds that template.
@@ -43,7 +44,7 @@ AGGREGATES = ("mean_ci", "value")
 TABLES = ("inversion", "codes", "interpolation", "manipulation", "attributes")
 NEEDS = (
     "images", "recons", "codes", "generator", "eval_network", "reference", "boundaries", "labels",
-    "lpips_weights", "inception_weights", "timing",
+    "lpips_weights", "inception_weights", "identity_weights", "timing",
 )
 ATTR = "<attr>"
 _NAME_RE = re.compile(r"^[a-z][a-z0-9_]*(<attr>[a-z0-9_]*)?$")
@@ -67,6 +68,9 @@ class Metric:
     table: str | None = None  # the report / `bench table` table that shows it (None: long format only)
     stands_in_for: str | None = None  # the ImageNet metric this domain metric replaces when absent
     computed_by: str | None = None  # the entry whose fn produces this row (families)
+    # Shown in its table only when some run has a value: a metric most bundles cannot have (identity
+    # similarity needs aligned faces and IR-SE50) would otherwise add an empty column to every table.
+    only_when_present: bool = False
 
     def __post_init__(self) -> None:
         if not _NAME_RE.match(self.name):
@@ -212,6 +216,12 @@ _BUILTIN = (
            "difference, channel sum, spatial mean, summed over layers) on the evaluation network's "
            "feature maps; not comparable with lpips", _E + "dpips_metric", label="dpips (domain)",
            aggregate="mean_ci", table="inversion", stands_in_for="lpips"),
+    Metric("id_similarity", "higher", "per_image", ("images", "recons", "identity_weights"),
+           "identity similarity: cosine of the ArcFace IR-SE50 embeddings of image and reconstruction, each "
+           "resized to 256 px, cropped to rows 35:223 / columns 32:220 and pooled to 112 px (the IDLoss crop "
+           "of pSp / e4e / ReStyle); for aligned faces; unavailable without model_ir_se50.pth",
+           "bench.metrics.identity:id_similarity_metric", label="ID sim.", aggregate="mean_ci",
+           table="inversion", only_when_present=True),
     Metric("fid", "lower", "set", ("images", "recons", "inception_weights", "reference"),
            "Frechet Inception distance, pytorch-fid InceptionV3 pool3 (2048-d), reconstructions vs real; "
            "the real-vs-real floor at the same size is stored beside it", _E + "fid_metric", label="FID",

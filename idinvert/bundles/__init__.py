@@ -1,0 +1,42 @@
+"""Bundle formats, one file each: here the pSp, e4e and ReStyle releases (`release.py` holds what they
+share). `register()` puts them into `idinvert.zoo.BUNDLES`; it runs when this package is imported (the
+harness imports it where it resolves bundle names). This package imports the zoo, never the other way.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Optional
+
+from idinvert.bundles import e4e, psp, restyle
+from idinvert.bundles.release import ReleaseFormat, build_release_bundle
+
+__all__ = ["RELEASE_FORMATS", "register", "doctor_rows"]
+
+RELEASE_FORMATS: tuple[ReleaseFormat, ...] = (e4e.FORMAT, psp.FORMAT, restyle.PSP_FORMAT, restyle.E4E_FORMAT)
+
+
+def _builder(fmt: ReleaseFormat):
+    def build(weights_dir: Optional[Path]):
+        return build_release_bundle(fmt, weights_dir)
+    build.__name__ = f"build_{fmt.name.replace('-', '_')}"
+    return build
+
+
+def register(bundles=None) -> None:
+    """Add the release bundles to `bundles` (default `idinvert.zoo.BUNDLES`). Idempotent."""
+    from idinvert import zoo
+
+    bundles = zoo.BUNDLES if bundles is None else bundles
+    for fmt in RELEASE_FORMATS:
+        bundles[fmt.name] = zoo.BundleSpec(_builder(fmt), (fmt.filename,), fmt.describe(), accepts_file=True)
+
+
+def doctor_rows(weights_dir: Optional[Path] = None) -> list[dict[str, Any]]:
+    """`bench doctor` rows for the four release files and IR-SE50 (see `idinvert.bundles.doctor`)."""
+    from idinvert.bundles.doctor import rows
+
+    return rows(RELEASE_FORMATS, weights_dir)
+
+
+register()
