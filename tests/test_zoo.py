@@ -387,3 +387,12 @@ def test_every_shipped_encoder_is_its_best_validation_checkpoint(part):
         assert (training["exported"]["kimg"], training["exported"]["val_mse"]) == (best_kimg, best_mse)
     else:                         # step-capped (e4e, ReStyle): the last step ships, so it must be the best
         assert curve[-1] == (best_kimg, best_mse), f"{part}: its last step is not its best-validation one"
+
+
+def test_shipped_card_carries_the_measured_boundary_comparison_and_names_what_falls_short():
+    from idinvert.training.recipe import _measured_sections
+    section = (SYNTHETIC_FACES_DIR / "boundary_constructions.md").read_text().strip()
+    assert _measured_sections(SYNTHETIC_FACES_DIR) == [section]
+    assert section in (SYNTHETIC_FACES_DIR / "MODEL_CARD.md").read_text()
+    # every attribute's ceiling is >= 0.95, or the card says which is not and why
+    assert "Below 0.95: gender 0.942" in section and "disagree" in section

@@ -556,8 +556,19 @@ def write_card(out_dir: str | Path, recipe: Optional[ZooRecipe] = None) -> dict:
     _write_samples(G, E, E_conv, test, out_dir / "samples.png", save_grid, recipe.eval_seed,
                    parts.get("e4e_encoder"), parts.get("restyle_encoder"))
     _write_curves(cards, out_dir / "training_curves.png")
-    (out_dir / "MODEL_CARD.md").write_text(render_model_card(manifest, cards, TRIED, SAMPLES_LOOKED_AT))
+    (out_dir / "MODEL_CARD.md").write_text(render_model_card(manifest, cards, TRIED, SAMPLES_LOOKED_AT,
+                                                             _measured_sections(out_dir)))
     return manifest
+
+
+# Card sections measured by commands outside this package, saved beside the weights (file -> command).
+MEASURED_SECTIONS = {"boundary_constructions.md": "python -m bench.boundary_check --card FILE"}
+
+
+def _measured_sections(out_dir: Path) -> list[str]:
+    """The saved sections present in out_dir (the boundary-construction comparison is measured by bench,
+    which this package may not import), each as markdown for the card."""
+    return [(out_dir / name).read_text().strip() for name in MEASURED_SECTIONS if (out_dir / name).is_file()]
 
 
 def _time_call(fn, x: torch.Tensor, repeats: int = 5) -> float:
