@@ -144,6 +144,10 @@ def build_parser() -> argparse.ArgumentParser:
                          "e.g. idinvert/weights/synthetic-faces) to extend when --work-dir has no GAN checkpoint: "
                          "a warm start (the EMA G, fresh Adam moments; the cards say so), since a clone ships no "
                          "checkpoint; needs --gan-kimg above the weights' own kimg")
+    zt.add_argument("--carry-dir", type=Path, default=None,
+                    help="a small folder (<= 15 MB) the GAN mirrors its resumable state into at every "
+                         "checkpoint; keep it in git (e.g. training-state/) and an empty --work-dir on "
+                         "another machine resumes from it")
     zt.add_argument("--threads", type=int, default=None,
                     help="torch CPU threads (default: the GAN's recipe setting, 1, and torch's choice "
                          "for the rest)")
@@ -473,6 +477,8 @@ def cmd_zoo(args: argparse.Namespace) -> int:
     check_output_dir(args.work_dir, "--work-dir")
     if args.out is not None:
         check_output_dir(args.out, "--out")
+    if args.carry_dir is not None:
+        check_output_dir(args.carry_dir, "--carry-dir")
     check_device(args.device)
     # the raw list: train_zoo adds "card" itself, and skips it (saying why) when it was not asked for
     # and a part is missing or was trained against an older generator
@@ -500,7 +506,7 @@ def cmd_zoo(args: argparse.Namespace) -> int:
         recipe.gan.threads = args.threads
         torch.set_num_threads(args.threads)
     train_zoo("all" if "all" in wanted else wanted, work_dir=args.work_dir, out_dir=args.out,
-              device=args.device, recipe=recipe)
+              device=args.device, recipe=recipe, carry_dir=args.carry_dir)
     return 0
 
 

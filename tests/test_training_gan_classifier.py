@@ -203,3 +203,43 @@ def test_evaluate_generator_reports_marginals_confidence_and_frechet():
     assert 0.5 <= out["confidence_fake"] <= 1
     assert out["frechet_distance_classifier"] >= 0 and out["frechet_distance_real_vs_real"] >= 0
     assert out == gan.evaluate_generator(G, C, SyntheticFaces(32), n=48, seed=1)
+
+
+def test_gan_carried_state_resumes_on_a_fresh_work_dir(tmp_path, monkeypatch):
+    # The work dir (image cache, grids) does not survive a move between machines; the small carry
+    # dir does. Killed at step 7 with the carry dir at step 4, an empty work dir resumes from it and
+    # ends where an uninterrupted run ends.
+    cfg = tiny_gan_config(total_kimg=0.08, checkpoint_every=4, snapshot_every_kimg=0.024)
+    full = tmp_path / "full"
+    train_gan(cfg, full, show_progress=False)
+
+    carry = tmp_path / "carry"
+    calls = {"n": 0}
+    real_ema = gan.ema_update
+
+    def dying_ema(*a, **k):
+        calls["n"] += 1
+        if calls["n"] == 7:
+            raise KeyboardInterrupt
+        return real_ema(*a, **k)
+
+    monkeypatch.setattr(gan, "ema_update", dying_ema)
+    with pytest.raises(KeyboardInterrupt):
+        train_gan(cfg, tmp_path / "machine-a", show_progress=False, carry_dir=carry)
+    assert load_checkpoint(carry)["step"] == 4
+    snaps = sorted(p.name for p in (carry / "snapshots").glob("*.pt"))
+    assert snaps == ["G_ema_000000kimg.pt"]          # the 0.024-kimg snapshot (step 3), carried at step 4
+    assert all(v.dtype == torch.float16 for v in torch.load(carry / "snapshots" / snaps[0])["G_ema"].values()
+               if v.is_floating_point())
+    monkeypatch.setattr(gan, "ema_update", real_ema)
+    train_gan(cfg, tmp_path / "machine-b", show_progress=False, carry_dir=carry)
+
+    a, b = load_checkpoint(full), load_checkpoint(tmp_path / "machine-b")
+    assert a["step"] == b["step"] == 10
+    for part in ("G", "D", "G_ema"):
+        for k in a[part]:
+            assert torch.equal(a[part][k], b[part][k]), (part, k)
+    assert load_checkpoint(carry)["step"] == 10
+    steps = [r["step"] for r in LossLog(tmp_path / "machine-b" / "log.jsonl", resume_step=10 ** 9).rows()]
+    assert steps == list(range(1, 11))
+    assert (tmp_path / "machine-b" / "snapshots" / "G_ema_000000kimg.pt").exists()

@@ -4,6 +4,11 @@ Every training loop here keeps its state in a work directory:
     <work_dir>/checkpoint.pt   latest resumable state (written atomically: temp file, then rename)
     <work_dir>/log.jsonl       one JSON object per logged step (appended; truncated back on resume)
 A killed run restarted with the same config and work dir continues from the last checkpoint.
+
+A work dir holds caches (rendered images, sample grids) that need not survive a change of machine; a
+*carry dir* (`carry_state` / `restore_carried_state`) mirrors only what resuming needs -- the
+checkpoint, the log and small fp16 copies of any snapshots -- so that it can live in a git-tracked
+folder and the next sitting, on any machine, resumes from it.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ __all__ = [
     "atomic_save", "atomic_write_text", "load_checkpoint", "save_checkpoint", "CHECKPOINT_NAME",
     "LossLog", "ema_update", "export_fp16_state_dict", "fp16_rounded", "load_fp16_state_dict", "config_dict",
     "check_resume_config", "progress", "rng_state", "set_rng_state", "Stopwatch",
+    "carry_state", "restore_carried_state",
 ]
 
 CHECKPOINT_NAME = "checkpoint.pt"
@@ -49,6 +55,59 @@ def load_checkpoint(work_dir: str | os.PathLike) -> Optional[dict]:
     if not path.exists():
         return None
     return torch.load(path, map_location="cpu", weights_only=False)
+
+
+def _fp16_copy(obj):
+    if isinstance(obj, torch.Tensor):
+        return obj.half() if obj.is_floating_point() else obj
+    if isinstance(obj, dict):
+        return {k: _fp16_copy(v) for k, v in obj.items()}
+    return obj
+
+
+def carry_state(work_dir: str | os.PathLike, carry_dir: str | os.PathLike,
+                snapshot_glob: Optional[str] = None) -> None:
+    """Mirror what resuming needs from work_dir into carry_dir: the checkpoint and log.jsonl as they
+    are, and each file matching `snapshot_glob` (relative to work_dir) as an fp16 copy, written once.
+    Every write is atomic, so a kill mid-mirror leaves the previous carried state whole."""
+    work_dir, carry_dir = Path(work_dir), Path(carry_dir)
+    carry_dir.mkdir(parents=True, exist_ok=True)
+    ckpt = work_dir / CHECKPOINT_NAME
+    if ckpt.exists():
+        _atomic_copy(ckpt, carry_dir / CHECKPOINT_NAME)
+    log = work_dir / "log.jsonl"
+    if log.exists():
+        _atomic_copy(log, carry_dir / "log.jsonl")
+    for path in sorted(work_dir.glob(snapshot_glob)) if snapshot_glob else ():
+        target = carry_dir / path.relative_to(work_dir)
+        if not target.exists():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            atomic_save(_fp16_copy(torch.load(path, map_location="cpu", weights_only=True)), target)
+
+
+def restore_carried_state(carry_dir: Optional[str | os.PathLike], work_dir: str | os.PathLike) -> bool:
+    """When work_dir has no checkpoint and carry_dir has one, copy the carried files into work_dir
+    (snapshots stay fp16; loading them into a model casts them back). Returns whether it did."""
+    if carry_dir is None:
+        return False
+    carry_dir, work_dir = Path(carry_dir), Path(work_dir)
+    if (work_dir / CHECKPOINT_NAME).exists() or not (carry_dir / CHECKPOINT_NAME).exists():
+        return False
+    for path in sorted(p for p in carry_dir.rglob("*") if p.is_file()):
+        target = work_dir / path.relative_to(carry_dir)
+        if path.name != CHECKPOINT_NAME:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            _atomic_copy(path, target)
+    _atomic_copy(carry_dir / CHECKPOINT_NAME, work_dir / CHECKPOINT_NAME)   # last: it marks "restored"
+    return True
+
+
+def _atomic_copy(src: Path, dst: Path) -> None:
+    import shutil
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dst.with_name(dst.name + ".tmp")
+    shutil.copyfile(src, tmp)
+    os.replace(tmp, dst)
 
 
 def check_resume_config(saved: dict, current: dict, ignore: Iterable[str] = ()) -> None:

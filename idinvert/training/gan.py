@@ -72,7 +72,8 @@ from idinvert.nets.discriminator import Discriminator
 from idinvert.nets.stylegan_generator import StyleGANGenerator
 from idinvert.training.common import (LossLog, Stopwatch, atomic_save, check_resume_config,
                                       config_dict, ema_update, export_fp16_state_dict,
-                                      load_checkpoint, load_fp16_state_dict, progress, rng_state, save_checkpoint,
+                                      carry_state, load_checkpoint, load_fp16_state_dict, progress,
+                                      restore_carried_state, rng_state, save_checkpoint,
                                       set_rng_state)
 
 __all__ = ["GANConfig", "train_gan", "build_generator", "build_discriminator", "evaluate_generator",
@@ -224,12 +225,16 @@ def _warm_start(bundle_dir: str | Path, cfg: GANConfig, cfg_now: dict, G, G_ema,
 
 
 def train_gan(config: GANConfig, work_dir: str | Path, out_dir: Optional[str | Path] = None,
-              show_progress: bool = True, init_from: Optional[str | Path] = None) -> Path:
+              show_progress: bool = True, init_from: Optional[str | Path] = None,
+              carry_dir: Optional[str | Path] = None) -> Path:
     """Train (or resume training) the GAN in `work_dir`; export G (the EMA) and D as fp16 state dicts
     to `out_dir` (default: work_dir) as generator.pt / discriminator.pt with a JSON card each.
 
     `init_from`: a directory with exported GAN weights (the shipped bundle) to extend when `work_dir`
     has no checkpoint yet (see `_warm_start`); ignored once the work dir has one (it resumes that).
+    `carry_dir`: a small folder (~15 MB: checkpoint, log, fp16 snapshots) mirrored at every checkpoint,
+    meant to be git-tracked so that training survives a change of machine; an empty work dir resumes
+    from it first (before `init_from`).
     Returns the generator weights path. Deterministic given config.seed (up to torch's CPU kernels).
     """
     cfg = config
@@ -255,6 +260,8 @@ def train_gan(config: GANConfig, work_dir: str | Path, out_dir: Optional[str | P
     grid_z = torch.randn(64, cfg.z_dim, generator=torch.Generator().manual_seed(cfg.seed + 12345))
 
     cfg_now = config_dict(cfg)
+    if restore_carried_state(carry_dir, work_dir):
+        print(f"[gan] resuming from the carried state in {carry_dir}", flush=True)
     state = load_checkpoint(work_dir)
     warm = state.get("warm_start") if state is not None else None
     if state is not None:
@@ -293,6 +300,8 @@ def train_gan(config: GANConfig, work_dir: str | Path, out_dir: Optional[str | P
             opt_G=opt_G.state_dict(), opt_D=opt_D.state_dict(), rng=rng_state(), step=step,
             nimg=nimg, next_grid_kimg=next_grid, next_snapshot_kimg=next_snap,
             seconds=clock.total(), warm_start=warm))
+        if carry_dir is not None:
+            carry_state(work_dir, carry_dir, snapshot_glob="snapshots/G_ema_*kimg.pt")
 
     while nimg < total_nimg:
         if cfg.max_minutes is not None and clock.total() > cfg.max_minutes * 60:

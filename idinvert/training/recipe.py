@@ -285,8 +285,11 @@ def _part(out_dir: Path, part: str):
 
 def train_zoo(targets: str | Iterable[str] | None = None, work_dir: str | Path = "zoo-work",
               out_dir: str | Path | None = None, device: str | torch.device = "cpu",
-              recipe: Optional[ZooRecipe] = None, show_progress: bool = True) -> dict:
-    """Run the recipe's `targets` in order (see module docstring); returns {target: summary}."""
+              recipe: Optional[ZooRecipe] = None, show_progress: bool = True,
+              carry_dir: str | Path | None = None) -> dict:
+    """Run the recipe's `targets` in order (see module docstring); returns {target: summary}.
+    `carry_dir`: a git-trackable folder the GAN mirrors its resumable state into (carry_dir/gan),
+    so that its training continues on another machine (see train_gan)."""
     from idinvert.zoo import SYNTHETIC_FACES_DIR, export_part
 
     recipe = recipe or ZooRecipe()
@@ -310,7 +313,8 @@ def train_zoo(targets: str | Iterable[str] | None = None, work_dir: str | Path =
         elif target == "gan":
             from idinvert.training.gan import train_gan
             results[target] = str(train_gan(recipe.gan, work_dir / "gan", out_dir,
-                                            show_progress=show_progress, init_from=recipe.gan_init_from))
+                                            show_progress=show_progress, init_from=recipe.gan_init_from,
+                                            carry_dir=Path(carry_dir) / "gan" if carry_dir else None))
             _attach_snapshot_curve(out_dir, work_dir / "gan", recipe)
         elif target == "conventional-encoder":
             generator = _part(out_dir, "generator")
