@@ -121,16 +121,43 @@ DEFAULT_SETTINGS = BoundarySettings()
 # --------------------------------------------------------------------------------------------------
 
 
-@torch.no_grad()
+# The last few (networks' state, n, seed) -> (codes, logits) of sample_scored_codes: a run builds its
+# scoring and its edit boundaries from the same labelled sample, and sampling dominates the cost.
+_SCORED_CACHE: list[tuple[tuple, tuple[Any, Any], tuple[Tensor, Tensor]]] = []
+
+
+def _state_token(module: Any) -> tuple:
+    """Identity of a module's current weights: the object, and each tensor's storage and in-place
+    version counter (any optimiser step or load_state_dict bumps them)."""
+    if not isinstance(module, torch.nn.Module):
+        return (id(module),)
+    return (id(module),) + tuple((t.data_ptr(), t._version) for t in
+                                 list(module.parameters()) + list(module.buffers()))
+
+
 def sample_scored_codes(generator: Any, classifier: Any, n_samples: int, seed: int,
                         batch_size: int = 256) -> tuple[Tensor, Tensor]:
     """Sample ``n_samples`` codes and score their images: -> (codes, logits [N, A]), on the CPU.
+    Repeated calls with the same networks (unchanged weights), n and seed return the kept result.
 
     codes are w [N, D] for a generator with a shared W space (images: w broadcast to all layers), and
     whole untruncated W+ codes [N, L, D] for one whose mapping emits a code per layer (``repeat_w``
     False, the official StyleGAN-inv layout). z is drawn on the CPU from
     ``torch.Generator().manual_seed(seed)`` so the codes do not depend on the device.
     """
+    key = (_state_token(generator), _state_token(classifier), int(n_samples), int(seed))
+    for k, nets, (codes, logits) in _SCORED_CACHE:
+        if k == key and nets[0] is generator and nets[1] is classifier:
+            return codes.clone(), logits.clone()
+    result = _sample_scored_codes(generator, classifier, n_samples, seed, batch_size)
+    # the entry holds the networks themselves, so their ids cannot be reused while it lives
+    _SCORED_CACHE[:] = [*_SCORED_CACHE[-1:], (key, (generator, classifier), result)]
+    return result[0].clone(), result[1].clone()
+
+
+@torch.no_grad()
+def _sample_scored_codes(generator: Any, classifier: Any, n_samples: int, seed: int,
+                         batch_size: int) -> tuple[Tensor, Tensor]:
     per_layer = getattr(generator, "repeat_w", True) is False
     device = device_of(generator)
     rng = torch.Generator().manual_seed(int(seed))

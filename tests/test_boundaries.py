@@ -258,3 +258,29 @@ def test_per_layer_generator_gets_one_unit_normal_per_layer_that_separates_the_a
         dist = signed_distance(codes, b)
         agree = ((dist > 0) == (logits[:, i] > 0)).float().mean()
         assert agree > 0.9, (name, float(agree))
+
+
+def test_scored_codes_are_sampled_once_per_network_state(monkeypatch):
+    # The scoring and the edit boundaries of a run label the same sample: the second call reuses it,
+    # and any change of the generator's weights (here an in-place edit) samples again.
+    import idinvert.boundaries as bd
+    from idinvert.nets.stylegan_generator import StyleGANGenerator
+
+    torch.manual_seed(0)
+    G = StyleGANGenerator(resolution=16, z_space_dim=8, w_space_dim=8, num_mapping_layers=2,
+                          fmaps_base=64, fmaps_max=8)
+    clf = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 16 * 16, 2))
+    calls = []
+    real = bd._sample_scored_codes
+    monkeypatch.setattr(bd, "_sample_scored_codes", lambda *a: calls.append(a) or real(*a))
+    a = bd.sample_scored_codes(G, clf, 40, seed=3)
+    b = bd.sample_scored_codes(G, clf, 40, seed=3)
+    assert len(calls) == 1 and torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+    b[0].zero_()                                    # callers get copies
+    assert not torch.equal(a[0], b[0])
+    bd.sample_scored_codes(G, clf, 40, seed=4)
+    assert len(calls) == 2
+    with torch.no_grad():
+        next(G.synthesis.parameters()).add_(1.0)
+    c = bd.sample_scored_codes(G, clf, 40, seed=3)
+    assert len(calls) == 3 and not torch.equal(c[1], a[1])
