@@ -152,3 +152,24 @@ def test_domain_perceptual_uses_deepest_8x8_classifier_map():
 def test_domain_perceptual_layer_can_be_chosen():
     clf = AttributeClassifier(32, width=8, embed_dim=16).eval()
     assert DomainPerceptual(clf, layer=3)(torch.zeros(1, 3, 32, 32)).shape == (1, 16, 4, 4)
+
+
+def test_encoder_blocks_fold_the_scale_into_the_conv_exactly():
+    # The blocks put the equalised-lr scale on the conv weight and the wscale bias inside the conv;
+    # the op-by-op form (conv, * scale, + bias) must give the same values in float64.
+    import torch.nn.functional as F
+    from idinvert.nets.stylegan_encoder import _FirstBlock, _LRELU_SLOPE, _ResBlock
+
+    torch.manual_seed(0)
+    x = torch.randn(2, 4, 8, 8, dtype=torch.float64)
+    first = _FirstBlock(4, 6, use_wscale=True, use_bn=False).double()
+    ref = F.leaky_relu(first.conv(x) * first.scale, _LRELU_SLOPE)
+    assert torch.allclose(first(x), ref, atol=1e-13, rtol=0)
+    block = _ResBlock(4, 6, use_wscale=True, use_bn=False).double()
+    with torch.no_grad():
+        block.wscale1.bias.normal_()
+        block.wscale2.bias.normal_()
+    y = F.leaky_relu(block.conv(x) * block.scale, _LRELU_SLOPE)
+    h = F.leaky_relu(block.conv1(x) * block.scale1 + block.wscale1.bias.view(1, -1, 1, 1), _LRELU_SLOPE)
+    h = F.leaky_relu(block.conv2(h) * block.scale2 + block.wscale2.bias.view(1, -1, 1, 1), _LRELU_SLOPE)
+    assert torch.allclose(block(x), h + y, atol=1e-13, rtol=0)

@@ -77,6 +77,12 @@ class _Bias(nn.Module):
         return x + self.bias.view(1, -1, 1, 1)
 
 
+def _scaled_conv(conv: nn.Conv2d, x: torch.Tensor, scale: float, bias: torch.Tensor | None = None):
+    """conv(x) * scale (+ bias), with the equalised-lr scale on the small weight rather than on the
+    activations, and the bias inside the conv: the same product in one pass."""
+    return F.conv2d(x, conv.weight * scale, bias, conv.stride, conv.padding)
+
+
 class _FirstBlock(nn.Module):
     def __init__(self, in_channels: int, out_channels: int, use_wscale: bool, use_bn: bool):
         super().__init__()
@@ -85,7 +91,7 @@ class _FirstBlock(nn.Module):
         self.bn = _norm(out_channels, use_bn)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.leaky_relu(self.bn(self.conv(x) * self.scale), _LRELU_SLOPE)
+        return F.leaky_relu(self.bn(_scaled_conv(self.conv, x, self.scale)), _LRELU_SLOPE)
 
 
 class _ResBlock(nn.Module):
@@ -110,11 +116,11 @@ class _ResBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.add_shortcut:
-            y = F.leaky_relu(self.bn(self.conv(x) * self.scale), _LRELU_SLOPE)
+            y = F.leaky_relu(self.bn(_scaled_conv(self.conv, x, self.scale)), _LRELU_SLOPE)
         else:
             y = x
-        h = F.leaky_relu(self.bn1(self.wscale1(self.conv1(x) * self.scale1)), _LRELU_SLOPE)
-        h = F.leaky_relu(self.bn2(self.wscale2(self.conv2(h) * self.scale2)), _LRELU_SLOPE)
+        h = F.leaky_relu(self.bn1(_scaled_conv(self.conv1, x, self.scale1, self.wscale1.bias)), _LRELU_SLOPE)
+        h = F.leaky_relu(self.bn2(_scaled_conv(self.conv2, h, self.scale2, self.wscale2.bias)), _LRELU_SLOPE)
         return h + y
 
 
