@@ -304,6 +304,7 @@ def run_benchmark(opts: RunOptions, *, sweep_id: str | None = None) -> list[str]
     """Run every selected method; returns the run ids (rank 0) in order."""
     from methods import registry
 
+    started = time.perf_counter()
     session = _start(opts, sweep_id)
     run_ids: list[str] = []
     for name in session.opts.methods:
@@ -317,6 +318,8 @@ def run_benchmark(opts: RunOptions, *, sweep_id: str | None = None) -> list[str]
         if session.opts.report and run_ids:
             _write_report(session.opts.results_dir, session.say)
         session.store.close()
+        session.say(f"bench: {len(run_ids)} run(s) in {_duration(time.perf_counter() - started)} "
+                    f"({os.cpu_count()} CPUs here, {torch.get_num_threads()} torch threads)")
     return run_ids
 
 
@@ -382,15 +385,25 @@ def _run_method(s: _Session, name: str, method: Any) -> str:
     run_id, pending = s.dist.broadcast(_begin(s, name, method) if s.dist.is_main else None)
     if pending is None:
         return run_id
+    t0 = time.perf_counter()
     if pending:
         here = _invert_pending(s, method, run_id, pending)
         s.say(f"bench: {name}: inverted {here} of the {len(pending)} pending images in this process"
               + ("; another process running the same command inverted the others" if here < len(pending) else ""))
     if s.dist.is_main:
+        t1 = time.perf_counter()
         _finish_shared(s, run_id, method)
-        s.say(f"bench: {name}: done ({run_id})")
+        t2 = time.perf_counter()
+        # wall times of this sitting, so a user sees where a run's minutes go
+        s.say(f"bench: {name}: done ({run_id}) in {_duration(t2 - t0)}: inverting {_duration(t1 - t0)}, "
+              f"metrics {_duration(t2 - t1)}")
     s.dist.barrier()
     return run_id
+
+
+def _duration(seconds: float) -> str:
+    """12.3 s / 4 min 05 s."""
+    return f"{seconds:.1f} s" if seconds < 60 else f"{int(seconds // 60)} min {int(seconds % 60):02d} s"
 
 
 def _invert_pending(s: _Session, method: Any, run_id: str, pending: list[int]) -> int:
