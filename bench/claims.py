@@ -5,7 +5,8 @@ log-ratio, whose sign reads the same way):
 
 - "holds"          the whole interval lies on the claimed side of 0,
 - "does not hold"  the whole interval lies on the other side,
-- "inconclusive"   the interval contains 0 (or is undefined).
+- "inconclusive"   the interval contains 0 (or is undefined, or excludes the estimate itself: the
+                   resamples are then biased -- see ``Interval.excludes_estimate``).
 
 Interval (``bootstrap_effect``): a two-level (hierarchical) percentile bootstrap. Each replicate draws
 the seeds of the whole run with replacement, then, inside each drawn seed, the images with
@@ -110,6 +111,14 @@ class Interval:
     n_images: tuple[int, ...]  # per seed
     method: str = "hierarchical percentile bootstrap (seeds, then images within each seed; paired)"
 
+    @property
+    def excludes_estimate(self) -> bool:
+        """The estimate lies outside its own percentile interval: the resamples are biased (a set-level
+        metric such as a Fréchet distance on few images: resampling with replacement duplicates images,
+        which inflates the distance), so the interval cannot decide the claim."""
+        finite = all(math.isfinite(v) for v in (self.estimate, self.low, self.high))
+        return finite and not self.low <= self.estimate <= self.high
+
 
 def _quantiles(values: np.ndarray, qs: tuple[float, float]) -> tuple[float, float]:
     if np.isnan(values).any():
@@ -170,7 +179,7 @@ def decide(interval: Interval, direction: str) -> str:
     if direction not in DIRECTIONS:
         raise ValueError(f"direction must be one of {DIRECTIONS}, got {direction!r}")
     low, high = interval.low, interval.high
-    if math.isnan(low) or math.isnan(high):
+    if math.isnan(low) or math.isnan(high) or interval.excludes_estimate:
         return "inconclusive"
     below, above = high < 0, low > 0
     if direction == "lower":

@@ -455,8 +455,11 @@ def effect_in_words(r: ClaimResult) -> str:
         return (f"{c.a.label}'s {metric} is {_times(abs(i.estimate))} {word} than {c.b.label}'s ({_fmt(r.a_value)} vs "
                 f"{_fmt(r.b_value)}; 95% interval of the ratio {_times(i.low)} to {_times(i.high)}; {size})")
     word = "lower" if i.estimate < 0 else "higher"
+    biased = ("; the estimate lies outside its own interval: the bootstrap is biased here (resampling "
+              "duplicates images, which inflates a set-level metric on few images), so no verdict"
+              if i.excludes_estimate else "")
     return (f"{c.a.label}'s {metric} is {_fmt(abs(i.estimate))} {word} than {c.b.label}'s ({_fmt(r.a_value)} vs "
-            f"{_fmt(r.b_value)}; 95% interval of the difference {_fmt(i.low)} to {_fmt(i.high)}; {size})")
+            f"{_fmt(r.b_value)}; 95% interval of the difference {_fmt(i.low)} to {_fmt(i.high)}; {size}{biased})")
 
 
 def display_rows(results: Sequence[ClaimResult]) -> list[dict[str, str]]:
@@ -480,7 +483,8 @@ def display_rows(results: Sequence[ClaimResult]) -> list[dict[str, str]]:
 
 NOTES = [
     "verdict by the interval only: holds = the whole 95% interval on the claimed side of 0; does not hold = on "
-    "the other side; inconclusive = it contains 0",
+    "the other side; inconclusive = it contains 0, or it excludes the estimate itself (the bootstrap is then "
+    "biased: resampling duplicates images, which inflates a Fréchet distance on few images)",
     "interval: percentile bootstrap over the paired images (hierarchical over seeds when several seeds ran: "
     "`bench run --seeds 0,1,2`); A and B compared on the images both inverted",
     "'@100': the arm's milestone at step 100 (the matched budget); speed-up: time to A's final mean on the "

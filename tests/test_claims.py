@@ -244,3 +244,21 @@ def test_identical_seeds_on_the_same_images_do_not_narrow_the_interval():
     assert independent.high - independent.low < 0.75 * (single.high - single.low)
     with pytest.raises(ValueError, match="image_ids"):
         SeedData(one.per_image, image_ids=(1, 2))
+
+
+def test_an_interval_that_excludes_its_own_estimate_decides_nothing():
+    # 32 images in 16 dimensions (the default run's Image2StyleGAN subset in the judge's space): A is
+    # an unrelated sample, B near copies of the reals. Resampling with replacement duplicates A's images
+    # and inflates its Fréchet distance, so the whole percentile interval sits above the estimate; the
+    # old rule read that as "A's FD is higher" with certainty. Such an interval is biased: no verdict.
+    rng = np.random.default_rng(0)
+    real = rng.normal(size=(32, 16))
+    d = SeedData({"real": real, "a": rng.normal(size=(32, 16)), "b": real + rng.normal(0, 0.3, real.shape)})
+    iv = bootstrap_effect([d], frechet_difference, n_boot=300)
+    assert iv.estimate < iv.low and iv.excludes_estimate
+    assert decide(iv, "higher") == decide(iv, "lower") == "inconclusive"
+    inside = Interval(estimate=0.5, low=0.2, high=0.9, confidence=0.95, n_boot=10, n_seeds=1, n_images=(32,))
+    assert not inside.excludes_estimate and decide(inside, "higher") == "holds"
+    infinite = Interval(estimate=math.inf, low=1.0, high=math.inf, confidence=0.95, n_boot=10, n_seeds=1,
+                        n_images=(32,))
+    assert not infinite.excludes_estimate and decide(infinite, "higher") == "holds"

@@ -293,17 +293,19 @@ def test_zoo_train_passes_the_gan_length_and_warm_start_to_train_gan(tmp_path, m
 
     seen = {}
 
-    def fake_train_gan(config, work_dir, out_dir=None, show_progress=True, init_from=None):
-        seen.update(kimg=config.total_kimg, init_from=init_from, work_dir=work_dir)
+    def fake_train_gan(config, work_dir, out_dir=None, show_progress=True, init_from=None, carry_dir=None):
+        seen.update(kimg=config.total_kimg, init_from=init_from, work_dir=work_dir, carry_dir=carry_dir)
         raise KeyboardInterrupt  # stop before anything else runs
 
     monkeypatch.setattr(gan_mod, "train_gan", fake_train_gan)
     (tmp_path / "w").mkdir()
     (tmp_path / "w" / "generator.json").write_text("{}")
     code = main(["zoo", "train", "--target", "gan", "--gan-kimg", "750", "--gan-init-from", str(tmp_path / "w"),
-                 "--out", str(tmp_path / "out"), "--work-dir", str(tmp_path / "work")])
+                 "--out", str(tmp_path / "out"), "--work-dir", str(tmp_path / "work"),
+                 "--carry-dir", str(tmp_path / "carry")])
     assert code != 0
-    assert seen == {"kimg": 750.0, "init_from": str(tmp_path / "w"), "work_dir": tmp_path / "work" / "gan"}
+    assert seen == {"kimg": 750.0, "init_from": str(tmp_path / "w"), "work_dir": tmp_path / "work" / "gan",
+                    "carry_dir": tmp_path / "carry" / "gan"}
     assert recipe.ZooRecipe().gan_init_from is None
 
 
