@@ -134,7 +134,7 @@ def ceiling_lines(result: dict[str, Any]) -> list[str]:
     return lines
 
 
-EDIT_ALPHAS = (-3.0, -1.5, 1.5, 3.0)  # in std of the signed distance, as bench.semantic edits
+EDIT_ALPHAS = (-3.0, -1.5, 1.5, 3.0)  # in std of the signed distance, as bench.metrics.semantic edits
 
 
 @torch.no_grad()

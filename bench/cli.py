@@ -224,8 +224,9 @@ def cmd_ls(args: argparse.Namespace) -> int:
         print(f"  {m['name']:<18} needs {'+'.join(m['needs'])}; {params}")
     print("Metrics:")
     for m in info["metrics"]:
+        facts = "".join(f"; {k} {m[k]}" for k in ("anytime", "bootstrap") if m[k])
         print(f"  {m['name']:<22} {m['level']:<9} {m['direction']:<6} is better; needs "
-              f"{', '.join(m['needs']) or '-'}")
+              f"{', '.join(m['needs']) or '-'}{facts}")
     print("Bundles:")
     for b in info["bundles"]:
         print(f"  {b['name']:<22} {b['description']}")

@@ -48,7 +48,7 @@ class RunOptions:
     report: bool = True
     quiet: bool = False
     threads: int | None = None
-    semantic_config: Any = None  # bench.semantic.SemanticConfig; None: its defaults with this seed
+    semantic_config: Any = None  # bench.metrics.semantic.SemanticConfig; None: its defaults with this seed
     keep_tuned: bool = False  # keep per-image tuned generators (PTI) under runs/<id>/tuned/
     speed: str = "auto"  # "auto": the measured best on this machine (bench.speed_choice); "eager"; "compile"
 

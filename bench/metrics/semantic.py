@@ -42,10 +42,11 @@ from torch import Tensor
 
 from bench import metrics as M
 from bench.artifacts import safe_name, save_png
-from bench.evaluation import frechet_to_real, inception_extract
 from bench.metrics.context import EvalNetwork, MetricContext
 from bench.metrics.errors import MetricUnavailable
-from bench.store import MetricRow
+from bench.metrics.reconstruction import frechet_to_real, inception_extract
+from bench.metrics.rows import MetricRow
+from bench.metrics.swd import swd as sliced_wasserstein
 from idinvert.boundaries import BoundarySettings, distance_spread, sample_codes
 from idinvert.boundary_constructions import DEFAULT_CONSTRUCTION, DEFAULT_EDIT_CONSTRUCTION
 from idinvert.editing import edit_codes, interpolate_codes, signed_distance
@@ -202,7 +203,7 @@ def semantic_config(ctx: MetricContext) -> SemanticConfig:
     return config
 
 
-def _setup(ctx: MetricContext) -> _Setup:
+def semantic_setup(ctx: MetricContext) -> _Setup:
     def build() -> _Setup:
         config = semantic_config(ctx)
         given = "boundaries" in ctx.resources._built  # provided by the caller: edits use them too
@@ -344,7 +345,7 @@ def _ap_labels(ctx: MetricContext, su: _Setup) -> tuple[Tensor | None, list[str]
 def attribute_ap(ctx: MetricContext) -> list[MetricRow]:
     """``ap_<attr>`` and ``ap_mean`` of the context's codes; PR curves go to ``ctx.curves``."""
     t0 = time.perf_counter()
-    su = _setup(ctx)
+    su = semantic_setup(ctx)
     names = su.names()
     labels, label_names, source = _ap_labels(ctx, su)
     every = [f"{p}_{a}" for p in ("ap", "probe_ap") for a in names] + ["ap_mean", "probe_ap_mean"]
@@ -442,7 +443,7 @@ def interpolation(ctx: MetricContext) -> list[MetricRow]:
     """``interp_fid_domain``, ``interp_fid`` and ``interp_swd`` of decoded W+ interpolations between
     seeded pairs of the context's codes (endpoints excluded), vs the real images; strips to artifacts."""
     t0 = time.perf_counter()
-    su = _setup(ctx)
+    su = semantic_setup(ctx)
     config, codes, reals = su.config, ctx.codes.float(), ctx.images
     pairs = _pairs(codes.shape[0], config.interp_pairs, config.seed)
     a, b = torch.tensor([p[0] for p in pairs]), torch.tensor([p[1] for p in pairs])
@@ -458,7 +459,7 @@ def interpolation(ctx: MetricContext) -> list[MetricRow]:
     rows = [_interp_frechet(ctx, su, "interp_fid_domain", fake, base, pair_ids),
             _interp_frechet(ctx, su, "interp_fid", fake, base)]
     try:
-        sw = M.swd(fake, reals, seed=config.seed)
+        sw = sliced_wasserstein(fake, reals, seed=config.seed)
     except ValueError as exc:  # images too small for the pyramid
         rows.append(MetricRow.unavailable("interp_swd", str(exc), **base))
     else:
@@ -534,7 +535,7 @@ def manipulation(ctx: MetricContext) -> list[MetricRow]:
     """``edit_success_<attr>``, ``edit_success_mean``, ``edit_preservation`` and ``edit_dpips`` of edits
     x = G(w + alpha * n) of a seeded subset of the codes; edit strips to artifacts."""
     t0 = time.perf_counter()
-    su = _setup(ctx)
+    su = semantic_setup(ctx)
     summary = ("edit_success_mean", "edit_preservation", "edit_dpips")
     if not su.edits:
         return [MetricRow.unavailable(n, su.no_boundary_reason)
