@@ -302,9 +302,10 @@ def _ingredient_seed_data(claim: CL.Claim, a: _RunData, b: _RunData, ga: dict, g
                           f"(at least {MIN_FRECHET_VECTORS_PER_DIM * k} needed to estimate its "
                           f"covariances); run the arms on more images (e.g. --budget full)"), ()
         d = CL.SeedData(sample, fixed, image_ids=tuple(ids))
-        real = np.asarray(sample.get("real", fixed.get("real")), dtype=np.float64)
-        mu, cov = real.mean(0), np.atleast_2d(np.cov(real, rowvar=False))
-        nums = tuple(CL._frechet_to(x.reshape(-1, x.shape[-1]), mu, cov) for x in (xa, xb))
+        from bench.metrics.frechet import feature_stats
+
+        ref = feature_stats(np.asarray(sample.get("real", fixed.get("real")), dtype=np.float64))
+        nums = tuple(CL._frechet_to(x.reshape(-1, x.shape[-1]), ref) for x in (xa, xb))
         return d, None, nums
     if claim.effect == "ap_difference":
         if not {"scores", "labels"} <= set(ga) or "scores" not in gb:
@@ -320,7 +321,9 @@ def _ingredient_seed_data(claim: CL.Claim, a: _RunData, b: _RunData, ga: dict, g
         sample = {"scores_a": _aligned(ga, "scores", ids)[:, ca], "scores_b": _aligned(gb, "scores", ids)[:, cb],
                   "labels": labels}
         d = CL.SeedData(sample, image_ids=tuple(ids))
-        nums = (CL._mean_ap(sample["scores_a"], labels), CL._mean_ap(sample["scores_b"], labels))
+        from bench.metrics.attributes import mean_ap
+
+        nums = (mean_ap(sample["scores_a"], labels), mean_ap(sample["scores_b"], labels))
         return d, None, nums
     if claim.effect == "rate_difference":
         if not {"success", "eligible"} <= set(ga) or not {"success", "eligible"} <= set(gb):

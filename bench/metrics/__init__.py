@@ -16,7 +16,8 @@ from .registry import (METRICS, Metric, UnknownMetric, all_metrics, direction_of
 from . import reconstruction, code_metrics, semantic_metrics  # noqa: E402,F401  (isort: skip)
 
 _LAZY = {
-    "attributes": ("APResult", "ap_mean", "average_precision", "average_precision_per_attribute", "probe_scores"),
+    "attributes": ("APResult", "ap_mean", "ap_score", "average_precision", "average_precision_per_attribute",
+                   "mean_ap", "probe_scores"),
     "edits": ("EditPreservation", "EditSuccess", "edit_preservation", "edit_success"),
     "domain_features": ("DEFAULT_DIMS", "DEFAULT_FIT_IMAGES", "DomainFeatures"),
     "errors": ("MetricUnavailable",),
