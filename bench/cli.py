@@ -462,7 +462,7 @@ def _check_run_id(store, run_id: str) -> None:
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
-    from bench.doctor import doctor
+    from bench.tools.doctor import doctor
 
     return doctor(weights_dir=args.weights_dir, as_json=args.json)
 
@@ -534,7 +534,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     # `diffuse` and `perf` own their argument parsers; hand them the rest of the line.
     if argv and argv[0] in ("diffuse", "perf"):
-        module = __import__(f"bench.{argv[0]}", fromlist=["main"])
+        module = __import__(f"bench.tools.{argv[0]}", fromlist=["main"])
         return _guarded(lambda: module.main(argv[1:]))
     parser = build_parser()
     args = parser.parse_args(argv)

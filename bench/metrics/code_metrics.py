@@ -59,7 +59,7 @@ _G_CODES = ("g-codes",)  # the reference run shown with every code metric: G's t
         label="||w - E(G(w))||^2", aggregate="mean_ci", table="codes", references=_G_CODES,
         bootstrap="per_image")
 def domain_term_metric(ctx: Any) -> Tensor:
-    from bench.metrics import codes as C
+    import bench.metrics.codes as C
 
     codes = _codes(ctx, "code_domain_term")
     g = ctx.bundle.generator
@@ -71,7 +71,7 @@ def domain_term_metric(ctx: Any) -> Tensor:
         "of codes sampled from G (0 for a W code; G's own codes have 0 when its mapping emits one w)",
         label="layer spread", aggregate="mean_ci", table="codes", references=_G_CODES, bootstrap="per_image")
 def spread_metric(ctx: Any) -> Tensor:
-    from bench.metrics import codes as C
+    import bench.metrics.codes as C
 
     codes = _codes(ctx, "code_spread")
     scale = ctx.resources._once("code-scale", lambda: C.w_scale(_samples(ctx, SCALE_SAMPLES)).clamp_min(1e-8))
@@ -85,7 +85,7 @@ def spread_metric(ctx: Any) -> Tensor:
 def frechet_metric(ctx: Any) -> MetricRow:
     import torch
 
-    from bench.metrics import codes as C
+    import bench.metrics.codes as C
 
     codes = _codes(ctx, "code_frechet")
     codes = codes[torch.isfinite(codes).flatten(1).all(1)]
@@ -105,7 +105,7 @@ def frechet_metric(ctx: Any) -> MetricRow:
         "and images; 0 = recovered, ~1.41 = an unrelated sample of G", label="code recovery", table="codes",
         references=_G_CODES)
 def recovery_metric(ctx: Any) -> MetricRow:
-    from bench.metrics import codes as C
+    import bench.metrics.codes as C
 
     codes = _codes(ctx, "code_recovery").cpu()
     truth = getattr(ctx.dataset, "true_codes", None)
@@ -128,7 +128,7 @@ def recovery_metric(ctx: Any) -> MetricRow:
 def lec_metric(ctx: Any) -> list[MetricRow]:
     import torch
 
-    from bench.metrics import codes as C
+    import bench.metrics.codes as C
     from bench.metrics.semantic import edit_scales, semantic_setup
 
     codes = _codes(ctx, "code_lec")

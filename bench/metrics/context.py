@@ -119,12 +119,13 @@ class EvalResources:
     def _training_images(self, start: int, n: int) -> Tensor:
         """Training images [start, start + n) of the bundle's built-in domain (disjoint from its test
         split); MetricUnavailable for a bundle without one."""
-        if self.bundle.info.test_data != "synthetic-faces":
+        from idinvert.domains import domain_of
+
+        domain = domain_of(self.bundle)
+        if domain is None:
             raise MetricUnavailable("reference", f"bundle {self.bundle.name} has no built-in real "
                                                  "training images for the evaluation embedding")
-        from idinvert.domains.synthetic_faces import SyntheticFaces
-
-        train = SyntheticFaces(resolution=self.bundle.resolution).split("train", start + n)
+        train = domain.split("train", start + n)
         return train.load(list(range(start, start + n)))
 
     def reference(self, n: int) -> Tensor | None:

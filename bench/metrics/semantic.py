@@ -40,7 +40,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from bench import metrics as M
+from bench.metrics.attributes import average_precision, probe_scores
+from bench.metrics.edits import edit_preservation, edit_success
+from bench.metrics.perceptual import dpips
+from bench.metrics.registry import ATTR, all_metrics
 from bench.artifacts import safe_name, save_png
 from bench.metrics.context import EvalNetwork, MetricContext
 from bench.metrics.errors import MetricUnavailable
@@ -148,13 +151,13 @@ def metric_names(attributes: Sequence[str]) -> list[str]:
     """Every metric name the semantic stages return a row for, given the attribute names (from the
     registry: its semantic entries, templates expanded per attribute)."""
     out: list[str] = []
-    semantic = M.all_metrics(level="semantic")
+    semantic = all_metrics(level="semantic")
     # the three stages of this module (other semantic-level metrics, e.g. code_lec, are computed apart)
     stages = {m.name for m in semantic if isinstance(m.fn, str) and m.fn.startswith(__name__ + ":")}
     for m in semantic:
         if m.name not in stages and m.computed_by not in stages:
             continue
-        out += [m.name.replace(M.registry.ATTR, a) for a in attributes] if m.is_template else [m.name]
+        out += [m.name.replace(ATTR, a) for a in attributes] if m.is_template else [m.name]
     return out
 
 
@@ -280,7 +283,7 @@ def dpips_to_reference(judge: EvalNetwork, edited: Tensor, reference: Tensor, k:
         def features(x: Tensor) -> list[Tensor]:
             return ref_feats if x is ref_rep else judge.features(x)
 
-        out.append(M.dpips(ed, ref_rep, features).cpu())
+        out.append(dpips(ed, ref_rep, features).cpu())
     return torch.cat(out)
 
 
@@ -405,11 +408,11 @@ def _probe_rows(ctx: MetricContext, su: _Setup, names: list[str], labels: Tensor
             rows.append(MetricRow.unavailable(name, f"no label column for attribute {a!r}", **base))
             continue
         y = labels[:, label_names.index(a)]
-        score = M.probe_scores(features, y, folds=su.config.probe_folds, seed=su.config.seed)
+        score = probe_scores(features, y, folds=su.config.probe_folds, seed=su.config.seed)
         if score is None:
             rows.append(MetricRow.unavailable(name, "fewer than 2 images of one class: nothing to fit", **base))
             continue
-        values[a] = M.average_precision(torch.from_numpy(score), y).ap
+        values[a] = average_precision(torch.from_numpy(score), y).ap
         rows.append(MetricRow(name, values[a], detail={**base, "prior": float(y.float().mean())}))
     rows.append(MetricRow("probe_ap_mean", sum(values.values()) / len(values), detail={**base,
                 "attributes": sorted(values)}) if values else
@@ -425,7 +428,7 @@ def _ap_row(ctx: MetricContext, boundary: Any, a: str, labels: Tensor, label_nam
     if a not in label_names:
         return MetricRow.unavailable(name, f"no label column for attribute {a!r}", label_source=source)
     score = signed_distance(ctx.codes.float(), boundary).cpu()
-    ap = M.average_precision(score, labels[:, label_names.index(a)])
+    ap = average_precision(score, labels[:, label_names.index(a)])
     detail = {"label_source": source, "n": ap.n, "prior": ap.prior,
               "score": "signed distance of the W+ code to the boundary", **_boundary_info(boundary)}
     if math.isnan(ap.ap):
@@ -583,7 +586,7 @@ def _edit_attribute(ctx: MetricContext, su: _Setup, ed: _Edits, a: str) -> Metri
     t = su.attributes.index(a)
     probs_edit = _probs(su.judge, edited, su.config.batch_size)
     before = ed.probs_recon.repeat_interleave(k, dim=0)
-    pres = M.edit_preservation(before, probs_edit, target=t)
+    pres = edit_preservation(before, probs_edit, target=t)
     ed.dpips[a] = dpips_to_reference(su.judge, edited, ed.recon, k, su.config.batch_size)
     ed.preservation[a] = pres.agreement
     primary, detail = _edit_success(ctx, su, ed, a, probs_edit)
@@ -603,13 +606,13 @@ def _edit_success(ctx: MetricContext, su: _Setup, ed: _Edits, a: str, probs_edit
     t, k, n = su.attributes.index(a), len(ed.alphas), len(ed.idx)
     exact = ed.exact_labels and a in ctx.label_names
     direction = ed.alphas.repeat(n)
-    by_recon = M.edit_success(ed.probs_recon[:, t].repeat_interleave(k), probs_edit[:, t], direction=direction)
+    by_recon = edit_success(ed.probs_recon[:, t].repeat_interleave(k), probs_edit[:, t], direction=direction)
     start = (ctx.labels[ed.idx, ctx.label_names.index(a)].float() if exact else ed.probs_recon[:, t])
-    primary = (M.edit_success(start.repeat_interleave(k), probs_edit[:, t], direction=direction)
+    primary = (edit_success(start.repeat_interleave(k), probs_edit[:, t], direction=direction)
                if exact else by_recon)
     per_alpha = {}
     for j, al in enumerate(su.config.edit_alphas):
-        r = M.edit_success(start, probs_edit[torch.arange(n) * k + j, t], direction=float(al))
+        r = edit_success(start, probs_edit[torch.arange(n) * k + j, t], direction=float(al))
         per_alpha[str(al)] = {"rate": None if math.isnan(r.rate) else r.rate, "n_eligible": r.n_eligible}
     detail = {"n_images": n, "alphas": list(su.config.edit_alphas), "alpha_unit": su.config.alpha_unit,
               "n_eligible": primary.n_eligible, "n_success": primary.n_success, "per_alpha": per_alpha,

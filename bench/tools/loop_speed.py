@@ -1,4 +1,4 @@
-"""``python -m bench.loop_speed``: is the optimisation loop faster with bf16 autocast, channels_last, or
+"""``python -m bench.tools.loop_speed``: is the optimisation loop faster with bf16 autocast, channels_last, or
 another thread count -- at equal results?
 
 A benchmark, not a test. On the bundle's test images it runs ``optimize_codes`` with the idinvert
@@ -25,7 +25,7 @@ from idinvert.loss_terms import DomainLoss, PerceptualLoss, PixelLoss
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m bench.loop_speed", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m bench.tools.loop_speed", description=__doc__.split("\n\n")[0])
     p.add_argument("--bundle", default="synthetic-faces")
     p.add_argument("--images", type=int, default=32)
     p.add_argument("--steps", type=int, default=30)
@@ -38,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> dict:
     args = build_parser().parse_args(argv)
-    from bench.perf import load_images
+    from bench.tools.workload import load_images
     from idinvert.zoo import load_bundle
 
     bundle = load_bundle(args.bundle)

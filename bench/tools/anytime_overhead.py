@@ -1,4 +1,4 @@
-"""``python -m bench.anytime_overhead``: what milestones cost the optimisation loop.
+"""``python -m bench.tools.anytime_overhead``: what milestones cost the optimisation loop.
 
 A benchmark, not a test. On the bundle's test images it runs ``idinvert.inversion.optimize_codes``
 with the idinvert loss (encoder start, lambda_dom) -- or the image2stylegan loss with ``--loss
@@ -25,7 +25,7 @@ from idinvert.loss_terms import DomainLoss, PerceptualLoss, PixelLoss
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m bench.anytime_overhead", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m bench.tools.anytime_overhead", description=__doc__.split("\n\n")[0])
     p.add_argument("--bundle", default="synthetic-faces")
     p.add_argument("--images", type=int, default=32)
     p.add_argument("--steps", type=int, default=100)
@@ -39,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> dict:
     args = build_parser().parse_args(argv)
     torch.set_num_threads(args.threads)
-    from bench.perf import load_images
+    from bench.tools.workload import load_images
     from idinvert.zoo import load_bundle
 
     bundle = load_bundle(args.bundle)
