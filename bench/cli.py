@@ -564,27 +564,13 @@ def _guarded(fn) -> int:
 
 
 def _user_error_code(exc: BaseException) -> int | None:
-    """The exit code of an error the user caused, or None for a bug.
-
-    bench's own checks raise ``bench.errors`` classes; the layers below (which cannot import bench) have
-    their own classes for what their users get wrong, mapped here."""
+    """The exit code of an error the user caused (its class carries it: ``idinvert.errors``), 1 for
+    what the machine refused (disk full, no permission), or None for a bug."""
     from bench.errors import is_environment_error
-    from idinvert.checkpoints import CheckpointError
-    from idinvert.domains.folder import FolderError, LabelsError
-    from idinvert.nets.loading import StateDictMismatch
-    from idinvert.official_boundaries import BoundaryFileError
-    from idinvert.zoo import MissingWeights, UnknownBundle
-    from methods.registry import BadParameter, UnknownName
 
     if isinstance(exc, UserError):
         return exc.exit_code
-    if isinstance(exc, (UnknownName, BadParameter, UnknownBundle, BoundaryFileError, LabelsError)):
-        return 2
-    if isinstance(exc, (MissingWeights, CheckpointError, StateDictMismatch, FolderError)):
-        return 1  # the files on this machine: absent, refused (unsafe), or not what they should be
-    if is_environment_error(exc):
-        return 1
-    return None
+    return 1 if is_environment_error(exc) else None
 
 
 def _one_line(exc: BaseException) -> str:

@@ -129,3 +129,21 @@ def test_the_bundle_s_domain_gives_the_default_test_data(tmp_path):
         assert n == 3 and data.fingerprint == want.fingerprint
     finally:
         DOMAINS.remove("toy-domain")
+
+
+@pytest.mark.parametrize("where, name, code", [
+    ("idinvert.registry", "UnknownName", 2), ("methods.registry", "BadParameter", 2),
+    ("idinvert.official_boundaries", "BoundaryFileError", 2), ("idinvert.domains.folder", "LabelsError", 2),
+    ("idinvert.zoo", "MissingWeights", 1), ("idinvert.checkpoints", "CheckpointError", 1),
+    ("idinvert.nets.loading", "StateDictMismatch", 1), ("idinvert.domains.folder", "FolderError", 1),
+    ("bench.store", "StoreDamaged", 1), ("bench.errors", "UsageError", 2),
+])
+def test_every_user_error_carries_its_exit_code(where, name, code):
+    import importlib
+
+    from bench.cli import _user_error_code
+    from idinvert.errors import UserError
+
+    cls = getattr(importlib.import_module(where), name)
+    assert issubclass(cls, UserError) and cls.exit_code == code
+    assert _user_error_code(RuntimeError("a bug")) is None  # anything else is a bug: traceback shown

@@ -15,6 +15,7 @@ from typing import Any, Callable, Optional
 import torch
 import torch.nn as nn
 
+from idinvert.errors import UserError
 from idinvert.registry import Registry, UnknownName
 from idinvert.utils import file_sha256
 
@@ -26,7 +27,7 @@ class UnknownBundle(UnknownName):
     """A bundle name that is not in BUNDLES."""
 
 
-class MissingWeights(FileNotFoundError):
+class MissingWeights(UserError, FileNotFoundError):
     """A weight file a bundle needs is not there; the message says which and how to get it."""
 
 

@@ -47,6 +47,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from torch import Tensor
 
 from idinvert.domains.base import OUTPUT_MARKERS, ImageSet, fingerprint_of
+from idinvert.errors import UsageError, UserError
 
 PREPROCESSING = "folder-v1: exif-transpose, alpha-on-white, centre-square bicubic-antialiased resize"
 FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "TIFF", "GIF")
@@ -60,7 +61,7 @@ class ImageDecodeError(Exception):
     """A file that is not a readable image; the message is the reason shown to the user."""
 
 
-class FolderError(ValueError):
+class FolderError(UserError, ValueError):
     """The folder given as data cannot be used (missing, not a folder, no readable image)."""
 
 
@@ -72,7 +73,7 @@ class FolderChanged(FolderError, RuntimeError):
     """A file of the set changed or vanished after the set was built."""
 
 
-class LabelsError(ValueError):
+class LabelsError(UsageError, ValueError):
     """The labels CSV cannot be used; the message names the file and, where it applies, the row."""
 
 
