@@ -325,7 +325,7 @@ class RunMetrics:
             return Cell(None, status="unavailable", reason=str(detail.get("reason") or "unavailable"))
         floor = self._floor(name, detail)
         note = detail.get("floor_kind") if floor is not None and "floor" in detail else None
-        ceiling = detail.get("ceiling") if name.startswith("ap_") else None
+        ceiling = detail.get("ceiling")  # only rows with a held-out ceiling carry one (ap_<attr>)
         if isinstance(ceiling, (int, float)) and ceiling > 0:
             note = (f"ceiling: this boundary's AP on {detail.get('ceiling_n')} held-out codes of G, scored "
                     "against the judge's labels of their images (what recovering every code would give)")
