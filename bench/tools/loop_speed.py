@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import time
 from pathlib import Path
 
@@ -38,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> dict:
     args = build_parser().parse_args(argv)
-    from bench.tools.workload import load_images
+    from bench.tools.workload import emit, load_images
     from idinvert.zoo import load_bundle
 
     bundle = load_bundle(args.bundle)
@@ -88,10 +87,7 @@ def main(argv=None) -> dict:
             }
     out = {"bundle": args.bundle, "images": args.images, "steps": args.steps, "repeats": args.repeats,
            "torch": torch.__version__, "results": results}
-    print(json.dumps(out, indent=1))
-    if args.out:
-        args.out.write_text(json.dumps(out, indent=1))
-    return out
+    return emit(out, args.out)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,8 @@
 """What the timing commands share: the optimisation method under test and the images it inverts."""
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -28,3 +30,12 @@ def load_images(bundle: Any, n: int, seed: int, tiny: bool) -> torch.Tensor:
     with torch.no_grad():
         g = bundle.generator
         return g.synthesis(g.sample_wp(n, gen)).clamp(-1, 1).cpu()
+
+
+def emit(out: dict, path: Path | None) -> dict:
+    """A timing command's result: printed as JSON, and written to ``path`` when given."""
+    text = json.dumps(out, indent=1)
+    print(text)
+    if path:
+        path.write_text(text)
+    return out
