@@ -31,7 +31,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from bench import metrics as M
+from bench.metrics.attributes import average_precision
+from bench.metrics.edits import edit_success
 from idinvert.utils import device_of
 
 HELDOUT_SEED = 1_000_003  # disjoint from the boundaries' training codes (seed 0) and code_metrics' (7,000)
@@ -80,7 +81,7 @@ def boundary_ap(codes: Tensor, labels: Tensor, attributes: Sequence[str],
     out = {}
     for a, b in boundaries.items():
         if a in attributes:
-            out[a] = M.average_precision(signed_distance(codes.float(), b), labels[:, list(attributes).index(a)]).ap
+            out[a] = average_precision(signed_distance(codes.float(), b), labels[:, list(attributes).index(a)]).ap
     return out
 
 
@@ -134,7 +135,7 @@ def ceiling_lines(result: dict[str, Any]) -> list[str]:
     return lines
 
 
-EDIT_ALPHAS = (-3.0, -1.5, 1.5, 3.0)  # in std of the signed distance, as bench.semantic edits
+EDIT_ALPHAS = (-3.0, -1.5, 1.5, 3.0)  # in std of the signed distance, as bench.metrics.semantic edits
 
 
 @torch.no_grad()
@@ -155,7 +156,7 @@ def edit_rates(bundle: Any, boundaries: dict[str, Any], codes: Tensor, judge: Ca
         after = torch.sigmoid(torch.cat([judge(g.synthesis(x.to(device))).float().cpu()
                                          for x in edited.split(256)]))
         k = len(EDIT_ALPHAS)
-        out[a] = M.edit_success(before[:, t].repeat_interleave(k), after[:, t],
+        out[a] = edit_success(before[:, t].repeat_interleave(k), after[:, t],
                                 direction=alphas.sign().repeat(codes.shape[0])).rate
     return out
 

@@ -21,7 +21,9 @@ def describe() -> dict[str, Any]:
         })
     out_metrics = [
         {"name": m.name, "label": m.display, "direction": m.direction, "level": m.level, "needs": list(m.needs),
-         "unit": m.unit, "aggregate": m.aggregate, "table": m.table, "description": m.description}
+         "unit": m.unit, "aggregate": m.aggregate, "table": m.table, "description": m.description,
+         "anytime": m.anytime, "sweep": m.sweep, "bootstrap": m.bootstrap, "references": list(m.references),
+         "controls": [list(c) for c in m.controls]}
         for m in metrics.all_metrics()
     ]
     out_bundles = [{"name": name, "description": spec.description, "files": list(spec.files)}

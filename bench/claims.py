@@ -35,7 +35,7 @@ from typing import Any, Callable, Mapping, Optional, Sequence
 
 import numpy as np
 
-__all__ = ["SeedData", "Bracketed", "Interval", "bootstrap_effect", "decide", "VERDICTS", "average_precision",
+__all__ = ["SeedData", "Bracketed", "Interval", "bootstrap_effect", "decide", "VERDICTS",
            "mean_difference", "log10_ratio_of_means", "rate_difference", "ap_difference",
            "frechet_difference", "log10_speedup", "EFFECTS", "Arm", "Claim", "PAPER_CLAIMS",
            "ClaimVerdict", "judge"]
@@ -233,46 +233,20 @@ def rate_difference(s: Mapping[str, np.ndarray], fixed: Mapping[str, Any] = {}) 
     return _success_rate(s["success_a"], s["eligible_a"]) - _success_rate(s["success_b"], s["eligible_b"])
 
 
-def average_precision(scores: np.ndarray, labels: np.ndarray) -> float:
-    """sklearn's average precision (step-wise, ties as one threshold); nan for a single class."""
-    scores = np.asarray(scores, dtype=np.float64)
-    labels = np.asarray(labels).astype(bool)
-    positives = int(labels.sum())
-    if positives == 0 or positives == labels.size:
-        return math.nan
-    order = np.argsort(-scores, kind="mergesort")
-    s, y = scores[order], labels[order]
-    last_of_tie = np.r_[np.nonzero(np.diff(s))[0], s.size - 1]
-    tp = np.cumsum(y)[last_of_tie]
-    precision = tp / (last_of_tie + 1)
-    recall = tp / positives
-    return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
-
-
-def _mean_ap(scores: np.ndarray, labels: np.ndarray) -> float:
-    scores, labels = np.asarray(scores), np.asarray(labels)
-    if scores.ndim == 1:
-        scores, labels = scores[:, None], labels[:, None]
-    aps = [average_precision(scores[:, j], labels[:, j]) for j in range(scores.shape[1])]
-    aps = [v for v in aps if not math.isnan(v)]
-    return float(np.mean(aps)) if aps else math.nan
-
-
 def ap_difference(s: Mapping[str, np.ndarray], fixed: Mapping[str, Any] = {}) -> float:
     """keys scores_a, scores_b [N, A] (signed boundary distances), labels [N, A]: mean AP over
     attributes of a minus that of b (ap_mean, paper Fig. 3); attributes with one class in the
     sample are left out of the mean."""
-    return _mean_ap(s["scores_a"], s["labels"]) - _mean_ap(s["scores_b"], s["labels"])
+    from bench.metrics.attributes import mean_ap  # the AP of the stored ap_<attr> rows
+
+    return mean_ap(s["scores_a"], s["labels"]) - mean_ap(s["scores_b"], s["labels"])
 
 
-def _frechet_to(x: np.ndarray, ref_mu: np.ndarray, ref_cov: np.ndarray) -> float:
-    import torch
+def _frechet_to(x: np.ndarray, ref: tuple[np.ndarray, np.ndarray]) -> float:
+    """FD of the rows of ``x`` [M, K] to the reference statistics (mu, cov): the stored tables' routine."""
+    from bench.metrics.frechet import feature_stats, frechet_distance
 
-    from bench.metrics.codes import gaussian_frechet
-
-    x = np.asarray(x, dtype=np.float64)
-    mu, cov = x.mean(0), np.atleast_2d(np.cov(x, rowvar=False))
-    return gaussian_frechet(*(torch.from_numpy(np.ascontiguousarray(v)) for v in (mu, cov, ref_mu, ref_cov)))
+    return frechet_distance(feature_stats(x), ref)
 
 
 def frechet_difference(s: Mapping[str, np.ndarray], fixed: Mapping[str, Any] = {}) -> float:
@@ -280,10 +254,11 @@ def frechet_difference(s: Mapping[str, np.ndarray], fixed: Mapping[str, Any] = {
     unit, e.g. the interpolations of one pair), real [N, K] (the real images' embeddings, resampled with
     them) -- or, when the units are not the real images (pairs), ``fixed["real"]``, not resampled:
     FD(a, real) − FD(b, real)."""
-    real = np.asarray(s["real"] if "real" in s else fixed["real"], dtype=np.float64)
-    mu, cov = real.mean(0), np.atleast_2d(np.cov(real, rowvar=False))
+    from bench.metrics.frechet import feature_stats
+
+    ref = feature_stats(np.asarray(s["real"] if "real" in s else fixed["real"], dtype=np.float64))
     a, b = (np.asarray(s[k]) for k in ("a", "b"))
-    return _frechet_to(a.reshape(-1, a.shape[-1]), mu, cov) - _frechet_to(b.reshape(-1, b.shape[-1]), mu, cov)
+    return _frechet_to(a.reshape(-1, a.shape[-1]), ref) - _frechet_to(b.reshape(-1, b.shape[-1]), ref)
 
 
 def _log10(x: Optional[float]) -> float:

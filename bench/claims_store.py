@@ -28,9 +28,10 @@ from typing import Any, Sequence
 import numpy as np
 
 from bench import claims as CL
+from bench.defaults import MATCHED_STEP
+from bench.metrics import registry
 from bench.store import Store
 
-MATCHED_STEP = 100
 NOT_JUDGED = "not judged"
 # Hyperparameters that only choose how many images a run covers (`--budget full` sets them to 0): runs
 # that differ only in these are the same settings, and the one on the most images is preferred.
@@ -49,7 +50,6 @@ class Choice:
     def __post_init__(self) -> None:
         if self.budget not in BUDGETS:
             raise ValueError(f"budget must be one of {BUDGETS}, got {self.budget!r}")
-PER_IMAGE_ROW_METRICS = ("mse", "psnr", "dpips", "code_domain_term", "code_spread")
 # A Fréchet distance fits a K-dimensional covariance to each set: with fewer than 2K vectors in a set
 # the estimate is mostly bias (rank-deficient covariances; the real-vs-real floor of 4 images is ~270
 # in the 16-dimensional judge features, against ~8 at 128), and resampling those few units says nothing
@@ -162,18 +162,21 @@ class _RunData:
         return self._milestones
 
     def per_image(self, metric: str, protocol: str) -> dict[str, float] | None:
-        """image id -> the metric (nan where failed), at the run's own budget or its milestone 100."""
+        """image id -> the metric (nan where failed), at the run's own budget or its matched-budget
+        milestone; where the per-image values live is the registry entry's ``bootstrap``."""
+        entry = registry.find(metric)
+        source = entry.bootstrap if entry is not None else None
         if protocol == "matched":
             rows = [m for m in self.milestones if m["step"] == MATCHED_STEP]
             if not rows:
                 return None
-            if metric == "seconds_per_image":
+            if source == "seconds":
                 return {m["image_id"]: m["seconds"] if m["seconds"] is not None else math.nan for m in rows}
             return {m["image_id"]: _num(m["metrics"].get(metric)) if m["status"] == "ok" else math.nan
                     for m in rows}
-        if metric == "seconds_per_image":
+        if source == "seconds":
             return {i: _num(r["seconds"]) for i, r in self.images.items()}
-        if metric in PER_IMAGE_ROW_METRICS:
+        if source == "per_image":
             return {i: _num(r["metrics"].get(metric)) if r["status"] == "ok" else math.nan
                     for i, r in self.images.items()}
         row = self.metrics.get(metric)
@@ -299,9 +302,10 @@ def _ingredient_seed_data(claim: CL.Claim, a: _RunData, b: _RunData, ga: dict, g
                           f"(at least {MIN_FRECHET_VECTORS_PER_DIM * k} needed to estimate its "
                           f"covariances); run the arms on more images (e.g. --budget full)"), ()
         d = CL.SeedData(sample, fixed, image_ids=tuple(ids))
-        real = np.asarray(sample.get("real", fixed.get("real")), dtype=np.float64)
-        mu, cov = real.mean(0), np.atleast_2d(np.cov(real, rowvar=False))
-        nums = tuple(CL._frechet_to(x.reshape(-1, x.shape[-1]), mu, cov) for x in (xa, xb))
+        from bench.metrics.frechet import feature_stats
+
+        ref = feature_stats(np.asarray(sample.get("real", fixed.get("real")), dtype=np.float64))
+        nums = tuple(CL._frechet_to(x.reshape(-1, x.shape[-1]), ref) for x in (xa, xb))
         return d, None, nums
     if claim.effect == "ap_difference":
         if not {"scores", "labels"} <= set(ga) or "scores" not in gb:
@@ -317,7 +321,9 @@ def _ingredient_seed_data(claim: CL.Claim, a: _RunData, b: _RunData, ga: dict, g
         sample = {"scores_a": _aligned(ga, "scores", ids)[:, ca], "scores_b": _aligned(gb, "scores", ids)[:, cb],
                   "labels": labels}
         d = CL.SeedData(sample, image_ids=tuple(ids))
-        nums = (CL._mean_ap(sample["scores_a"], labels), CL._mean_ap(sample["scores_b"], labels))
+        from bench.metrics.attributes import mean_ap
+
+        nums = (mean_ap(sample["scores_a"], labels), mean_ap(sample["scores_b"], labels))
         return d, None, nums
     if claim.effect == "rate_difference":
         if not {"success", "eligible"} <= set(ga) or not {"success", "eligible"} <= set(gb):
@@ -380,25 +386,16 @@ def judge_store(store: Store, claims: Sequence[CL.Claim] = CL.PAPER_CLAIMS, runs
     return out
 
 
-# The semantic claims are read beside their controls: (reference method, what it is) per metric, and the
-# held-out ceiling of AP (bench.boundary_check) from the A arm's own AP rows.
-CONTROLS = {
-    "ap_mean": (("g-samples", "negative control (G samples, chance)"),
-                ("g-codes", "positive control (G codes, truth)")),
-    "interp_fid_domain": (("g-samples", "G's own interpolations (G samples)"),),
-    "edit_success_mean": (("g-codes", "positive control (edits of G's true codes)"),),
-}
-
-
 def controls(runs: Sequence[dict[str, Any]], metric: str, a: "_RunData") -> dict[str, float] | None:
-    """The claim's metric for the control runs beside arm A's run (same bundle and seed; the same data,
-    or, for the known-answer control, made for it), and for AP the mean held-out ceiling; None when the
-    metric has no controls."""
-    if metric not in CONTROLS:
+    """The claim's metric for the control runs its registry entry names (``Metric.controls``) beside arm
+    A's run (same bundle and seed; the same data, or, for the known-answer control, made for it), and
+    the mean held-out ceiling its per-attribute rows carry (AP); None when the metric has no controls."""
+    entry = registry.find(metric)
+    if entry is None or not entry.controls:
         return None
     run = a.run
     out: dict[str, float] = {}
-    for method, label in CONTROLS[metric]:
+    for method, label in entry.controls:
         beside = [r for r in runs if r["method"] == method and r["bundle"] == run["bundle"]
                   and r["seed"] == run["seed"] and r.get("status", "complete") == "complete"
                   and run["dataset"] in (r["dataset"], (r.get("env") or {}).get("control_for"))]
@@ -407,11 +404,12 @@ def controls(runs: Sequence[dict[str, Any]], metric: str, a: "_RunData") -> dict
             value = {m["name"]: m for m in a._store.metrics(latest["run_id"])}.get(metric)
             if value is not None and value["status"] == "ok":
                 out[label] = float(value["value"])
-    if metric == "ap_mean":
-        ceilings = [m["detail"].get("ceiling") for name, m in a.metrics.items()
-                    if name.startswith("ap_") and name != "ap_mean" and (m["detail"] or {}).get("ceiling")]
-        if ceilings:
-            out["ceiling (held-out G codes)"] = float(np.mean(ceilings))
+    # the held-out ceilings (bench.boundary_check) of the family this metric summarises (ap_<attr>)
+    ceilings = [m["detail"].get("ceiling") for name, m in a.metrics.items()
+                if (e := registry.find(name)) is not None and e.is_template and e.computed_by == metric
+                and (m["detail"] or {}).get("ceiling")]
+    if ceilings:
+        out["ceiling (held-out G codes)"] = float(np.mean(ceilings))
     return out
 
 

@@ -224,8 +224,9 @@ def cmd_ls(args: argparse.Namespace) -> int:
         print(f"  {m['name']:<18} needs {'+'.join(m['needs'])}; {params}")
     print("Metrics:")
     for m in info["metrics"]:
+        facts = "".join(f"; {k} {m[k]}" for k in ("anytime", "bootstrap") if m[k])
         print(f"  {m['name']:<22} {m['level']:<9} {m['direction']:<6} is better; needs "
-              f"{', '.join(m['needs']) or '-'}")
+              f"{', '.join(m['needs']) or '-'}{facts}")
     print("Bundles:")
     for b in info["bundles"]:
         print(f"  {b['name']:<22} {b['description']}")
@@ -461,7 +462,7 @@ def _check_run_id(store, run_id: str) -> None:
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
-    from bench.doctor import doctor
+    from bench.tools.doctor import doctor
 
     return doctor(weights_dir=args.weights_dir, as_json=args.json)
 
@@ -533,7 +534,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     # `diffuse` and `perf` own their argument parsers; hand them the rest of the line.
     if argv and argv[0] in ("diffuse", "perf"):
-        module = __import__(f"bench.{argv[0]}", fromlist=["main"])
+        module = __import__(f"bench.tools.{argv[0]}", fromlist=["main"])
         return _guarded(lambda: module.main(argv[1:]))
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -563,27 +564,13 @@ def _guarded(fn) -> int:
 
 
 def _user_error_code(exc: BaseException) -> int | None:
-    """The exit code of an error the user caused, or None for a bug.
-
-    bench's own checks raise ``bench.errors`` classes; the layers below (which cannot import bench) have
-    their own classes for what their users get wrong, mapped here."""
+    """The exit code of an error the user caused (its class carries it: ``idinvert.errors``), 1 for
+    what the machine refused (disk full, no permission), or None for a bug."""
     from bench.errors import is_environment_error
-    from idinvert.checkpoints import CheckpointError
-    from idinvert.domains.folder import FolderError, LabelsError
-    from idinvert.nets.loading import StateDictMismatch
-    from idinvert.official_boundaries import BoundaryFileError
-    from idinvert.zoo import MissingWeights, UnknownBundle
-    from methods.registry import BadParameter, UnknownName
 
     if isinstance(exc, UserError):
         return exc.exit_code
-    if isinstance(exc, (UnknownName, BadParameter, UnknownBundle, BoundaryFileError, LabelsError)):
-        return 2
-    if isinstance(exc, (MissingWeights, CheckpointError, StateDictMismatch, FolderError)):
-        return 1  # the files on this machine: absent, refused (unsafe), or not what they should be
-    if is_environment_error(exc):
-        return 1
-    return None
+    return 1 if is_environment_error(exc) else None
 
 
 def _one_line(exc: BaseException) -> str:

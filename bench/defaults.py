@@ -20,3 +20,6 @@ MAX_LIMIT = 100_000
 GRID_IMAGES = 8
 # Sweep values for `bench ablate lambda_dom` when --values is not given (the paper's Fig. 9 range).
 ABLATE_VALUES = {"lambda_dom": (0.0, 0.5, 1.0, 2.0, 5.0, 10.0)}
+# idinvert's optimisation budget (steps): a longer anytime run's milestone at this step is its
+# matched-budget row in Table 1 and the "matched" protocol of the claims.
+MATCHED_STEP = 100

@@ -69,11 +69,15 @@ def check_domain(dataset: Any, n: int, bundle: Any, features: Any) -> DomainChec
     m = min(n, MAX_IMAGES)
     if m < MIN_IMAGES:
         return DomainCheck("unavailable", n=m, reason=f"only {m} image(s); the check needs {MIN_IMAGES}")
-    from idinvert.domains.synthetic_faces import SyntheticFaces
+    from idinvert.domains import domain_of
 
+    domain = domain_of(bundle)
+    if domain is None:
+        return DomainCheck("unavailable", n=m, reason=f"bundle {bundle.name} has no built-in real images "
+                                                       "to compare the data with")
     picks = torch.linspace(0, n - 1, m).round().long().tolist()  # spread over the whole set
     data = dataset.load(picks)
-    real = SyntheticFaces(resolution=bundle.resolution).split("train", REFERENCE_IMAGES + m)
+    real = domain.split("train", REFERENCE_IMAGES + m)
     with torch.no_grad():
         ref = features(real.load(list(range(REFERENCE_IMAGES)))).double()
         held = features(real.load(list(range(REFERENCE_IMAGES, REFERENCE_IMAGES + m)))).double()

@@ -4,7 +4,8 @@ Every failure a user can cause is raised as one of these classes at the place wh
 with a message that names the file, parameter or value. The CLI prints it as one line
 ``bench: error: <message>`` and exits with the class's code: 2 for bad usage (a bad flag, value, file or
 name), 1 for a problem of the environment (disk full, no permission, a damaged results store). Any
-other exception is a bug: the CLI lets its traceback show.
+other exception is a bug: the CLI lets its traceback show. The roots ``UserError`` / ``UsageError`` live in
+``idinvert.errors``, so that the library's own errors carry their exit codes too.
 """
 
 from __future__ import annotations
@@ -15,17 +16,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-
-class UserError(Exception):
-    """Base of the errors a user can cause; ``exit_code`` is what the CLI exits with."""
-
-    exit_code = 1
-
-
-class UsageError(UserError):
-    """Bad command-line input (flag, value, file, name): exit code 2."""
-
-    exit_code = 2
+from idinvert.errors import UsageError, UserError  # noqa: F401  (the hierarchy's roots, re-exported)
 
 
 class BenchError(UserError):

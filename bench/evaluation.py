@@ -6,120 +6,25 @@ and the reconstructions are stored. At the end of a run: a set context with the 
 reconstructions, and every ``set`` and (unless ``--no-semantic``) ``semantic`` metric of the registry.
 Whatever cannot be computed is stored as *unavailable* with the reason, never replaced by something else.
 
-The built-in metric functions of the reconstruction (``mse_metric`` ... ``seconds_metric``) live here;
-their registry entries are in ``bench.metrics.registry``.
+Which metrics an anytime run follows at its milestones is the registry's word (``Metric.anytime``); each
+metric function sees the context through ``MetricContext.for_metric`` (only what its ``needs`` declare).
 """
 
 from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
-import numpy as np
 import torch
 from torch import Tensor
 
 from bench import defaults, metrics as M
 from bench.artifacts import safe_name, save_atomic, save_png
-from bench.metrics.context import FEATURE_BATCH, EvalResources, MetricContext
+from bench.metrics.context import EvalResources, MetricContext
 from bench.metrics.errors import MetricUnavailable
-from bench.store import ImageRow, MetricRow, MilestoneRow, Store
-
-# Measured at every milestone of an anytime run (the others at its final step only, to save time):
-# per image, computed as each batch is stored; per set, at the end of the run.
-MILESTONE_IMAGE_METRICS = ("mse", "psnr", "dpips")
-MILESTONE_SET_METRICS = ("fid_domain", "ap_mean")
-
-
-# -- per-image metrics: (ctx) -> [B] ---------------------------------------------------------------------
-def mse_metric(ctx: MetricContext) -> Tensor:
-    return M.mse(ctx.images, ctx.recons)
-
-
-def psnr_metric(ctx: MetricContext) -> Tensor:
-    return M.psnr(ctx.images, ctx.recons)
-
-
-def dpips_metric(ctx: MetricContext) -> Tensor:
-    net = ctx.eval_embedding
-    return M.dpips(ctx.images.to(ctx.device), ctx.recons.to(ctx.device), net.features).cpu()
-
-
-def lpips_metric(ctx: MetricContext) -> Tensor:
-    return ctx.resources.lpips()(ctx.images, ctx.recons)
-
-
-# -- set metrics: (ctx) -> MetricRow ---------------------------------------------------------------------
-def frechet_with_floor(ctx: MetricContext, real: Tensor, fake: Tensor, ref: Tensor | None,
-                       floor_seed: int | None = None) -> tuple[float, dict[str, Any]]:
-    """Fréchet distance of ``fake`` [M, K] to ``real`` [N, K] features, and the real-vs-real floor at the
-    same size: ``real`` against the disjoint reference features ``ref`` (embedded domain), else two
-    disjoint subsets of ``real`` (user folders: halves when ``floor_seed`` is None, else of ``M`` rows)."""
-    value = M.frechet_distance(M.feature_stats(fake), M.feature_stats(real))
-    if ref is not None and ref.shape[0] >= 2:
-        floor = {"floor": M.frechet_distance(M.feature_stats(real), M.feature_stats(ref)),
-                 "floor_n": int(ref.shape[0]), "floor_kind": "the real images vs a disjoint real set"}
-    elif real.shape[0] < 4:
-        floor = {"floor": None, "floor_kind": "too few real images for a floor"}
-    else:
-        size = real.shape[0] // 2 if floor_seed is None else fake.shape[0]
-        fl = M.real_floor(real, size, seed=floor_seed or 0)
-        floor = {"floor": fl.value, "floor_n": fl.n, "floor_kind": "two disjoint subsets of the real images"}
-    return value, {"dims": int(real.shape[1]), **floor}
-
-
-def frechet_to_real(ctx: MetricContext, extract: Callable[[Tensor], Tensor], extractor_id: str,
-                    fake_images: Tensor, floor_seed: int | None = None,
-                    keep: dict[str, Tensor] | None = None) -> tuple[float, dict[str, Any]]:
-    """Fréchet distance of ``fake_images`` to the context's real images in one feature space, with its
-    floor against a disjoint real set of the fake set's size. ``keep``: receives the features used
-    ("fake" [M, K], "real" [N, K], in the images' order), to be stored as the row's ingredients."""
-    real = ctx.real_features(extract, extractor_id)
-    fake = extract(fake_images).float().cpu()
-    ref = ctx.reference_features(extract, extractor_id, fake.shape[0])
-    if keep is not None:
-        keep.update(fake=fake, real=real)
-    return frechet_with_floor(ctx, real, fake, ref, floor_seed)
-
-
-def inception_extract(ctx: MetricContext) -> tuple[Callable[[Tensor], Tensor], str]:
-    """The Inception feature map (images -> [N, 2048]) and its id; MetricUnavailable without weights."""
-    inception = ctx.resources.inception()
-    return (lambda x: M.extract_features(inception, x, FEATURE_BATCH)), getattr(inception, "id", "inception")
-
-
-def fid_domain_metric(ctx: MetricContext) -> MetricRow:
-    net = ctx.eval_embedding
-    feats: dict[str, Tensor] = {}
-    value, detail = frechet_to_real(ctx, net.embed, net.id, ctx.recons, keep=feats)
-    # per-image embeddings of the reconstructions and of the real images: a bootstrap over images
-    # recomputes the distance from them (``bench claims``)
-    arrays = {k: (list(ctx.ids), v.numpy().astype(np.float32)) for k, v in feats.items()} \
-        if len(ctx.ids) == ctx.n else None
-    return MetricRow("fid_domain", value, detail={"n": ctx.n, "features": net.label, **detail}, arrays=arrays)
-
-
-def fid_metric(ctx: MetricContext) -> MetricRow:
-    extract, extractor_id = inception_extract(ctx)
-    value, detail = frechet_to_real(ctx, extract, extractor_id, ctx.recons)
-    return MetricRow("fid", value, detail={"n": ctx.n, **detail})
-
-
-def swd_metric(ctx: MetricContext) -> MetricRow:
-    sw = M.swd(ctx.recons, ctx.images, seed=ctx.seed)
-    return MetricRow("swd", sw.mean, detail={"n": ctx.n, "levels": {str(k): v for k, v in sw.levels.items()},
-                                              "unit": "x1e3"})
-
-
-def seconds_metric(ctx: MetricContext) -> MetricRow:
-    secs = [r["seconds"] for r in ctx.rows if r["seconds"] is not None]
-    opts = ctx.resources.opts
-    return MetricRow("seconds_per_image", sum(secs) / len(secs) if secs else None,
-                     detail={"device": str(ctx.device), "threads": torch.get_num_threads(),
-                             "batch_size": opts.batch_size, "timed": "invert() only, warm-up excluded",
-                             "n": len(secs)})
-
+from bench.metrics.rows import MetricRow
+from bench.store import ImageRow, MilestoneRow, Store
 
 # -- helpers -----------------------------------------------------------------------------------------------
 def mean_std_ci(values: Sequence[float]) -> tuple[float, float | None, float | None]:
@@ -135,7 +40,7 @@ def mean_std_ci(values: Sequence[float]) -> tuple[float, float | None, float | N
 def compute(metric: M.Metric, ctx: MetricContext) -> list[MetricRow]:
     """Run one set / semantic metric function on ``ctx``: its rows, or one unavailable row with the reason."""
     try:
-        out = metric.load()(ctx)
+        out = metric.load()(ctx.for_metric(metric))
     except MetricUnavailable as exc:
         return [MetricRow.unavailable(metric.name, exc.reason)]
     if isinstance(out, MetricRow):
@@ -177,7 +82,7 @@ class Evaluator:
                 if only is not None and metric.name not in only:
                     continue
                 try:
-                    values[metric.name] = metric.load()(ctx)
+                    values[metric.name] = metric.load()(ctx.for_metric(metric))
                 except MetricUnavailable as exc:
                     self.unavailable[metric.name] = exc.reason
         return values
@@ -204,7 +109,7 @@ class Evaluator:
     # -- anytime points -----------------------------------------------------------------------------------
     def milestone_rows(self, part: dict[str, Any], ids: Sequence[str], images: Tensor,
                        final_values: dict[str, Tensor], dataset: Any = None) -> list[MilestoneRow]:
-        """One row per image and milestone (``MILESTONE_IMAGE_METRICS``); a method without milestones is
+        """One row per image and milestone (the per-image metrics the registry follows ``anytime``); a method without milestones is
         one point at its budget (``final_step``; 0 for an encoder) with the batch's own time. A milestone
         whose codes are the final codes reuses the batch's values instead of recomputing them."""
         indices = part["indices"]
@@ -212,13 +117,14 @@ class Evaluator:
         points = part.get("milestones") or [{"step": int(part.get("final_step") or 0), "seconds": part["seconds"],
                                              "codes": None, "failed": part["failed"]}]
         out: list[MilestoneRow] = []
+        anytime = M.names(level="per_image", anytime=True)
         for m in points:
             if m["codes"] is None or torch.equal(m["codes"], part["codes"]):
-                values = {k: v for k, v in final_values.items() if k in MILESTONE_IMAGE_METRICS}
+                values = {k: v for k, v in final_values.items() if k in anytime}
             else:
                 ctx = MetricContext(self.resources, images, self.reconstruct(m["codes"]), m["codes"],
                                     list(indices), [ids[i] for i in indices], dataset)
-                values = self.per_image_values(ctx, MILESTONE_IMAGE_METRICS)
+                values = self.per_image_values(ctx, anytime)
             for j, idx in enumerate(indices):
                 failed = bool(m["failed"][j])
                 out.append(MilestoneRow(ids[idx], idx, int(m["step"]), float(m["seconds"]) / n,
@@ -244,10 +150,11 @@ class Evaluator:
     def milestone_set_metrics(self, store: Store, run_id: str, dataset: Any, ids: Sequence[str],
                               final_ctx: MetricContext, final_rows: Sequence[MetricRow]
                               ) -> list[tuple[int, MetricRow]]:
-        """``MILESTONE_SET_METRICS`` at every milestone step of the run: the final step (codes equal to
-        the run's) copies the run's own rows; earlier steps are computed on the images not failed by then."""
-        wanted = [M.get(name) for name in MILESTONE_SET_METRICS if name in M.METRICS]
-        wanted = [m for m in wanted if m.level == "set" or (m.level == "semantic" and self.opts.semantic)]
+        """The set-level metrics the registry follows ``anytime``, at every milestone step of the run: the
+        final step (codes equal to the run's) copies the run's own rows; earlier steps are computed on the
+        images not failed by then."""
+        wanted = [m for m in M.all_metrics(anytime=True) if m.fn is not None
+                  and (m.level == "set" or (m.level == "semantic" and self.opts.semantic))]
         final = {r.name: r for r in final_rows}
         steps = self.load_milestone_codes(store, run_id)
         final_step = max(steps) if steps else None

@@ -1,6 +1,7 @@
 """Quality against time, read from the store: each run's anytime curves and the time-to-quality table.
 
-A run's curve of a per-image metric (``mse``, ``psnr``, ``dpips``) is the mean over images at each
+Which metrics have curves is the registry's word (``Metric.anytime``: "measured" or "plotted"). A
+run's curve of a per-image metric (``mse``, ``psnr``, ``dpips``) is the mean over images at each
 milestone step, against the mean seconds per image up to that step (the batch's time to the milestone
 divided by its size, encoder start included, warm-up excluded): ``bench.anytime.mean_curve``. A curve of
 a set metric (``fid_domain``, ``ap_mean``) is its stored value per step (``milestone_metrics``).
@@ -19,12 +20,10 @@ from typing import Any, Sequence
 import numpy as np
 
 from bench import anytime as A
+from bench.defaults import MATCHED_STEP
 from bench.metrics import registry
 from bench.store import Store
 
-PER_IMAGE = ("mse", "psnr", "dpips")
-SET = ("fid_domain", "ap_mean")
-FIGURE_METRICS = ("mse", "dpips", "fid_domain", "ap_mean")
 FAST, SLOW = "idinvert", "image2stylegan"
 
 
@@ -66,12 +65,13 @@ def run_curves(store: Store, run: dict[str, Any], label: str) -> RunCurves | Non
     ids = list(dict.fromkeys(r["image_id"] for r in rows))
     pos, col = {i: k for k, i in enumerate(ids)}, {s: k for k, s in enumerate(steps)}
     secs = np.full((len(ids), len(steps)), np.nan)
-    values = {m: np.full((len(ids), len(steps)), np.nan) for m in PER_IMAGE}
+    per_image = registry.names(level="per_image", anytime=True)
+    values = {m: np.full((len(ids), len(steps)), np.nan) for m in per_image}
     for r in rows:
         i, k = pos[r["image_id"]], col[r["step"]]
         secs[i, k] = r["seconds"] if r["seconds"] is not None else np.nan
         if r["status"] == "ok":
-            for m in PER_IMAGE:
+            for m in per_image:
                 v = r["metrics"].get(m)
                 if v is not None:
                     values[m][i, k] = v
@@ -81,9 +81,9 @@ def run_curves(store: Store, run: dict[str, Any], label: str) -> RunCurves | Non
     mean_secs = np.maximum.accumulate(mean_secs)  # float noise between equal milestones
     out = RunCurves(run, label, steps, mean_secs.tolist(), {m: v for m, v in values.items() if np.isfinite(v).any()},
                     ids)
-    by = {}
+    by, sets = {}, {m.name for m in registry.all_metrics(anytime=True) if m.level != "per_image"}
     for m in store.milestone_metrics(run["run_id"]):
-        if m["name"] in SET:
+        if m["name"] in sets:
             by.setdefault(m["name"], {})[m["step"]] = m["value"] if m["status"] == "ok" else None
     for name, at in by.items():
         if set(at) == set(steps) and all(v is not None for v in at.values()):
@@ -166,15 +166,16 @@ def quality_time_table(curves: Sequence[RunCurves]) -> QualityTimeTable | None:
         return None
     per_run: dict[str, dict[str, list[A.AnytimePoint]]] = {}
     for c in curves:
-        per_run[c.label] = {m: pts for m in PER_IMAGE if (pts := c.curve(m, keep)) is not None}
+        per_run[c.label] = {m: pts for m in registry.names(level="per_image", anytime=True)
+                            if (pts := c.curve(m, keep)) is not None}
     targets = []
-    for metric in ("mse", "dpips"):
+    for metric in registry.names(level="per_image", anytime="plotted"):  # the time-to-quality targets
         direction = registry.direction_of(metric)
         if metric not in per_run[slow.label] or metric not in per_run[fast.label]:
             continue
         targets.append(A.target_from(per_run[slow.label][metric], f"{SLOW} final {metric}", metric,
                                      direction=direction))
-        step = 100 if 100 in fast.steps else None
+        step = MATCHED_STEP if MATCHED_STEP in fast.steps else None
         targets.append(A.target_from(per_run[fast.label][metric], f"{FAST} {metric} at step "
                                      f"{step if step is not None else fast.steps[-1]}", metric, step=step,
                                      direction=direction))
@@ -193,10 +194,10 @@ def quality_time_table(curves: Sequence[RunCurves]) -> QualityTimeTable | None:
 
 
 def figure_panels(curves: Sequence[RunCurves]) -> list[tuple[str, str, list[tuple[str, list[float], list[float], list[int]]]]]:
-    """(metric label, direction, [(run label, seconds, values, steps)]) per metric of FIGURE_METRICS that
-    some run has; points with 0 seconds (nothing timed yet) are left out of the log axis."""
+    """(metric label, direction, [(run label, seconds, values, steps)]) per metric the registry plots
+    ``anytime`` that some run has; points with 0 seconds (nothing timed yet) are left out of the log axis."""
     panels = []
-    for metric in FIGURE_METRICS:
+    for metric in registry.names(anytime="plotted"):
         series = []
         for c in curves:
             pts = c.curve(metric)

@@ -48,7 +48,7 @@ class RunOptions:
     report: bool = True
     quiet: bool = False
     threads: int | None = None
-    semantic_config: Any = None  # bench.semantic.SemanticConfig; None: its defaults with this seed
+    semantic_config: Any = None  # bench.metrics.semantic.SemanticConfig; None: its defaults with this seed
     keep_tuned: bool = False  # keep per-image tuned generators (PTI) under runs/<id>/tuned/
     speed: str = "auto"  # "auto": the measured best on this machine (bench.speed_choice); "eager"; "compile"
 
@@ -172,14 +172,15 @@ def load_dataset(opts: RunOptions, bundle: Any):
                 _warn(opts, str(w.message))
         n = len(full) if opts.limit is None else min(opts.limit, len(full))
         return full, n
-    if bundle.info.test_data is None:
+    from idinvert.domains import domain_of
+
+    domain = domain_of(bundle)
+    if domain is None:
         raise UsageError(bundle.info.needs_data(bundle.name))
     if opts.labels is not None:
-        raise UsageError("--labels applies to --data images; the embedded domain has exact labels already")
-    from idinvert.domains.synthetic_faces import SyntheticFaces
-
+        raise UsageError("--labels applies to --data images; the bundle's built-in domain has exact labels already")
     n = opts.limit or defaults.LIMIT
-    return SyntheticFaces(resolution=bundle.resolution).split("test", n), n
+    return domain.split("test", n), n
 
 
 def _warn(opts: RunOptions, text: str) -> None:

@@ -22,6 +22,7 @@ from typing import Any, Iterable, Sequence
 
 import pandas as pd
 
+from bench.defaults import MATCHED_STEP
 from bench.metrics import registry
 from bench.store import Store
 
@@ -29,7 +30,6 @@ FORMATS = ("md", "csv", "json", "latex")
 
 # The metric registry (standard library only: importing it costs no torch) says each metric's direction,
 # label, level and table; this module keeps no list of its own.
-ATTRIBUTE_PREFIXES = ("ap_", "edit_success_")
 
 
 def imagenet_stand_ins() -> dict[str, str]:
@@ -68,36 +68,36 @@ def fmt_number(value: float | None, sig: int = 4) -> str:
 # Such a row is never marked best and appears only in the tables of the metrics it is shown in.
 @dataclass(frozen=True)
 class Reference:
+    method: str                      # the reference method (its runs are the row)
     label: str                       # in realism / interpolation / code tables
-    metrics: frozenset[str]          # metric names (or prefixes ending in "_") the row is shown in
     semantic_label: str | None = None  # in the AP and manipulation tables, where the row is a control
     note: str = ""
 
     def shows(self, metric: str) -> bool:
-        return metric in self.metrics or any(p.endswith("_") and metric.startswith(p) for p in self.metrics)
+        """Whether this row appears in ``metric``'s column: the registry entry lists it in ``references``."""
+        entry = registry.find(metric)
+        return entry is not None and self.method in entry.references
 
     def label_for(self, metrics: Sequence[str]) -> str:
-        semantic = any(m.startswith(("ap_", "edit_", "probe_ap")) for m in metrics)
+        semantic = any((e := registry.find(m)) is not None and e.table in ("attributes", "manipulation")
+                       for m in metrics)
         return self.semantic_label if semantic and self.semantic_label else self.label
 
 
-REFERENCE_METHODS = {
-    "g-samples": Reference(
-        "G samples (reference)",
-        frozenset({"fid", "fid_domain", "swd", "interp_fid", "interp_fid_domain", "interp_swd", "ap_"}),
+REFERENCE_METHODS = {r.method: r for r in (
+    Reference(
+        "g-samples", "G samples (reference)",
         semantic_label="G samples (negative control: unrelated codes)",
         note="fresh samples of the generator, one per test image, unrelated to it (no inversion): in "
              "realism and interpolation the level G reaches by itself (interpolation between G's own codes, "
              "the positive control of interpolation); in AP the negative control, at chance (the prior)"),
-    "g-codes": Reference(
-        "G codes (truth)",
-        frozenset({"ap_", "probe_ap_", "edit_success_", "edit_preservation", "edit_dpips", "code_frechet",
-                   "code_spread", "code_recovery", "code_domain_term", "code_lec", "code_lec_excess"}),
+    Reference(
+        "g-codes", "G codes (truth)",
         semantic_label="G codes (truth: positive control)",
         note="the true codes of G's own samples scored against the judge's labels of those samples (the "
              "known-answer set of the same size, --data gsamples:N): what a method that recovered every "
              "code exactly would score, i.e. each attribute's ceiling"),
-}
+)}
 
 
 def is_reference(run: dict[str, Any]) -> bool:
@@ -325,7 +325,7 @@ class RunMetrics:
             return Cell(None, status="unavailable", reason=str(detail.get("reason") or "unavailable"))
         floor = self._floor(name, detail)
         note = detail.get("floor_kind") if floor is not None and "floor" in detail else None
-        ceiling = detail.get("ceiling") if name.startswith("ap_") else None
+        ceiling = detail.get("ceiling")  # only rows with a held-out ceiling carry one (ap_<attr>)
         if isinstance(ceiling, (int, float)) and ceiling > 0:
             note = (f"ceiling: this boundary's AP on {detail.get('ceiling_n')} held-out codes of G, scored "
                     "against the judge's labels of their images (what recovering every code would give)")
@@ -500,16 +500,21 @@ def table1_metrics(data: Sequence[RunMetrics]) -> list[str]:
     return table_metrics(data, "inversion")
 
 
-def attribute_names(data: Iterable[RunMetrics], prefix: str) -> list[str]:
-    names: list[str] = []
-    for d in data:
-        for name in d.metrics:
-            if name.startswith(prefix) and name != f"{prefix}mean" and name not in names:
-                names.append(name)
-    return names
+def present_metrics(data: Iterable[RunMetrics], table: str, order: Sequence[str] = ()) -> list[str]:
+    """The stored metrics of ``table`` that some run has, in registry order; a template entry
+    (``ap_<attr>``) expands to its stored names, the attributes in ``order`` first, then by name."""
+    stored = list(dict.fromkeys(name for d in data for name in d.metrics))
+    out: list[str] = []
+    for entry in registry.all_metrics(table=table):
+        if not entry.is_template:
+            out += [entry.name] if entry.name in stored else []
+            continue
+        names = [n for n in stored if registry.find(n) is entry]
+        attr = {n: entry.attribute_of(n) for n in names}
+        out += sorted(names, key=lambda n: (list(order).index(attr[n]) if attr[n] in order else len(order), n))
+    return out
 
 
-MATCHED_STEP = 100  # idinvert's budget: the matched-budget row of a longer anytime run
 
 
 def protocol_labels(runs: Sequence[dict[str, Any]], labels: dict[str, str]) -> dict[str, str]:
@@ -549,7 +554,7 @@ def add_matched_budget_rows(table: Table, store: Store, runs: Sequence[dict[str,
                 if len(values) >= 2:
                     spread = f"± {fmt_number(1.96 * statistics.stdev(values) / math.sqrt(len(values)), 2)}"
                 cells[name] = Cell(mean, spread=spread)
-            elif name == "seconds_per_image":
+            elif name == registry.speed_metric():
                 secs = [m["seconds"] for m in rows if m["seconds"] is not None]
                 cells[name] = Cell(sum(secs) / len(secs) if secs else None, status="ok" if secs else "absent")
             elif name in sets:

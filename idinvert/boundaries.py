@@ -15,7 +15,7 @@ Procedure (Shen et al., InterFaceGAN; as ``genforce/interfacegan`` ``train_bound
 5. record the validation accuracy on the held-out extremes and, because the extremes are the easy
    cases, also the agreement with the classifier's thresholded prediction on *all* sampled codes
    (``meta["all_accuracy"]``) and the spread of the signed distances (``meta["distance_std"]``, the
-   scale in which edit strengths are chosen, see ``bench.semantic``).
+   scale in which edit strengths are chosen, see ``bench.metrics.semantic``).
 
 Where the hyperplane sits: the SVM separates the two extremes, so for a balanced attribute it passes
 near the median code, not necessarily through the classifier's decision threshold. Distances are

@@ -24,7 +24,7 @@ the share of edits of G's own held-out codes that flip the judge's prediction th
 edit-success ceiling). Never by how methods score. ``python -m bench.boundary_check`` prints the
 comparison; measured on the embedded bundle (zoo v3; 5,000 training codes labelled by the classifier,
 2,000 held-out codes labelled by the judge, classifier labels in brackets; edits of 64 held-out codes
-at +-1.5 and +-3 std, ``bench.semantic``'s strengths, 1 thread on a busy 2-core machine):
+at +-1.5 and +-3 std, ``bench.metrics.semantic``'s strengths, 1 thread on a busy 2-core machine):
 
     construction                  AP: age       gender        eyeglasses    pose          expression    edits: age gender eyegl. pose expr.
     svm-10%-per-layer (before)    0.994 (.994)  0.705 (.706)  0.988 (.979)  0.970 (.968)  0.892 (.883)  0.62 0.00 0.68 0.73 0.55

@@ -30,6 +30,8 @@ from typing import Any, Optional
 import numpy as np
 import torch
 
+from idinvert.errors import UserError
+
 __all__ = [
     "CheckpointError",
     "CheckpointMissing",
@@ -51,7 +53,7 @@ _EXTRA_TORCH_SAFE_GLOBALS = [argparse.Namespace]
 _LEGACY_TORCH_MAGIC = b"\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19"
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError, ValueError):
     """A weight file exists but cannot be used (not a checkpoint, wrong contents, refused)."""
 
 

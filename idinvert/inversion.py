@@ -116,7 +116,7 @@ def channels_last(*objs, enabled: bool = True) -> Iterator[None]:
     (convert a module being trained with ``module.to(memory_format=torch.channels_last)`` instead).
 
     Measured on the embedded bundle's loop (1 CPU thread, idinvert loss, 16 images x 30 steps, five
-    interleaved repeats): 13 % less time, final MSE equal to 1e-6 (``python -m bench.loop_speed``).
+    interleaved repeats): 13 % less time, final MSE equal to 1e-6 (``python -m bench.tools.loop_speed``).
     """
     if not enabled:
         yield

@@ -25,11 +25,12 @@ import numpy as np
 import torch
 
 from idinvert.checkpoints import load_npy_restricted
+from idinvert.errors import UsageError
 
 __all__ = ["Boundary", "BoundaryFileError", "load_boundary_file", "load_boundary_dir"]
 
 
-class BoundaryFileError(ValueError):
+class BoundaryFileError(UsageError, ValueError):
     """A boundary file or folder cannot be used (unknown format, shape mismatch, missing)."""
 
 

@@ -1,5 +1,6 @@
 """Bundles built from real weight files the user supplies: the official idinvert FFHQ-256 release and
-StyleGAN2 checkpoints in rosinality's format. Registered into `idinvert.zoo.BUNDLES` by `register()`.
+StyleGAN2 checkpoints in rosinality's format. Registered into `idinvert.bundles.base.BUNDLES` by
+`register()`.
 
 - "styleganinv-ffhq256": files from genforce/idinvert_pytorch, in one folder (`--weights-dir DIR`, or
   `$BENCH_HOME/weights`):
@@ -33,6 +34,7 @@ from typing import Any, Callable, Optional
 import torch
 import torch.nn as nn
 
+from idinvert.bundles.base import BUNDLES, Bundle, BundleInfo, BundleSpec, MissingWeights, weights_fingerprint
 from idinvert.checkpoints import PICKLE_SUFFIXES, CheckpointError, refuse_pickle, safe_torch_load
 from idinvert.nets.loading import check_state_dict, load_state_dict_strict
 from idinvert.nets.perceptual import PAPER_LAMBDA_VGG, VGG16Perceptual
@@ -126,7 +128,6 @@ _OFFICIAL_PARTS: dict[str, tuple[str, str, Callable[[], nn.Module], Callable, Ca
 
 
 def _missing(path: Path, what: str, source: str = OFFICIAL_SOURCE):
-    from idinvert.zoo import MissingWeights
     return MissingWeights(f"missing weight file {path} ({what}). Download it from {source} and put "
                           f"it in {path.parent} (or pass --weights-dir DIR holding it; default "
                           f"$BENCH_HOME/weights).")
@@ -148,8 +149,6 @@ def _load_official_part(weights_dir: Path, part: str) -> nn.Module:
 def _real_info(resolution: int, source: str, files: dict[str, Path], extra: dict[str, Any]):
     """The BundleInfo of a real-checkpoint bundle: the paper's lambda_vgg, no built-in test data, and
     the CPU batch size and note of real-size networks."""
-    from idinvert.zoo import BundleInfo
-
     return BundleInfo(
         lambda_vgg_default=PAPER_LAMBDA_VGG, default_batch_size=_default_batch_size(resolution),
         cpu_note=_CPU_NOTE if resolution >= 128 else None, test_data=None, source=source,
@@ -159,8 +158,6 @@ def _real_info(resolution: int, source: str, files: dict[str, Path], extra: dict
 
 def build_styleganinv_ffhq256(weights_dir: Optional[Path] = None):
     """The official idinvert FFHQ-256 bundle from `weights_dir` (default `$BENCH_HOME/weights`)."""
-    from idinvert.zoo import Bundle, BundleInfo, weights_fingerprint
-
     weights_dir = resolve_weights_dir(weights_dir)
     # Check every file's keys and shapes first (memory-mapped, cheap), so that one problem is
     # reported before minutes of building, and all problems are reported at once.
@@ -207,7 +204,6 @@ def find_stylegan2_checkpoint(weights_dir: Optional[Path] = None) -> Path:
     if path.is_file():
         return path
     if not path.is_dir():
-        from idinvert.zoo import MissingWeights
         raise MissingWeights(f"no StyleGAN2 checkpoint at {path}: pass --weights-dir FILE.pt (a "
                              "rosinality checkpoint with 'g_ema' and 'latent_avg') or a folder "
                              "holding one")
@@ -216,7 +212,6 @@ def find_stylegan2_checkpoint(weights_dir: Optional[Path] = None) -> Path:
         return candidates[0]
     pickles = sorted(p.name for p in path.iterdir() if p.suffix.lower() in PICKLE_SUFFIXES)
     if not candidates:
-        from idinvert.zoo import MissingWeights
         hint = (f" Found NVIDIA pickles {pickles}, which are not loaded (they execute code): "
                 "convert one to a rosinality .pt with a tool you trust.") if pickles else ""
         raise MissingWeights(f"no StyleGAN2 checkpoint (*.pt) in {path}.{hint}")
@@ -227,8 +222,6 @@ def find_stylegan2_checkpoint(weights_dir: Optional[Path] = None) -> Path:
 def build_stylegan2(weights_dir: Optional[Path] = None):
     """A bundle around a rosinality StyleGAN2 checkpoint: G and F (VGG16 from `vgg16.pth` beside the
     checkpoint); no encoders, discriminator or classifier."""
-    from idinvert.zoo import Bundle, weights_fingerprint
-
     ckpt = find_stylegan2_checkpoint(weights_dir)
     folder = ckpt.parent
     vgg_path = folder / VGG16_FILE
@@ -361,15 +354,12 @@ def write_random_official_files(weights_dir, seed: int = 0, dtype: torch.dtype =
 # --------------------------------------------------------------------------------------------------
 
 def register(bundles=None) -> None:
-    """Put the real bundles' specs into `bundles` (default: the registry `idinvert.zoo.BUNDLES`).
-    Idempotent."""
-    from idinvert import zoo
-
-    bundles = zoo.BUNDLES if bundles is None else bundles
-    bundles[STYLEGANINV_FFHQ256] = zoo.BundleSpec(
+    """Put the real bundles' specs into `bundles` (default: the registry `BUNDLES`). Idempotent."""
+    bundles = BUNDLES if bundles is None else bundles
+    bundles[STYLEGANINV_FFHQ256] = BundleSpec(
         build_styleganinv_ffhq256, tuple(spec[0] for spec in _OFFICIAL_PARTS.values()),
         "official In-Domain GAN Inversion FFHQ 256 px release (files you supply via --weights-dir)")
-    bundles[STYLEGAN2] = zoo.BundleSpec(
+    bundles[STYLEGAN2] = BundleSpec(
         build_stylegan2, ("<checkpoint>.pt", VGG16_FILE),
         "a StyleGAN2 checkpoint in rosinality's .pt format (--weights-dir FILE.pt), no encoder",
         accepts_file=True)

@@ -16,13 +16,14 @@ import importlib
 import re
 from typing import Any, Generic, Iterator, TypeVar
 
+from idinvert.errors import UsageError
 from idinvert.utils import suggest
 
 T = TypeVar("T")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.<>+-]*$")
 
 
-class UnknownName(KeyError):
+class UnknownName(UsageError, KeyError):
     """An unknown method / metric / bundle name; the message carries a "did you mean" suggestion."""
 
     def __init__(self, kind: str, name: str, known: list[str]):

@@ -8,6 +8,10 @@ Loading is strict everywhere: weight files are read with `torch.load(weights_onl
 and shape must match (a mismatch names the key), and a missing file is an error that names the file
 and how to get it -- never silently random weights (the official code's failure mode).
 
+What a bundle is (`Bundle`, `BundleInfo`) and the registry `BUNDLES` live in `idinvert.bundles.base`
+(re-exported here); this module is the embedded bundle. Its default test data is its domain's
+(`BundleInfo.test_data`, a name in `idinvert.domains.DOMAINS`).
+
 Known bundles are listed in `BUNDLES` (name -> `BundleSpec` with its builder and expected files):
 - "synthetic-faces": trained here (`python -m bench zoo train`), weights in
   idinvert/weights/synthetic-faces/ (fp16 state dicts, a JSON card beside each, bundle.json with
@@ -21,12 +25,9 @@ never weights (gradients still flow through the networks to the codes).
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
 import json
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Optional
 
 import torch
 import torch.nn as nn
@@ -40,8 +41,10 @@ from idinvert.nets.perceptual import DomainPerceptual
 from idinvert.nets.restyle_encoder import ReStyleEncoder
 from idinvert.nets.stylegan_encoder import StyleGANEncoder
 from idinvert.nets.stylegan_generator import StyleGANGenerator
-from idinvert.registry import Registry, UnknownName
-from idinvert.utils import file_sha256, freeze
+from idinvert.bundles.base import (BUNDLES, NEEDS_DATA, PARTS, Bundle, BundleInfo, BundleSpec,  # noqa: F401
+                                   MissingWeights, UnknownBundle, load_bundle, tensors_sha256,
+                                   weights_fingerprint)
+from idinvert.utils import file_sha256, freeze  # noqa: F401  (file_sha256: re-exported)
 
 __all__ = ["Bundle", "BundleInfo", "BundleSpec", "BUNDLES", "load_bundle", "tiny_random_bundle",
            "UnknownBundle", "MissingWeights", "SYNTHETIC_FACES_DIR", "REBUILD_COMMAND",
@@ -79,155 +82,13 @@ _CLASSES: dict[str, type[nn.Module]] = {
 }
 
 
-class UnknownBundle(UnknownName):
-    """A bundle name that is not in BUNDLES."""
-
-
-class MissingWeights(FileNotFoundError):
-    """A weight file a bundle needs is not there; the message says which and how to get it."""
-
-
 # ------------------------------------------------------------------------------------------------
 # The bundle
 # ------------------------------------------------------------------------------------------------
 
-def _part() -> Any:
-    """A network field of Bundle (listed in PARTS; None where the bundle lacks it)."""
-    return field(default=None, metadata={"part": True})
-
-
-NEEDS_DATA = "bundle {name} has no built-in test images: pass --data FOLDER with images of its domain"
-
-
-@dataclass(frozen=True)
-class BundleInfo:
-    """Every fact about a bundle that another module reads, with its default here and nowhere else.
-
-    lambda_vgg_default: the perceptual weight the optimisation methods use unless given one (5e-5 for
-      VGG16 conv4_3 as in the paper; a rescaled value for the embedded domain's F); None: set it.
-    default_batch_size: images per batch by device type ({"cpu": 8, "cuda": 32}) for real-size
-      networks; None: the harness default.
-    cpu_note: a line the runner prints before a CPU run (real-size networks are slow there).
-    perceptual_layer: the layer of the domain classifier that F reads (embedded bundles).
-    test_data: name of the built-in domain whose test split is the default data ("synthetic-faces");
-      None: the bundle has none and the user must pass --data (``needs_data`` says so).
-    source: where the weights come from, for the record.
-    random: True for untrained test bundles (their numbers mean nothing).
-    extra: every other recorded fact (the manifest's quality bars, file hashes, notes), for display.
-    """
-
-    lambda_vgg_default: Optional[float] = None
-    default_batch_size: Optional[dict[str, int]] = None
-    cpu_note: Optional[str] = None
-    perceptual_layer: Optional[int] = None
-    test_data: Optional[str] = None
-    source: Optional[str] = None
-    random: bool = False
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    @classmethod
-    def from_dict(cls, facts: dict[str, Any], **overrides: Any) -> "BundleInfo":
-        """Typed fields from ``facts`` (a manifest), the rest kept in ``extra``."""
-        names = {f.name for f in dataclasses.fields(cls)} - {"extra"}
-        known = {k: v for k, v in facts.items() if k in names}
-        extra = {k: v for k, v in facts.items() if k not in names}
-        return cls(**{**known, **overrides}, extra=extra)
-
-    def batch_size_for(self, device_type: str) -> Optional[int]:
-        """The bundle's batch size on this device type, or None (use the harness default)."""
-        if not self.default_batch_size:
-            return None
-        value = self.default_batch_size.get(device_type)
-        return int(value) if value else None
-
-    def needs_data(self, name: str) -> str:
-        """The message for a run without --data on a bundle without built-in test images."""
-        return NEEDS_DATA.format(name=name)
-
-
-@dataclass
-class Bundle:
-    """Networks and facts for one domain. Images: [B, 3, R, R] RGB in [-1, 1]; codes: [B, L, D]."""
-    name: str
-    resolution: int
-    generator: StyleGANGenerator = _part()
-    encoder: Optional[nn.Module] = _part()                # domain-guided encoder
-    conventional_encoder: Optional[nn.Module] = _part()
-    discriminator: Optional[nn.Module] = _part()
-    perceptual: nn.Module = _part()                       # F: images -> features [B, C, h, w]
-    classifier: Optional[nn.Module] = _part()
-    # The benchmark's evaluation-only network (embedding + attribute judge); no method may use it.
-    judge: Optional[nn.Module] = _part()
-    e4e_encoder: Optional[nn.Module] = _part()            # encoder4editing (Tov et al. 2021)
-    restyle_encoder: Optional[nn.Module] = _part()        # ReStyle (Alaluf et al. 2021)
-    psp_encoder: Optional[nn.Module] = _part()            # pSp (Richardson et al. 2021), release bundles
-    attributes: tuple[str, ...] = ()
-    fingerprint: str = ""
-    info: BundleInfo = field(default_factory=BundleInfo)
-    # A new optional network is one more `_part()` field here (after the others, default None): `has`,
-    # `to` and `PARTS` pick it up; the builders that ship it pass it by keyword.
-
-    @property
-    def num_layers(self) -> int:
-        return self.generator.num_layers
-
-    @property
-    def w_dim(self) -> int:
-        return self.generator.w_space_dim
-
-    @property
-    def w_avg(self) -> torch.Tensor:
-        """Mean w [D] tracked by the generator."""
-        return self.generator.truncation.w_avg
-
-    @property
-    def device(self) -> torch.device:
-        return self.generator.truncation.w_avg.device
-
-    def has(self, part: str) -> bool:
-        """Whether the bundle provides `part` (one of PARTS)."""
-        if part not in PARTS:
-            raise ValueError(f"unknown bundle part {part!r}; parts are {PARTS}")
-        return getattr(self, part) is not None
-
-    def to(self, device: str | torch.device) -> "Bundle":
-        """Move every network to `device` (in place); returns self."""
-        for part in PARTS:
-            module = getattr(self, part)
-            if module is not None:
-                module.to(device)
-        return self
-
-
-PARTS = tuple(f.name for f in dataclasses.fields(Bundle) if f.metadata.get("part"))
-
-
 # ------------------------------------------------------------------------------------------------
 # Files
 # ------------------------------------------------------------------------------------------------
-
-def tensors_sha256(state_dict: dict) -> str:
-    """sha256 of a state dict's contents (keys, dtypes, shapes, bytes): unlike the file's own hash,
-    it does not change when the same weights are saved again (torch.save embeds the file name)."""
-    digest = hashlib.sha256()
-    for key in sorted(state_dict):
-        v = state_dict[key]
-        digest.update(f"{key}|{v.dtype}|{tuple(v.shape)}|".encode())
-        digest.update(v.detach().cpu().reshape(-1).contiguous().view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()
-
-
-def weights_fingerprint(files: dict[str, str | Path], hashes: Optional[dict[str, str]] = None
-                        ) -> str:
-    """Bundle fingerprint, 16 hex: sha256 over (part name, hash of its file) in part order.
-    `hashes` gives a part's hash directly (e.g. its tensors_sha256); otherwise the file's sha256."""
-    digest = hashlib.sha256()
-    for part in sorted(files):
-        digest.update(part.encode())
-        h = (hashes or {}).get(part) or file_sha256(files[part])
-        digest.update(h.encode())
-    return digest.hexdigest()[:16]
-
 
 def export_part(module: nn.Module, weights_dir: str | Path, part: str,
                 card: Optional[dict] = None) -> Path:
@@ -351,17 +212,6 @@ def _build_synthetic_faces(weights_dir: Optional[Path]) -> Bundle:
     return bundle
 
 
-@dataclass(frozen=True)
-class BundleSpec:
-    """A known bundle: `builder(weights_dir or None) -> Bundle`, the files it needs, a description;
-    `accepts_file`: `weights_dir` may be the one checkpoint file itself (not only a folder)."""
-    builder: Callable[[Optional[Path]], Bundle]
-    files: tuple[str, ...]
-    description: str
-    accepts_file: bool = False  # --weights-dir may name the checkpoint file itself (stylegan2, releases)
-
-
-BUNDLES: Registry[BundleSpec] = Registry("bundle")
 BUNDLES.add("synthetic-faces", BundleSpec(
     _build_synthetic_faces,
     tuple(f for f, _ in SYNTHETIC_FACES_FILES.values()) + (BUNDLE_MANIFEST,),
@@ -371,18 +221,6 @@ BUNDLES.add("tiny-random", BundleSpec(
     (),
     "random-initialised 16 px models for tests and smoke runs: exercises every code path, "
     "its numbers mean nothing"))
-# "styleganinv-ffhq256" and "stylegan2" (user-supplied real checkpoints) are registered by
-# idinvert.real_bundles, imported at the end of this module.
-
-
-def load_bundle(name: str, weights_dir: str | Path | None = None,
-                device: str | torch.device = "cpu") -> Bundle:
-    """Build the bundle `name` (a key of BUNDLES) from `weights_dir` (default: the bundle's own
-    location) and move it to `device`. Unknown names raise UnknownBundle with a suggestion."""
-    if name not in BUNDLES:
-        raise UnknownBundle("bundle", name, BUNDLES.names())
-    bundle = BUNDLES[name].builder(Path(weights_dir) if weights_dir is not None else None)
-    return bundle.to(device)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -439,6 +277,9 @@ def _tiny_random_bundle(seed: int, resolution: int, attributes, fingerprint_of) 
     return bundle
 
 
-# Real-checkpoint bundles register themselves into BUNDLES (kept in their own module; imported last
-# so that BundleSpec and BUNDLES exist when it does).
-from idinvert import real_bundles as _real_bundles  # noqa: E402,F401
+# The other formats register themselves into BUNDLES (in this order, after the embedded ones), so that
+# ``load_bundle`` from here finds every bundle; neither imports this module.
+from idinvert import real_bundles as _real_bundles  # noqa: E402,F401  (registers on import)
+import idinvert.bundles as _release_bundles  # noqa: E402  (isort: skip)
+
+_release_bundles.register()

@@ -115,7 +115,7 @@ class OptimisationMethod(InversionMethod):
     space: ClassVar[str] = "wp"  # "w": one w per image broadcast to all layers
     # Anytime evaluation: ``invert`` keeps the codes at ``anytime_milestones(iters)`` (0, 10, 16, 25,
     # 40, 63, 100, ..., iters: 5 per decade) at the cost of one run (copies only; measured overhead within noise,
-    # ``python -m bench.anytime_overhead``). Set False on an instance to time the bare loop.
+    # ``python -m bench.tools.anytime_overhead``). Set False on an instance to time the bare loop.
     record_milestones: ClassVar[bool] = True
 
     iters: int = DEFAULT_STEPS

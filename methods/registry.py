@@ -8,6 +8,7 @@ import fnmatch
 from typing import Any
 
 from idinvert.registry import Registry, UnknownName
+from idinvert.errors import UsageError
 from idinvert.utils import suggest
 from methods.base import InversionMethod
 
@@ -17,7 +18,7 @@ __all__ = ["METHODS", "UnknownName", "BadParameter", "register", "names", "get",
            "build"]
 
 
-class BadParameter(ValueError):
+class BadParameter(UsageError, ValueError):
     """A ``--set METHOD.PARAM=VALUE`` that names no field or has a value of the wrong type."""
 
 

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 import bench.tables as T
+from bench import metrics
 from bench.boundary_check import boundary_ap
 from bench.metrics.attributes import average_precision, probe_scores
 from bench.metrics.codes import code_recovery, w_scale
@@ -105,7 +106,7 @@ def noisy_method():
 
 
 def _opts(tmp_path, methods, **kw):
-    from bench.semantic import SemanticConfig
+    from bench.metrics.semantic import SemanticConfig
 
     small = SemanticConfig(boundary_samples=600, interp_pairs=3, interp_steps=4, edit_images=4,
                            spread_samples=200, ceiling_samples=600)
@@ -116,7 +117,7 @@ def _opts(tmp_path, methods, **kw):
 def test_oracle_reaches_the_ceiling_on_the_known_answer_set_and_a_noisy_method_does_not(tmp_path, noisy_method):
     from pathlib import Path
 
-    from bench.semantic import SemanticConfig, load_or_train_boundaries
+    from bench.metrics.semantic import SemanticConfig, load_or_train_boundaries
 
     run_benchmark(_opts(tmp_path, ["g-codes", noisy_method, "encoder"], data=Path("gsamples:48")))
     with Store(tmp_path) as store:
@@ -233,7 +234,7 @@ def test_semantic_claims_are_shown_beside_their_controls_and_the_ceiling(tmp_pat
         for a in idinvert:
             store.add_metrics(a["run_id"], [MetricRow("ap_gender", 0.4, detail={"ceiling": 0.8}),
                                             MetricRow("ap_age", 0.9, detail={"ceiling": 0.9})])
-        results = {r.claim.metric: r for r in CS.judge_store(store) if r.claim.metric in CS.CONTROLS}
+        results = {r.claim.metric: r for r in CS.judge_store(store) if metrics.get(r.claim.metric).controls}
         ap = results["ap_mean"].controls
         assert ap["negative control (G samples, chance)"] == pytest.approx(0.52)
         assert ap["positive control (G codes, truth)"] == pytest.approx(0.97)

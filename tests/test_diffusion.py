@@ -6,7 +6,7 @@ import pytest
 import torch
 from PIL import Image
 
-from bench import diffuse as cli
+from bench.tools import diffuse as cli
 from idinvert.diffusion import box_mask, center_box, composite, diffuse, diffusion_grid, resize_mask
 from idinvert.zoo import tiny_random_bundle
 

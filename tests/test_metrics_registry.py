@@ -58,10 +58,10 @@ def test_bad_fields_are_rejected():
 
 
 def test_lazy_functions_load():
-    from bench import evaluation, semantic
+    from bench.metrics import reconstruction, semantic
 
-    assert metrics.get("mse").load() is evaluation.mse_metric
-    assert metrics.get("swd").load() is evaluation.swd_metric
+    assert metrics.get("mse").load() is reconstruction.mse_metric
+    assert metrics.get("swd").load() is reconstruction.swd_metric
     assert metrics.get("ap_mean").load() is semantic.attribute_ap
     with pytest.raises(LookupError, match="computed with 'fid'"):
         metrics.get("fid_floor").load()

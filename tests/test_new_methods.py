@@ -170,7 +170,7 @@ def test_tuned_decoder_reconstructs_and_round_trips_through_its_state(bundle):
 
 
 def _opts(tmp_path, methods, **kw):
-    from bench.semantic import SemanticConfig
+    from bench.metrics.semantic import SemanticConfig
 
     small = SemanticConfig(boundary_samples=600, interp_pairs=3, interp_steps=4, edit_images=4,
                            spread_samples=200)
@@ -280,7 +280,7 @@ def test_semantic_metrics_and_strips_follow_the_tuned_generators(tmp_path):
     from PIL import Image
 
     from bench.metrics.context import MetricContext
-    from bench.semantic import evaluate_semantics
+    from bench.metrics.semantic import evaluate_semantics
     from tests.test_semantic import (FAST as SEM_FAST, LinearGenerator, ProjectionClassifier, ToyBundle,
                                      axis_boundaries, toy_codes, toy_resources)
 

@@ -5,7 +5,7 @@ import io
 
 import pytest
 
-from bench import perf
+from bench.tools import perf
 
 
 @pytest.mark.parametrize("method", ["idinvert", "image2stylegan"])

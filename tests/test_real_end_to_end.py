@@ -16,7 +16,7 @@ import torch
 from PIL import Image
 
 from bench.runner import RunOptions, run_benchmark
-from bench.semantic import SemanticConfig
+from bench.metrics.semantic import SemanticConfig
 from bench.store import Store
 from idinvert import real_bundles as rb
 from methods import registry

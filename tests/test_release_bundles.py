@@ -147,7 +147,7 @@ def test_pickles_are_never_unpickled(tmp_path):
 
 
 def test_doctor_names_each_release_file_and_the_identity_network(release_dir, tmp_path):
-    from bench.doctor import collect
+    from bench.tools.doctor import collect
 
     rows = {r["file"]: r for r in collect(release_dir)}
     # a release file is listed once, as the release's (not also as a StyleGAN2 checkpoint without g_ema)

@@ -174,7 +174,7 @@ def test_sweep_section_has_one_point_per_value_and_a_table(built):
     param, xs, ys, (series,), _ = fx.figure_inputs["sweep_tradeoff"]
     assert param == "lambda_dom"
     assert [x for x, _ in xs] == ["mse", "dpips"]
-    assert [y for y, _ in ys] == ["edit_success_mean", "ap_mean"]
+    assert [y for y, _ in ys] == ["ap_mean", "edit_success_mean"]  # registry order (Metric.sweep "y")
     assert list(series.values) == ["0", "0.5", "2", "8"]
     assert all(len(p) == len(SWEEP_VALUES) for p in series.points.values())
     sweep = _parse(html).tables["g1-sweep1"]

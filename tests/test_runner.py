@@ -21,7 +21,7 @@ FAST = {"idinvert": {"iters": "3"}, "image2stylegan": {"iters": "3"}, "mse-optim
 
 
 def _opts(tmp_path, methods, **kw):
-    from bench.semantic import SemanticConfig
+    from bench.metrics.semantic import SemanticConfig
 
     small = SemanticConfig(boundary_samples=600, interp_pairs=3, interp_steps=4, edit_images=4,
                            spread_samples=200)

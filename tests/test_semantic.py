@@ -16,7 +16,7 @@ from types import SimpleNamespace
 from bench import metrics as M
 from bench.metrics.context import EvalNetwork, EvalResources, MetricContext
 from bench.metrics.errors import MetricUnavailable
-from bench.semantic import SemanticConfig, evaluate_semantics, metric_names
+from bench.metrics.semantic import SemanticConfig, evaluate_semantics, metric_names
 from idinvert.official_boundaries import Boundary
 from idinvert.zoo import tiny_random_bundle
 
@@ -282,7 +282,7 @@ def test_pairs_and_edit_images_do_not_depend_on_the_method(tmp_path):
 
 
 def test_dpips_against_reference_equals_the_direct_computation():
-    from bench.semantic import dpips_to_reference
+    from bench.metrics.semantic import dpips_to_reference
 
     bundle = ToyBundle(LinearGenerator(), ProjectionClassifier(2), ("a", "b"))
     cls = bundle.classifier
@@ -294,7 +294,7 @@ def test_dpips_against_reference_equals_the_direct_computation():
 
 
 def test_boundaries_are_trained_once_per_harness_run_and_artifacts_are_relative(tmp_path):
-    from bench.semantic import load_or_train_boundaries
+    from bench.metrics.semantic import load_or_train_boundaries
 
     bundle = tiny_random_bundle(0)
     config = dataclasses.replace(FAST, boundary_samples=300)
@@ -329,7 +329,7 @@ OFFICIAL = __import__("pathlib").Path(__file__).resolve().parents[1] / ".." / "s
 
 @pytest.mark.skipif(not OFFICIAL.is_dir(), reason=f"official boundary files not present at {OFFICIAL}")
 def test_official_boundary_files_load_with_their_layers_and_an_edit_scale():
-    from bench.semantic import load_or_train_boundaries
+    from bench.metrics.semantic import load_or_train_boundaries
 
     class WPlusMapping(nn.Module):
         num_layers, w_space_dim, z_space_dim = 14, 512, 512

@@ -222,7 +222,7 @@ def test_run_records_how_its_networks_ran(tmp_path):
 
 
 def test_perf_variants_prints_ratios_and_fills_the_runners_cache(tmp_path, capsys, monkeypatch):
-    from bench import perf
+    from bench.tools import perf
 
     monkeypatch.setattr(speed_mod, "compiler_problem", lambda device_type="cpu": "no compiler (test)")
     perf.main(["--variants", "--tiny", "--methods", "mse-optim", "--images", "2", "--steps", "1", "--rounds", "1",

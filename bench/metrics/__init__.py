@@ -1,8 +1,9 @@
 """Metrics of the benchmark: a registry (``registry``), the metric context (``context``) and pure
 functions over tensors (one module per family).
 
-Importing this package is cheap: it imports only the registry (standard library); the functions and the
-networks behind them (torch, lpips, pytorch-fid, torchvision, scikit-learn) load on first attribute access.
+Importing this package is cheap: it imports the registry and the metric modules that register the
+built-in metrics (standard library and numpy only); the maths and the networks behind them (torch,
+lpips, pytorch-fid, torchvision, scikit-learn) load on first attribute access or first use.
 """
 from __future__ import annotations
 
@@ -10,10 +11,13 @@ import importlib
 from typing import Any
 
 from .registry import (METRICS, Metric, UnknownMetric, all_metrics, direction_of, find, get, label_of,
-                       metric, register, stand_ins, unregister)
+                       metric, names, register, stand_ins, unregister)
+# The built-in metrics, in the order their tables show them: each module registers its own entries.
+from . import reconstruction, code_metrics, semantic_metrics  # noqa: E402,F401  (isort: skip)
 
 _LAZY = {
-    "attributes": ("APResult", "ap_mean", "average_precision", "average_precision_per_attribute", "probe_scores"),
+    "attributes": ("APResult", "ap_mean", "ap_score", "average_precision", "average_precision_per_attribute",
+                   "mean_ap", "probe_scores"),
     "edits": ("EditPreservation", "EditSuccess", "edit_preservation", "edit_success"),
     "domain_features": ("DEFAULT_DIMS", "DEFAULT_FIT_IMAGES", "DomainFeatures"),
     "errors": ("MetricUnavailable",),
@@ -29,7 +33,7 @@ _LAZY = {
 _WHERE = {name: module for module, names in _LAZY.items() for name in names}
 
 __all__ = ["METRICS", "Metric", "UnknownMetric", "all_metrics", "direction_of", "find", "get", "label_of",
-           "metric", "register", "stand_ins", "unregister", *_WHERE]
+           "metric", "names", "register", "stand_ins", "unregister", *_WHERE]
 
 
 def __getattr__(name: str) -> Any:

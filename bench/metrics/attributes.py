@@ -1,7 +1,8 @@
 """Attribute precision-recall of inverted codes (paper Fig. 3): AP and a storable PR curve.
 
 score = signed distance of a code to an attribute boundary; label = ground truth (1 = attribute present).
-Average precision is sklearn's (step-wise, no interpolation). Note that a perfectly *reversed* score does
+Average precision is sklearn's definition (step-wise, no interpolation), computed by ``ap_score``, the one
+AP routine that the stored rows and the claims' bootstrap share. Note that a perfectly *reversed* score does
 not give AP equal to the positive prior in general: with P positives among N ranked last, AP =
 (1/P) Σ_k k / (N − P + k), which equals the prior P/N only for P = 1; a random score's *expected* AP is
 close to the prior.
@@ -44,9 +45,39 @@ def downsample_curve(precision: np.ndarray, recall: np.ndarray,
     return [float(v) for v in precision[idx]], [float(v) for v in recall[idx]]
 
 
+def ap_score(scores: np.ndarray, labels: np.ndarray) -> float:
+    """THE average precision of the benchmark (the stored ``ap_<attr>`` rows and the claims' bootstrap):
+    sklearn's definition -- step-wise, no interpolation, tied scores one threshold -- in numpy, fast
+    enough for thousands of resamples. scores [N], labels [N] in {0, 1}; nan for a single class."""
+    scores = np.asarray(scores, dtype=np.float64).reshape(-1)
+    labels = np.asarray(labels).astype(bool).reshape(-1)
+    positives = int(labels.sum())
+    if positives == 0 or positives == labels.size:
+        return math.nan
+    order = np.argsort(-scores, kind="mergesort")
+    s, y = scores[order], labels[order]
+    last_of_tie = np.r_[np.nonzero(np.diff(s))[0], s.size - 1]
+    tp = np.cumsum(y)[last_of_tie]
+    precision = tp / (last_of_tie + 1)
+    recall = tp / positives
+    return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
+
+
+def mean_ap(scores: np.ndarray, labels: np.ndarray) -> float:
+    """scores, labels [N, A] (or [N]): the mean of ``ap_score`` over the attributes where it is defined
+    (``ap_mean``); nan when none is."""
+    scores, labels = np.asarray(scores), np.asarray(labels)
+    if scores.ndim == 1:
+        scores, labels = scores[:, None], labels[:, None]
+    aps = [ap_score(scores[:, j], labels[:, j]) for j in range(scores.shape[1])]
+    aps = [v for v in aps if not math.isnan(v)]
+    return float(np.mean(aps)) if aps else math.nan
+
+
 def average_precision(scores, labels, max_points: int = MAX_CURVE_POINTS) -> APResult:
-    """scores [N] (higher = more positive), labels [N] in {0, 1}  ->  AP and a downsampled PR curve."""
-    from sklearn.metrics import average_precision_score, precision_recall_curve
+    """scores [N] (higher = more positive), labels [N] in {0, 1}  ->  AP (``ap_score``) and a downsampled
+    PR curve (sklearn's ``precision_recall_curve``)."""
+    from sklearn.metrics import precision_recall_curve
 
     s = _as_numpy(scores).astype(np.float64).reshape(-1)
     y = _as_numpy(labels).reshape(-1)
@@ -61,7 +92,7 @@ def average_precision(scores, labels, max_points: int = MAX_CURVE_POINTS) -> APR
         return APResult(ap=math.nan, precision=[], recall=[], prior=prior, n=n)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        ap = float(average_precision_score(y, s))
+        ap = ap_score(s, y)
         precision, recall, _ = precision_recall_curve(y, s)
     p, r = downsample_curve(precision, recall, max_points)
     return APResult(ap=ap, precision=p, recall=r, prior=prior, n=n)

@@ -1,5 +1,6 @@
-"""The registry's code-space metrics: how in-domain are a method's codes (``bench.metrics.codes`` holds
-the pure functions; these wrappers read what they need from the metric context).
+"""The code-space metrics, each function beside its registry entry: how in-domain are a method's codes
+(``bench.metrics.codes`` holds the pure functions, imported when a function first runs, so that the
+registry reads these entries without torch; the functions read what they need from the metric context).
 
 - ``code_domain_term`` (per image): ``mean (w − E(G(w)))²`` with E the bundle's domain-guided encoder.
 - ``code_spread`` (per image): the RMS spread of a W+ code's layers, in units of G's sampled codes' std.
@@ -15,14 +16,14 @@ the pure functions; these wrappers read what they need from the metric context).
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-from torch import Tensor
-
-from bench.metrics import codes as C
 from bench.metrics.errors import MetricUnavailable
-from bench.store import MetricRow
+from bench.metrics.registry import Metric, metric, register
+from bench.metrics.rows import MetricRow
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 SAMPLE_SEED = 7_000  # codes sampled from G for the spread's scale and the Fréchet reference/floor
 SCALE_SAMPLES = 2000
@@ -49,19 +50,43 @@ def _samples(ctx: Any, n: int) -> Tensor:
     return ctx.resources._once(key, lambda: sample_codes(ctx.bundle.generator, n, SAMPLE_SEED).float().cpu())
 
 
+_G_CODES = ("g-codes",)  # the reference run shown with every code metric: G's true codes
+
+
+@metric("code_domain_term", "lower", "per_image", ("codes", "generator"),
+        "the domain regulariser's own term mean_{L,D} (w - E(G(w)))^2 with E the bundle's domain-guided "
+        "encoder (lambda_dom times it is idinvert's loss term): where E expects codes of G(w)",
+        label="||w - E(G(w))||^2", aggregate="mean_ci", table="codes", references=_G_CODES,
+        bootstrap="per_image")
 def domain_term_metric(ctx: Any) -> Tensor:
+    import bench.metrics.codes as C
+
     codes = _codes(ctx, "code_domain_term")
     g = ctx.bundle.generator
     return C.domain_regularizer_term(codes.to(ctx.device), g.synthesis, _encoder(ctx)).cpu()
 
 
+@metric("code_spread", "lower", "per_image", ("codes", "generator"),
+        "RMS deviation of a W+ code's layers from its own layer mean, in units of the per-dimension std "
+        "of codes sampled from G (0 for a W code; G's own codes have 0 when its mapping emits one w)",
+        label="layer spread", aggregate="mean_ci", table="codes", references=_G_CODES, bootstrap="per_image")
 def spread_metric(ctx: Any) -> Tensor:
+    import bench.metrics.codes as C
+
     codes = _codes(ctx, "code_spread")
     scale = ctx.resources._once("code-scale", lambda: C.w_scale(_samples(ctx, SCALE_SAMPLES)).clamp_min(1e-8))
     return C.layer_spread(codes.cpu(), scale)
 
 
+@metric("code_frechet", "lower", "set", ("codes", "generator"),
+        "layer-wise Frechet distance between the inverted codes and codes sampled from G's mapping, mean "
+        "over layers; the floor (sampled codes of the same n vs the same reference) is stored beside it",
+        label="code FD (to G's W)", table="codes", references=_G_CODES)
 def frechet_metric(ctx: Any) -> MetricRow:
+    import torch
+
+    import bench.metrics.codes as C
+
     codes = _codes(ctx, "code_frechet")
     codes = codes[torch.isfinite(codes).flatten(1).all(1)]
     if codes.shape[0] < 2:
@@ -74,7 +99,14 @@ def frechet_metric(ctx: Any) -> MetricRow:
         "per_layer": list(fd.per_layer), "floor_per_layer": list(fd.floor_per_layer)})
 
 
+@metric("code_recovery", "lower", "set", ("codes", "generator"),
+        "on the known-answer set (--data gsamples:N): distance of each layer of the code to the true code "
+        "that made the image, in units of G's spread on that layer (sqrt(sum_d std^2)), mean over layers "
+        "and images; 0 = recovered, ~1.41 = an unrelated sample of G", label="code recovery", table="codes",
+        references=_G_CODES)
 def recovery_metric(ctx: Any) -> MetricRow:
+    import bench.metrics.codes as C
+
     codes = _codes(ctx, "code_recovery").cpu()
     truth = getattr(ctx.dataset, "true_codes", None)
     if truth is None:
@@ -89,12 +121,19 @@ def recovery_metric(ctx: Any) -> MetricRow:
         arrays={"recovery": (list(ctx.ids), per.numpy())})
 
 
+@metric("code_lec", "lower", "semantic", ("codes", "generator", "boundaries", "eval_network"),
+        "latent editing consistency (e4e): ||w - (E(G(w + a n)) - a n)||_F with E the domain-guided encoder, "
+        "a = 1 std of each boundary's signed distance, mean over boundaries; its value at a = 0 is in the "
+        "detail", label="LEC", table="codes", references=_G_CODES, bootstrap="detail")
 def lec_metric(ctx: Any) -> list[MetricRow]:
-    from bench.semantic import _setup, edit_scales
+    import torch
+
+    import bench.metrics.codes as C
+    from bench.metrics.semantic import edit_scales, semantic_setup
 
     codes = _codes(ctx, "code_lec")
     encoder = _encoder(ctx)
-    su = _setup(ctx)
+    su = semantic_setup(ctx)
     if not su.edits:
         reason = su.no_boundary_reason
         return [MetricRow.unavailable("code_lec", reason), MetricRow.unavailable("code_lec_excess", reason)]
@@ -115,3 +154,8 @@ def lec_metric(ctx: Any) -> list[MetricRow]:
                 "per_image_alpha0": {i: float(v) for i, v in zip(ctx.ids, zero)}}),
             MetricRow("code_lec_excess", float((lec - zero).mean()), detail={
                 **common, "what": "code_lec minus its value at alpha 0 (||w - E(G(w))||): what the edit adds"})]
+
+
+register(Metric("code_lec_excess", "lower", "semantic", ("codes", "generator", "boundaries", "eval_network"),
+                "code_lec minus its value at a = 0 (||w - E(G(w))||, contained in LEC): what the edit itself adds",
+                computed_by="code_lec", label="LEC - LEC(a=0)", table="codes", references=_G_CODES))

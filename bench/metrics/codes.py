@@ -31,7 +31,9 @@ from typing import Any, Callable
 import torch
 from torch import Tensor
 
-__all__ = ["domain_regularizer_term", "gaussian_frechet", "CodeFrechet", "code_frechet", "w_scale",
+from idinvert.quality import gaussian_frechet  # the one Fréchet routine (tables, claims, codes)
+
+__all__ = ["domain_regularizer_term", "CodeFrechet", "code_frechet", "w_scale",
            "layer_spread", "edit_step", "latent_editing_consistency"]
 
 Synthesis = Callable[[Tensor], Tensor]
@@ -72,27 +74,6 @@ def domain_regularizer_term(codes: Tensor, synthesis: Synthesis, encoder: Encode
     out = [(chunk - _reencode(chunk, synthesis, encoder)).pow(2).flatten(1).mean(1).float().cpu()
            for chunk in codes.split(batch_size)]
     return torch.cat(out) if out else torch.zeros(0)
-
-
-def gaussian_frechet(mu_a: Tensor, cov_a: Tensor, mu_b: Tensor, cov_b: Tensor) -> float:
-    """``‖μa − μb‖² + Tr(Σa + Σb − 2 (Σa Σb)^½)`` in float64.
-
-    Tr((Σa Σb)^½) is computed as Σ sqrt(eig(Σa^½ Σb Σa^½)) of a symmetric PSD matrix, which stays exact
-    for the singular covariances of fewer samples than dimensions (n codes < D), where a general
-    matrix square root of Σa Σb is ill-conditioned.
-    """
-    mu_a, mu_b = mu_a.double().reshape(-1), mu_b.double().reshape(-1)
-    cov_a, cov_b = cov_a.double(), cov_b.double()
-    k = mu_a.shape[0]
-    if mu_b.shape[0] != k or cov_a.shape != (k, k) or cov_b.shape != (k, k):
-        raise ValueError(f"statistics of different dimensions: mu {mu_a.shape[0]} / {mu_b.shape[0]}, "
-                         f"cov {tuple(cov_a.shape)} / {tuple(cov_b.shape)}")
-    evals, evecs = torch.linalg.eigh((cov_a + cov_a.T) / 2)
-    sqrt_a = (evecs * evals.clamp_min(0).sqrt()) @ evecs.T
-    inner = sqrt_a @ cov_b @ sqrt_a
-    tr_sqrt = torch.linalg.eigvalsh((inner + inner.T) / 2).clamp_min(0).sqrt().sum()
-    value = (mu_a - mu_b).pow(2).sum() + cov_a.trace() + cov_b.trace() - 2 * tr_sqrt
-    return float(value.clamp_min(0))
 
 
 def _stats(x: Tensor) -> tuple[Tensor, Tensor]:

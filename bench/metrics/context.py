@@ -26,7 +26,6 @@ from idinvert.utils import device_of
 # fid_domain's PCA is fitted on training images from this index on: disjoint from the floor's reference
 # set (the first N training images) and from the test split.
 FIT_OFFSET = 40_000
-FEATURE_BATCH = 50  # images per forward pass of the Inception extractor (pytorch-fid's default)
 
 
 @dataclass
@@ -120,12 +119,13 @@ class EvalResources:
     def _training_images(self, start: int, n: int) -> Tensor:
         """Training images [start, start + n) of the bundle's built-in domain (disjoint from its test
         split); MetricUnavailable for a bundle without one."""
-        if self.bundle.info.test_data != "synthetic-faces":
+        from idinvert.domains import domain_of
+
+        domain = domain_of(self.bundle)
+        if domain is None:
             raise MetricUnavailable("reference", f"bundle {self.bundle.name} has no built-in real "
                                                  "training images for the evaluation embedding")
-        from idinvert.domains.synthetic_faces import SyntheticFaces
-
-        train = SyntheticFaces(resolution=self.bundle.resolution).split("train", start + n)
+        train = domain.split("train", start + n)
         return train.load(list(range(start, start + n)))
 
     def reference(self, n: int) -> Tensor | None:
@@ -225,6 +225,29 @@ class MetricContext:
     def reference(self, n: int) -> Tensor | None:
         return self.resources.reference(n)
 
+    @property
+    def lpips(self) -> Any:
+        """The LPIPS network (``lpips_weights``); MetricUnavailable without its ImageNet file."""
+        return self.resources.lpips()
+
+    @property
+    def inception(self) -> Any:
+        """pytorch-fid's Inception (``inception_weights``); MetricUnavailable without its weights."""
+        return self.resources.inception()
+
+    @property
+    def identity(self) -> Any:
+        """ArcFace IR-SE50 (``identity_weights``); MetricUnavailable without model_ir_se50.pth."""
+        return self.resources.identity()
+
+    @property
+    def batch_size(self) -> int | None:
+        return getattr(self.resources.opts, "batch_size", None)
+
+    def for_metric(self, metric: Any) -> "MetricView":
+        """This context as ``metric`` sees it: what its ``needs`` declare, and a clear error for the rest."""
+        return MetricView(self, metric)
+
     @torch.no_grad()
     def decode(self, codes: Tensor, owners: Sequence[int] | None = None, batch_size: int = 128) -> Tensor:
         """codes [N, L, D] -> images [N, 3, H, W] in [-1, 1] on the CPU. ``owners[n]``: the position (in
@@ -270,3 +293,43 @@ class MetricContext:
             return None
         key = f"reference:{self.bundle.name}:{self.bundle.resolution}px:train[0:{n}]"
         return self.resources.real_features(extract, extractor_id, key, lambda: ref[:n])
+
+
+# The context's attributes a metric must declare in ``needs`` to read (the rest -- n, ids, seed, device,
+# memo, curves, artifacts, resources -- is bookkeeping every metric may use).
+GUARDED = {
+    "images": "images", "real_features": "images", "recons": "recons", "codes": "codes",
+    "bundle": "generator", "decode": "generator", "decoders": "generator",
+    "eval_embedding": "eval_network", "reference": "reference", "reference_features": "reference",
+    "labels": "labels", "label_names": "labels", "label_source": "labels",
+    "lpips": "lpips_weights", "inception": "inception_weights", "identity": "identity_weights",
+    "rows": "timing",
+}
+
+
+class UndeclaredNeed(AttributeError):
+    """A metric function read a part of the context that its registry entry's ``needs`` do not declare
+    (a bug in the metric's declaration, not a missing resource: never stored as unavailable)."""
+
+
+class MetricView:
+    """A MetricContext seen by one metric: reading a guarded attribute (``GUARDED``) that the metric's
+    ``needs`` do not declare raises ``UndeclaredNeed``; everything else reads (and writes) through."""
+
+    def __init__(self, ctx: MetricContext, metric: Any):
+        object.__setattr__(self, "_ctx", ctx)
+        object.__setattr__(self, "_metric", metric)
+
+    def __getattr__(self, name: str) -> Any:
+        need = GUARDED.get(name)
+        if need is not None and need not in self._metric.needs:
+            raise UndeclaredNeed(f"metric {self._metric.name!r} reads ctx.{name}, which needs {need!r}; "
+                                 f"add {need!r} to its registry entry's needs (declared: "
+                                 f"{', '.join(self._metric.needs)})")
+        return getattr(self._ctx, name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        setattr(self._ctx, name, value)
+
+    def for_metric(self, metric: Any) -> "MetricView":
+        return MetricView(self._ctx, metric)

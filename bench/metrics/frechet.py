@@ -1,7 +1,8 @@
 """Fréchet distances: FID (pytorch-fid's Inception, only with its real weights) and ``fid_domain``.
 
 Feature extraction is kept apart from the statistics: ``feature_stats`` turns features into (mu, sigma),
-``frechet_distance`` compares two such pairs with pytorch-fid's ``calculate_frechet_distance``. FID needs
+``frechet_distance`` compares two such pairs with the repository's one Fréchet routine
+(``idinvert.quality.gaussian_frechet``), which the tables, the claims' bootstrap and the code metrics share. FID needs
 pytorch-fid's ported TF-Inception file ``pt_inception-2015-12-05-6726825d.pth`` in
 ``$TORCH_HOME/hub/checkpoints/``; we load it ourselves (strictly, ``weights_only``) so that no download
 is ever attempted unless asked for. ``fid_domain`` uses any embedding callable (``classifier.embed``).
@@ -11,16 +12,15 @@ bias on two disjoint real sets of the evaluated size, to be stored beside every 
 """
 from __future__ import annotations
 
+import contextlib
 import os
+import tempfile
 import threading
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, NamedTuple
-from unittest import mock
+from typing import Callable, Iterable, Iterator, NamedTuple
 
 import numpy as np
-from scipy.linalg import LinAlgWarning
 import torch
 from torch import Tensor
 
@@ -57,27 +57,16 @@ def feature_stats(features: Tensor | np.ndarray) -> FeatureStats:
     return FeatureStats(x.mean(axis=0), np.cov(x, rowvar=False).reshape(x.shape[1], x.shape[1]))
 
 
-def frechet_distance(stats_a: FeatureStats, stats_b: FeatureStats, eps: float = 1e-6) -> float:
-    """||mu_a − mu_b||² + Tr(Σ_a + Σ_b − 2 (Σ_a Σ_b)^½), via pytorch-fid. Symmetric; 0 for equal stats
-    up to the precision of the matrix square root."""
-    from pytorch_fid.fid_score import calculate_frechet_distance
+def frechet_distance(stats_a: FeatureStats, stats_b: FeatureStats) -> float:
+    """||mu_a − mu_b||² + Tr(Σ_a + Σ_b − 2 (Σ_a Σ_b)^½) (``idinvert.quality.gaussian_frechet``).
+    Symmetric; 0 for equal stats up to the precision of the eigendecompositions."""
+    from idinvert.quality import gaussian_frechet
 
     mu_a, sigma_a = np.atleast_1d(stats_a[0]), np.atleast_2d(stats_a[1])
     mu_b, sigma_b = np.atleast_1d(stats_b[0]), np.atleast_2d(stats_b[1])
     if mu_a.shape != mu_b.shape or sigma_a.shape != sigma_b.shape:
         raise ValueError(f"statistics of different dimensions: {mu_a.shape} vs {mu_b.shape}")
-    if mu_a.shape[0] == 1:
-        # scipy 1.17's sqrtm returns a bare array for 1x1 input with disp=False, which pytorch-fid
-        # unpacks as a pair; in one dimension the distance is (Δμ)² + (σ_a − σ_b)².
-        s_a, s_b = np.sqrt(max(sigma_a[0, 0], 0.0)), np.sqrt(max(sigma_b[0, 0], 0.0))
-        return float((mu_a[0] - mu_b[0]) ** 2 + (s_a - s_b) ** 2)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)  # scipy: sqrtm's `disp` argument
-        # a rank-deficient covariance (fewer vectors than dimensions) is expected on small sets: the
-        # real-vs-real floor stored beside the distance, and the claims' size gate, say what it is worth
-        warnings.simplefilter("ignore", LinAlgWarning)
-        warnings.filterwarnings("ignore", category=RuntimeWarning, module="scipy.linalg")  # its error estimate
-        return float(calculate_frechet_distance(mu_a, sigma_a, mu_b, sigma_b, eps=eps))
+    return gaussian_frechet(mu_a, sigma_a, mu_b, sigma_b)
 
 
 Extractor = Callable[[Tensor], Tensor]
@@ -108,7 +97,22 @@ def inception_unavailable_reason(weights_path: str | os.PathLike | None = None) 
     return None
 
 
-_PATCH_LOCK = threading.Lock()
+_HUB_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def _hub_cache_holding(path: Path) -> Iterator[None]:
+    """torch.hub's cache directory, for the duration, is one whose ``checkpoints/`` holds ``path`` under
+    pytorch-fid's file name (``torch.hub.set_dir``; the previous directory is restored after)."""
+    with _HUB_LOCK, tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / "checkpoints").mkdir()
+        (Path(tmp) / "checkpoints" / FID_WEIGHTS_FILE).symlink_to(path.resolve())
+        old = torch.hub.get_dir()
+        torch.hub.set_dir(tmp)
+        try:
+            yield
+        finally:
+            torch.hub.set_dir(old)
 
 
 class InceptionFeatures:
@@ -144,12 +148,10 @@ class InceptionFeatures:
             if reason is not None:
                 raise MetricUnavailable(self.name, reason)
 
-            def local_only(url, *args, **kwargs):
-                return torch.load(path, map_location="cpu", weights_only=True)
-
-            # pytorch-fid fetches its weights through load_state_dict_from_url while building the net;
-            # route that call to the local file so that nothing ever reaches for the network.
-            with _PATCH_LOCK, mock.patch.object(fid_inception, "load_state_dict_from_url", local_only):
+            # pytorch-fid reads its weights through torch.hub's cache: check the file holds tensors only
+            # (weights_only), then show it to pytorch-fid as the cached file, so nothing reaches for the net
+            torch.load(path, map_location="cpu", weights_only=True)
+            with _hub_cache_holding(path):
                 self.model = fid_inception.InceptionV3([block])
         self.weights_path = path
         self.model.eval().requires_grad_(False).to(self.device)

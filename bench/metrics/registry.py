@@ -3,8 +3,17 @@
 An entry says what the number is (``description``, ``label``, ``unit``), which way is better
 (``direction``), when it is computed (``level``: per image as batches finish, per set at the end of a run,
 or in the semantic analysis), what it needs, how it aggregates, which table shows it, and which function
-computes it from a metric context (``bench.metrics.context.MetricContext``). The evaluator, ``bench
-table``, the report and ``bench ls`` all read this registry; none keeps a list of its own.
+computes it from a metric context (``bench.metrics.context.MetricContext``); and the facts other parts
+act on: whether anytime runs follow it (``anytime``), its place in sweeps (``sweep``) and in the speed
+scatter (``scatter_rank``), the reference runs shown with it and the controls read beside a claim on it
+(``references``, ``controls``), and what a claim's bootstrap recomputes it from (``bootstrap``). The
+evaluator, quality-time curves, ``bench table``, the report, the claims and ``bench ls`` all read this
+registry; none keeps a list of its own.
+
+A metric is one module: its function and its registration side by side (``@metric(...)``, or
+``register(Metric(...))`` for a family's rows that another entry's function computes). The built-in
+ones live in ``bench.metrics.reconstruction``, ``code_metrics`` and ``semantic_metrics``, imported by
+the package ``bench.metrics``; this module imports none of them.
 
 A metric function takes the context and returns:
     per_image: a tensor [B] (one value per image of the batch in ``ctx.images``);
@@ -12,8 +21,10 @@ A metric function takes the context and returns:
 and raises ``MetricUnavailable(reason)`` when it cannot be computed (stored with the reason).
 Entries of a family that one function computes name it in ``computed_by`` and have no ``fn``.
 
-Functions are given as callables or lazy ``"module:attr"`` strings: importing this module constructs no
-network and imports no backend (only the standard library), so the report can read it without torch.
+Functions are given as callables or lazy ``"module:attr"`` strings. Importing this module -- and the
+built-in metric modules -- constructs no network and imports no torch, so the report reads it without.
+A function sees the context through ``MetricContext.for_metric``: reading what its ``needs`` do not
+declare raises ``UndeclaredNeed``.
 
 Vocabulary of ``needs``:
 
@@ -46,6 +57,9 @@ NEEDS = (
     "images", "recons", "codes", "generator", "eval_network", "reference", "boundaries", "labels",
     "lpips_weights", "inception_weights", "identity_weights", "timing",
 )
+ANYTIME = ("measured", "plotted")
+SWEEP = ("column", "x", "y")
+BOOTSTRAP = ("per_image", "seconds", "frechet", "ap", "edits", "detail")
 ATTR = "<attr>"
 _NAME_RE = re.compile(r"^[a-z][a-z0-9_]*(<attr>[a-z0-9_]*)?$")
 
@@ -71,6 +85,23 @@ class Metric:
     # Shown in its table only when some run has a value: a metric most bundles cannot have (identity
     # similarity needs aligned faces and IR-SE50) would otherwise add an empty column to every table.
     only_when_present: bool = False
+    # Followed along an anytime run: "measured" at every milestone (per image as batches finish, per set
+    # at the end of the run), "plotted" also in the quality-time figure; a plotted per-image metric is a
+    # time-to-quality target. None: measured at the final step only.
+    anytime: str | None = None
+    # In the report's sweep tables: "column", or also an axis of the sweep's trade-off figure: "x" (what a
+    # hyperparameter costs, e.g. reconstruction error) or "y" (what it buys, e.g. edit success).
+    sweep: str | None = None
+    scatter_rank: int | None = None  # a panel of the report's quality-vs-speed scatter, lowest rank first
+    # The reference runs (controls, ``bench.tables.REFERENCE_METHODS``) whose row its table shows, and
+    # the controls read beside a claim on it: ((method, what it is), ...).
+    references: tuple[str, ...] = ()
+    controls: tuple[tuple[str, str], ...] = ()
+    # What a claim's bootstrap recomputes it from: "per_image" (its per-image values: a mean), "seconds"
+    # (the per-image invert() times), "frechet" (stored features of both sets), "ap" (stored scores and
+    # labels), "edits" (stored edit counts), "detail" (per-image values in its row's detail); None: no
+    # claim can be judged on it.
+    bootstrap: str | None = None
 
     def __post_init__(self) -> None:
         if not _NAME_RE.match(self.name):
@@ -85,6 +116,10 @@ class Metric:
         unknown = [n for n in self.needs if n not in NEEDS]
         if unknown:
             raise ValueError(f"{self.name}: unknown needs {unknown}; known: {NEEDS}")
+        for value, allowed, what in ((self.anytime, ANYTIME, "anytime"), (self.sweep, SWEEP, "sweep"),
+                                     (self.bootstrap, BOOTSTRAP, "bootstrap")):
+            if value is not None and value not in allowed:
+                raise ValueError(f"{self.name}: {what} must be one of {allowed} or None, got {value!r}")
         if isinstance(self.fn, str) and ":" not in self.fn:
             raise ValueError(f"{self.name}: fn must be 'module:attr' or a callable, got {self.fn!r}")
 
@@ -96,12 +131,19 @@ class Metric:
     def display(self) -> str:
         return self.label or self.name
 
+    def attribute_of(self, name: str) -> str | None:
+        """The attribute of ``name``, a concrete name of this template (``age`` of ``ap_age``); None for
+        an entry that is no template."""
+        if not self.is_template:
+            return None
+        prefix, suffix = self.name.split(ATTR)
+        return name[len(prefix):len(name) - len(suffix)] if suffix else name[len(prefix):]
+
     def label_for(self, name: str) -> str:
         """The column label of ``name`` (a concrete name of this entry: ``ap_age`` for ``ap_<attr>``)."""
-        if not self.is_template:
+        attr = self.attribute_of(name)
+        if attr is None:
             return self.display
-        prefix, suffix = self.name.split(ATTR)
-        attr = name[len(prefix):len(name) - len(suffix)] if suffix else name[len(prefix):]
         return (self.label or "{attr}").replace(ATTR, attr).replace("{attr}", attr)
 
     def better(self, a: float, b: float) -> bool:
@@ -174,10 +216,21 @@ def find(name: str) -> Metric | None:
         return None
 
 
-def all_metrics(level: str | None = None, table: str | None = None) -> list[Metric]:
-    """Registered metrics in registration order, optionally of one level / one table."""
+def all_metrics(level: str | None = None, table: str | None = None, **facts: Any) -> list[Metric]:
+    """Registered metrics in registration order, optionally of one level / one table, and with the given
+    values of other fields (``all_metrics(anytime="plotted")``; ``True``: the field is set at all)."""
+    def is_set(value: Any) -> bool:  # 0 is a value (a rank), unlike None / False / ()
+        return value is not None and value is not False and value != ()
+
+    def keeps(m: Metric) -> bool:
+        return all(is_set(getattr(m, k)) if v is True else getattr(m, k) == v for k, v in facts.items())
     return [m for m in METRICS.values()
-            if (level is None or m.level == level) and (table is None or m.table == table)]
+            if (level is None or m.level == level) and (table is None or m.table == table) and keeps(m)]
+
+
+def names(level: str | None = None, table: str | None = None, **facts: Any) -> list[str]:
+    """The names of :func:`all_metrics` (templates such as ``ap_<attr>`` included as they are)."""
+    return [m.name for m in all_metrics(level, table, **facts)]
 
 
 def direction_of(name: str) -> str:
@@ -191,118 +244,15 @@ def label_of(name: str) -> str:
     return entry.label_for(name) if entry is not None else name
 
 
+def speed_metric() -> str:
+    """The metric that times the methods' ``invert()`` (the one that needs only ``timing``): the speed
+    axis of the report's scatter and the seconds of a matched-budget row."""
+    timed = [m.name for m in METRICS.values() if m.needs == ("timing",)]
+    if len(timed) != 1:
+        raise LookupError(f"expected one registered metric that needs only 'timing', found {timed}")
+    return timed[0]
+
+
 def stand_ins() -> dict[str, str]:
     """ImageNet metric -> the domain metric that stands in for it when its weights are absent."""
     return {m.stands_in_for: m.name for m in METRICS.values() if m.stands_in_for}
-
-
-# -- the built-in metrics ----------------------------------------------------------------------------------
-_E = "bench.evaluation:"
-_S = "bench.semantic:"
-_C = "bench.metrics.code_metrics:"
-_BUILTIN = (
-    Metric("mse", "lower", "per_image", ("images", "recons"),
-           "mean squared pixel error, pixels in [-1, 1] (as the official idinvert code reports)",
-           _E + "mse_metric", label="MSE", aggregate="mean_ci", table="inversion"),
-    Metric("psnr", "higher", "per_image", ("images", "recons"),
-           "peak signal-to-noise ratio in dB, peak-to-peak 2 for [-1, 1] (= PSNR on [0, 1] with peak 1)",
-           _E + "psnr_metric", label="PSNR (dB)", unit="dB", aggregate="mean_ci", table="inversion"),
-    Metric("lpips", "lower", "per_image", ("images", "recons", "lpips_weights"),
-           "LPIPS v0.1, AlexNet trunk with ImageNet weights (lpips package); unavailable without the "
-           "torchvision AlexNet file", _E + "lpips_metric", label="LPIPS", aggregate="mean_ci",
-           table="inversion"),
-    Metric("dpips", "lower", "per_image", ("images", "recons", "eval_network"),
-           "domain perceptual distance: LPIPS 'baseline' formula (unit-normalised channels, squared "
-           "difference, channel sum, spatial mean, summed over layers) on the evaluation network's "
-           "feature maps; not comparable with lpips", _E + "dpips_metric", label="dpips (domain)",
-           aggregate="mean_ci", table="inversion", stands_in_for="lpips"),
-    Metric("id_similarity", "higher", "per_image", ("images", "recons", "identity_weights"),
-           "identity similarity: cosine of the ArcFace IR-SE50 embeddings of image and reconstruction, each "
-           "resized to 256 px, cropped to rows 35:223 / columns 32:220 and pooled to 112 px (the IDLoss crop "
-           "of pSp / e4e / ReStyle); for aligned faces; unavailable without model_ir_se50.pth",
-           "bench.metrics.identity:id_similarity_metric", label="ID sim.", aggregate="mean_ci",
-           table="inversion", only_when_present=True),
-    Metric("fid", "lower", "set", ("images", "recons", "inception_weights", "reference"),
-           "Frechet Inception distance, pytorch-fid InceptionV3 pool3 (2048-d), reconstructions vs real; "
-           "the real-vs-real floor at the same size is stored beside it", _E + "fid_metric", label="FID",
-           table="inversion"),
-    Metric("fid_floor", "lower", "set", ("images", "inception_weights", "reference"),
-           "real-vs-real FID of two disjoint real sets of the evaluated size: the value of a perfect "
-           "method at this sample size (stored in fid's detail)", computed_by="fid", label="FID floor"),
-    Metric("fid_domain", "lower", "set", ("images", "recons", "eval_network", "reference"),
-           "Frechet distance in the evaluation embedding (ctx.eval_embedding, PCA-reduced); not "
-           "comparable with fid", _E + "fid_domain_metric", label="FID (domain)", table="inversion",
-           stands_in_for="fid"),
-    Metric("fid_domain_floor", "lower", "set", ("images", "eval_network", "reference"),
-           "real-vs-real fid_domain of two disjoint real sets of the evaluated size (stored in "
-           "fid_domain's detail)", computed_by="fid_domain", label="FID (domain) floor",
-           stands_in_for="fid_floor"),
-    Metric("swd", "lower", "set", ("images", "recons"),
-           "sliced Wasserstein distance of 7x7 Laplacian-pyramid patches (ProGAN), x1e3, mean over "
-           "levels down to 16 px", _E + "swd_metric", label="SWD x1e3", unit="x1e3", table="inversion"),
-    Metric("seconds_per_image", "lower", "set", ("timing",),
-           "wall time of the method's invert() per image, warm-up excluded; device and threads stored "
-           "with the run", _E + "seconds_metric", label="s / image", unit="s", table="inversion"),
-    # -- how in-domain are the codes (issue 13; bench.metrics.code_metrics): the "codes" table ---------
-    Metric("code_domain_term", "lower", "per_image", ("codes", "generator"),
-           "the domain regulariser's own term mean_{L,D} (w - E(G(w)))^2 with E the bundle's domain-guided "
-           "encoder (lambda_dom times it is idinvert's loss term): where E expects codes of G(w)",
-           _C + "domain_term_metric", label="||w - E(G(w))||^2", aggregate="mean_ci", table="codes"),
-    Metric("code_spread", "lower", "per_image", ("codes", "generator"),
-           "RMS deviation of a W+ code's layers from its own layer mean, in units of the per-dimension std "
-           "of codes sampled from G (0 for a W code; G's own codes have 0 when its mapping emits one w)",
-           _C + "spread_metric", label="layer spread", aggregate="mean_ci", table="codes"),
-    Metric("code_frechet", "lower", "set", ("codes", "generator"),
-           "layer-wise Frechet distance between the inverted codes and codes sampled from G's mapping, mean "
-           "over layers; the floor (sampled codes of the same n vs the same reference) is stored beside it",
-           _C + "frechet_metric", label="code FD (to G's W)", table="codes"),
-    Metric("code_recovery", "lower", "set", ("codes", "generator"),
-           "on the known-answer set (--data gsamples:N): distance of each layer of the code to the true code "
-           "that made the image, in units of G's spread on that layer (sqrt(sum_d std^2)), mean over layers "
-           "and images; 0 = recovered, ~1.41 = an unrelated sample of G", _C + "recovery_metric",
-           label="code recovery", table="codes"),
-    Metric("code_lec", "lower", "semantic", ("codes", "generator", "boundaries"),
-           "latent editing consistency (e4e): ||w - (E(G(w + a n)) - a n)||_F with E the domain-guided encoder, "
-           "a = 1 std of each boundary's signed distance, mean over boundaries; its value at a = 0 is in the "
-           "detail", _C + "lec_metric", label="LEC", table="codes"),
-    Metric("code_lec_excess", "lower", "semantic", ("codes", "generator", "boundaries"),
-           "code_lec minus its value at a = 0 (||w - E(G(w))||, contained in LEC): what the edit itself adds",
-           computed_by="code_lec", label="LEC - LEC(a=0)", table="codes"),
-    Metric("ap_<attr>", "higher", "semantic", ("codes", "boundaries", "labels"),
-           "average precision of the signed boundary distance of inverted codes against the attribute's "
-           "labels (paper Fig. 3)", computed_by="ap_mean", label="AP: <attr>", table="attributes"),
-    Metric("ap_mean", "higher", "semantic", ("codes", "boundaries", "labels"),
-           "mean of ap_<attr> over attributes", _S + "attribute_ap", label="mean AP", table="attributes"),
-    Metric("probe_ap_<attr>", "higher", "semantic", ("codes", "labels"),
-           "decodable AP: AP of a linear probe (standardised L2 logistic regression) fitted on the method's own "
-           "codes of the other cross-validation folds of the evaluated images, scoring each held-out code: is "
-           "the attribute linearly in the codes at all, on G's boundary or not", computed_by="ap_mean",
-           label="decodable AP: <attr>", table="attributes"),
-    Metric("probe_ap_mean", "higher", "semantic", ("codes", "labels"),
-           "mean of probe_ap_<attr> over attributes", computed_by="ap_mean", label="mean decodable AP",
-           table="attributes"),
-    Metric("interp_fid", "lower", "semantic", ("codes", "generator", "images", "inception_weights"),
-           "FID of images decoded from linear W+ interpolations between inverted pairs, vs real images "
-           "(paper Table 2)", _S + "interpolation", label="interp. FID", table="interpolation"),
-    Metric("interp_fid_domain", "lower", "semantic", ("codes", "generator", "images", "eval_network"),
-           "fid_domain of decoded W+ interpolations vs real images", computed_by="interp_fid",
-           label="interp. FID (domain)", table="interpolation", stands_in_for="interp_fid"),
-    Metric("interp_swd", "lower", "semantic", ("codes", "generator", "images"),
-           "swd (x1e3) of decoded W+ interpolations vs real images", computed_by="interp_fid",
-           label="interp. SWD x1e3", unit="x1e3", table="interpolation"),
-    Metric("edit_success_<attr>", "higher", "semantic", ("codes", "generator", "boundaries", "eval_network"),
-           "fraction of edits along the attribute's normal that flip the judge's prediction in the "
-           "intended direction, among edits that started on the other side", computed_by="edit_success_mean",
-           label="success: <attr>", table="manipulation"),
-    Metric("edit_success_mean", "higher", "semantic", ("codes", "generator", "boundaries", "eval_network"),
-           "mean of edit_success_<attr> over attributes", _S + "manipulation", label="mean success",
-           table="manipulation"),
-    Metric("edit_preservation", "higher", "semantic", ("codes", "generator", "boundaries", "eval_network"),
-           "agreement of the judge's non-target attribute predictions before and after edits",
-           computed_by="edit_success_mean", label="preservation", table="manipulation"),
-    Metric("edit_dpips", "lower", "semantic", ("codes", "generator", "boundaries", "eval_network"),
-           "dpips between each edited image and the unedited reconstruction (how much else changed)",
-           computed_by="edit_success_mean", label="dpips to recon.", table="manipulation"),
-)
-for _m in _BUILTIN:
-    register(_m)

@@ -17,6 +17,7 @@ from typing import Any, Iterable, Sequence
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
 from bench import tables as T
+from bench.metrics import registry
 from bench.report import figures as F
 from bench.fileio import write_text_atomic
 from bench.store import DB_NAME, Store
@@ -289,15 +290,16 @@ def _control_levels(data: Iterable[T.RunMetrics], metric: str) -> str | None:
 
 
 def _scatter(t1: T.Table, colors: dict[str, str]) -> str | None:
-    quality = [c for c in t1.columns if c.metric not in ("seconds_per_image", "psnr", "swd")
-               and c.direction == "lower"]
-    # The FID-like column first (the paper's Pareto view), then reconstruction error.
-    quality.sort(key=lambda c: 0 if "fid" in c.metric else 1 if c.metric == "mse" else 2)
+    # The registry's scatter panels present in the table, lowest rank first: the FID-like column (the
+    # paper's Pareto view), then reconstruction error.
+    rank = {m.name: m.scatter_rank for m in registry.all_metrics(scatter_rank=True)}
+    quality = sorted((c for c in t1.columns if c.metric in rank), key=lambda c: rank[c.metric])
+    speed = registry.speed_metric()
     panels = []
     for col in quality[:2]:
-        points = [F.Point(r.label, r.cells["seconds_per_image"].value, r.cells[col.metric].value)
+        points = [F.Point(r.label, r.cells[speed].value, r.cells[col.metric].value)
                   for r in t1.rows
-                  if r.cells["seconds_per_image"].value and r.cells["seconds_per_image"].value > 0
+                  if r.cells[speed].value and r.cells[speed].value > 0
                   and r.cells[col.metric].value is not None]
         if points:
             panels.append((col.label, points))
@@ -348,7 +350,9 @@ def _pr(store: Store, data: Sequence[T.RunMetrics], labels: dict[str, str], colo
     for c in curves.values():
         attrs += [name[3:] for name in c if name.startswith("pr/") and name[3:] not in attrs]
     attrs.sort(key=lambda a: (ATTRIBUTE_ORDER.index(a) if a in ATTRIBUTE_ORDER else len(ATTRIBUTE_ORDER), a))
-    ap_metrics = T.attribute_names(data, "ap_")
+    # the attribute table's columns: each attribute's AP, their mean, and beside them the decodable AP (a
+    # probe on the method's own codes): is an attribute lost, or encoded off G's boundary?
+    ap_metrics = T.present_metrics(data, "attributes", ATTRIBUTE_ORDER)
     if not attrs and not ap_metrics:
         return None
     panels, sources = [], {}
@@ -363,11 +367,6 @@ def _pr(store: Store, data: Sequence[T.RunMetrics], labels: dict[str, str], colo
                 sources.setdefault(attr, []).append(str(c["label_source"]))
         panels.append((attr, lines))
     figure = _uri(F.pr_curves(panels, colors)) if panels else None
-    ap_metrics.sort(key=lambda n: (ATTRIBUTE_ORDER.index(n[3:]) if n[3:] in ATTRIBUTE_ORDER else 99, n))
-    if any("ap_mean" in d.metrics for d in data):
-        ap_metrics.append("ap_mean")
-    # beside each AP its decodable AP (a probe on the method's own codes): lost, or off G's boundary?
-    ap_metrics += [f"probe_{n}" for n in ap_metrics if any(f"probe_{n}" in d.metrics for d in data)]
     table = T.build_table("Attribute AP of inverted codes", data, ap_metrics, labels) if ap_metrics else None
     if table is not None:
         table.notes += T.ap_diagnosis(table)
@@ -377,7 +376,7 @@ def _pr(store: Store, data: Sequence[T.RunMetrics], labels: dict[str, str], colo
 
 def _interp(store: Store, images: _Images, data: Sequence[T.RunMetrics], labels: dict[str, str]) -> dict | None:
     names = []
-    if any(n.startswith("interp_") for d in data for n in d.metrics):
+    if any((e := registry.find(n)) is not None and e.table == "interpolation" for d in data for n in d.metrics):
         names = T.table_metrics(data, "interpolation")
     table = T.build_table("Table 2: interpolation", data, names, labels) if names else None
     pairs: dict[tuple[str, ...], dict[str, Any]] = {}
@@ -395,14 +394,12 @@ def _interp(store: Store, images: _Images, data: Sequence[T.RunMetrics], labels:
 
 
 def _edits(store: Store, images: _Images, data: Sequence[T.RunMetrics], labels: dict[str, str]) -> dict | None:
-    names = T.attribute_names(data, "edit_success_")
-    names.sort(key=lambda n: (ATTRIBUTE_ORDER.index(n[13:]) if n[13:] in ATTRIBUTE_ORDER else 99, n))
-    names += [n for n in T.table_metrics(data, "manipulation") if any(n in d.metrics for d in data)]
+    names = T.present_metrics(data, "manipulation", ATTRIBUTE_ORDER)
     table = T.build_table("Manipulation: success and preservation", data, names, labels) if names else None
     by_attr: dict[str, dict[str, dict[str, Any]]] = {}
     for d in data:
         ref = T.REFERENCE_METHODS.get(d.run["method"])
-        if ref is not None and not ref.shows("edit_success_mean"):
+        if ref is not None and not any(ref.shows(n) for n in registry.names(table="manipulation")):
             continue  # a control whose edits mean nothing (unrelated codes) shows no strips either
         for a in store.artifacts(d.run["run_id"], "edit_strip"):
             attr = str(a["meta"].get("attribute", "?"))
@@ -426,10 +423,6 @@ def _edits(store: Store, images: _Images, data: Sequence[T.RunMetrics], labels: 
     return {"table": table, "strips": strips}
 
 
-_SWEEP_METRICS = ("mse", "psnr", "lpips", "dpips", "fid", "fid_domain", "edit_success_mean", "edit_preservation",
-                  "ap_mean", "seconds_per_image")
-
-
 def _sweeps(sel: T.Selection, runs: Sequence[dict[str, Any]], data: dict[str, T.RunMetrics]) -> list[dict]:
     out = []
     for sweep in sel.sweeps:
@@ -443,10 +436,10 @@ def _sweeps(sel: T.Selection, runs: Sequence[dict[str, Any]], data: dict[str, T.
         labels = {r["run_id"]: (f"{r['method']}, " if len(methods) > 1 else "") + f"{param}={value_text[r['run_id']]}"
                   for r in members}
         member_data = [data[r["run_id"]] for r in members]
-        metrics = [m for m in _SWEEP_METRICS if any(d.has(m) for d in member_data)]
+        metrics = [m for m in registry.names(sweep=True) if any(d.has(m) for d in member_data)]
         table = T.build_table(f"Sweep of {param}", member_data, metrics, labels, key=param)
-        xs = [(m, T.metric_label(m)) for m in ("mse", "dpips") if m in metrics]
-        ys = [(m, T.metric_label(m)) for m in ("edit_success_mean", "ap_mean") if m in metrics]
+        xs = [(m, T.metric_label(m)) for m in registry.names(sweep="x") if m in metrics]
+        ys = [(m, T.metric_label(m)) for m in registry.names(sweep="y") if m in metrics]
         figure = None
         if xs and ys:
             series = []

@@ -1,6 +1,7 @@
-"""Bundle formats, one file each: here the pSp, e4e and ReStyle releases (`release.py` holds what they
-share). `register()` puts them into `idinvert.zoo.BUNDLES`; it runs when this package is imported (the
-harness imports it where it resolves bundle names). This package imports the zoo, never the other way.
+"""Bundles: `base.py` (what every bundle is, and the registry `BUNDLES`) and the release formats, one
+file each: the pSp, e4e and ReStyle releases (`release.py` holds what they share). `register()` puts
+the release formats into `BUNDLES`; `idinvert.zoo` (the embedded bundle) calls it after registering its
+own, so that importing the zoo gives every bundle. Nothing here imports the zoo.
 """
 
 from __future__ import annotations
@@ -24,12 +25,12 @@ def _builder(fmt: ReleaseFormat):
 
 
 def register(bundles=None) -> None:
-    """Add the release bundles to `bundles` (default `idinvert.zoo.BUNDLES`). Idempotent."""
-    from idinvert import zoo
+    """Add the release bundles to `bundles` (default `BUNDLES`). Idempotent."""
+    from idinvert.bundles.base import BUNDLES, BundleSpec
 
-    bundles = zoo.BUNDLES if bundles is None else bundles
+    bundles = BUNDLES if bundles is None else bundles
     for fmt in RELEASE_FORMATS:
-        bundles[fmt.name] = zoo.BundleSpec(_builder(fmt), (fmt.filename,), fmt.describe(), accepts_file=True)
+        bundles[fmt.name] = BundleSpec(_builder(fmt), (fmt.filename,), fmt.describe(), accepts_file=True)
 
 
 def doctor_rows(weights_dir: Optional[Path] = None) -> list[dict[str, Any]]:
@@ -37,6 +38,3 @@ def doctor_rows(weights_dir: Optional[Path] = None) -> list[dict[str, Any]]:
     from idinvert.bundles.doctor import rows
 
     return rows(RELEASE_FORMATS, weights_dir)
-
-
-register()

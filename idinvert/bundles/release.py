@@ -169,7 +169,7 @@ def describe_release(release: ReleaseFile) -> dict[str, Any]:
 # --------------------------------------------------------------------------------------------------
 
 def _missing(fmt: ReleaseFormat, path: Path):
-    from idinvert.zoo import MissingWeights
+    from idinvert.bundles.base import MissingWeights
 
     return MissingWeights(f"missing release file {path} ({fmt.paper}: {fmt.filename}). Download it from "
                           f"{fmt.source} and put it at {path} (or pass --weights-dir FILE.pt; default folder "
@@ -229,7 +229,7 @@ def build_release_bundle(fmt: ReleaseFormat, weights_dir: Optional[Path] = None)
     from idinvert.nets.pooled_generator import PooledStyleGAN2
     from idinvert.real_bundles import VGG16_FILE
     from idinvert.utils import freeze
-    from idinvert.zoo import Bundle, BundleInfo, weights_fingerprint
+    from idinvert.bundles.base import Bundle, BundleInfo, weights_fingerprint
 
     path = release_path(fmt, weights_dir)
     if not path.exists():

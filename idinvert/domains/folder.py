@@ -47,6 +47,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from torch import Tensor
 
 from idinvert.domains.base import OUTPUT_MARKERS, ImageSet, fingerprint_of
+from idinvert.errors import UsageError, UserError
 
 PREPROCESSING = "folder-v1: exif-transpose, alpha-on-white, centre-square bicubic-antialiased resize"
 FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "TIFF", "GIF")
@@ -60,7 +61,7 @@ class ImageDecodeError(Exception):
     """A file that is not a readable image; the message is the reason shown to the user."""
 
 
-class FolderError(ValueError):
+class FolderError(UserError, ValueError):
     """The folder given as data cannot be used (missing, not a folder, no readable image)."""
 
 
@@ -72,7 +73,7 @@ class FolderChanged(FolderError, RuntimeError):
     """A file of the set changed or vanished after the set was built."""
 
 
-class LabelsError(ValueError):
+class LabelsError(UsageError, ValueError):
     """The labels CSV cannot be used; the message names the file and, where it applies, the row."""
 
 
@@ -257,16 +258,7 @@ class ImageFolder(ImageSet):
     def __init__(self, path: str | Path, resolution: int, labels_csv: str | Path | None = None,
                  cache_bytes: int = DEFAULT_CACHE_BYTES, exclude: Sequence[str | Path] = ()):
         # identity: the resolved path (so `data`, `./data` and `/abs/data` are one dataset) + content hash
-        root = Path(path).expanduser().resolve()
-        if not root.exists():
-            raise MissingFolder(f"image folder not found: {Path(path)}")
-        if not root.is_dir():
-            raise FolderError(f"not a folder: {Path(path)} (give a directory of images)")
-        if _is_output_dir(root):
-            raise FolderError(f"{Path(path)} is a results folder written by the benchmark (it holds "
-                              f"{' or '.join(OUTPUT_MARKERS)} or runs/<run id>/), not a folder of input images")
-        if resolution < 1:
-            raise ValueError(f"resolution must be >= 1, got {resolution}")
+        root = _input_root(path, resolution)
         self.root = root
         csv_path = Path(labels_csv).expanduser().resolve() if labels_csv is not None else None
 
@@ -311,23 +303,7 @@ class ImageFolder(ImageSet):
             why = f"; {len(skipped)} file(s) skipped as unreadable" if skipped else " (it holds no files)"
             raise FolderError(f"no readable image in folder {root}{why}")
 
-        attributes: tuple[str, ...] = ()
-        labels = None
-        label_source = "none"
-        if csv_path is not None:
-            attributes, table = read_labels_csv(csv_path)
-            known = set(ids) | {name for name, _ in skipped}
-            unknown = [name for name in table if name not in known]
-            if unknown:
-                warnings.warn(f"ImageFolder: labels CSV {csv_path} names {len(unknown)} file(s) not in "
-                              f"{root}, ignored: {unknown[:5]}{' ...' if len(unknown) > 5 else ''}",
-                              stacklevel=2)
-            missing = [i for i in ids if i not in table]
-            if missing:
-                raise LabelsError(f"labels CSV {csv_path} has no row for {len(missing)} image(s) of {root}: "
-                                 f"{missing[:10]}{' ...' if len(missing) > 10 else ''}")
-            labels = torch.tensor([table[i] for i in ids], dtype=torch.int64).reshape(len(ids), len(attributes))
-            label_source = "csv"
+        attributes, labels, label_source = _folder_labels(csv_path, root, ids, skipped)
 
         self.paths = paths
         self.excluded = excluded  # results folders under root that were not read
@@ -358,3 +334,39 @@ class ImageFolder(ImageSet):
             return decode_image(path.read_bytes(), self.resolution)
         except (OSError, ImageDecodeError) as exc:
             raise FolderChanged(f"ImageFolder: {path} can no longer be read ({exc}); rebuild the set") from exc
+
+
+def _input_root(path: str | Path, resolution: int) -> Path:
+    """The resolved folder of input images, or the error that says why ``path`` is not one."""
+    root = Path(path).expanduser().resolve()
+    if not root.exists():
+        raise MissingFolder(f"image folder not found: {Path(path)}")
+    if not root.is_dir():
+        raise FolderError(f"not a folder: {Path(path)} (give a directory of images)")
+    if _is_output_dir(root):
+        raise FolderError(f"{Path(path)} is a results folder written by the benchmark (it holds "
+                          f"{' or '.join(OUTPUT_MARKERS)} or runs/<run id>/), not a folder of input images")
+    if resolution < 1:
+        raise ValueError(f"resolution must be >= 1, got {resolution}")
+    return root
+
+
+def _folder_labels(csv_path: Path | None, root: Path, ids: list[str], skipped: list[tuple[str, str]]
+                   ) -> tuple[tuple[str, ...], Tensor | None, str]:
+    """(attributes, labels [N, A] or None, label source) of the folder's readable images ``ids`` from
+    the labels CSV; a row for every image is required, rows for other files are ignored with a warning."""
+    if csv_path is None:
+        return (), None, "none"
+    attributes, table = read_labels_csv(csv_path)
+    known = set(ids) | {name for name, _ in skipped}
+    unknown = [name for name in table if name not in known]
+    if unknown:
+        warnings.warn(f"ImageFolder: labels CSV {csv_path} names {len(unknown)} file(s) not in "
+                      f"{root}, ignored: {unknown[:5]}{' ...' if len(unknown) > 5 else ''}",
+                      stacklevel=3)
+    missing = [i for i in ids if i not in table]
+    if missing:
+        raise LabelsError(f"labels CSV {csv_path} has no row for {len(missing)} image(s) of {root}: "
+                         f"{missing[:10]}{' ...' if len(missing) > 10 else ''}")
+    labels = torch.tensor([table[i] for i in ids], dtype=torch.int64).reshape(len(ids), len(attributes))
+    return attributes, labels, "csv"

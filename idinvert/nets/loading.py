@@ -11,10 +11,12 @@ from typing import Mapping
 import torch
 import torch.nn as nn
 
+from idinvert.errors import UserError
+
 __all__ = ["StateDictMismatch", "check_state_dict", "load_state_dict_strict"]
 
 
-class StateDictMismatch(ValueError):
+class StateDictMismatch(UserError, ValueError):
     """A state dict does not fit a module: missing, unexpected or wrongly shaped entries."""
 
 

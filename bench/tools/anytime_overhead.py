@@ -1,4 +1,4 @@
-"""``python -m bench.anytime_overhead``: what milestones cost the optimisation loop.
+"""``python -m bench.tools.anytime_overhead``: what milestones cost the optimisation loop.
 
 A benchmark, not a test. On the bundle's test images it runs ``idinvert.inversion.optimize_codes``
 with the idinvert loss (encoder start, lambda_dom) -- or the image2stylegan loss with ``--loss
@@ -12,7 +12,6 @@ as a worst case, a milestone at every step.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import time
@@ -25,7 +24,7 @@ from idinvert.loss_terms import DomainLoss, PerceptualLoss, PixelLoss
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m bench.anytime_overhead", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m bench.tools.anytime_overhead", description=__doc__.split("\n\n")[0])
     p.add_argument("--bundle", default="synthetic-faces")
     p.add_argument("--images", type=int, default=32)
     p.add_argument("--steps", type=int, default=100)
@@ -39,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> dict:
     args = build_parser().parse_args(argv)
     torch.set_num_threads(args.threads)
-    from bench.perf import load_images
+    from bench.tools.workload import emit, load_images
     from idinvert.zoo import load_bundle
 
     bundle = load_bundle(args.bundle)
@@ -79,10 +78,7 @@ def main(argv=None) -> dict:
         "milestones_anytime": schedules["anytime"],
         "max_abs_code_diff": {k: float((finals[k] - finals["none"]).abs().max()) for k in schedules},
     }
-    print(json.dumps(out, indent=1))
-    if args.out:
-        args.out.write_text(json.dumps(out, indent=1))
-    return out
+    return emit(out, args.out)
 
 
 if __name__ == "__main__":

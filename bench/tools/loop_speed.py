@@ -1,4 +1,4 @@
-"""``python -m bench.loop_speed``: is the optimisation loop faster with bf16 autocast, channels_last, or
+"""``python -m bench.tools.loop_speed``: is the optimisation loop faster with bf16 autocast, channels_last, or
 another thread count -- at equal results?
 
 A benchmark, not a test. On the bundle's test images it runs ``optimize_codes`` with the idinvert
@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import time
 from pathlib import Path
 
@@ -25,7 +24,7 @@ from idinvert.loss_terms import DomainLoss, PerceptualLoss, PixelLoss
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m bench.loop_speed", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m bench.tools.loop_speed", description=__doc__.split("\n\n")[0])
     p.add_argument("--bundle", default="synthetic-faces")
     p.add_argument("--images", type=int, default=32)
     p.add_argument("--steps", type=int, default=30)
@@ -38,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> dict:
     args = build_parser().parse_args(argv)
-    from bench.perf import load_images
+    from bench.tools.workload import emit, load_images
     from idinvert.zoo import load_bundle
 
     bundle = load_bundle(args.bundle)
@@ -88,10 +87,7 @@ def main(argv=None) -> dict:
             }
     out = {"bundle": args.bundle, "images": args.images, "steps": args.steps, "repeats": args.repeats,
            "torch": torch.__version__, "results": results}
-    print(json.dumps(out, indent=1))
-    if args.out:
-        args.out.write_text(json.dumps(out, indent=1))
-    return out
+    return emit(out, args.out)
 
 
 if __name__ == "__main__":

@@ -42,7 +42,7 @@ def variants_for(fp: dict[str, Any], all_variants: bool) -> list[tuple[Speed, in
 
 
 def _method(name: str, bundle: Any) -> Any:
-    from bench.perf import build_method
+    from bench.tools.workload import build_method
 
     m = build_method(100, name)
     m.record_milestones = False  # the bare loop
@@ -89,7 +89,7 @@ def two_processes(name: str, args: Any, res: dict[str, Any]) -> dict[str, Any]:
     half = max(1, args.images // 2)
     sync = Path(args.results) / "cache" / f"perf-sync-{os.getpid()}"
     sync.mkdir(parents=True, exist_ok=True)
-    cmd = [sys.executable, "-m", "bench.perf_variants", "--worker", name, json.dumps(speed), str(half),
+    cmd = [sys.executable, "-m", "bench.tools.perf_variants", "--worker", name, json.dumps(speed), str(half),
            str(args.steps), str(args.rounds), str(sync), args.bundle, "1" if args.tiny else "0"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     procs = [subprocess.Popen(cmd + [str(i)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, text=True)
@@ -109,7 +109,7 @@ def worker(argv: list[str]) -> None:
     """One of the two processes: warm up (compile), wait for the other, time the rounds, print JSON."""
     name, speed, half, steps, rounds, sync, bundle_name, tiny, index = argv
     torch.set_num_threads(1)
-    from bench.perf import load_images
+    from bench.tools.workload import load_images
     from idinvert.zoo import load_bundle, tiny_random_bundle
 
     bundle = tiny_random_bundle(seed=0) if tiny == "1" else load_bundle(bundle_name)
@@ -152,5 +152,5 @@ def print_variants(res: dict[str, Any], file=sys.stdout) -> None:
 
 if __name__ == "__main__":   # pragma: no cover - the worker process of two_processes
     if sys.argv[1:2] != ["--worker"]:
-        sys.exit("bench.perf_variants: use bench perf --variants")
+        sys.exit("bench.tools.perf_variants: use bench perf --variants")
     worker(sys.argv[2:])

@@ -36,6 +36,8 @@ from typing import Any, Callable, Sequence
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from bench.tools.workload import build_method, load_images  # noqa: F401  (load_images: for callers)
+
 DEFAULT_IMAGES = 16
 DEFAULT_ITERS = 100   # the paper's / official setting of idinvert
 DEFAULT_VARIANT_IMAGES = 32  # image2stylegan's 32 images are one batch of the default run
@@ -62,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="alternations of the with/without-milestones timing (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
-    v = p.add_argument_group("--variants: eager vs compiled, fp32 vs bf16, threads (bench.perf_variants)")
+    v = p.add_argument_group("--variants: eager vs compiled, fp32 vs bf16, threads (bench.tools.perf_variants)")
     v.add_argument("--variants", action="store_true",
                    help="time each optimisation method's loop per variant instead, print the ratios, and cache "
                         "them for bench run")
@@ -133,27 +135,6 @@ def _perturbed_floor(bundle: Any, images: torch.Tensor, iters: int, codes: torch
     init = init + 1e-7 * torch.randn(init.shape, generator=gen).to(init.device)
     out = optimize_codes(bundle.generator, images, init, m.loss_terms(), steps=iters, lr=m.lr)
     return (out.codes - codes).abs().max().item()
-
-
-def build_method(iters: int, name: str = "idinvert"):
-    """The method at ``iters`` steps, on all images it is given (no max_images subset)."""
-    from methods.registry import build, get
-
-    params = {"iters": str(iters)}
-    if "max_images" in get(name).hyperparameters():
-        params["max_images"] = "0"
-    return build(name, params)
-
-
-def load_images(bundle: Any, n: int, seed: int, tiny: bool) -> torch.Tensor:
-    """Test images of the bundle's domain (synthetic faces), or generated ones for the tiny bundle."""
-    if not tiny and bundle.name == "synthetic-faces":
-        from idinvert.domains.synthetic_faces import SyntheticFaces
-        return SyntheticFaces(resolution=bundle.resolution).split("test", n).load(list(range(n)))
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        g = bundle.generator
-        return g.synthesis(g.sample_wp(n, gen)).clamp(-1, 1).cpu()
 
 
 def _flops(bundle, images: torch.Tensor, iters: int, name: str = "idinvert") -> tuple[int, int, int, int]:
@@ -309,7 +290,7 @@ def print_table(res: dict, file=sys.stdout) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.variants:
-        from bench.perf_variants import print_variants, run_variants
+        from bench.tools.perf_variants import print_variants, run_variants
 
         device, bundle, images = _setup(args)
         res = run_variants(args, bundle, images)

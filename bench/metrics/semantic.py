@@ -40,12 +40,16 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from bench import metrics as M
+from bench.metrics.attributes import average_precision, probe_scores
+from bench.metrics.edits import edit_preservation, edit_success
+from bench.metrics.perceptual import dpips
+from bench.metrics.registry import ATTR, all_metrics
 from bench.artifacts import safe_name, save_png
-from bench.evaluation import frechet_to_real, inception_extract
 from bench.metrics.context import EvalNetwork, MetricContext
 from bench.metrics.errors import MetricUnavailable
-from bench.store import MetricRow
+from bench.metrics.reconstruction import frechet_to_real, inception_extract
+from bench.metrics.rows import MetricRow
+from bench.metrics.swd import swd as sliced_wasserstein
 from idinvert.boundaries import BoundarySettings, distance_spread, sample_codes
 from idinvert.boundary_constructions import DEFAULT_CONSTRUCTION, DEFAULT_EDIT_CONSTRUCTION
 from idinvert.editing import edit_codes, interpolate_codes, signed_distance
@@ -147,13 +151,13 @@ def metric_names(attributes: Sequence[str]) -> list[str]:
     """Every metric name the semantic stages return a row for, given the attribute names (from the
     registry: its semantic entries, templates expanded per attribute)."""
     out: list[str] = []
-    semantic = M.all_metrics(level="semantic")
+    semantic = all_metrics(level="semantic")
     # the three stages of this module (other semantic-level metrics, e.g. code_lec, are computed apart)
     stages = {m.name for m in semantic if isinstance(m.fn, str) and m.fn.startswith(__name__ + ":")}
     for m in semantic:
         if m.name not in stages and m.computed_by not in stages:
             continue
-        out += [m.name.replace(M.registry.ATTR, a) for a in attributes] if m.is_template else [m.name]
+        out += [m.name.replace(ATTR, a) for a in attributes] if m.is_template else [m.name]
     return out
 
 
@@ -202,7 +206,7 @@ def semantic_config(ctx: MetricContext) -> SemanticConfig:
     return config
 
 
-def _setup(ctx: MetricContext) -> _Setup:
+def semantic_setup(ctx: MetricContext) -> _Setup:
     def build() -> _Setup:
         config = semantic_config(ctx)
         given = "boundaries" in ctx.resources._built  # provided by the caller: edits use them too
@@ -279,7 +283,7 @@ def dpips_to_reference(judge: EvalNetwork, edited: Tensor, reference: Tensor, k:
         def features(x: Tensor) -> list[Tensor]:
             return ref_feats if x is ref_rep else judge.features(x)
 
-        out.append(M.dpips(ed, ref_rep, features).cpu())
+        out.append(dpips(ed, ref_rep, features).cpu())
     return torch.cat(out)
 
 
@@ -344,7 +348,7 @@ def _ap_labels(ctx: MetricContext, su: _Setup) -> tuple[Tensor | None, list[str]
 def attribute_ap(ctx: MetricContext) -> list[MetricRow]:
     """``ap_<attr>`` and ``ap_mean`` of the context's codes; PR curves go to ``ctx.curves``."""
     t0 = time.perf_counter()
-    su = _setup(ctx)
+    su = semantic_setup(ctx)
     names = su.names()
     labels, label_names, source = _ap_labels(ctx, su)
     every = [f"{p}_{a}" for p in ("ap", "probe_ap") for a in names] + ["ap_mean", "probe_ap_mean"]
@@ -404,11 +408,11 @@ def _probe_rows(ctx: MetricContext, su: _Setup, names: list[str], labels: Tensor
             rows.append(MetricRow.unavailable(name, f"no label column for attribute {a!r}", **base))
             continue
         y = labels[:, label_names.index(a)]
-        score = M.probe_scores(features, y, folds=su.config.probe_folds, seed=su.config.seed)
+        score = probe_scores(features, y, folds=su.config.probe_folds, seed=su.config.seed)
         if score is None:
             rows.append(MetricRow.unavailable(name, "fewer than 2 images of one class: nothing to fit", **base))
             continue
-        values[a] = M.average_precision(torch.from_numpy(score), y).ap
+        values[a] = average_precision(torch.from_numpy(score), y).ap
         rows.append(MetricRow(name, values[a], detail={**base, "prior": float(y.float().mean())}))
     rows.append(MetricRow("probe_ap_mean", sum(values.values()) / len(values), detail={**base,
                 "attributes": sorted(values)}) if values else
@@ -424,7 +428,7 @@ def _ap_row(ctx: MetricContext, boundary: Any, a: str, labels: Tensor, label_nam
     if a not in label_names:
         return MetricRow.unavailable(name, f"no label column for attribute {a!r}", label_source=source)
     score = signed_distance(ctx.codes.float(), boundary).cpu()
-    ap = M.average_precision(score, labels[:, label_names.index(a)])
+    ap = average_precision(score, labels[:, label_names.index(a)])
     detail = {"label_source": source, "n": ap.n, "prior": ap.prior,
               "score": "signed distance of the W+ code to the boundary", **_boundary_info(boundary)}
     if math.isnan(ap.ap):
@@ -442,7 +446,7 @@ def interpolation(ctx: MetricContext) -> list[MetricRow]:
     """``interp_fid_domain``, ``interp_fid`` and ``interp_swd`` of decoded W+ interpolations between
     seeded pairs of the context's codes (endpoints excluded), vs the real images; strips to artifacts."""
     t0 = time.perf_counter()
-    su = _setup(ctx)
+    su = semantic_setup(ctx)
     config, codes, reals = su.config, ctx.codes.float(), ctx.images
     pairs = _pairs(codes.shape[0], config.interp_pairs, config.seed)
     a, b = torch.tensor([p[0] for p in pairs]), torch.tensor([p[1] for p in pairs])
@@ -458,7 +462,7 @@ def interpolation(ctx: MetricContext) -> list[MetricRow]:
     rows = [_interp_frechet(ctx, su, "interp_fid_domain", fake, base, pair_ids),
             _interp_frechet(ctx, su, "interp_fid", fake, base)]
     try:
-        sw = M.swd(fake, reals, seed=config.seed)
+        sw = sliced_wasserstein(fake, reals, seed=config.seed)
     except ValueError as exc:  # images too small for the pyramid
         rows.append(MetricRow.unavailable("interp_swd", str(exc), **base))
     else:
@@ -534,7 +538,7 @@ def manipulation(ctx: MetricContext) -> list[MetricRow]:
     """``edit_success_<attr>``, ``edit_success_mean``, ``edit_preservation`` and ``edit_dpips`` of edits
     x = G(w + alpha * n) of a seeded subset of the codes; edit strips to artifacts."""
     t0 = time.perf_counter()
-    su = _setup(ctx)
+    su = semantic_setup(ctx)
     summary = ("edit_success_mean", "edit_preservation", "edit_dpips")
     if not su.edits:
         return [MetricRow.unavailable(n, su.no_boundary_reason)
@@ -582,7 +586,7 @@ def _edit_attribute(ctx: MetricContext, su: _Setup, ed: _Edits, a: str) -> Metri
     t = su.attributes.index(a)
     probs_edit = _probs(su.judge, edited, su.config.batch_size)
     before = ed.probs_recon.repeat_interleave(k, dim=0)
-    pres = M.edit_preservation(before, probs_edit, target=t)
+    pres = edit_preservation(before, probs_edit, target=t)
     ed.dpips[a] = dpips_to_reference(su.judge, edited, ed.recon, k, su.config.batch_size)
     ed.preservation[a] = pres.agreement
     primary, detail = _edit_success(ctx, su, ed, a, probs_edit)
@@ -602,13 +606,13 @@ def _edit_success(ctx: MetricContext, su: _Setup, ed: _Edits, a: str, probs_edit
     t, k, n = su.attributes.index(a), len(ed.alphas), len(ed.idx)
     exact = ed.exact_labels and a in ctx.label_names
     direction = ed.alphas.repeat(n)
-    by_recon = M.edit_success(ed.probs_recon[:, t].repeat_interleave(k), probs_edit[:, t], direction=direction)
+    by_recon = edit_success(ed.probs_recon[:, t].repeat_interleave(k), probs_edit[:, t], direction=direction)
     start = (ctx.labels[ed.idx, ctx.label_names.index(a)].float() if exact else ed.probs_recon[:, t])
-    primary = (M.edit_success(start.repeat_interleave(k), probs_edit[:, t], direction=direction)
+    primary = (edit_success(start.repeat_interleave(k), probs_edit[:, t], direction=direction)
                if exact else by_recon)
     per_alpha = {}
     for j, al in enumerate(su.config.edit_alphas):
-        r = M.edit_success(start, probs_edit[torch.arange(n) * k + j, t], direction=float(al))
+        r = edit_success(start, probs_edit[torch.arange(n) * k + j, t], direction=float(al))
         per_alpha[str(al)] = {"rate": None if math.isnan(r.rate) else r.rate, "n_eligible": r.n_eligible}
     detail = {"n_images": n, "alphas": list(su.config.edit_alphas), "alpha_unit": su.config.alpha_unit,
               "n_eligible": primary.n_eligible, "n_success": primary.n_success, "per_alpha": per_alpha,

@@ -1,0 +1,149 @@
+"""The layout's promises, checked on the source: no import cycle across bench/, methods/ and idinvert/
+(function-level imports and lazy ``"module:attr"`` strings included), and bench asks a bundle's domain
+for its data instead of naming one."""
+import ast
+import dataclasses
+import pathlib
+import re
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+PACKAGES = ("bench", "methods", "idinvert")
+
+
+def _modules() -> dict[str, pathlib.Path]:
+    out = {}
+    for pkg in PACKAGES:
+        for path in (ROOT / pkg).rglob("*.py"):
+            parts = list(path.relative_to(ROOT).with_suffix("").parts)
+            out[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    return out
+
+
+def _targets(node: ast.AST, package: str) -> list[str]:
+    """The modules an import statement (or a "module:attr" string) names."""
+    if isinstance(node, ast.Import):
+        return [a.name for a in node.names]
+    if isinstance(node, ast.ImportFrom):
+        base = node.module or ""
+        if node.level:
+            parts = package.split(".")
+            base = ".".join(parts[:len(parts) - node.level + 1] + ([node.module] if node.module else []))
+        return [base] + [f"{base}.{a.name}" for a in node.names]
+    if isinstance(node, ast.Constant) and isinstance(node.value, str) \
+            and re.fullmatch(r"[a-z_][\w.]*:[\w.]+", node.value):
+        return [node.value.split(":")[0]]
+    return []
+
+
+def import_graph() -> dict[str, set[str]]:
+    modules = _modules()
+
+    def resolve(name: str) -> str | None:
+        while name and name not in modules:
+            name = name.rpartition(".")[0]
+        return name or None
+
+    graph = {}
+    for name, path in modules.items():
+        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        found = {resolve(t) for node in ast.walk(ast.parse(path.read_text())) for t in _targets(node, package)}
+        graph[name] = {m for m in found if m and m != name}
+    return graph
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components of more than one module (Tarjan)."""
+    index, low, stack, on, out = {}, {}, [], set(), []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on.add(v)
+        for w in graph[v]:
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                on.discard(w)
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                out.append(sorted(comp))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return out
+
+
+def test_the_cycle_finder_finds_a_cycle():
+    assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+def test_no_import_cycle_strings_included():
+    graph = import_graph()
+    assert "idinvert.bundles.base" in graph["idinvert.real_bundles"]  # the graph sees real imports
+    assert "idinvert.zoo" not in graph["idinvert.real_bundles"]
+    assert cycles(graph) == []
+
+
+def test_bench_never_names_a_domain():
+    # the default bundle's name is a default, not a domain: bench/defaults.py and CLI help may say it
+    named = [str(p.relative_to(ROOT)) for p in (ROOT / "bench").rglob("*.py")
+             if p.name not in ("defaults.py", "cli.py")
+             and re.search(r"SyntheticFaces|domains\.synthetic_faces|test_data\s*[!=]=", p.read_text())]
+    assert named == []
+
+
+def test_the_bundle_s_domain_gives_the_default_test_data(tmp_path):
+    from bench.runner import RunOptions, load_dataset
+    from idinvert.domains import DOMAINS, DomainSpec, domain_of
+    from idinvert.zoo import tiny_random_bundle
+
+    class Toy:  # a built-in domain of 3 px: its test split is what the harness must load
+        def __init__(self, resolution):
+            self.resolution = resolution
+
+        def split(self, name, n):
+            from idinvert.domains.synthetic_faces import SyntheticFaces
+
+            return SyntheticFaces(resolution=self.resolution).split("train" if name == "test" else "test", n)
+
+    bundle = tiny_random_bundle()
+    assert domain_of(bundle) is not None and domain_of(dataclasses.replace(
+        bundle, info=dataclasses.replace(bundle.info, test_data=None))) is None
+    DOMAINS.add("toy-domain", DomainSpec(Toy, "a test's domain"))
+    try:
+        toy = dataclasses.replace(bundle, info=dataclasses.replace(bundle.info, test_data="toy-domain"))
+        data, n = load_dataset(RunOptions(methods=["encoder"], bundle="tiny-random", limit=3,
+                                          results_dir=tmp_path), toy)
+        want = Toy(bundle.resolution).split("test", 3)
+        assert n == 3 and data.fingerprint == want.fingerprint
+    finally:
+        DOMAINS.remove("toy-domain")
+
+
+@pytest.mark.parametrize("where, name, code", [
+    ("idinvert.registry", "UnknownName", 2), ("methods.registry", "BadParameter", 2),
+    ("idinvert.official_boundaries", "BoundaryFileError", 2), ("idinvert.domains.folder", "LabelsError", 2),
+    ("idinvert.zoo", "MissingWeights", 1), ("idinvert.checkpoints", "CheckpointError", 1),
+    ("idinvert.nets.loading", "StateDictMismatch", 1), ("idinvert.domains.folder", "FolderError", 1),
+    ("bench.store", "StoreDamaged", 1), ("bench.errors", "UsageError", 2),
+])
+def test_every_user_error_carries_its_exit_code(where, name, code):
+    import importlib
+
+    from bench.cli import _user_error_code
+    from idinvert.errors import UserError
+
+    cls = getattr(importlib.import_module(where), name)
+    assert issubclass(cls, UserError) and cls.exit_code == code
+    assert _user_error_code(RuntimeError("a bug")) is None  # anything else is a bug: traceback shown
