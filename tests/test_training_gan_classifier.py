@@ -28,6 +28,21 @@ def tiny_classifier_config(**overrides) -> ClassifierConfig:
     return ClassifierConfig(**kw)
 
 
+def kill_at_step(monkeypatch, step: int):
+    """Make the GAN loop die (KeyboardInterrupt) inside its `step`-th step; returns the real ema_update."""
+    calls = {"n": 0}
+    real_ema = gan.ema_update
+
+    def dying_ema(*a, **k):
+        calls["n"] += 1
+        if calls["n"] == step:
+            raise KeyboardInterrupt
+        return real_ema(*a, **k)
+
+    monkeypatch.setattr(gan, "ema_update", dying_ema)
+    return real_ema
+
+
 def test_gan_training_runs_logs_and_exports_loadable_fp16_weights(tmp_path):
     cfg = tiny_gan_config()
     gpath = train_gan(cfg, tmp_path / "run", show_progress=False)
@@ -65,16 +80,7 @@ def test_gan_resume_after_kill_loses_nothing(tmp_path, monkeypatch):
     train_gan(cfg, full, show_progress=False)
 
     killed = tmp_path / "killed"
-    calls = {"n": 0}
-    real_ema = gan.ema_update
-
-    def dying_ema(*a, **k):
-        calls["n"] += 1
-        if calls["n"] == 7:          # killed during step 7; last checkpoint was at step 4
-            raise KeyboardInterrupt
-        return real_ema(*a, **k)
-
-    monkeypatch.setattr(gan, "ema_update", dying_ema)
+    real_ema = kill_at_step(monkeypatch, 7)   # killed during step 7; last checkpoint was at step 4
     with pytest.raises(KeyboardInterrupt):
         train_gan(cfg, killed, show_progress=False)
     assert load_checkpoint(killed)["step"] == 4
@@ -214,16 +220,7 @@ def test_gan_carried_state_resumes_on_a_fresh_work_dir(tmp_path, monkeypatch):
     train_gan(cfg, full, show_progress=False)
 
     carry = tmp_path / "carry"
-    calls = {"n": 0}
-    real_ema = gan.ema_update
-
-    def dying_ema(*a, **k):
-        calls["n"] += 1
-        if calls["n"] == 7:
-            raise KeyboardInterrupt
-        return real_ema(*a, **k)
-
-    monkeypatch.setattr(gan, "ema_update", dying_ema)
+    real_ema = kill_at_step(monkeypatch, 7)
     with pytest.raises(KeyboardInterrupt):
         train_gan(cfg, tmp_path / "machine-a", show_progress=False, carry_dir=carry)
     assert load_checkpoint(carry)["step"] == 4
