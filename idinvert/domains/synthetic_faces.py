@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+from dataclasses import dataclass
 from typing import Iterator
 
 import torch
@@ -185,109 +186,12 @@ class SyntheticFaces:
         return torch.cat(out)
 
     def _render_chunk(self, p: Params) -> Tensor:
-        x, y, soft = self._x, self._y, self._soft
-
-        def col(name: str) -> Tensor:
-            return p[name].float().view(-1, 3, 1, 1)
-
-        def sc(t: Tensor) -> Tensor:
-            return t.float().view(-1, 1, 1)
-
-        def cover(d: Tensor) -> Tensor:   # signed distance (inside < 0) -> coverage [n, 1, H, W]
-            return torch.sigmoid(d * (-1.0 / soft)).unsqueeze(1)
-
-        def ellipse(cx: Tensor, cy: Tensor, rx: Tensor, ry: Tensor) -> Tensor:
-            # Approximate signed distance: scaled radial distance, exact on the axes' shorter radius.
-            rho = (((x - cx) / rx) ** 2 + ((y - cy) / ry) ** 2).sqrt()
-            return (rho - 1) * torch.minimum(rx, ry)
-
-        def segment(cx: Tensor, cy: Tensor, half_w: Tensor, radius: float | Tensor) -> Tensor:
-            # Horizontal capsule centred at (cx, cy).
-            dx = ((x - cx).abs() - half_w).clamp(min=0)
-            return (dx ** 2 + (y - cy) ** 2).sqrt() - radius
-
-        def paint(img: Tensor, d: Tensor, colour: Tensor, gate: Tensor | None = None) -> Tensor:
-            a = cover(d)
-            if gate is not None:
-                a = a * gate.float().view(-1, 1, 1, 1)
-            return torch.lerp(img, colour, a)
-
-        cx, cy = sc(p["head_x"]), sc(p["head_y"])
-        rx = sc(p["head_rx"])
-        ry = rx * sc(p["head_aspect"])
-        s = sc(p["pose"]) * 2 - 1                    # -1 = turned left, +1 = turned right
-        yaw = sc(p["yaw"])
-        skin = col("skin")
-        # Hair colour is derived here from the label, so editing `age` in params changes the image.
-        shade = p["hair_shade"].float()
-        young = _lerp3((0.06, 0.05, 0.05), (0.36, 0.21, 0.11), shade)
-        old = _lerp3((0.62, 0.62, 0.64), (0.95, 0.94, 0.92), shade)
-        hair = torch.where(p["age"].bool()[:, None], old, young).view(-1, 3, 1, 1)
-
-        # Background: a linear gradient between two related colours in a random direction.
-        ang = sc(p["bg_angle"])
-        t = ((x * torch.cos(ang) + y * torch.sin(ang)) * 0.5 + 0.5).clamp(0, 1).unsqueeze(1)
-        img = torch.lerp(col("bg_a"), col("bg_b"), t)
-
-        # Shoulders.
-        img = paint(img, ellipse(cx * 0.5, torch.full_like(cy, 1.3), rx * 1.75, torch.full_like(rx, 0.62)),
-                    col("shirt"))
-        # Long hair, behind the head: a rounded cap widening into two strands down past the bottom edge.
-        long_d = torch.minimum(
-            ellipse(cx, cy - 0.05 * ry, rx * 1.2, ry * 1.1),
-            torch.maximum((x - cx).abs() - rx * (1.2 + 0.12 * (y - cy).clamp(min=0)), cy - y))
-        img = paint(img, long_d, hair, gate=p["gender"])
-        # Neck, then the far-side ear (half hidden by the head).
-        neck_d = torch.maximum((x - cx).abs() - rx * 0.38, (cy + ry * 0.5 - y))
-        img = paint(img, neck_d, skin * 0.88)
-        ear_x = cx - s * rx * (0.96 + 0.08 * yaw)
-        img = paint(img, ellipse(ear_x, cy + 0.03, rx * 0.18, ry * 0.17), skin * 0.85)
-        # Head.
-        img = paint(img, ellipse(cx, cy, rx, ry), skin)
-        # Hair on top (both genders): a cap over the skull, cut by a hairline curving down at the sides,
-        # shifted a little away from the facing direction (the back of the head shows more).
-        hx = cx - s * yaw * rx * 0.1
-        u_ = (x - hx) / rx
-        hairline = cy - ry * 0.42 + ry * 0.3 * u_ ** 2
-        cap_d = torch.maximum(ellipse(hx, cy - 0.04 * ry, rx * 1.07, ry * 1.06), y - hairline)
-        img = paint(img, cap_d, hair)
-
-        # Face features move towards the facing side; eye spacing shrinks with yaw (foreshortening).
-        fx = cx + s * yaw * rx * 0.42
-        eye_y = cy + ry * 0.02
-        eye_dx = rx * (0.4 - 0.08 * yaw)
-        eyes_d = torch.minimum(ellipse(fx - eye_dx, eye_y, rx * 0.13, ry * 0.09),
-                               ellipse(fx + eye_dx, eye_y, rx * 0.13, ry * 0.09))
-        img = paint(img, eyes_d, col("eye"))
-        # Nose: a darker wedge pointing towards the facing side.
-        nose_d = ellipse(fx + s * rx * 0.16, cy + ry * 0.24, rx * 0.15, ry * 0.1)
-        img = paint(img, nose_d, skin * 0.65)
-        # Mouth: neutral = short straight line; smile = wide open half-moon, flat side up.
-        mw = sc(p["mouth_w"])
-        my = cy + ry * 0.5
-        neutral_d = segment(fx, my, rx * 0.17 * mw, ry * 0.045)
-        smile_d = torch.maximum(ellipse(fx, my - ry * 0.08, rx * 0.46 * mw, ry * 0.22), (my - ry * 0.08) - y)
-        smiling = sc(p["expression"]) > 0.5
-        img = paint(img, torch.where(smiling, smile_d, neutral_d),
-                    torch.where(smiling.unsqueeze(1), torch.tensor([0.42, 0.06, 0.08]).view(1, 3, 1, 1),
-                                torch.tensor([0.55, 0.18, 0.18]).view(1, 3, 1, 1)))
-
-        # Glasses: two rings round the eyes, a bridge, and temple arms towards the ears (inside the head).
-        ring_r, ring_t = rx * 0.27, rx * 0.065
-        left_eye, right_eye = fx - eye_dx, fx + eye_dx
-        bar_y = eye_y - ry * 0.02
-        rings = torch.minimum(ellipse(left_eye, eye_y, ring_r, ring_r).abs(),
-                              ellipse(right_eye, eye_y, ring_r, ring_r).abs()) - ring_t
-        bridge = segment(fx, bar_y, (eye_dx - ring_r).clamp(min=0), ring_t * 0.8)
-        inner_l, outer_l = left_eye - ring_r, cx - rx * 0.97
-        inner_r, outer_r = right_eye + ring_r, cx + rx * 0.97
-        arm_l = segment((inner_l + outer_l) / 2, bar_y, (inner_l - outer_l).clamp(min=0) / 2, ring_t * 0.8)
-        arm_r = segment((inner_r + outer_r) / 2, bar_y, (outer_r - inner_r).clamp(min=0) / 2, ring_t * 0.8)
-        arms = torch.minimum(arm_l, arm_r)
-        arms = torch.maximum(arms, ellipse(cx, cy, rx, ry))
-        frame_d = torch.minimum(torch.minimum(rings, bridge), arms)
-        img = paint(img, frame_d, col("frame"), gate=p["eyeglasses"])
-
+        """Paint one chunk of faces back to front: background and body, head and hair, face, glasses."""
+        c = _Canvas(self._x, self._y, self._soft)
+        g = _Geometry.of(p)
+        img = _paint_body_and_head(c, p, g)
+        img = _paint_face(c, p, g, img)
+        img = _paint_glasses(c, p, g, img)
         if self.supersample > 1:
             img = F.avg_pool2d(img, self.supersample)
         return (img * 2 - 1).clamp(-1, 1)
@@ -323,3 +227,148 @@ class SyntheticFaces:
             params = _stream_params(f"batches/{int(seed)}", batch_size, start=step * batch_size)
             yield self.render(params), labels_of(params)
             step += 1
+
+
+# ---- drawing -------------------------------------------------------------------------------------
+
+def _col(p: Params, name: str) -> Tensor:
+    return p[name].float().view(-1, 3, 1, 1)
+
+
+def _sc(t: Tensor) -> Tensor:
+    return t.float().view(-1, 1, 1)
+
+
+@dataclass(frozen=True)
+class _Canvas:
+    """Pixel coordinates x [1, 1, W], y [1, H, 1] in [-1, 1] and the edge softness of every shape."""
+
+    x: Tensor
+    y: Tensor
+    soft: float
+
+    def cover(self, d: Tensor) -> Tensor:
+        """Signed distance (inside < 0) -> coverage [n, 1, H, W]."""
+        return torch.sigmoid(d * (-1.0 / self.soft)).unsqueeze(1)
+
+    def ellipse(self, cx: Tensor, cy: Tensor, rx: Tensor, ry: Tensor) -> Tensor:
+        # Approximate signed distance: scaled radial distance, exact on the axes' shorter radius.
+        rho = (((self.x - cx) / rx) ** 2 + ((self.y - cy) / ry) ** 2).sqrt()
+        return (rho - 1) * torch.minimum(rx, ry)
+
+    def segment(self, cx: Tensor, cy: Tensor, half_w: Tensor, radius: float | Tensor) -> Tensor:
+        # Horizontal capsule centred at (cx, cy).
+        dx = ((self.x - cx).abs() - half_w).clamp(min=0)
+        return (dx ** 2 + (self.y - cy) ** 2).sqrt() - radius
+
+    def paint(self, img: Tensor, d: Tensor, colour: Tensor, gate: Tensor | None = None) -> Tensor:
+        a = self.cover(d)
+        if gate is not None:
+            a = a * gate.float().view(-1, 1, 1, 1)
+        return torch.lerp(img, colour, a)
+
+
+@dataclass(frozen=True)
+class _Geometry:
+    """Per-face placement [n, 1, 1]: head centre and radii, facing side s (-1 left .. +1 right) and yaw,
+    skin colour, and where the face features sit (they move towards the facing side; eye spacing
+    shrinks with yaw: foreshortening)."""
+
+    cx: Tensor
+    cy: Tensor
+    rx: Tensor
+    ry: Tensor
+    s: Tensor
+    yaw: Tensor
+    skin: Tensor
+    fx: Tensor
+    eye_y: Tensor
+    eye_dx: Tensor
+
+    @classmethod
+    def of(cls, p: Params) -> "_Geometry":
+        cx, cy = _sc(p["head_x"]), _sc(p["head_y"])
+        rx = _sc(p["head_rx"])
+        ry = rx * _sc(p["head_aspect"])
+        s = _sc(p["pose"]) * 2 - 1
+        yaw = _sc(p["yaw"])
+        return cls(cx=cx, cy=cy, rx=rx, ry=ry, s=s, yaw=yaw, skin=_col(p, "skin"),
+                   fx=cx + s * yaw * rx * 0.42, eye_y=cy + ry * 0.02, eye_dx=rx * (0.4 - 0.08 * yaw))
+
+
+def _hair_colour(p: Params) -> Tensor:
+    """[n, 3, 1, 1], derived here from the label, so editing `age` in params changes the image."""
+    shade = p["hair_shade"].float()
+    young = _lerp3((0.06, 0.05, 0.05), (0.36, 0.21, 0.11), shade)
+    old = _lerp3((0.62, 0.62, 0.64), (0.95, 0.94, 0.92), shade)
+    return torch.where(p["age"].bool()[:, None], old, young).view(-1, 3, 1, 1)
+
+
+def _paint_body_and_head(c: _Canvas, p: Params, g: _Geometry) -> Tensor:
+    """Background, shoulders, long hair, neck, far ear, head and the hair cap: [n, 3, H, W] in [0, 1]."""
+    x, y = c.x, c.y
+    cx, cy, rx, ry, s, yaw, skin = g.cx, g.cy, g.rx, g.ry, g.s, g.yaw, g.skin
+    hair = _hair_colour(p)
+    # Background: a linear gradient between two related colours in a random direction.
+    ang = _sc(p["bg_angle"])
+    t = ((x * torch.cos(ang) + y * torch.sin(ang)) * 0.5 + 0.5).clamp(0, 1).unsqueeze(1)
+    img = torch.lerp(_col(p, "bg_a"), _col(p, "bg_b"), t)
+    # Shoulders.
+    img = c.paint(img, c.ellipse(cx * 0.5, torch.full_like(cy, 1.3), rx * 1.75, torch.full_like(rx, 0.62)),
+                  _col(p, "shirt"))
+    # Long hair, behind the head: a rounded cap widening into two strands down past the bottom edge.
+    long_d = torch.minimum(
+        c.ellipse(cx, cy - 0.05 * ry, rx * 1.2, ry * 1.1),
+        torch.maximum((x - cx).abs() - rx * (1.2 + 0.12 * (y - cy).clamp(min=0)), cy - y))
+    img = c.paint(img, long_d, hair, gate=p["gender"])
+    # Neck, then the far-side ear (half hidden by the head).
+    neck_d = torch.maximum((x - cx).abs() - rx * 0.38, (cy + ry * 0.5 - y))
+    img = c.paint(img, neck_d, skin * 0.88)
+    ear_x = cx - s * rx * (0.96 + 0.08 * yaw)
+    img = c.paint(img, c.ellipse(ear_x, cy + 0.03, rx * 0.18, ry * 0.17), skin * 0.85)
+    # Head.
+    img = c.paint(img, c.ellipse(cx, cy, rx, ry), skin)
+    # Hair on top (both genders): a cap over the skull, cut by a hairline curving down at the sides,
+    # shifted a little away from the facing direction (the back of the head shows more).
+    hx = cx - s * yaw * rx * 0.1
+    u_ = (x - hx) / rx
+    hairline = cy - ry * 0.42 + ry * 0.3 * u_ ** 2
+    cap_d = torch.maximum(c.ellipse(hx, cy - 0.04 * ry, rx * 1.07, ry * 1.06), y - hairline)
+    return c.paint(img, cap_d, hair)
+
+
+def _paint_face(c: _Canvas, p: Params, g: _Geometry, img: Tensor) -> Tensor:
+    """Eyes, nose (a darker wedge towards the facing side) and mouth (neutral: a short straight line;
+    smile: a wide open half-moon, flat side up)."""
+    cy, rx, ry, s, fx, eye_y, eye_dx = g.cy, g.rx, g.ry, g.s, g.fx, g.eye_y, g.eye_dx
+    eyes_d = torch.minimum(c.ellipse(fx - eye_dx, eye_y, rx * 0.13, ry * 0.09),
+                           c.ellipse(fx + eye_dx, eye_y, rx * 0.13, ry * 0.09))
+    img = c.paint(img, eyes_d, _col(p, "eye"))
+    nose_d = c.ellipse(fx + s * rx * 0.16, cy + ry * 0.24, rx * 0.15, ry * 0.1)
+    img = c.paint(img, nose_d, g.skin * 0.65)
+    mw = _sc(p["mouth_w"])
+    my = cy + ry * 0.5
+    neutral_d = c.segment(fx, my, rx * 0.17 * mw, ry * 0.045)
+    smile_d = torch.maximum(c.ellipse(fx, my - ry * 0.08, rx * 0.46 * mw, ry * 0.22), (my - ry * 0.08) - c.y)
+    smiling = _sc(p["expression"]) > 0.5
+    return c.paint(img, torch.where(smiling, smile_d, neutral_d),
+                   torch.where(smiling.unsqueeze(1), torch.tensor([0.42, 0.06, 0.08]).view(1, 3, 1, 1),
+                               torch.tensor([0.55, 0.18, 0.18]).view(1, 3, 1, 1)))
+
+
+def _paint_glasses(c: _Canvas, p: Params, g: _Geometry, img: Tensor) -> Tensor:
+    """Two rings round the eyes, a bridge, and temple arms towards the ears (inside the head)."""
+    cx, cy, rx, ry, fx, eye_y, eye_dx = g.cx, g.cy, g.rx, g.ry, g.fx, g.eye_y, g.eye_dx
+    ring_r, ring_t = rx * 0.27, rx * 0.065
+    left_eye, right_eye = fx - eye_dx, fx + eye_dx
+    bar_y = eye_y - ry * 0.02
+    rings = torch.minimum(c.ellipse(left_eye, eye_y, ring_r, ring_r).abs(),
+                          c.ellipse(right_eye, eye_y, ring_r, ring_r).abs()) - ring_t
+    bridge = c.segment(fx, bar_y, (eye_dx - ring_r).clamp(min=0), ring_t * 0.8)
+    inner_l, outer_l = left_eye - ring_r, cx - rx * 0.97
+    inner_r, outer_r = right_eye + ring_r, cx + rx * 0.97
+    arm_l = c.segment((inner_l + outer_l) / 2, bar_y, (inner_l - outer_l).clamp(min=0) / 2, ring_t * 0.8)
+    arm_r = c.segment((inner_r + outer_r) / 2, bar_y, (outer_r - inner_r).clamp(min=0) / 2, ring_t * 0.8)
+    arms = torch.maximum(torch.minimum(arm_l, arm_r), c.ellipse(cx, cy, rx, ry))
+    frame_d = torch.minimum(torch.minimum(rings, bridge), arms)
+    return c.paint(img, frame_d, _col(p, "frame"), gate=p["eyeglasses"])
