@@ -260,21 +260,11 @@ def pivotal_tuning(generator: nn.Module, targets: torch.Tensor, pivots: torch.Te
     seed: seeds the locality regulariser's random codes (only used with `locality`).
     Returns PTIResult (pivots, per-image TunedWeights, losses).
     """
-    if steps < 0:
-        raise ValueError(f"steps must be >= 0, got {steps}")
-    if lambda_perceptual and perceptual is None:
-        raise ValueError("lambda_perceptual > 0 needs a perceptual model F")
-    if targets.ndim != 4:
-        raise ValueError(f"targets must be [B, 3, R, R], got {tuple(targets.shape)}")
+    _check_tuning_inputs(generator, targets, pivots, steps, lambda_perceptual, perceptual)
     synthesis = generator.synthesis
     first = next(synthesis.parameters())
     device, dtype = first.device, first.dtype
-    B, L, D = targets.shape[0], generator.num_layers, generator.w_space_dim
-    if pivots.ndim != 3 or tuple(pivots.shape) != (B, L, D):
-        raise ValueError(f"pivots must be [B={B}, L={L}, D={D}], got {tuple(pivots.shape)}")
-    for m in generator.modules():
-        if getattr(m, "randomize_noise", False):
-            raise ValueError("PTI tunes with the generator's stored noise; set_noise_mode('const')")
+    B = targets.shape[0]
     x = targets.to(device=device, dtype=dtype)
     pivots = pivots.detach().to(device=device, dtype=dtype)
     use_f = bool(lambda_perceptual) and perceptual is not None
@@ -289,10 +279,7 @@ def pivotal_tuning(generator: nn.Module, targets: torch.Tensor, pivots: torch.Te
         with torch.no_grad():
             feat_x = perceptual(x) if use_f else None
         opt = _adam(list(params.values()), lr)
-        failed = torch.zeros(B, dtype=torch.bool, device=device)
-        fail_step = torch.full((B,), -1, dtype=torch.long, device=device)
-        last_good = {n: p.detach().clone() for n, p in params.items()}
-        history = []
+        fails = _TuningFailures(params, B, device)
         bar = None
         if progress:
             from tqdm.auto import tqdm
@@ -306,55 +293,98 @@ def pivotal_tuning(generator: nn.Module, targets: torch.Tensor, pivots: torch.Te
                 if locality is not None:
                     losses = losses + _locality_loss(generator, synthesis, fixed, params, pivots,
                                                      locality, perceptual, rng)
-                ok = torch.isfinite(losses.detach())
-                newly = ~ok & ~failed
-                fail_step = torch.where(newly, step, fail_step)
-                failed |= newly
-                history.append(torch.where(failed, float("nan"), losses.detach()))
-                total = torch.where(failed, torch.zeros_like(losses), losses).sum()
+                total = fails.observe(step, losses)
                 opt.zero_grad(set_to_none=False)
                 total.backward()
-                # One host sync per step (cheap next to a tuning step): the bookkeeping that keeps
-                # failed images frozen runs only once some image has failed.
-                any_failed = bool(failed.any())
-                with torch.no_grad():
-                    for n, p in params.items():
-                        if any_failed:
-                            keep = failed.view(-1, *([1] * (p.ndim - 1)))
-                            p.grad.masked_fill_(keep, 0.0)
-                            last_good[n] = torch.where(keep, last_good[n], p.detach())
-                        else:
-                            last_good[n].copy_(p.detach())
-                    opt.step()
-                    if any_failed:
-                        for n, p in params.items():
-                            keep = failed.view(-1, *([1] * (p.ndim - 1)))
-                            p.copy_(torch.where(keep, last_good[n], p))
+                fails.step(params, opt)
                 if bar is not None:
                     bar.update(1)
-                    bar.set_postfix(loss=float(history[-1].nanmean()))
+                    bar.set_postfix(loss=float(fails.history[-1].nanmean()))
         finally:
             if bar is not None:
                 bar.close()
-        with torch.no_grad():
-            # The last update can itself make weights non-finite (a NaN gradient with a finite
-            # loss): such an image is failed too and keeps its last good weights.
-            bad = torch.zeros(B, dtype=torch.bool, device=device)
-            for p in params.values():
-                bad |= ~torch.isfinite(p).flatten(1).all(1)
-            bad &= ~failed
-            fail_step = torch.where(bad, len(history), fail_step)
-            failed |= bad
-            final = {n: torch.where(failed.view(-1, *([1] * (p.ndim - 1))), last_good[n], p.detach())
-                     for n, p in params.items()}
+        final = fails.close(params)
         deltas = {n: (final[n] - base[n].unsqueeze(0)).contiguous() for n in names}
-    failed_cpu = failed.cpu()
-    steps_cpu = fail_step.cpu().tolist()
-    reasons = [f"tuning loss became non-finite at step {steps_cpu[i]}" if failed_cpu[i] else None
-               for i in range(B)]
-    hist = torch.stack(history).float().cpu() if history else torch.empty(0, B)
     return PTIResult(codes=pivots.clone(), weights=TunedWeights(deltas, synthesis),
-                     loss_history=hist, failed=failed_cpu, reasons=reasons)
+                     loss_history=fails.loss_history(), failed=fails.failed.cpu(), reasons=fails.reasons())
+
+
+def _check_tuning_inputs(generator: nn.Module, targets: torch.Tensor, pivots: torch.Tensor, steps: int,
+                         lambda_perceptual: float, perceptual: Optional[Callable]) -> None:
+    """A ValueError naming the problem: negative steps, F missing, bad shapes, random noise."""
+    if steps < 0:
+        raise ValueError(f"steps must be >= 0, got {steps}")
+    if lambda_perceptual and perceptual is None:
+        raise ValueError("lambda_perceptual > 0 needs a perceptual model F")
+    if targets.ndim != 4:
+        raise ValueError(f"targets must be [B, 3, R, R], got {tuple(targets.shape)}")
+    B, L, D = targets.shape[0], generator.num_layers, generator.w_space_dim
+    if pivots.ndim != 3 or tuple(pivots.shape) != (B, L, D):
+        raise ValueError(f"pivots must be [B={B}, L={L}, D={D}], got {tuple(pivots.shape)}")
+    for m in generator.modules():
+        if getattr(m, "randomize_noise", False):
+            raise ValueError("PTI tunes with the generator's stored noise; set_noise_mode('const')")
+
+
+class _TuningFailures:
+    """Per-image failure bookkeeping of the tuning loop: an image whose loss becomes non-finite is left
+    out of the total from then on, its gradient zeroed and its weights held at their last good values."""
+
+    def __init__(self, params: dict[str, torch.Tensor], B: int, device: torch.device):
+        self.failed = torch.zeros(B, dtype=torch.bool, device=device)
+        self.fail_step = torch.full((B,), -1, dtype=torch.long, device=device)
+        self.last_good = {n: p.detach().clone() for n, p in params.items()}
+        self.history: list[torch.Tensor] = []
+
+    def observe(self, step: int, losses: torch.Tensor) -> torch.Tensor:
+        """Record this step's per-image losses [B]; -> the total over the images still finite."""
+        ok = torch.isfinite(losses.detach())
+        newly = ~ok & ~self.failed
+        self.fail_step = torch.where(newly, step, self.fail_step)
+        self.failed |= newly
+        self.history.append(torch.where(self.failed, float("nan"), losses.detach()))
+        return torch.where(self.failed, torch.zeros_like(losses), losses).sum()
+
+    @torch.no_grad()
+    def step(self, params: dict[str, torch.Tensor], opt: torch.optim.Optimizer) -> None:
+        """The Adam step, keeping failed images frozen. One host sync per step (cheap next to a tuning
+        step): the masking runs only once some image has failed."""
+        any_failed = bool(self.failed.any())
+        for n, p in params.items():
+            if any_failed:
+                keep = self.failed.view(-1, *([1] * (p.ndim - 1)))
+                p.grad.masked_fill_(keep, 0.0)
+                self.last_good[n] = torch.where(keep, self.last_good[n], p.detach())
+            else:
+                self.last_good[n].copy_(p.detach())
+        opt.step()
+        if any_failed:
+            for n, p in params.items():
+                keep = self.failed.view(-1, *([1] * (p.ndim - 1)))
+                p.copy_(torch.where(keep, self.last_good[n], p))
+
+    @torch.no_grad()
+    def close(self, params: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The final weights. The last update can itself make weights non-finite (a NaN gradient with
+        a finite loss): such an image is failed too and keeps its last good weights."""
+        bad = torch.zeros_like(self.failed)
+        for p in params.values():
+            bad |= ~torch.isfinite(p).flatten(1).all(1)
+        bad &= ~self.failed
+        self.fail_step = torch.where(bad, len(self.history), self.fail_step)
+        self.failed |= bad
+        return {n: torch.where(self.failed.view(-1, *([1] * (p.ndim - 1))), self.last_good[n], p.detach())
+                for n, p in params.items()}
+
+    def reasons(self) -> list[Optional[str]]:
+        failed, steps = self.failed.cpu(), self.fail_step.cpu().tolist()
+        return [f"tuning loss became non-finite at step {steps[i]}" if failed[i] else None
+                for i in range(len(steps))]
+
+    def loss_history(self) -> torch.Tensor:
+        """[steps, B] (NaN once an image failed)."""
+        B = self.failed.shape[0]
+        return torch.stack(self.history).float().cpu() if self.history else torch.empty(0, B)
 
 
 def _adam(params: list, lr: float) -> torch.optim.Optimizer:

@@ -159,7 +159,7 @@ def test_lod_skips_finest_blocks_and_upsamples():
 def _reference_synthesis(G: StyleGANGenerator, wp: torch.Tensor) -> torch.Tensor:
     """StyleGAN v1 synthesis written out op by op as in the official code (scale on the conv output,
     noise then bias then lrelu, instance norm by its definition, style as x * (s + 1) + b), from G's
-    own parameters: the reference the fused forward must match."""
+    own parameters: the reference the module's forward must match."""
     import torch.nn.functional as F
 
     S = G.synthesis
@@ -185,9 +185,11 @@ def _reference_synthesis(G: StyleGANGenerator, wp: torch.Tensor) -> torch.Tensor
     return torch.tanh(out.conv(x) * out.scale + out.bias.view(1, -1, 1, 1))
 
 
-def test_fused_synthesis_matches_the_op_by_op_reference_values_and_gradients():
-    # The forward folds the equalised-lr scale into the conv weights, adds noise and bias in one pass,
-    # and uses fused instance-norm / addcmul kernels (1.14x eager on the CPU): same maths, float rounding.
+def test_synthesis_matches_the_op_by_op_reference_values_and_gradients():
+    # A guard for any rewrite of the forward for speed (folding the equalised-lr scale into the conv
+    # weights, fused kernels, ...): the maths must stay StyleGAN v1's, values and gradients. (Such a
+    # rewrite measured ~1.1x eager here, but changed float rounding enough that PTI's batched tuning no
+    # longer matched its one-image runs within tests/test_pti.py's tolerances, so it was not kept.)
     G = tiny_generator(final_tanh=True)
     with torch.no_grad():
         for name, p in G.named_parameters():

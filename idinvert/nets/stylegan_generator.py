@@ -66,9 +66,9 @@ class PixelNorm(nn.Module):
 
 
 def _instance_norm(x: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
-    """Per-sample, per-channel spatial standardisation (eps inside the sqrt, as StyleGAN v1:
-    (x - mean) / sqrt(mean((x - mean)^2) + eps)); torch's fused kernel computes exactly that."""
-    return F.instance_norm(x, eps=eps)
+    """Per-sample, per-channel spatial standardisation (eps inside the sqrt, as StyleGAN v1)."""
+    x = x - x.mean(dim=(2, 3), keepdim=True)
+    return x * torch.rsqrt(x.pow(2).mean(dim=(2, 3), keepdim=True) + eps)
 
 
 class WScale(nn.Module):
@@ -191,14 +191,12 @@ class NoiseApplyingLayer(nn.Module):
         self.register_buffer("noise", torch.randn(1, 1, resolution, resolution))
         self.weight = nn.Parameter(torch.zeros(channels))
 
-    def forward(self, x: torch.Tensor, bias: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """x + noise * weight (+ bias [C]: the epilogue's, added with the noise in one pass over x)."""
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.randomize_noise:
             noise = torch.randn(x.shape[0], 1, self.res, self.res, device=x.device, dtype=x.dtype)
         else:
             noise = self.noise
-        offset = noise * self.weight.view(1, -1, 1, 1)
-        return x + (offset if bias is None else offset + bias.view(1, -1, 1, 1))
+        return x + noise * self.weight.view(1, -1, 1, 1)
 
 
 class StyleModulationLayer(nn.Module):
@@ -214,7 +212,7 @@ class StyleModulationLayer(nn.Module):
         if w.ndim != 2 or w.shape[1] != self.w_dim:
             raise ValueError(f"style expects w of shape [B, {self.w_dim}], got {tuple(w.shape)}")
         style = self.dense(w).view(-1, 2, self.channels, 1, 1)
-        return torch.addcmul(style[:, 1], x, style[:, 0] + 1)   # x * (scale + 1) + shift, one pass
+        return x * (style[:, 0] + 1) + style[:, 1]
 
 
 class EpilogueBlock(nn.Module):
@@ -227,7 +225,8 @@ class EpilogueBlock(nn.Module):
         self.style_mod = StyleModulationLayer(channels, w_dim)
 
     def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-        x = F.leaky_relu(self.apply_noise(x, self.bias), 0.2)
+        x = self.apply_noise(x)
+        x = F.leaky_relu(x + self.bias.view(1, -1, 1, 1), 0.2)
         return self.style_mod(_instance_norm(x), w)
 
 
@@ -267,9 +266,8 @@ class UpConvBlock(nn.Module):
             k = k[1:, 1:] + k[:-1, 1:] + k[1:, :-1] + k[:-1, :-1]     # [4, 4, Cin, Cout]
             x = F.conv_transpose2d(x, k.permute(2, 3, 0, 1), stride=2, padding=1)
         else:
-            # the equalised-lr scale goes on the small weight, not the activations (same product)
-            x = F.conv2d(F.interpolate(x, scale_factor=2, mode="nearest"), self.conv.weight * self.scale,
-                         padding=1)
+            x = F.interpolate(x, scale_factor=2, mode="nearest")
+            x = self.conv(x) * self.scale
         return self.epilogue(self.blur(x), w)
 
 
@@ -285,7 +283,7 @@ class ConvBlock(nn.Module):
         self.epilogue = EpilogueBlock(resolution, out_channels, w_dim, randomize_noise)
 
     def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-        return self.epilogue(F.conv2d(x, self.conv.weight * self.scale, padding=1), w)
+        return self.epilogue(self.conv(x) * self.scale, w)
 
 
 class LastConvBlock(nn.Module):
@@ -299,7 +297,7 @@ class LastConvBlock(nn.Module):
         self.bias = nn.Parameter(torch.zeros(out_channels))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.conv2d(x, self.conv.weight * self.scale, self.bias)
+        return self.conv(x) * self.scale + self.bias.view(1, -1, 1, 1)
 
 
 class SynthesisModule(nn.Module):
