@@ -1,5 +1,5 @@
 """Bundle formats, one file each: here the pSp, e4e and ReStyle releases (`release.py` holds what they
-share). `register()` puts them into `idinvert.zoo.BUNDLES`; it runs when this package is imported (the
+share) and `bench train` output directories (`trained.py`). `register()` puts them into `idinvert.zoo.BUNDLES`; it runs when this package is imported (the
 harness imports it where it resolves bundle names). This package imports the zoo, never the other way.
 """
 
@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Optional
 
-from idinvert.bundles import e4e, psp, restyle
+from idinvert.bundles import e4e, psp, restyle, trained
 from idinvert.bundles.release import ReleaseFormat, build_release_bundle
 
 __all__ = ["RELEASE_FORMATS", "register", "doctor_rows"]
@@ -30,6 +30,9 @@ def register(bundles=None) -> None:
     bundles = zoo.BUNDLES if bundles is None else bundles
     for fmt in RELEASE_FORMATS:
         bundles[fmt.name] = zoo.BundleSpec(_builder(fmt), (fmt.filename,), fmt.describe(), accepts_file=True)
+    bundles[trained.NAME] = zoo.BundleSpec(
+        trained.build_trained_bundle, trained.SPEC_FILES,
+        "a directory written by `bench train` (--bundle DIR, or --bundle trained --weights-dir DIR)")
 
 
 def doctor_rows(weights_dir: Optional[Path] = None) -> list[dict[str, Any]]:
