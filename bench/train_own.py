@@ -37,6 +37,7 @@ def add_parser(sub) -> None:
     p.add_argument("--val-every", type=int, default=None, help="validate every N steps (default 100)")
     p.add_argument("--plateau-window", type=int, default=None, help="plateau window in steps (default 500)")
     p.add_argument("--checkpoint-every", type=int, default=None, help="checkpoint every N steps (default 50)")
+    p.add_argument("--log-every", type=int, default=None, help="one loss-log row per N steps (default 10)")
     p.add_argument("--max-minutes", type=float, default=None,
                    help="stop this sitting after this long (checkpointed; rerun the same command to resume)")
     p.add_argument("--vgg16", type=Path, default=None,
@@ -56,7 +57,7 @@ def _settings(args: argparse.Namespace, world: int):
     if unknown or not parts:
         raise UsageError(f"--parts: unknown part(s) {', '.join(unknown) or '(none)'}; parts: {', '.join(PART_NAMES)}")
     given = {k: getattr(args, k) for k in ("steps", "batch_size", "val_images", "val_every", "plateau_window",
-                                           "checkpoint_every") if getattr(args, k) is not None}
+                                           "checkpoint_every", "log_every") if getattr(args, k) is not None}
     for k, v in given.items():
         if v < (0 if k in ("val_every", "plateau_window") else 1):
             raise UsageError(f"--{k.replace('_', '-')} must be positive, got {v}")

@@ -265,7 +265,8 @@ def train(task: Task, settings: LoopSettings, work_dir: str | Path, dist: Dist =
                "plateau_rule": (f"stop when the validation value improves by less than "
                                 f"{settings.plateau_min_improvement:.0%} over {settings.plateau_window} steps"
                                 if settings.plateau_window > 0 else "none (step cap)"),
-               "exported": exported, "stopped": _stopped(val, done, settings, timed_out), "complete": complete}
+               "exported": exported, "stopped": _stopped(val, done, settings, timed_out), "complete": complete,
+               "loop": dict(vars(settings))}
     if complete and dist.writer:
         task.export(summary)
     dist.barrier()

@@ -55,9 +55,16 @@ def write_part(module: nn.Module, path: Path, card: dict) -> Path:
     return export_fp16_state_dict(module, path, full)
 
 
+# Fields of the zoo's configs that its own loops read and `idinvert.training.loop` replaces (its settings are
+# recorded beside these), or that `bench train` sets itself (lambda_vgg: from F); left out of the record.
+_ZOO_LOOP_FIELDS = ("checkpoint_every", "log_every", "val_every", "val_every_kimg", "plateau_window_kimg",
+                    "plateau_min_improvement", "max_minutes", "channels_last", "train_images", "val_images",
+                    "lambda_vgg", "perceptual_to_pixel_ratio")
+
+
 def _jsonable(config) -> dict:
     d = config_dict(config)
-    return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items() if k not in _ZOO_LOOP_FIELDS}
 
 
 class EncoderTask:
