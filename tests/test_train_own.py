@@ -207,3 +207,48 @@ def test_kill_9_mid_run_and_rerun_resumes(faces16, tmp_path):
     assert steps == list(range(1, 401))                       # resumed: every step logged exactly once
     card = json.loads((out / "conventional_encoder.json").read_text())
     assert card["training"]["steps"] == 400
+
+
+# -- the issue's done-when ----------------------------------------------------------------------------------
+
+ONE_STEP = ["--set", "image2stylegan.iters=1", "--set", "idinvert.iters=1", "--set", "mse-optim.iters=1",
+            "--set", "optim-w.iters=1", "--set", "pti.pivot_steps=1", "--set", "pti.tuning_steps=1"]
+
+
+@pytest.mark.slow
+def test_own_stylegan2_every_encoder_two_processes_interrupted_resumed_then_bench_run(tmp_path):
+    """200 exported images of the embedded domain; a random-initialised rosinality StyleGAN2 at 32 px (with a
+    random vgg16.pth beside it, so F is VGG16 conv4_3 through its real loading path); every encoder trained
+    for 2 steps by 2 processes, the first sitting cut after one step (--max-minutes 0), the second resuming;
+    then `bench run --bundle DIR --methods all --limit 4` end to end (one iteration per optimiser: plumbing)."""
+    from idinvert.nets.stylegan2 import StyleGAN2Generator
+    from idinvert.real_bundles import write_random_official_files
+
+    data = _export_domain(tmp_path / "faces", 200, 32)
+    weights = tmp_path / "g"
+    weights.mkdir()
+    torch.manual_seed(0)
+    g = StyleGAN2Generator(32, style_dim=64, n_mlp=2)
+    torch.save({"g_ema": g.state_dict(), "latent_avg": g.estimate_w_avg(256)}, weights / "G.pt")
+    write_random_official_files(weights, dtype=torch.float16, parts=("perceptual",))
+    out = tmp_path / "mine"
+    args = ["train", "--bundle", "stylegan2", "--weights-dir", str(weights / "G.pt"), "--data", f"folder:{data}",
+            "--out", str(out), "--steps", "2", "--batch-size", "4", "--val-images", "4", "--val-every", "2",
+            "--log-every", "1", "--checkpoint-every", "1", "--threads", "1", "--quiet"]
+    first = _bench([*args, "--max-minutes", "0"], torchrun=2)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert "rerun the same command" in first.stdout and not (out / "bundle.json").exists()
+    assert torch.load(out / "work" / "conventional" / "checkpoint.pt", weights_only=False)["step"] == 1
+    second = _bench(args, torchrun=2)
+    assert second.returncode == 0, second.stderr[-3000:]
+    manifest = json.loads((out / "bundle.json").read_text())
+    assert manifest["perceptual"]["kind"] == "vgg16" and manifest["lambda_vgg_default"] == 5e-5
+    assert [r["step"] for r in _log(out, "conventional")] == [1, 2]      # step 1 from the first sitting
+    results = tmp_path / "results"
+    run = _bench(["run", "--bundle", str(out), "--data", str(data), "--methods", "all", "--limit", "4",
+                  "--threads", "1", "--results", str(results), "--no-report", *ONE_STEP])
+    assert run.returncode == 0, run.stderr[-3000:]
+    from bench.store import Store
+    with Store(results) as store:
+        done = {r["method"] for r in store.runs() if r["status"] == "complete"}
+    assert {"encoder", "idinvert-encoder", "e4e", "restyle", "idinvert", "image2stylegan", "pti"} <= done

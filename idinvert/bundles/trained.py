@@ -4,7 +4,8 @@
 "bench-train/1"), the generator copy (generator.pt + generator.json: class, constructor, mean w), the
 encoders it trained (each .pt with its JSON card), the discriminator trained beside the domain-guided
 encoder, and F as the card names it -- VGG16 from the `vgg16.pth` it was trained with (missing: an
-error naming the file), the domain-classifier stand-in from classifier.pt, or none. Loading is strict
+error naming the file), the domain-classifier stand-in from classifier.pt, or none. A StyleGAN2 generator
+is wrapped in `PooledStyleGAN2` at its own size (no pooling), whose `synthesis` is a module, as PTI needs. Loading is strict
 (`weights_only=True`, every key and shape); a listed part whose file is missing is an error.
 """
 
@@ -101,6 +102,10 @@ def build_trained_bundle(weights_dir: Optional[Path]):
     files.update({_FIELDS[f]: d / f for f in manifest["parts"].values()})
     files.update({k: d / f for k, f in _FIXED.items() if (d / f).exists()})
     parts = {k: _load(p) for k, p in files.items()}
+    if isinstance(parts["generator"], StyleGAN2Generator):
+        # synthesis as a module (not a method), so that PTI can tune it per image; at its own size: no pooling
+        from idinvert.nets.pooled_generator import PooledStyleGAN2
+        parts["generator"] = PooledStyleGAN2(parts["generator"], parts["generator"].resolution)
     perceptual = _perceptual(manifest, parts)
     facts = {k: v for k, v in manifest.items() if k not in ("name", "resolution", "attributes")}
     info = BundleInfo.from_dict(facts, test_data=None, source=f"bench train output {d}")
