@@ -6,8 +6,9 @@
 Uses a random-initialised rosinality StyleGAN2 of the given size (style_dim 512, channel multiplier 2, as
 config-f), random images in place of a folder, and F = VGG16 conv4_3 (random weights: the cost is the
 same). FLOPs are counted by `torch.utils.flop_counter.FlopCounterMode` over one step (forward and
-backward; convolutions and matrix products, which dominate); a GPU time derived from them is an
-estimate, not a measurement -- the README says which.
+backward; convolutions and matrix products, which dominate) of a step without the lazy R1 term (every
+4th discriminator step; e4e's every 16th); a GPU time derived from them is an estimate, not a
+measurement -- the README says which.
 """
 
 from __future__ import annotations
@@ -49,18 +50,18 @@ def step_costs(resolution: int, batch_size: int, steps: int, parts, flops_only: 
     F = VGG16Perceptual().eval()
     freeze(G, F)
     images = _RandomImages(batch_size + 4, resolution)
-    settings = TrainSettings(steps=steps + 1, batch_size=batch_size, val_images=4)
+    settings = TrainSettings(steps=steps + 2, batch_size=batch_size, val_images=4)
     fcard = {"name": "vgg16-conv4_3 (random weights: cost only)", "lambda_vgg": PAPER_LAMBDA_VGG}
     out = {}
     for part in parts:
         task = _make_task(part, Source("random", G), F, fcard, images, settings, "/nonexistent", torch.device("cpu"))
         ctx = lambda s: StepContext(step_generator(0, s), Dist(), batch_size)  # noqa: E731
-        with FlopCounterMode(display=False) as counter:
-            task.step(0, ctx(0))
+        with FlopCounterMode(display=False) as counter:   # step 1: no lazy R1 (its double backward and the
+            task.step(1, ctx(1))                           # counter's module hooks do not go together)
         seconds = None
         if not flops_only:
             t = time.perf_counter()
-            for s in range(1, steps + 1):
+            for s in range(2, steps + 2):
                 task.step(s, ctx(s))
             seconds = (time.perf_counter() - t) / steps
         out[part] = {"seconds_per_step": seconds, "gflops_per_step": counter.get_total_flops() / 1e9}

@@ -89,6 +89,10 @@ def load_source(bundle: str, weights_dir: Optional[str | Path] = None) -> Source
     b = load_bundle(bundle, weights_dir)
     if b.generator is None:
         raise ValueError(f"bundle {bundle} has no generator: bench train trains encoders for a generator")
+    if type(b.generator).__name__ not in ("StyleGANGenerator", "StyleGAN2Generator"):
+        raise ValueError(f"bundle {bundle}'s generator is a {type(b.generator).__name__}; bench train takes a "
+                         "StyleGAN (official idinvert layout) or a rosinality StyleGAN2: pass that checkpoint "
+                         "with --bundle stylegan2 --weights-dir FILE.pt")
     return Source(b.name, b.generator, b.discriminator, b.classifier, b.info.perceptual_layer,
                   tuple(b.attributes), {"bundle": bundle, "weights": str(weights_dir or ""),
                                         "fingerprint": b.fingerprint})

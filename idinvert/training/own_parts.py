@@ -154,6 +154,14 @@ class _RealTask(EncoderTask):
         self.lambda_vgg = lambda_vgg if perceptual is not None else 0.0
         super().__init__(generator, *args, **kw)
 
+    critic_name: Optional[str] = None   # the adversary trained beside E (self.disc, self.opt_d), if any
+
+    def modules(self) -> dict[str, nn.Module]:
+        return {"encoder": self.export_module, **({self.critic_name: self.disc} if self.critic_name else {})}
+
+    def optimizers(self) -> dict:
+        return {"encoder": self.opt, **({self.critic_name: self.opt_d} if self.critic_name else {})}
+
     def batch(self, ctx: StepContext) -> torch.Tensor:
         r = self.train_range
         return real_shard(self.images, len(r), r.start, ctx, self.config.mirror_augment, self.device)
@@ -192,6 +200,7 @@ def _logistic_d_step(disc: nn.Module, real: torch.Tensor, fake: torch.Tensor, ga
 
 class DomainTask(_RealTask):
     name = "domain"
+    critic_name = "discriminator"
 
     def __init__(self, generator, discriminator: nn.Module, *args, **kw):
         super().__init__(generator, *args, **kw)
@@ -203,12 +212,6 @@ class DomainTask(_RealTask):
 
     def build(self) -> nn.Module:
         return build_encoder(self.generator, self.config)
-
-    def modules(self) -> dict[str, nn.Module]:
-        return {"encoder": self.export_module, "discriminator": self.disc}
-
-    def optimizers(self) -> dict:
-        return {"encoder": self.opt, "discriminator": self.opt_d}
 
     def export(self, summary: dict) -> None:
         super().export(summary)
@@ -236,6 +239,7 @@ class DomainTask(_RealTask):
 
 class E4ETask(_RealTask):
     name = "e4e"
+    critic_name = "latent_discriminator"
 
     def __init__(self, generator, *args, **kw):
         super().__init__(generator, *args, **kw)
@@ -249,12 +253,6 @@ class E4ETask(_RealTask):
 
     def build(self) -> nn.Module:
         return build_e4e_encoder(self.generator, self.config)
-
-    def modules(self) -> dict[str, nn.Module]:
-        return {"encoder": self.export_module, "latent_discriminator": self.disc}
-
-    def optimizers(self) -> dict:
-        return {"encoder": self.opt, "latent_discriminator": self.opt_d}
 
     def stage(self, step: int) -> int:
         c = self.config
