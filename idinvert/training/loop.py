@@ -112,7 +112,7 @@ class Dist:
             return
         params = [p for p in module.parameters() if p.requires_grad]
         flat = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) for p in params])
-        tdist.all_reduce(flat.to(self.device))
+        tdist.all_reduce(flat)   # in place: the parameters (hence their gradients) live on this rank's device
         flat = flat / self.world
         offset = 0
         for p in params:
