@@ -31,6 +31,9 @@ def add_parser(sub) -> None:
     p.add_argument("--data", required=True, help="folder:DIR (or DIR) of RGB training images at G's resolution")
     p.add_argument("--out", type=Path, required=True, help="the bundle directory to write (rerun: resumes)")
     p.add_argument("--parts", default=",".join(PART_NAMES), help="comma list of %(default)s")
+    p.add_argument("--labels", type=Path, default=None,
+                   help="CSV 'file,<attr>,...' of 0/1 labels for the folder's images: an attribute classifier is "
+                        "trained first (the boundaries' labeller, and F's stand-in without VGG16)")
     p.add_argument("--steps", type=int, default=None, help="steps per part (default 2000; plateau-stop before)")
     p.add_argument("--batch-size", type=int, default=None, help="global batch over all processes (default 16)")
     p.add_argument("--val-images", type=int, default=None, help="images held out for validation (default 64)")
@@ -61,6 +64,10 @@ def _settings(args: argparse.Namespace, world: int):
     for k, v in given.items():
         if v < (0 if k in ("val_every", "plateau_window") else 1):
             raise UsageError(f"--{k.replace('_', '-')} must be positive, got {v}")
+    if args.labels is not None:
+        if not args.labels.is_file():
+            raise UsageError(f"--labels {args.labels}: no such file")
+        parts = ("classifier",) + parts
     s = TrainSettings(parts=parts, max_minutes=args.max_minutes, amp=args.amp, show_progress=not args.quiet, **given)
     if s.batch_size % world:
         raise UsageError(f"--batch-size {s.batch_size} does not divide by the {world} processes of this torchrun job")
@@ -94,7 +101,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         source = load_source(args.bundle, args.weights_dir)
     except ValueError as exc:
         raise UsageError(f"--bundle: {exc}") from None
-    images = training_folder(data, source.generator.resolution, settings.val_images + settings.batch_size)
+    images = training_folder(data, source.generator.resolution, settings.val_images + settings.batch_size,
+                             args.labels)
     dist = Dist.from_env(args.device)
     summaries = train_bundle(source, images, args.out, settings, dist, find_vgg16(args.vgg16, source))
     if dist.writer:
@@ -106,7 +114,7 @@ def _report(summaries: dict, out: Path, settings) -> None:
     for part, s in summaries.items():
         val = s["exported"]["val"]
         print(f"bench train: {part}: {s['steps']} steps on {s['processes']} process(es), {s['wall_time_s']} s; "
-              f"stopped at the {s['stopped']}" + (f"; validation MSE {val:.4g}" if val is not None else ""))
+              f"stopped at the {s['stopped']}" + (f"; validation {'BCE' if part == 'classifier' else 'MSE'} {val:.4g}" if val is not None else ""))
     if (out / "bundle.json").exists():
         print(f"bench train: wrote {out} (MODEL_CARD.md, curves.png); use it with: "
               f"python -m bench run --bundle {out} --data FOLDER")

@@ -148,6 +148,25 @@ def test_bench_train_writes_a_bundle_bench_run_loads(faces16, tmp_path):
     assert b.generator.synthesis(b.encoder(x)).shape == (2, 3, 16, 16)
 
 
+def test_labels_csv_trains_the_classifier_first_and_it_becomes_the_labeller_and_f(faces16, tmp_path):
+    from idinvert.bundles.trained import build_trained_bundle
+    from idinvert.domains.synthetic_faces import ATTRIBUTES, SyntheticFaces
+
+    _, labels = SyntheticFaces(resolution=16).sample(48, 0)     # the exact labels of the exported images
+    csv = tmp_path / "labels.csv"
+    csv.write_text("file," + ",".join(ATTRIBUTES) + "\n" + "".join(
+        f"{i:04d}.png," + ",".join(str(int(v)) for v in row) + "\n" for i, row in enumerate(labels)))
+    out = tmp_path / "bundle"
+    assert main(_train_args(faces16, out, "--steps", "3", "--val-every", "3", "--labels", str(csv),
+                            "--parts", "conventional")) == 0
+    card = json.loads((out / "classifier.json").read_text())
+    assert card["training"]["part"] == "classifier" and card["training"]["exported"]["val"] > 0   # BCE
+    b = build_trained_bundle(out)
+    assert b.attributes == ATTRIBUTES and b.classifier.num_attributes == 5
+    assert b.perceptual.classifier is b.classifier                      # F's stand-in is built on it
+    assert json.loads((out / "conventional_encoder.json").read_text())["perceptual"].startswith("domain-classifier")
+
+
 @pytest.mark.parametrize("problem", ["too_small", "wrong_size", "wrong_mode", "no_generator"])
 def test_bad_inputs_are_one_line(problem, tmp_path, capsys):
     from idinvert.zoo import BUNDLES, Bundle, BundleSpec

@@ -27,7 +27,7 @@ from idinvert.nets.stylegan2 import StyleGAN2Generator
 from idinvert.nets.stylegan_encoder import StyleGANEncoder
 from idinvert.nets.stylegan_generator import StyleGANGenerator
 
-__all__ = ["NAME", "FORMAT", "is_trained_dir", "build_trained_bundle", "SPEC_FILES"]
+__all__ = ["NAME", "FORMAT", "is_trained_dir", "build_trained_bundle", "load_network", "SPEC_FILES"]
 
 NAME = "trained"
 FORMAT = "bench-train/1"
@@ -37,7 +37,7 @@ _CLASSES = {c.__name__: c for c in (StyleGAN2Generator, StyleGANGenerator, Style
 # bundle field -> weights file (the encoders come from bundle.json's "parts")
 _FIXED = {"discriminator": "discriminator.pt", "classifier": "classifier.pt"}
 _FIELDS = {"encoder.pt": "encoder", "conventional_encoder.pt": "conventional_encoder",
-           "e4e_encoder.pt": "e4e_encoder", "restyle_encoder.pt": "restyle_encoder"}
+           "e4e_encoder.pt": "e4e_encoder", "restyle_encoder.pt": "restyle_encoder", "classifier.pt": "classifier"}
 
 
 def is_trained_dir(path) -> bool:
@@ -55,7 +55,7 @@ def _missing(path: Path, what: str):
                           "rebuild it")
 
 
-def _load(path: Path) -> nn.Module:
+def load_network(path: Path) -> nn.Module:
     """The network <path>.json describes, strictly loaded from <path> (fp32)."""
     card_path = path.with_suffix(".json")
     for p in (path, card_path):
@@ -101,7 +101,7 @@ def build_trained_bundle(weights_dir: Optional[Path]):
     files = {"generator": d / "generator.pt"}
     files.update({_FIELDS[f]: d / f for f in manifest["parts"].values()})
     files.update({k: d / f for k, f in _FIXED.items() if (d / f).exists()})
-    parts = {k: _load(p) for k, p in files.items()}
+    parts = {k: load_network(p) for k, p in files.items()}
     if isinstance(parts["generator"], StyleGAN2Generator):
         # synthesis as a module (not a method), so that PTI can tune it per image; at its own size: no pooling
         from idinvert.nets.pooled_generator import PooledStyleGAN2

@@ -65,7 +65,7 @@ def write_bundle_files(source, out_dir: Path, settings, fcard: dict, images) -> 
     from idinvert.training.own_generator import TRAINED_FORMAT
 
     write_generator(source.generator, out_dir)
-    if fcard["kind"] == "domain-classifier":
+    if fcard["kind"] == "domain-classifier" and not (out_dir / "classifier.pt").exists():   # the source's
         from idinvert.training.own_parts import write_part
         write_part(source.classifier, out_dir / "classifier.pt", {"part": "classifier", "from": source.origin})
     curves = _copy_curves(out_dir, settings.parts)
@@ -74,7 +74,7 @@ def write_bundle_files(source, out_dir: Path, settings, fcard: dict, images) -> 
     manifest = {
         "format": TRAINED_FORMAT, "name": f"trained:{out_dir.name}", "resolution": G.resolution,
         "num_layers": G.num_layers, "w_dim": G.w_space_dim, "source": source.origin, "dir": str(out_dir),
-        "attributes": list(source.attributes) if fcard["kind"] == "domain-classifier" else [],
+        "attributes": list(source.attributes) if (out_dir / "classifier.pt").exists() else [],
         "perceptual": fcard, "lambda_vgg_default": fcard["lambda_vgg"] or None,
         "perceptual_layer": fcard.get("layer"),
         "parts": {part: PART_FILES[part][1] for part in settings.parts},

@@ -38,7 +38,7 @@ from idinvert.training.own_parts import PART_FILES, TASKS, write_part
 __all__ = ["PARTS", "Source", "TrainSettings", "load_source", "find_vgg16", "training_folder",
            "train_bundle", "TRAINED_FORMAT"]
 
-PARTS = ("conventional", "domain", "e4e", "restyle")
+PARTS = ("conventional", "domain", "e4e", "restyle")   # and "classifier" first, with a labels CSV
 TRAINED_FORMAT = "bench-train/1"
 VGG16_FILE = "vgg16.pth"
 
@@ -115,14 +115,14 @@ def find_vgg16(explicit: Optional[Path], source: Source) -> Optional[Path]:
     return None
 
 
-def training_folder(path: str | Path, resolution: int, min_images: int):
-    """The folder's images as an ImageSet, after checking each is RGB at resolution x resolution and
-    that there are at least `min_images`; FolderError (one line) names the first problem."""
+def training_folder(path: str | Path, resolution: int, min_images: int, labels_csv: Optional[Path] = None):
+    """The folder's images as an ImageSet (with the CSV's labels), after checking each is RGB at resolution x
+    resolution and that there are at least `min_images`; FolderError (one line) names the first problem."""
     from PIL import Image
 
     from idinvert.domains.folder import ImageFolder
 
-    folder = ImageFolder(path, resolution)
+    folder = ImageFolder(path, resolution, labels_csv=labels_csv)
     for name in folder.ids:
         with Image.open(folder.root / name) as im:
             if im.mode != "RGB":
@@ -187,6 +187,9 @@ def _make_task(part: str, source: Source, F, fcard: dict, images, settings: Trai
     common = dict(steps=settings.steps, val_x=val_x, out_dir=out_dir, device=device, card=card)
     if part == "conventional":
         return cls(source.generator, config, lambda_pixel=settings.lambda_pixel, **common)
+    if part == "classifier":
+        return cls(source.generator, images.load, images.labels, range(settings.val_images, len(images)),
+                   config, **common)
     real = (F, images.load, range(settings.val_images, len(images)), fcard["lambda_vgg"])
     if part == "domain":
         disc = source.discriminator
@@ -194,6 +197,19 @@ def _make_task(part: str, source: Source, F, fcard: dict, images, settings: Trai
         disc = disc if disc is not None else _new_discriminator(source.generator.resolution, config.seed)
         return cls(source.generator, disc, *real, config, **common)
     return cls(source.generator, *real, config, **common)
+
+
+_NO_F = {"name": "none (the classifier's loss has no perceptual term)", "lambda_vgg": 0.0}
+
+
+def _with_classifier(source: Source, images, out_dir: Path) -> Source:
+    """`source` with the classifier `bench train` trained on the folder's labels, once it is exported."""
+    path = out_dir / PART_FILES["classifier"][1]
+    if not path.exists():
+        return source
+    from idinvert.bundles.trained import load_network
+    return dataclasses.replace(source, classifier=load_network(path), attributes=tuple(images.attributes),
+                               perceptual_layer=None)
 
 
 def _minutes_left(budget: Optional[float], clock) -> Optional[float]:
@@ -212,12 +228,15 @@ def train_bundle(source: Source, images, out_dir: str | Path, settings: TrainSet
     out_dir.mkdir(parents=True, exist_ok=True)
     G = source.generator.to(dist.device).eval()
     freeze(G)
-    F, fcard = choose_perceptual(source, vgg16, images, dist.device)
     summaries, clock = {}, Stopwatch()
+    F, fcard = None, None
     for part in settings.parts:
+        if part != "classifier" and fcard is None:   # after the classifier: F's stand-in may be built on it
+            source = _with_classifier(source, images, out_dir)
+            F, fcard = choose_perceptual(source, vgg16, images, dist.device)
         if (out_dir / PART_FILES[part][1]).exists():
             continue   # exported by an earlier sitting
-        task = _make_task(part, source, F, fcard, images, settings, out_dir, dist.device)
+        task = _make_task(part, source, F, fcard or _NO_F, images, settings, out_dir, dist.device)
         loop = LoopSettings(steps=settings.steps, batch_size=settings.batch_size, seed=task.config.seed,
                             checkpoint_every=settings.checkpoint_every, log_every=settings.log_every,
                             val_every=settings.val_every, plateau_window=settings.plateau_window,

@@ -13,6 +13,7 @@ term is off, and the card says so).
   D with the logistic loss and lazy R1 (see `idinvert.training.encoders`).
 - "e4e", "restyle": as `idinvert.training.e4e` / `restyle` (progressive offsets with the latent
   discriminator; iterative refinement from the average code).
+- "classifier" (only with a labels CSV): the attribute classifier, BCE on the CSV's labels.
 
 Every task validates on held-out folder images (reconstruction MSE of G(E(x)); ReStyle after its last
 refinement step), so the loop's plateau stop exports the best-validation encoder.
@@ -21,6 +22,7 @@ refinement step), so the loop's plateau stop exports the best-validation encoder
 from __future__ import annotations
 
 import copy
+import dataclasses
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -35,6 +37,7 @@ from idinvert.training.encoders import (ConventionalEncoderConfig, DomainEncoder
                                         r1_gamma_for_resolution, reconstruction_mse, sample_training_codes)
 from idinvert.training.loop import StepContext
 from idinvert.training.loop_utils import lr_at, set_lr
+from idinvert.training.classifier import ClassifierConfig
 from idinvert.training.restyle import ReStyleConfig, build_restyle_encoder, restyle_validation_mse
 
 __all__ = ["PART_FILES", "EncoderTask", "ConventionalTask", "DomainTask", "E4ETask", "ReStyleTask",
@@ -46,6 +49,7 @@ PART_FILES = {
     "domain": ("encoder", "encoder.pt"),
     "e4e": ("e4e_encoder", "e4e_encoder.pt"),
     "restyle": ("restyle_encoder", "restyle_encoder.pt"),
+    "classifier": ("classifier", "classifier.pt"),
 }
 
 
@@ -59,7 +63,7 @@ def write_part(module: nn.Module, path: Path, card: dict) -> Path:
 # recorded beside these), or that `bench train` sets itself (lambda_vgg: from F); left out of the record.
 _ZOO_LOOP_FIELDS = ("checkpoint_every", "log_every", "val_every", "val_every_kimg", "plateau_window_kimg",
                     "plateau_min_improvement", "max_minutes", "channels_last", "train_images", "val_images",
-                    "lambda_vgg", "perceptual_to_pixel_ratio")
+                    "lambda_vgg", "perceptual_to_pixel_ratio", "threads", "eval_images", "domain", "resolution")
 
 
 def _jsonable(config) -> dict:
@@ -78,8 +82,10 @@ class EncoderTask:
         self.generator, self.config, self.steps = generator, config, steps
         self.val_x, self.out_dir, self.device, self.card = val_x.to(device), Path(out_dir), device, card
         self.export_module = self.build().to(device).train()
+        # Adam's defaults where a config has none (the classifier's, as the zoo trains it)
         self.opt = torch.optim.Adam([p for p in self.export_module.parameters() if p.requires_grad],
-                                    lr=config.lr, betas=tuple(config.betas))
+                                    lr=config.lr, betas=tuple(getattr(config, "betas", (0.9, 0.999))),
+                                    weight_decay=getattr(config, "weight_decay", 0.0))
 
     def build(self) -> nn.Module:
         raise NotImplementedError
@@ -324,10 +330,58 @@ class ReStyleTask(_RealTask):
         return {"loss_first": losses[0], "loss_last": losses[-1], "loss": sum(losses) / len(losses)}
 
 
+class ClassifierTask(EncoderTask):
+    """The attribute classifier of a folder with a labels CSV (InterFaceGAN's labeller of G's samples, and
+    F's stand-in without VGG16): BCE on the CSV's 0/1 labels, the zoo classifier's settings; validated by
+    the BCE on the held-out images."""
+    name = "classifier"
+
+    def __init__(self, generator, images: Callable, labels: torch.Tensor, train_range: range, *args, **kw):
+        self.images, self.labels, self.train_range = images, labels, train_range
+        super().__init__(generator, *args, **kw)
+        self.val_y = labels[:self.val_x.shape[0]].float().to(self.device)
+
+    def build(self) -> nn.Module:
+        from idinvert.nets.classifier import AttributeClassifier
+
+        c = self.config
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(c.seed)
+            return AttributeClassifier(self.generator.resolution, num_attributes=self.labels.shape[1],
+                                       width=c.width, embed_dim=c.embed_dim)
+
+    def lr(self, step: int) -> float:
+        from idinvert.training.classifier import _lr_at
+        return _lr_at(dataclasses.replace(self.config, steps=self.steps), step)
+
+    def step(self, step: int, ctx: StepContext) -> dict:
+        r = self.train_range
+        idx = torch.randint(r.start, r.stop, (ctx.batch_size,), generator=ctx.rng)[ctx.shard]
+        x, y = self.images(idx.tolist()).to(self.device), self.labels[idx].float().to(self.device)
+        set_lr(self.opt, self.lr(step))
+        loss = F.binary_cross_entropy_with_logits(self.export_module(x), y)
+        ctx.update(loss, self.export_module, self.opt)
+        return {"loss": loss.item()}
+
+    @torch.no_grad()
+    def validate(self) -> float:
+        was = self.export_module.training
+        self.export_module.eval()
+        loss = F.binary_cross_entropy_with_logits(self.export_module(self.val_x), self.val_y).item()
+        self.export_module.train(was)
+        return loss
+
+    def export(self, summary: dict) -> None:
+        self.export_module.eval()
+        write_part(self.export_module, self.out_dir / "classifier.pt",
+                   {"part": "classifier", "settings": _jsonable(self.config), **self.card, "training": summary})
+
+
 # part -> (task class, its config class)
 TASKS = {
     "conventional": (ConventionalTask, ConventionalEncoderConfig),
     "domain": (DomainTask, DomainEncoderConfig),
     "e4e": (E4ETask, E4EConfig),
     "restyle": (ReStyleTask, ReStyleConfig),
+    "classifier": (ClassifierTask, ClassifierConfig),
 }
