@@ -152,6 +152,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="torch CPU threads (default: the GAN's recipe setting, 1, and torch's choice "
                          "for the rest)")
 
+    from bench.train_own import add_parser as add_train_parser
+    add_train_parser(sub)
+
     p = sub.add_parser("domain", help="the synthetic-faces domain")
     dsub = p.add_subparsers(dest="domain_command", metavar="DOMAIN_COMMAND")
     dsub.required = True
@@ -283,9 +286,10 @@ def _run_options(args: argparse.Namespace, methods_spec: str):
 
 def _check_bundle(name: str) -> None:
     import idinvert.bundles  # noqa: F401  (registers the release formats)
+    from idinvert.bundles.trained import is_trained_dir
     from idinvert.zoo import BUNDLES, UnknownBundle
 
-    if name not in BUNDLES.names():
+    if name not in BUNDLES.names() and not is_trained_dir(name):   # a name, or a directory `bench train` wrote
         raise UsageError(f"--bundle: {UnknownBundle('bundle', name, BUNDLES.names())}")
 
 
@@ -300,7 +304,7 @@ def _weights_kind(bundle: str) -> str:
     """What --weights-dir may be for this bundle: a folder, or also the checkpoint file itself."""
     from idinvert.zoo import BUNDLES
 
-    return "file or folder" if BUNDLES[bundle].accepts_file else "folder"
+    return "file or folder" if bundle in BUNDLES.names() and BUNDLES[bundle].accepts_file else "folder"
 
 
 def _check_input_path(flag: str, path: Path | None, kind: str) -> None:
@@ -526,8 +530,13 @@ def cmd_domain(args: argparse.Namespace) -> int:
 
 COMMANDS = {
     "ls": cmd_ls, "run": cmd_run, "claims": cmd_claims, "ablate": cmd_ablate, "report": cmd_report, "table": cmd_table,
-    "doctor": cmd_doctor, "zoo": cmd_zoo, "domain": cmd_domain,
+    "doctor": cmd_doctor, "zoo": cmd_zoo, "domain": cmd_domain, "train": lambda args: _train(args),
 }
+
+
+def _train(args: argparse.Namespace) -> int:
+    from bench.train_own import cmd_train
+    return cmd_train(args)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

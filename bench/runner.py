@@ -545,7 +545,11 @@ def _load_bundle(opts: RunOptions, device: torch.device):
     import idinvert.bundles  # noqa: F401  (registers the release formats)
     from idinvert.zoo import UnknownBundle, load_bundle
 
+    from idinvert.bundles.trained import NAME, is_trained_dir
+
     try:
+        if is_trained_dir(opts.bundle):   # --bundle DIR: a directory `bench train` wrote
+            return load_bundle(NAME, weights_dir=opts.bundle, device=device)
         return load_bundle(opts.bundle, weights_dir=opts.weights_dir, device=device)
     except UnknownBundle as exc:
         raise UsageError(f"--bundle: {exc}") from None
