@@ -18,6 +18,9 @@ __all__ = ["write_bundle_files", "write_generator", "GENERATOR_FILE"]
 GENERATOR_FILE = "generator.pt"
 
 
+
+TRAINED_FORMAT = "bench-train/1"   # bundle.json "format" of a directory written by `bench train`
+
 def write_generator(generator, out_dir: Path) -> Path:
     """generator.pt (fp32 state dict, so the copy is the source exactly) and generator.json (class,
     constructor, w_avg and where it came from: StyleGAN2's mean w is not part of its state dict)."""
@@ -62,8 +65,6 @@ def _plot_curves(curves: dict[str, list[dict]], path: Path) -> None:
 
 def write_bundle_files(source, out_dir: Path, settings, fcard: dict, images) -> dict:
     """Write generator, curves, bundle.json and MODEL_CARD.md into `out_dir`; returns the manifest."""
-    from idinvert.training.own_generator import TRAINED_FORMAT
-
     write_generator(source.generator, out_dir)
     if fcard["kind"] == "domain-classifier" and not (out_dir / "classifier.pt").exists():   # the source's
         from idinvert.training.own_parts import write_part

@@ -33,13 +33,13 @@ import torch.nn as nn
 
 from idinvert.domains.folder import FolderError
 from idinvert.training.loop import Dist, LoopSettings, train
+from idinvert.training.own_card import TRAINED_FORMAT  # re-exported
 from idinvert.training.own_parts import PART_FILES, TASKS, write_part
 
 __all__ = ["PARTS", "Source", "TrainSettings", "load_source", "find_vgg16", "training_folder",
            "train_bundle", "TRAINED_FORMAT"]
 
 PARTS = ("conventional", "domain", "e4e", "restyle")   # and "classifier" first, with a labels CSV
-TRAINED_FORMAT = "bench-train/1"
 VGG16_FILE = "vgg16.pth"
 
 
