@@ -80,24 +80,8 @@ def _add_common_run_args(p: argparse.ArgumentParser) -> None:
                         "RESULTS/runs/<run id>/tuned/ (default: deleted when the run completes)")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(
-        prog="bench", description="idinvert-bench: a benchmark harness for GAN inversion methods.")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    sub.required = True
-
-    p = sub.add_parser("ls", help="list methods, metrics and bundles")
-    p.add_argument("--json", action="store_true", help="machine-readable output")
-
-    p = sub.add_parser("run", help="invert the test set with the chosen methods and store every metric")
-    _add_common_run_args(p)
-
-    p = sub.add_parser("ablate", help="sweep one hyperparameter (default: lambda_dom of idinvert)")
-    p.add_argument("param", help="hyperparameter name, e.g. lambda_dom or iters")
-    p.add_argument("--values", default=None, help="comma-separated values (default for lambda_dom: 0,0.5,1,2,5,10)")
-    _add_common_run_args(p)
-    p.set_defaults(methods=None)
-
+def _add_store_readers(sub) -> None:
+    """report, claims and table: the commands that read a results store."""
     p = sub.add_parser("report", help="write RESULTS/report.html from the store")
     p.add_argument("--results", type=Path, default=Path(defaults.RESULTS_DIR))
     p.add_argument("--out", type=Path, default=None, help="output file (default: RESULTS/report.html)")
@@ -117,10 +101,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=("md", "csv", "json", "latex"), default="md")
     p.add_argument("--run", dest="run_id", default=None, help="only this run id (long format)")
 
-    p = sub.add_parser("doctor", help="which optional weights are present, and where missing ones go")
-    p.add_argument("--weights-dir", type=Path, default=None)
-    p.add_argument("--json", action="store_true")
 
+def _add_zoo_parser(sub) -> None:
+    """zoo train: rebuild (or extend) the embedded model zoo."""
     p = sub.add_parser("zoo", help="the embedded model zoo")
     zsub = p.add_subparsers(dest="zoo_command", metavar="ZOO_COMMAND")
     zsub.required = True
@@ -151,6 +134,33 @@ def build_parser() -> argparse.ArgumentParser:
     zt.add_argument("--threads", type=int, default=None,
                     help="torch CPU threads (default: the GAN's recipe setting, 1, and torch's choice "
                          "for the rest)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="bench", description="idinvert-bench: a benchmark harness for GAN inversion methods.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    p = sub.add_parser("ls", help="list methods, metrics and bundles")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+
+    p = sub.add_parser("run", help="invert the test set with the chosen methods and store every metric")
+    _add_common_run_args(p)
+
+    p = sub.add_parser("ablate", help="sweep one hyperparameter (default: lambda_dom of idinvert)")
+    p.add_argument("param", help="hyperparameter name, e.g. lambda_dom or iters")
+    p.add_argument("--values", default=None, help="comma-separated values (default for lambda_dom: 0,0.5,1,2,5,10)")
+    _add_common_run_args(p)
+    p.set_defaults(methods=None)
+
+    _add_store_readers(sub)
+
+    p = sub.add_parser("doctor", help="which optional weights are present, and where missing ones go")
+    p.add_argument("--weights-dir", type=Path, default=None)
+    p.add_argument("--json", action="store_true")
+
+    _add_zoo_parser(sub)
 
     from bench.train_own import add_parser as add_train_parser
     add_train_parser(sub)

@@ -44,7 +44,6 @@ B = 1 / 4 / 8 / 16 / 32. 350 steps therefore cost about 9-14 s per image.
 
 from __future__ import annotations
 
-import contextlib
 import math
 from dataclasses import dataclass, field
 from typing import Callable, Optional, Sequence
@@ -53,7 +52,7 @@ import torch
 import torch.nn as nn
 from torch.func import functional_call, vmap
 
-from idinvert.codes import expand_code, mapping_codes, mean_code
+from idinvert.codes import mapping_codes, mean_code
 from idinvert.inversion import LoopOptions, OptimizationResult, frozen, optimize_codes
 from idinvert.loss_terms import PerceptualLoss, PixelLoss
 from idinvert.speed import EAGER, Speed

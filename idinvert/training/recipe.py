@@ -477,17 +477,8 @@ def _wall(card: dict) -> Optional[float]:
 
 
 @torch.no_grad()
-def write_card(out_dir: str | Path, recipe: Optional[ZooRecipe] = None) -> dict:
-    """Evaluate the bundle in `out_dir`; write bundle.json, MODEL_CARD.md and samples.png there."""
-    from idinvert.domains.synthetic_faces import ATTRIBUTES
-    from idinvert.nets.perceptual import PAPER_LAMBDA_VGG, DomainPerceptual
-    from idinvert.training.gan import evaluate_generator, save_grid
-    from idinvert.training.judged import evaluate_generator_judged
-    from idinvert.training.judge import evaluate_judge
-    from idinvert.zoo import SYNTHETIC_FACES_FILES, write_bundle_manifest
-
-    recipe = recipe or ZooRecipe()
-    out_dir = Path(out_dir)
+def _check_card_inputs(out_dir: Path) -> None:
+    """Every part present and every encoder trained against this generator.pt, or one clear error."""
     missing = _missing_files(out_dir)
     if missing:
         raise FileNotFoundError(f"cannot write the card: {', '.join(missing)} missing in {out_dir}; "
@@ -497,6 +488,51 @@ def write_card(out_dir: str | Path, recipe: Optional[ZooRecipe] = None) -> dict:
         targets = ",".join(ENCODER_TARGETS[p] for p in stale)
         raise ValueError(f"{', '.join(stale)} in {out_dir} were trained against another "
                          f"generator.pt; retrain them: python -m bench zoo train --target {targets}")
+
+
+def _bundle_info(G, C, cards: dict, parts: dict, quality: dict, recipe: ZooRecipe) -> dict:
+    """bundle.json's fields: the domain, F and its weight (from the domain-guided encoder's training),
+    the measured quality, wall times, parameter counts, the recipe."""
+    from idinvert.domains.synthetic_faces import ATTRIBUTES
+    from idinvert.nets.perceptual import PAPER_LAMBDA_VGG, DomainPerceptual
+
+    enc_training = cards["encoder"].get("training", {})
+    lam = enc_training.get("lambda_vgg")
+    perceptual_layer = enc_training.get("perceptual_layer", DomainPerceptual(C).layer)
+    wall = {p: _wall(cards[p]) for p in ("classifier", "judge", "generator", "conventional_encoder",
+                                         "encoder", "e4e_encoder", "restyle_encoder") if p in cards}
+    info = {
+        "name": "synthetic-faces",
+        "resolution": G.resolution,
+        "attributes": list(ATTRIBUTES),
+        "perceptual": f"domain-classifier-features[{perceptual_layer}]",
+        "perceptual_layer": perceptual_layer,
+        "lambda_vgg_default": lam,
+        "lambda_vgg_paper": PAPER_LAMBDA_VGG,
+        "lambda_vgg_rescaling_factor": (lam / PAPER_LAMBDA_VGG) if lam else None,
+        "lambda_calibration": enc_training.get("lambda_calibration"),
+        "perceptual_to_pixel_ratio": PAPER_PERCEPTUAL_TO_PIXEL_RATIO,
+        "r1_gamma_encoder": enc_training.get("r1_gamma"),
+        "quality": quality,
+        "wall_time_s": wall,
+        "parameters": {p: _params(m) for p, m in parts.items()},
+        "recipe": _jsonable(recipe),
+        "torch": torch.__version__,
+    }
+    return info
+
+
+def write_card(out_dir: str | Path, recipe: Optional[ZooRecipe] = None) -> dict:
+    """Evaluate the bundle in `out_dir`; write bundle.json, MODEL_CARD.md and samples.png there."""
+    from idinvert.domains.synthetic_faces import ATTRIBUTES
+    from idinvert.training.gan import evaluate_generator, save_grid
+    from idinvert.training.judged import evaluate_generator_judged
+    from idinvert.training.judge import evaluate_judge
+    from idinvert.zoo import write_bundle_manifest
+
+    recipe = recipe or ZooRecipe()
+    out_dir = Path(out_dir)
+    _check_card_inputs(out_dir)
     present = _present_parts(out_dir)
     parts = {p: _part(out_dir, p) for p in present}
     cards = {p: _card(out_dir, p) for p in present}
@@ -520,9 +556,6 @@ def write_card(out_dir: str | Path, recipe: Optional[ZooRecipe] = None) -> dict:
     timing = {"encoder_s_per_64": round(time_encoder(E, batch64), 4),
               "conventional_encoder_s_per_64": round(time_encoder(E_conv, batch64), 4),
               "torch_threads": threads, "machine": platform.processor() or platform.machine()}
-    enc_training = cards["encoder"].get("training", {})
-    lam = enc_training.get("lambda_vgg")
-    perceptual_layer = enc_training.get("perceptual_layer", DomainPerceptual(C).layer)
     quality = {
         "classifier_accuracy": classifier_acc,
         "classifier_accuracy_min": min(classifier_acc.values()),
@@ -536,26 +569,7 @@ def write_card(out_dir: str | Path, recipe: Optional[ZooRecipe] = None) -> dict:
     quality.update(_later_encoders_quality(parts, cards, G, test, batch64))
     quality["evaluation_seconds"] = round(time.time() - t0, 1)
     quality["bars"] = quality_checks(quality)
-    wall = {p: _wall(cards[p]) for p in ("classifier", "judge", "generator", "conventional_encoder",
-                                         "encoder", "e4e_encoder", "restyle_encoder") if p in cards}
-    info = {
-        "name": "synthetic-faces",
-        "resolution": G.resolution,
-        "attributes": list(ATTRIBUTES),
-        "perceptual": f"domain-classifier-features[{perceptual_layer}]",
-        "perceptual_layer": perceptual_layer,
-        "lambda_vgg_default": lam,
-        "lambda_vgg_paper": PAPER_LAMBDA_VGG,
-        "lambda_vgg_rescaling_factor": (lam / PAPER_LAMBDA_VGG) if lam else None,
-        "lambda_calibration": enc_training.get("lambda_calibration"),
-        "perceptual_to_pixel_ratio": PAPER_PERCEPTUAL_TO_PIXEL_RATIO,
-        "r1_gamma_encoder": enc_training.get("r1_gamma"),
-        "quality": quality,
-        "wall_time_s": wall,
-        "parameters": {p: _params(m) for p, m in parts.items()},
-        "recipe": _jsonable(recipe),
-        "torch": torch.__version__,
-    }
+    info = _bundle_info(G, C, cards, parts, quality, recipe)
     manifest = write_bundle_manifest(out_dir, info)
     _write_samples(G, E, E_conv, test, out_dir / "samples.png", save_grid, recipe.eval_seed,
                    parts.get("e4e_encoder"), parts.get("restyle_encoder"))
