@@ -36,17 +36,27 @@ def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
 
 
 class IntervalLog:
-    """Averages losses over `every` steps into one row of a LossLog at `path`; a loss computed on
-    only some steps (lazy R1) is averaged over the steps that had it."""
+    """Losses of every `every` steps as one row of a LossLog at `path`. reduce "mean": their mean over the
+    interval (a loss computed on only some steps, lazy R1, is averaged over the steps that had it); "last":
+    the logged step's own values (None kept), as the zoo's GAN, classifier and judge have always logged."""
 
-    def __init__(self, path: str | os.PathLike, every: int, resume_step: Optional[int]):
+    def __init__(self, path: str | os.PathLike, every: int, resume_step: Optional[int], reduce: str = "mean"):
         self.log = LossLog(path, resume_step=resume_step)
-        self.every = max(1, int(every))
+        self.every, self.reduce = max(1, int(every)), reduce
         self.sums: dict[str, float] = {}
         self.counts: dict[str, int] = {}
 
     def add(self, step: int, values: dict, **extra) -> Optional[dict]:
         """Accumulate this step's losses; at every `every`-th step write and return the row."""
+        if self.reduce == "last":
+            row = {"step": step, **values, **extra} if step % self.every == 0 else None
+        else:
+            row = self._mean_row(step, values, extra)
+        if row is not None:
+            self.log.write(**row)
+        return row
+
+    def _mean_row(self, step: int, values: dict, extra: dict) -> Optional[dict]:
         for k, v in values.items():
             if v is not None:
                 self.sums[k] = self.sums.get(k, 0.0) + float(v)
@@ -54,7 +64,6 @@ class IntervalLog:
         if step % self.every != 0 or not self.sums:
             return None
         row = {"step": step, **{k: v / self.counts[k] for k, v in self.sums.items()}, **extra}
-        self.log.write(**row)
         self.sums, self.counts = {}, {}
         return row
 
