@@ -69,7 +69,7 @@ from idinvert.training.loop_utils import check_positive, split_holdout
 
 __all__ = ["E4EConfig", "build_e4e_encoder", "progressive_stage", "train_e4e_encoder", "E4ETask",
            "latent_discriminator_accuracy", "resolve_lambda_vgg", "validation_mse", "LATER_RECORDS",
-           "zoo_real_start", "later_settings", "later_summary"]
+           "zoo_real_start", "train_later_encoder", "later_settings", "later_summary", "build_average_encoder"]
 
 
 @dataclass
@@ -119,19 +119,24 @@ def progressive_stage(step: int, num_layers: int, start: int, every: int) -> int
     return min(num_layers - 1, 1 + (step - start) // max(1, every))
 
 
-def build_e4e_encoder(generator: nn.Module, config: E4EConfig) -> E4EEncoder:
-    """An e4e encoder matching `generator` (W+ shape, average code), initialised from config.seed
-    (the global RNG is left as it was)."""
+def build_average_encoder(cls, generator: nn.Module, config) -> nn.Module:
+    """An encoder of class `cls` (E4EEncoder, ReStyleEncoder) matching `generator` (W+ shape, average
+    code), with the config's widths, initialised from config.seed (the global RNG is left as it was)."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
-        encoder = E4EEncoder(generator.resolution, generator.w_space_dim,
-                             encoder_channels_base=config.encoder_channels_base,
-                             encoder_channels_max=config.encoder_channels_max,
-                             use_bn=config.use_bn, head_gain=config.head_gain)
+        encoder = cls(generator.resolution, generator.w_space_dim,
+                      encoder_channels_base=config.encoder_channels_base,
+                      encoder_channels_max=config.encoder_channels_max,
+                      use_bn=config.use_bn, head_gain=config.head_gain)
     if encoder.num_layers != generator.num_layers:
         raise ValueError(f"encoder has {encoder.num_layers} layers, generator {generator.num_layers}")
     encoder.set_latent_avg(mean_code(generator, seed=config.seed).cpu())
     return encoder
+
+
+def build_e4e_encoder(generator: nn.Module, config: E4EConfig) -> E4EEncoder:
+    """An e4e encoder matching `generator` (see build_average_encoder)."""
+    return build_average_encoder(E4EEncoder, generator, config)
 
 
 @torch.no_grad()
@@ -237,6 +242,20 @@ def zoo_real_start(config, generator: nn.Module, perceptual: nn.Module, images, 
     return {"train_range": train_idx, "val_x": val_x, "lambda_vgg": lambda_vgg, "calibration": calibration}
 
 
+def train_later_encoder(task_cls, generator: nn.Module, perceptual: nn.Module, images, config, work_dir, device,
+                        val_images: Optional[torch.Tensor], show_progress: bool) -> tuple:
+    """Build the zoo's e4e or ReStyle task (`task_cls`) and train it on the loop: -> (task, the loop's summary
+    in the zoo's fields, what `zoo_real_start` set up)."""
+    work_dir, device = Path(work_dir), torch.device(device)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    generator, perceptual = generator.to(device), perceptual.to(device)
+    start = zoo_real_start(config, generator, perceptual, images, work_dir, device, val_images)
+    task = task_cls(generator, perceptual, images.load, start["train_range"], start["lambda_vgg"], config,
+                    config.steps, start["val_x"], None, device, {}, zoo=True)
+    summary = train_zoo_task(task, later_settings(config), work_dir, (generator, perceptual), show_progress)
+    return task, summary, start
+
+
 def later_settings(config) -> LoopSettings:
     """The loop's settings of the zoo's e4e and ReStyle trainers: validation before the first step, every
     `val_every` steps and after the last; the last step's weights exported (no plateau rule)."""
@@ -270,14 +289,10 @@ def train_e4e_encoder(generator: nn.Module, perceptual: nn.Module, images, confi
     """
     check_positive(steps=config.steps, batch_size=config.batch_size, lr=config.lr,
                    r1_interval=config.r1_interval, progressive_step_every=config.progressive_step_every)
-    work_dir, device = Path(work_dir), torch.device(device)
-    work_dir.mkdir(parents=True, exist_ok=True)
-    generator, perceptual = generator.to(device), perceptual.to(device)
-    start = zoo_real_start(config, generator, perceptual, images, work_dir, device, val_images)
-    task = E4ETask(generator, perceptual, images.load, start["train_range"], start["lambda_vgg"], config,
-                   config.steps, start["val_x"], None, device, {}, zoo=True)
-    summary = train_zoo_task(task, later_settings(config), work_dir, (generator, perceptual), show_progress)
+    task, summary, start = train_later_encoder(E4ETask, generator, perceptual, images, config, work_dir, device,
+                                               val_images, show_progress)
     encoder, disc, val_x = task.export_module, task.disc, start["val_x"]
+    generator, device = task.generator, task.device
     with torch.no_grad():
         codes = torch.cat([encoder(c) for c in val_x.split(64)])
         real_codes = mapping_codes(generator, val_x.shape[0],

@@ -67,7 +67,7 @@ import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import numpy as np
 import torch
@@ -81,7 +81,7 @@ from idinvert.training.common import (LossLog, Stopwatch, atomic_save, builtin_d
                                       set_rng_state)
 from idinvert.training.loop import LoopSettings, Records, StepContext, TaskBase, seed_checkpoint, train
 
-__all__ = ["GANConfig", "train_gan", "build_generator", "build_discriminator", "evaluate_generator",
+__all__ = ["GANConfig", "GANTask", "sampled_outputs", "train_gan", "build_generator", "build_discriminator", "evaluate_generator",
            "real_image_cache", "save_grid"]
 
 
@@ -432,6 +432,21 @@ def samples_and_reals(G: StyleGANGenerator, domain, n: int, seed: int, batch: in
     return fakes, real_a, real_b
 
 
+@torch.no_grad()
+def sampled_outputs(outputs: Callable, G: StyleGANGenerator, domain, n: int, seed: int, batch: int = 250) -> dict:
+    """`outputs(images) -> (probabilities [N, A], embedding [N, E])` on n G samples (p_fake, e_fake) and on
+    the first n and the next n real test images (p_a, e_a; e_b), with the attribute names and the
+    marginals P(label = 1) of samples and reals and their largest gap (the card's fields)."""
+    fakes, real_a, real_b = samples_and_reals(G, domain, n, seed, batch)
+    (p_fake, e_fake), (p_a, e_a), (_, e_b) = outputs(fakes), outputs(real_a), outputs(real_b)
+    attrs = list(getattr(domain, "attributes", [f"attr{i}" for i in range(p_fake.shape[1])]))
+    marg_fake, marg_real = (p_fake > 0.5).float().mean(0), (p_a > 0.5).float().mean(0)
+    return dict(p_fake=p_fake, e_fake=e_fake, p_a=p_a, e_a=e_a, e_b=e_b, attributes=attrs, marginals=dict(
+        marginals_fake={a: round(float(v), 4) for a, v in zip(attrs, marg_fake)},
+        marginals_real={a: round(float(v), 4) for a, v in zip(attrs, marg_real)},
+        max_marginal_gap=round(float((marg_fake - marg_real).abs().max()), 4)))
+
+
 def _stats(feats: torch.Tensor):
     f = feats.double().numpy()
     return f.mean(0), np.cov(f, rowvar=False)
@@ -450,23 +465,16 @@ def evaluate_generator(G: StyleGANGenerator, classifier, domain, n: int = 2000, 
     from pytorch_fid.fid_score import calculate_frechet_distance
 
     classifier = classifier.eval()
-    fakes, real_a, real_b = samples_and_reals(G, domain, n, seed, batch)
-    p_fake, e_fake = _classify(classifier, fakes)
-    p_a, e_a = _classify(classifier, real_a)
-    _, e_b = _classify(classifier, real_b)
-    attrs = list(getattr(domain, "attributes", [f"attr{i}" for i in range(p_fake.shape[1])]))
-    marg_fake = (p_fake > 0.5).float().mean(0)
-    marg_real = (p_a > 0.5).float().mean(0)
+    o = sampled_outputs(lambda x: _classify(classifier, x), G, domain, n, seed, batch)
+    p_fake, e_fake, p_a, e_a, e_b = o["p_fake"], o["e_fake"], o["p_a"], o["e_a"], o["e_b"]
     with warnings.catch_warnings():
         # pytorch-fid passes scipy's deprecated `disp` argument; the number is unaffected.
         warnings.simplefilter("ignore", DeprecationWarning)
         fd = calculate_frechet_distance(*_stats(e_fake), *_stats(e_a))
         floor = calculate_frechet_distance(*_stats(e_b), *_stats(e_a))
+    attrs = o["attributes"]
     return dict(
-        n=n, seed=seed,
-        marginals_fake={a: round(float(v), 4) for a, v in zip(attrs, marg_fake)},
-        marginals_real={a: round(float(v), 4) for a, v in zip(attrs, marg_real)},
-        max_marginal_gap=round(float((marg_fake - marg_real).abs().max()), 4),
+        n=n, seed=seed, **o["marginals"],
         confidence_fake=round(float(torch.maximum(p_fake, 1 - p_fake).mean()), 4),
         confidence_fake_per_attribute={a: round(float(v), 4) for a, v in
                                        zip(attrs, torch.maximum(p_fake, 1 - p_fake).mean(0))},

@@ -1,4 +1,5 @@
-"""One training loop for every part `bench train` trains: a *task* supplies the hooks, the loop does the rest.
+"""One training loop for every trainer: the parts `bench train` trains and the embedded zoo's (GAN, classifier,
+judge, both encoders, e4e, ReStyle). A *task* supplies the hooks, the loop does the rest.
 
     task.modules()      {name: nn.Module}        trained networks (checkpointed, gradients averaged over ranks)
     task.optimizers()   {name: Optimizer}        checkpointed with them
@@ -6,6 +7,12 @@
     task.validate()     -> float | None          lower is better (None: this task is not validated)
     task.export_module  nn.Module                whose best-validation weights are kept and exported
     task.export(summary)                         write the result (rank 0 only, after the last step)
+
+Optional hooks (defaults in `TaskBase`; the zoo's tasks use them to keep their work dirs' formats and recipes):
+    task.records                          Records: validation file / keys, checkpoint layout ("flat": the zoo's)
+    task.checkpoint_config(settings)      (what a resume must match, which keys may differ)
+    task.extra_state() / load_extra_state(state)   more resumable state (the GAN's RNG, image counters)
+    task.on_checkpoint(work_dir)          after each checkpoint (the GAN mirrors its carried folder)
 
 The loop: resume from <work_dir>/checkpoint.pt (written atomically, by rank 0 only), a tqdm bar, a JSONL
 loss log (interval means, averaged over ranks), validation every `val_every` steps into val.jsonl,
@@ -22,7 +29,9 @@ ReStyle's refinement loop), call non-`forward` methods (e4e's `forward_parts`) a
 double-backward R1 gradient, none of which the wrapper's hooks support. BatchNorm statistics stay per
 shard (as DDP without SyncBatchNorm); their running buffers are averaged before validation and every
 checkpoint. That is why a 2-process loss curve follows the 1-process one within a tolerance, not
-exactly (tests/test_train_own.py states it).
+exactly (tests/test_train_own.py states it). The zoo's GAN, classifier and judge draw their batches from
+their own streams (the GAN from the global RNG, whose state it checkpoints), not from the step's shard:
+they train in one process, as `bench zoo train` runs them.
 """
 
 from __future__ import annotations
@@ -330,7 +339,8 @@ def _stopped(val: _Validation, done: int, settings: LoopSettings, timed_out: boo
     if timed_out and done < settings.steps:
         return (f"time budget of this sitting (max_minutes={settings.max_minutes:g}); "
                 "rerun the same command to resume")
-    return f"step cap ({settings.steps})"
+    plateau_rule = settings.plateau_window > 0 and settings.val_every > 0
+    return f"step cap ({settings.steps})" + (" before the plateau" if plateau_rule else "")
 
 
 def train(task: Task, settings: LoopSettings, work_dir: str | Path, dist: Dist = Dist(),

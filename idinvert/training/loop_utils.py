@@ -1,20 +1,18 @@
-"""Small pieces every encoder training loop here repeats: per-step RNG, the learning-rate schedule,
-interval-averaged loss logs, real-image batches and a fixed validation set.
+"""Small pieces the training loop and its tasks share: per-step RNG, the learning-rate schedule, interval
+loss logs, the validation hold-out, setting checks, and the A/B speed timers' machinery.
 """
 
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Optional
 
 import torch
-import torch.nn as nn
 
 from idinvert.training.common import LossLog
 
-__all__ = ["step_generator", "lr_at", "set_lr", "IntervalLog", "real_batch", "split_holdout",
-           "as_tensor_batches", "check_positive", "interleaved_speed"]
+__all__ = ["step_generator", "lr_at", "set_lr", "IntervalLog", "split_holdout", "check_positive",
+           "interleaved_speed", "speed_arguments"]
 
 
 def step_generator(seed: int, step: int) -> torch.Generator:
@@ -82,32 +80,22 @@ def split_holdout(n_images: int, holdout: int, batch_size: int) -> tuple[range, 
     return range(0, holdout), range(holdout, n_images)
 
 
-def real_batch(images, train_indices: range, batch_size: int, rng: torch.Generator,
-               mirror: bool, device: torch.device) -> torch.Tensor:
-    """A batch [B, 3, R, R] drawn with replacement from `train_indices` of `images` (ImageSet or
-    anything with `load(list)`), optionally mirrored per image with probability 1/2."""
-    idx = torch.randint(train_indices.start, train_indices.stop, (batch_size,), generator=rng)
-    x = images.load(idx.tolist())
-    if mirror:
-        flip = torch.rand(batch_size, generator=rng) < 0.5
-        x = torch.where(flip.view(-1, 1, 1, 1), x.flip(3), x)
-    return x.to(device)
-
-
-def as_tensor_batches(images, batch_size: int):
-    """Iterate [b, 3, R, R] chunks of an ImageSet or a tensor [N, 3, R, R]."""
-    if isinstance(images, torch.Tensor):
-        yield from images.split(batch_size)
-    else:
-        for _, chunk in images.batches(batch_size):
-            yield chunk
-
-
 def check_positive(**values) -> None:
     """Raise ValueError naming every setting that is not > 0."""
     bad = [f"{k}={v!r}" for k, v in values.items() if not (v is not None and v > 0)]
     if bad:
         raise ValueError(f"settings must be > 0: {', '.join(bad)}")
+
+
+def speed_arguments(doc: str, argv, steps: int):
+    """The A/B timers' command line: --rounds (4), --steps (`steps`) per variant per round, --batch (32)."""
+    import argparse
+
+    ap = argparse.ArgumentParser(description=doc.splitlines()[0])
+    ap.add_argument("--rounds", type=int, default=4)
+    ap.add_argument("--steps", type=int, default=steps)
+    ap.add_argument("--batch", type=int, default=32)
+    return ap.parse_args(argv)
 
 
 def interleaved_speed(variants: dict, step, rounds: int, steps: int, batch: int, base: str = "fp32") -> dict:

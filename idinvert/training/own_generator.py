@@ -34,7 +34,7 @@ import torch.nn as nn
 from idinvert.domains.folder import FolderError
 from idinvert.training.loop import Dist, LoopSettings, train
 from idinvert.training.own_card import TRAINED_FORMAT  # re-exported
-from idinvert.training.own_parts import PART_FILES, TASKS, export_part, write_part
+from idinvert.training.own_parts import PART_FILES, TASKS, export_part
 
 __all__ = ["PARTS", "Source", "TrainSettings", "load_source", "find_vgg16", "training_folder",
            "train_bundle", "TRAINED_FORMAT"]

@@ -41,12 +41,11 @@ from typing import Optional
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
-from idinvert.codes import expand_code, mean_code
+from idinvert.codes import expand_code
 from idinvert.nets.restyle_encoder import TRAINING_STEPS, ReStyleEncoder, restyle_invert
-from idinvert.training.e4e import LATER_RECORDS, later_settings, later_summary, zoo_real_start
-from idinvert.training.encoders import PAPER_PERCEPTUAL_TO_PIXEL_RATIO, RealImageTask, train_zoo_task
+from idinvert.training.e4e import LATER_RECORDS, build_average_encoder, later_summary, train_later_encoder
+from idinvert.training.encoders import PAPER_PERCEPTUAL_TO_PIXEL_RATIO, RealImageTask
 from idinvert.training.loop import StepContext
 from idinvert.training.loop_utils import check_positive
 
@@ -86,17 +85,8 @@ _RESUMABLE_CHANGES = ("checkpoint_every", "log_every", "val_every", "val_steps",
 
 
 def build_restyle_encoder(generator: nn.Module, config: ReStyleConfig) -> ReStyleEncoder:
-    """A ReStyle encoder matching `generator`, initialised from config.seed (global RNG untouched)."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(config.seed)
-        encoder = ReStyleEncoder(generator.resolution, generator.w_space_dim,
-                                 encoder_channels_base=config.encoder_channels_base,
-                                 encoder_channels_max=config.encoder_channels_max,
-                                 use_bn=config.use_bn, head_gain=config.head_gain)
-    if encoder.num_layers != generator.num_layers:
-        raise ValueError(f"encoder has {encoder.num_layers} layers, generator {generator.num_layers}")
-    encoder.set_latent_avg(mean_code(generator, seed=config.seed).cpu())
-    return encoder
+    """A ReStyle encoder matching `generator` (see e4e.build_average_encoder)."""
+    return build_average_encoder(ReStyleEncoder, generator, config)
 
 
 @torch.no_grad()
@@ -164,13 +154,8 @@ def train_restyle_encoder(generator: nn.Module, perceptual: nn.Module, images,
     """
     check_positive(steps=config.steps, batch_size=config.batch_size, lr=config.lr,
                    n_iters_per_batch=config.n_iters_per_batch, val_steps=config.val_steps)
-    work_dir, device = Path(work_dir), torch.device(device)
-    work_dir.mkdir(parents=True, exist_ok=True)
-    generator, perceptual = generator.to(device), perceptual.to(device)
-    start = zoo_real_start(config, generator, perceptual, images, work_dir, device, val_images)
-    task = ReStyleTask(generator, perceptual, images.load, start["train_range"], start["lambda_vgg"], config,
-                       config.steps, start["val_x"], None, device, {}, zoo=True)
-    summary = train_zoo_task(task, later_settings(config), work_dir, (generator, perceptual), show_progress)
+    task, summary, start = train_later_encoder(ReStyleTask, generator, perceptual, images, config, work_dir,
+                                               device, val_images, show_progress)
     rows, passes = summary["val_curve"], config.steps * config.batch_size
     return task.export_module, {
         **later_summary(summary, config, start),
