@@ -105,3 +105,4 @@ def test_a_resumed_zoo_run_continues_on_the_loop(loop_calls, tiny, tmp_path):
     _, _, s = train_domain_encoder(*args, DomainEncoderConfig(steps=4, **ENC), tmp_path, show_progress=False,
                                    val_images=val)
     assert loop_calls["runs"] == [("domain", 0, 4), ("domain", 1, 4)] and s["steps"] == 4
+

@@ -202,6 +202,11 @@ class Records:
     flat: bool = False                  # modules, optimisers and extra state at the checkpoint's top level
 
 
+# LoopSettings' fields added for the zoo's trainers: left out of the checkpoint's config while at their
+# defaults, so that a bench train work dir written before they existed still resumes.
+_LATER_FIELDS = ("position", "validate_first", "validate_last", "export_best", "export_incomplete", "log_reduce")
+
+
 class TaskBase:
     """Defaults of the optional hooks (a task need not derive from this; the loop falls back to these).
 
@@ -213,7 +218,8 @@ class TaskBase:
     records = Records()
 
     def checkpoint_config(self, settings: LoopSettings) -> tuple[dict, tuple]:
-        return {**self.settings(), **vars(settings)}, RESUMABLE_CHANGES
+        loop = {k: v for k, v in vars(settings).items() if k not in _LATER_FIELDS or v != getattr(LoopSettings, k)}
+        return {**self.settings(), **loop}, RESUMABLE_CHANGES
 
     def extra_state(self) -> dict:
         return {}
