@@ -81,8 +81,8 @@ from idinvert.training.common import (LossLog, Stopwatch, atomic_save, builtin_d
                                       set_rng_state)
 from idinvert.training.loop import LoopSettings, Records, StepContext, TaskBase, seed_checkpoint, train
 
-__all__ = ["GANConfig", "GANTask", "sampled_outputs", "train_gan", "build_generator", "build_discriminator", "evaluate_generator",
-           "real_image_cache", "save_grid"]
+__all__ = ["GANConfig", "GANTask", "sampled_outputs", "train_gan", "build_generator", "build_discriminator",
+           "evaluate_generator", "real_image_cache", "save_grid"]
 
 
 @dataclass

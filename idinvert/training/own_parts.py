@@ -3,9 +3,9 @@
 The encoder tasks are the embedded zoo's own (`ConventionalTask`, `DomainTask` in `encoders`, `E4ETask`,
 `ReStyleTask` in `e4e` / `restyle`: the zoo's trainers run them too), each holding its networks and
 optimisers and supplying one step on this rank's shard of the global batch (`StepContext.shard`), with the
-zoo's config dataclasses as they are; here they get bench train's exporter (`export_part`). The generator is any of ours (StyleGAN, or a
-rosinality StyleGAN2 through `StyleGAN2Generator`), and the perceptual network F may be absent (then its
-term is off, and the card says so).
+zoo's config dataclasses as they are; here they get bench train's exporter (`export_part`). The generator is
+any of ours (StyleGAN, or a rosinality StyleGAN2 through `StyleGAN2Generator`), and the perceptual network F
+may be absent (then its term is off, and the card says so).
 
 - "conventional": on G's samples (no real image): mean((wp - E(G(wp)))^2) + lambda_pixel * mean((G(wp) -
   G(E(G(wp))))^2) -- the paper's latent and pixel losses of the conventional encoder.
