@@ -124,6 +124,20 @@ def test_resume_refuses_other_settings(tmp_path):
         train(_Quadratic([]), LoopSettings(steps=2, batch_size=1, seed=5), tmp_path, show_progress=False)
 
 
+def test_a_work_dir_from_before_the_zoo_settings_resumes(tmp_path):
+    # the checkpoint records the loop's settings; those the zoo's trainers added are left out at their
+    # defaults, so a checkpoint written before they existed matches
+    from idinvert.training.common import load_checkpoint
+    from idinvert.training.loop import _LATER_FIELDS
+
+    s = train(_Quadratic([]), LoopSettings(steps=2, batch_size=1, max_minutes=0.0), tmp_path, show_progress=False)
+    assert s["steps"] == 1 and not set(_LATER_FIELDS) & set(load_checkpoint(tmp_path)["config"])
+    s = train(_Quadratic([]), LoopSettings(steps=2, batch_size=1), tmp_path, show_progress=False)
+    assert s["complete"] and s["steps"] == 2
+    with pytest.raises(ValueError, match="log_reduce"):
+        train(_Quadratic([]), LoopSettings(steps=2, batch_size=1, log_reduce="last"), tmp_path, show_progress=False)
+
+
 def test_global_batch_must_divide_by_the_processes(tmp_path):
     with pytest.raises(ValueError, match="must divide"):
         train(_Quadratic([]), LoopSettings(steps=1, batch_size=3), tmp_path, Dist(0, 2), show_progress=False)
@@ -271,3 +285,9 @@ def test_own_stylegan2_every_encoder_two_processes_interrupted_resumed_then_benc
     with Store(results) as store:
         done = {r["method"] for r in store.runs() if r["status"] == "complete"}
     assert {"encoder", "idinvert-encoder", "e4e", "restyle", "idinvert", "image2stylegan", "pti"} <= done
+
+
+def test_bench_ls_lists_the_trained_bundle_format(capsys):
+    assert main(["ls"]) == 0
+    bundles = capsys.readouterr().out.split("Bundles:")[1]
+    assert any(line.split()[:1] == ["trained"] and "bench train" in line for line in bundles.splitlines())

@@ -29,10 +29,18 @@ __all__ = [
     "atomic_save", "atomic_write_text", "load_checkpoint", "save_checkpoint", "CHECKPOINT_NAME",
     "LossLog", "ema_update", "export_fp16_state_dict", "fp16_rounded", "load_fp16_state_dict", "config_dict",
     "check_resume_config", "progress", "rng_state", "set_rng_state", "Stopwatch",
-    "carry_state", "restore_carried_state",
+    "carry_state", "restore_carried_state", "builtin_domain",
 ]
 
 CHECKPOINT_NAME = "checkpoint.pt"
+
+
+def builtin_domain(name: str, resolution: int):
+    """The domain a zoo config names (only the synthetic faces are built in)."""
+    if name != "synthetic-faces":
+        raise ValueError(f"unknown domain {name!r} (only 'synthetic-faces' is built in)")
+    from idinvert.domains.synthetic_faces import SyntheticFaces
+    return SyntheticFaces(resolution=resolution)
 
 
 def config_dict(config: Any) -> dict:
@@ -136,16 +144,17 @@ def set_rng_state(state: dict) -> None:
 
 
 class LossLog:
-    """Append-only JSON-lines log of training losses; on resume it drops lines past the checkpoint."""
+    """Append-only JSON-lines log of training losses; on resume it drops lines past the checkpoint
+    (rows whose `key`, the step or the kimg, is past `resume_step` in that unit)."""
 
-    def __init__(self, path: str | os.PathLike, resume_step: Optional[int] = None):
+    def __init__(self, path: str | os.PathLike, resume_step: Optional[float] = None, key: str = "step"):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if resume_step is None:
             self.path.write_text("")
         elif self.path.exists():
             keep = [line for line in self.path.read_text().splitlines()
-                    if line.strip() and json.loads(line).get("step", 0) <= resume_step]
+                    if line.strip() and json.loads(line).get(key, 0) <= resume_step + 1e-9]
             atomic_write_text("".join(line + "\n" for line in keep), self.path)
 
     def write(self, **row: Any) -> None:

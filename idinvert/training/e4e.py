@@ -42,7 +42,8 @@ thread on the shared 2-core machine): validation MSE 0.208 (the average code) ->
 of a mapped code is ~8.2); latent discriminator accuracy 0.60 on e4e codes, 0.86 on mapped codes;
 31 images/s, so the default 1500 x 16 takes about 13 minutes.
 
-Resumable (checkpoint every `checkpoint_every` steps; batches are a function of (seed, step)).
+Trained on the one training loop (`idinvert.training.loop`) as an `E4ETask` (which `bench train` runs too);
+resumable (checkpoint every `checkpoint_every` steps; batches are a function of (seed, step)).
 Logs: <work_dir>/log.jsonl (training losses), <work_dir>/val.jsonl (validation MSE of G(E(x)) on a
 held-out set, with the progressive stage). The summary reports the latent discriminator's final
 accuracy on e4e's codes of the validation images (fraction called fake) and on mapped codes (called
@@ -51,7 +52,6 @@ real): a discriminator that cannot tell them apart means the codes sit where G's
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -61,17 +61,15 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from idinvert.codes import mapping_codes, mean_code
-from idinvert.inversion import channels_last, frozen
 from idinvert.nets.e4e_encoder import E4EEncoder, LatentDiscriminator
-from idinvert.training.common import (LossLog, Stopwatch, check_resume_config, config_dict,
-                                      load_checkpoint, progress, save_checkpoint)
-from idinvert.training.encoders import (PAPER_PERCEPTUAL_TO_PIXEL_RATIO,
-                                        calibrate_lambda_perceptual)
-from idinvert.training.loop_utils import (IntervalLog, as_tensor_batches, check_positive, lr_at,
-                                          real_batch, set_lr, split_holdout, step_generator)
+from idinvert.training.encoders import (PAPER_PERCEPTUAL_TO_PIXEL_RATIO, RealImageTask, logistic_d_step,
+                                        resolve_lambda_vgg, train_zoo_task)
+from idinvert.training.loop import LoopSettings, Records, StepContext
+from idinvert.training.loop_utils import check_positive, split_holdout
 
-__all__ = ["E4EConfig", "build_e4e_encoder", "progressive_stage", "train_e4e_encoder",
-           "latent_discriminator_accuracy", "resolve_lambda_vgg", "validation_mse"]
+__all__ = ["E4EConfig", "build_e4e_encoder", "progressive_stage", "train_e4e_encoder", "E4ETask",
+           "latent_discriminator_accuracy", "resolve_lambda_vgg", "validation_mse", "LATER_RECORDS",
+           "zoo_real_start", "train_later_encoder", "later_settings", "later_summary", "build_average_encoder"]
 
 
 @dataclass
@@ -113,12 +111,6 @@ class E4EConfig:
 _RESUMABLE_CHANGES = ("checkpoint_every", "log_every", "val_every", "channels_last")
 
 
-def _cfg_dict(config) -> dict:
-    d = config_dict(config)
-    d["betas"] = list(d["betas"])
-    return d
-
-
 def progressive_stage(step: int, num_layers: int, start: int, every: int) -> int:
     """How many offsets (layers 1 .. k) are unlocked at `step`: 0 before `start`, then one more
     every `every` steps, at most num_layers - 1 (official e4e's schedule)."""
@@ -127,36 +119,24 @@ def progressive_stage(step: int, num_layers: int, start: int, every: int) -> int
     return min(num_layers - 1, 1 + (step - start) // max(1, every))
 
 
-def build_e4e_encoder(generator: nn.Module, config: E4EConfig) -> E4EEncoder:
-    """An e4e encoder matching `generator` (W+ shape, average code), initialised from config.seed
-    (the global RNG is left as it was)."""
+def build_average_encoder(cls, generator: nn.Module, config) -> nn.Module:
+    """An encoder of class `cls` (E4EEncoder, ReStyleEncoder) matching `generator` (W+ shape, average
+    code), with the config's widths, initialised from config.seed (the global RNG is left as it was)."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
-        encoder = E4EEncoder(generator.resolution, generator.w_space_dim,
-                             encoder_channels_base=config.encoder_channels_base,
-                             encoder_channels_max=config.encoder_channels_max,
-                             use_bn=config.use_bn, head_gain=config.head_gain)
+        encoder = cls(generator.resolution, generator.w_space_dim,
+                      encoder_channels_base=config.encoder_channels_base,
+                      encoder_channels_max=config.encoder_channels_max,
+                      use_bn=config.use_bn, head_gain=config.head_gain)
     if encoder.num_layers != generator.num_layers:
         raise ValueError(f"encoder has {encoder.num_layers} layers, generator {generator.num_layers}")
     encoder.set_latent_avg(mean_code(generator, seed=config.seed).cpu())
     return encoder
 
 
-def resolve_lambda_vgg(config, generator, perceptual, images, train_indices: range,
-                       work_dir: Path) -> tuple[float, Optional[dict]]:
-    """config.lambda_vgg, or (None) the domain-guided encoder's calibration on training images,
-    cached in work_dir/lambda_calibration.json. Returns (lambda, calibration or None)."""
-    if config.lambda_vgg is not None:
-        return float(config.lambda_vgg), None
-    path = work_dir / "lambda_calibration.json"
-    if path.exists():
-        cal = json.loads(path.read_text())
-    else:
-        idx = list(train_indices)[:256]
-        cal = calibrate_lambda_perceptual(generator, perceptual, images.load(idx),
-                                          seed=config.seed, ratio=config.perceptual_to_pixel_ratio)
-        path.write_text(json.dumps(cal, indent=1))
-    return float(cal["lambda_vgg"]), cal
+def build_e4e_encoder(generator: nn.Module, config: E4EConfig) -> E4EEncoder:
+    """An e4e encoder matching `generator` (see build_average_encoder)."""
+    return build_average_encoder(E4EEncoder, generator, config)
 
 
 @torch.no_grad()
@@ -186,6 +166,116 @@ def latent_discriminator_accuracy(disc: nn.Module, codes: torch.Tensor, real_cod
             "n_real": int(real_codes.shape[0])}
 
 
+# The later encoders' zoo work dirs: val.jsonl rows (step, val_mse), no best-validation record needed.
+LATER_RECORDS = Records("val.jsonl", "val_mse", "MSE", "best", flat=True)
+
+
+class E4ETask(RealImageTask):
+    """e4e: progressive offsets over the average code, against the latent discriminator D_w."""
+    name = "e4e"
+    critic_name = "latent_discriminator"
+    zoo_records, zoo_resumable = LATER_RECORDS, _RESUMABLE_CHANGES
+
+    def __init__(self, generator, *args, **kw):
+        super().__init__(generator, *args, **kw)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.config.seed + 1)
+            self.disc = LatentDiscriminator(generator.w_space_dim, self.config.w_disc_layers).to(self.device)
+        self.opt_d = torch.optim.Adam(self.disc.parameters(), lr=self.config.lr * self.config.w_disc_lr_ratio,
+                                      betas=tuple(self.config.betas))
+        self.export_module.set_progressive_stage(0)   # each step sets its own; validation before the first
+
+    def build(self) -> nn.Module:
+        return build_e4e_encoder(self.generator, self.config)
+
+    def stage(self, step: int) -> int:
+        c = self.config
+        return progressive_stage(step, self.generator.num_layers, c.progressive_start, c.progressive_step_every)
+
+    def validate(self) -> tuple[float, dict]:
+        E = self.export_module
+        was = E.training
+        E.eval()
+        mse = validation_mse(E, self.generator, self.val_x)
+        E.train(was)
+        return mse, {"num_unlocked": int(E.num_unlocked), "n_images": int(self.val_x.shape[0])}
+
+    def step(self, step: int, ctx: StepContext) -> dict:
+        c, E, D = self.config, self.export_module, self.disc
+        x = self.batch(ctx)
+        real_w = mapping_codes(self.generator, ctx.batch_size, ctx.rng).to(self.device)[ctx.shard]
+        k = ctx.notes["num_unlocked"] = self.stage(step)
+        E.set_progressive_stage(k)
+        self.set_lr(step, ctx, c.w_disc_lr_ratio)
+        D.requires_grad_(False)   # a fixed critic for E's step
+        w0, deltas = E.forward_parts(x)
+        wp = E.codes_from_parts(w0, deltas)
+        loss_pix, loss_feat = self.reconstruction(x, self.generator.synthesis(wp), self.features(x))
+        loss_delta = (torch.linalg.vector_norm(deltas[:, 1:k + 1], ord=c.delta_norm, dim=2).mean(0).sum()
+                      if k > 0 else wp.new_zeros(()))
+        used = wp[:, :k + 1].reshape(-1, wp.shape[-1])
+        loss_adv = F.softplus(-D(used)).mean()
+        loss_e = (c.lambda_pixel * loss_pix + self.lambda_vgg * loss_feat + c.delta_norm_lambda * loss_delta
+                  + c.w_disc_lambda * loss_adv)
+        ctx.update(loss_e, E, self.opt)
+        real = real_w[:, :k + 1].reshape(-1, wp.shape[-1])   # D_w sees mapped codes at the same layers
+        do_r1 = c.r1_gamma > 0 and step % c.r1_interval == 0
+        d = logistic_d_step(D, real, used, c.r1_gamma, c.r1_interval, do_r1, ctx, self.opt_d)
+        return {"loss_pix": loss_pix.item(), "loss_feat": loss_feat.item(), "loss_delta": loss_delta.item(),
+                "loss_adv": loss_adv.item(), "loss_e": loss_e.item(), **d}
+
+    def export(self, summary: dict) -> None:
+        self.export_module.set_progressive_stage(self.stage(self.steps - 1))
+        super().export(summary)
+
+
+def zoo_real_start(config, generator: nn.Module, perceptual: nn.Module, images, work_dir: Path, device,
+                   val_images: Optional[torch.Tensor]) -> dict:
+    """What the zoo's e4e and ReStyle trainers set up alike: the training indices (the first
+    `config.val_images` held out when no `val_images` are given), the validation images on the device, and
+    lambda_vgg (given, or calibrated as for the domain-guided encoder)."""
+    n_images = min(len(images), config.train_images)
+    holdout = 0 if val_images is not None else config.val_images
+    val_idx, train_idx = split_holdout(n_images, holdout, config.batch_size)
+    val_x = (val_images if val_images is not None else images.load(list(val_idx))).to(device)
+    lambda_vgg, calibration = resolve_lambda_vgg(config, generator, perceptual, images, train_idx, work_dir)
+    return {"train_range": train_idx, "val_x": val_x, "lambda_vgg": lambda_vgg, "calibration": calibration}
+
+
+def train_later_encoder(task_cls, generator: nn.Module, perceptual: nn.Module, images, config, work_dir, device,
+                        val_images: Optional[torch.Tensor], show_progress: bool) -> tuple:
+    """Build the zoo's e4e or ReStyle task (`task_cls`) and train it on the loop: -> (task, the loop's summary
+    in the zoo's fields, what `zoo_real_start` set up)."""
+    work_dir, device = Path(work_dir), torch.device(device)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    generator, perceptual = generator.to(device), perceptual.to(device)
+    start = zoo_real_start(config, generator, perceptual, images, work_dir, device, val_images)
+    task = task_cls(generator, perceptual, images.load, start["train_range"], start["lambda_vgg"], config,
+                    config.steps, start["val_x"], None, device, {}, zoo=True)
+    summary = train_zoo_task(task, later_settings(config), work_dir, (generator, perceptual), show_progress)
+    return task, summary, start
+
+
+def later_settings(config) -> LoopSettings:
+    """The loop's settings of the zoo's e4e and ReStyle trainers: validation before the first step, every
+    `val_every` steps and after the last; the last step's weights exported (no plateau rule)."""
+    return LoopSettings(steps=config.steps, batch_size=config.batch_size, seed=config.seed,
+                        checkpoint_every=config.checkpoint_every, log_every=config.log_every,
+                        val_every=config.val_every, validate_first=True, export_best=False)
+
+
+def later_summary(summary: dict, config, start: dict) -> dict:
+    """The card fields the e4e and ReStyle trainers share (speed, lambda, the validation curve)."""
+    rows = summary["val_curve"]
+    return {"steps": config.steps, "wall_time_s": summary["wall_time_s"],
+            "images_per_second": round(config.steps * config.batch_size / max(summary["wall_time_s"], 1e-9), 2),
+            "lambda_vgg": start["lambda_vgg"], "lambda_calibration": start["calibration"],
+            "val_mse": rows[-1]["val_mse"] if rows else None,
+            "val_curve": [(r["step"], round(r["val_mse"], 6)) for r in rows],
+            "identity_loss": "none: no identity network exists for this domain",
+            "final": summary["final"], "config": summary["config"]}
+
+
 def train_e4e_encoder(generator: nn.Module, perceptual: nn.Module, images, config: E4EConfig,
                       work_dir: str | Path, device: str | torch.device = "cpu",
                       val_images: Optional[torch.Tensor] = None, show_progress: bool = True,
@@ -199,149 +289,13 @@ def train_e4e_encoder(generator: nn.Module, perceptual: nn.Module, images, confi
     """
     check_positive(steps=config.steps, batch_size=config.batch_size, lr=config.lr,
                    r1_interval=config.r1_interval, progressive_step_every=config.progressive_step_every)
-    work_dir = Path(work_dir)
-    work_dir.mkdir(parents=True, exist_ok=True)
-    device = torch.device(device)
-    generator = generator.to(device)
-    perceptual = perceptual.to(device)
-    n_images = min(len(images), config.train_images)
-    holdout = 0 if val_images is not None else config.val_images
-    val_idx, train_idx = split_holdout(n_images, holdout, config.batch_size)
-    val_x = (val_images if val_images is not None else images.load(list(val_idx))).to(device)
-    lambda_vgg, calibration = resolve_lambda_vgg(config, generator, perceptual, images, train_idx,
-                                                 work_dir)
-
-    cfg_dict = _cfg_dict(config)
-    encoder = build_e4e_encoder(generator, config).to(device)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(config.seed + 1)
-        disc = LatentDiscriminator(generator.w_space_dim, config.w_disc_layers).to(device)
-    opt_e = torch.optim.Adam([p for p in encoder.parameters() if p.requires_grad],
-                             lr=config.lr, betas=tuple(config.betas))
-    opt_d = torch.optim.Adam(disc.parameters(), lr=config.lr * config.w_disc_lr_ratio,
-                             betas=tuple(config.betas))
-    start, previous = 0, 0.0
-    state = load_checkpoint(work_dir)
-    if state is not None:
-        check_resume_config(state["config"], cfg_dict, ignore=_RESUMABLE_CHANGES)
-        encoder.load_state_dict(state["encoder"])
-        disc.load_state_dict(state["discriminator"])
-        opt_e.load_state_dict(state["opt_e"])
-        opt_d.load_state_dict(state["opt_d"])
-        start, previous = int(state["step"]), float(state["seconds"])
-    resume = start if state is not None else None
-    log = IntervalLog(work_dir / "log.jsonl", config.log_every, resume)
-    val_log = LossLog(work_dir / "val.jsonl", resume_step=resume)
-    clock = Stopwatch(previous)
-    L = generator.num_layers
-
-    def save(step: int) -> None:
-        save_checkpoint(work_dir, {"encoder": encoder.state_dict(), "discriminator": disc.state_dict(),
-                                   "opt_e": opt_e.state_dict(), "opt_d": opt_d.state_dict(),
-                                   "step": step, "seconds": clock.total(), "config": cfg_dict})
-
-    def validate(step: int) -> float:
-        encoder.eval()
-        mse = validation_mse(encoder, generator, val_x)
-        encoder.train()
-        val_log.write(step=step, val_mse=mse, num_unlocked=int(encoder.num_unlocked),
-                      n_images=int(val_x.shape[0]), seconds=round(clock.total(), 2))
-        return mse
-
-    bar = progress(config.steps, start, "e4e encoder", unit="step", enabled=show_progress)
-    if config.channels_last:  # the trained encoder converted for good (the context restores frozen nets)
-        encoder.to(memory_format=torch.channels_last)
-    with frozen(generator, perceptual), channels_last(generator, perceptual, enabled=config.channels_last):
-        encoder.train()
-        disc.train()
-        if start == 0:
-            encoder.set_progressive_stage(0)
-            validate(0)
-        for step in range(start, config.steps):
-            rng = step_generator(config.seed, step)
-            x = real_batch(images, train_idx, config.batch_size, rng, config.mirror_augment, device)
-            if config.channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            real_w = mapping_codes(generator, config.batch_size, rng).to(device)
-            k = progressive_stage(step, L, config.progressive_start, config.progressive_step_every)
-            encoder.set_progressive_stage(k)
-            lr = lr_at(config.lr, step, config.steps, config.lr_decay_rate, config.lr_decay_fraction)
-            set_lr(opt_e, lr)
-            set_lr(opt_d, lr * config.w_disc_lr_ratio)
-
-            # Encoder step (D_w fixed).
-            disc.requires_grad_(False)
-            w0, deltas = encoder.forward_parts(x)
-            wp = encoder.codes_from_parts(w0, deltas)
-            rec = generator.synthesis(wp)
-            loss_pix = F.mse_loss(rec, x)
-            with torch.no_grad():
-                feat_x = perceptual(x)
-            loss_feat = F.mse_loss(perceptual(rec), feat_x)
-            if k > 0:
-                loss_delta = torch.linalg.vector_norm(deltas[:, 1:k + 1], ord=config.delta_norm,
-                                                      dim=2).mean(0).sum()
-            else:
-                loss_delta = wp.new_zeros(())
-            used = wp[:, :k + 1].reshape(-1, wp.shape[-1])
-            loss_adv = F.softplus(-disc(used)).mean()
-            loss_e = (config.lambda_pixel * loss_pix + lambda_vgg * loss_feat
-                      + config.delta_norm_lambda * loss_delta + config.w_disc_lambda * loss_adv)
-            opt_e.zero_grad(set_to_none=True)
-            loss_e.backward()
-            opt_e.step()
-
-            # Latent discriminator step, on the same layers.
-            disc.requires_grad_(True)
-            do_r1 = config.r1_gamma > 0 and step % config.r1_interval == 0
-            real = real_w[:, :k + 1].reshape(-1, wp.shape[-1]).detach().requires_grad_(do_r1)
-            real_logits = disc(real)
-            fake_logits = disc(used.detach())
-            loss_d_real = F.softplus(-real_logits).mean()
-            loss_d_fake = F.softplus(fake_logits).mean()
-            loss_d = loss_d_real + loss_d_fake
-            r1 = None
-            if do_r1:
-                (grad,) = torch.autograd.grad(real_logits.sum(), real, create_graph=True)
-                r1 = grad.pow(2).sum(1).mean()
-                loss_d = loss_d + 0.5 * config.r1_gamma * config.r1_interval * r1
-            opt_d.zero_grad(set_to_none=True)
-            loss_d.backward()
-            opt_d.step()
-
-            done = step + 1
-            row = log.add(done, {"loss_pix": loss_pix.item(), "loss_feat": loss_feat.item(),
-                                 "loss_delta": loss_delta.item(), "loss_adv": loss_adv.item(),
-                                 "loss_e": loss_e.item(), "loss_d_real": loss_d_real.item(),
-                                 "loss_d_fake": loss_d_fake.item(),
-                                 "r1": r1.item() if r1 is not None else None},
-                          num_unlocked=k, lr=lr, seconds=round(clock.total(), 2))
-            if row is not None:
-                bar.set_postfix(pix=f"{row['loss_pix']:.4f}", k=k, adv=f"{row['loss_adv']:.3f}")
-            bar.update(1)
-            if done % config.val_every == 0 or done == config.steps:
-                validate(done)
-            if done % config.checkpoint_every == 0 or done == config.steps:
-                save(done)
-    bar.close()
-    encoder.to(memory_format=torch.contiguous_format)
-    encoder.set_progressive_stage(progressive_stage(config.steps - 1, L, config.progressive_start,
-                                                    config.progressive_step_every))
-    encoder.eval()
-    disc.eval()
+    task, summary, start = train_later_encoder(E4ETask, generator, perceptual, images, config, work_dir, device,
+                                               val_images, show_progress)
+    encoder, disc, val_x = task.export_module, task.disc, start["val_x"]
+    generator, device = task.generator, task.device
     with torch.no_grad():
         codes = torch.cat([encoder(c) for c in val_x.split(64)])
         real_codes = mapping_codes(generator, val_x.shape[0],
                                    torch.Generator().manual_seed(config.seed + 7)).to(device)
-    accuracy = latent_discriminator_accuracy(disc, codes, real_codes)
-    val_rows = val_log.rows()
-    summary = {"steps": config.steps, "wall_time_s": round(clock.total(), 1),
-               "images_per_second": round(config.steps * config.batch_size / max(clock.total(), 1e-9), 2),
-               "lambda_vgg": lambda_vgg, "lambda_calibration": calibration,
-               "num_unlocked": int(encoder.num_unlocked),
-               "val_mse": val_rows[-1]["val_mse"] if val_rows else None,
-               "val_curve": [(r["step"], round(r["val_mse"], 6)) for r in val_rows],
-               "latent_discriminator_accuracy": accuracy,
-               "identity_loss": "none: no identity network exists for this domain",
-               "final": log.last(), "config": cfg_dict}
-    return encoder, disc, summary
+    return encoder, disc, {**later_summary(summary, config, start), "num_unlocked": int(encoder.num_unlocked),
+                           "latent_discriminator_accuracy": latent_discriminator_accuracy(disc, codes, real_codes)}

@@ -12,13 +12,12 @@ only if it is faster on this machine (the encoders' docstring quotes a run).
 
 from __future__ import annotations
 
-import argparse
 import copy
 
 import torch
 import torch.nn.functional as F
 
-from idinvert.training.loop_utils import interleaved_speed
+from idinvert.training.loop_utils import interleaved_speed, speed_arguments
 
 # name -> (threads, (channels_last, bf16))
 VARIANTS = {"fp32": (1, (False, False)), "channels_last": (1, (True, False)), "bf16": (1, (False, True)),
@@ -68,11 +67,7 @@ def _step(state, x: torch.Tensor, i: int, bf16: bool, channels_last: bool) -> No
 
 
 def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--rounds", type=int, default=4)
-    ap.add_argument("--steps", type=int, default=4)
-    ap.add_argument("--batch", type=int, default=32)
-    args = ap.parse_args(argv)
+    args = speed_arguments(__doc__, argv, steps=4)
     from idinvert.nets.perceptual import DomainPerceptual
     from idinvert.zoo import SYNTHETIC_FACES_DIR, load_part
 

@@ -38,9 +38,11 @@ Speed on this CPU (``python -m idinvert.training.encoder_speed``, one domain-gui
 autocast 1.91x (no bf16 instructions on these cores); 2 threads 4.7x under that contention (on an idle
 machine 2 threads help, as for the GAN; the recipe runs two encoders side by side, one thread each).
 
-Both loops are resumable: a checkpoint (models, optimisers, step, elapsed time) is written atomically
-every `checkpoint_every` steps; batches are a pure function of (seed, step), so a resumed run sees
-exactly the batches an uninterrupted one would. Losses go to `log.jsonl` in the work directory.
+Both train on the one training loop (`idinvert.training.loop`) as tasks (`ConventionalTask`, `DomainTask`,
+which `bench train` runs too): resumable from a checkpoint written atomically every `checkpoint_every` steps
+(its keys as they have always been: `encoder`, `opt` / `opt_e`, `discriminator`, `opt_d`, `best_val`);
+batches are a pure function of (seed, step), so a resumed run sees exactly the batches an uninterrupted one
+would. Losses go to `log.jsonl`, the validation curve (kimg, val_mse) to `val_curve.jsonl`.
 """
 
 from __future__ import annotations
@@ -50,20 +52,24 @@ import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable, Optional
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
 from idinvert.inversion import channels_last, frozen
 from idinvert.nets.stylegan_encoder import StyleGANEncoder
-from idinvert.training.common import (Stopwatch, check_resume_config, config_dict,
-                                      load_checkpoint, progress, save_checkpoint)
-from idinvert.training.loop_utils import IntervalLog, lr_at, step_generator
+from idinvert.training.common import config_dict
+from idinvert.training.loop import LoopSettings, Records, StepContext, TaskBase, train
+from idinvert.training.loop_utils import lr_at, set_lr
 
 __all__ = [
     "ConventionalEncoderConfig", "DomainEncoderConfig", "PAPER_PERCEPTUAL_TO_PIXEL_RATIO",
     "build_encoder", "sample_training_codes", "train_conventional_encoder", "train_domain_encoder",
     "calibrate_lambda_perceptual", "reconstruction_mse", "time_encoder", "r1_gamma_for_resolution",
+    "EncoderTask", "ConventionalTask", "RealImageTask", "DomainTask", "real_shard", "logistic_d_step",
+    "recorded_settings", "train_zoo_task", "resolve_lambda_vgg",
 ]
 
 # Size of the perceptual term relative to the pixel term in the paper's encoder training, at its start
@@ -157,16 +163,20 @@ def build_encoder(generator: nn.Module, config: ConventionalEncoderConfig | Doma
 
 
 # ------------------------------------------------------------------------------------------------
-# Small helpers
+# The training tasks (idinvert.training.loop): the zoo's trainers and `bench train` both run these
 # ------------------------------------------------------------------------------------------------
 
-def _lr_at(config, step: int) -> float:
-    return lr_at(config.lr, step, config.steps, config.lr_decay_rate, config.lr_decay_fraction)
+# Fields of the zoo's configs that the loop's settings replace (recorded beside these) or that `bench train`
+# sets itself (lambda_vgg: from F); left out of bench train's record of a part's settings.
+_ZOO_LOOP_FIELDS = ("checkpoint_every", "log_every", "val_every", "val_every_kimg", "plateau_window_kimg",
+                    "plateau_min_improvement", "max_minutes", "channels_last", "train_images", "val_images",
+                    "lambda_vgg", "perceptual_to_pixel_ratio", "threads", "eval_images", "domain", "resolution")
 
 
-def _set_requires_grad(module: nn.Module, flag: bool) -> None:
-    for p in module.parameters():
-        p.requires_grad_(flag)
+def recorded_settings(config) -> dict:
+    """A part's config as bench train records it (JSON-able; the loop's own settings left out)."""
+    d = config_dict(config)
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items() if k not in _ZOO_LOOP_FIELDS}
 
 
 def _config_dict(config) -> dict:
@@ -175,113 +185,222 @@ def _config_dict(config) -> dict:
     return d
 
 
-# Fields that may differ between a run and its resumption (bookkeeping only).
+# Fields that may differ between a zoo run and its resumption (bookkeeping only).
 _RESUMABLE_CHANGES = ("checkpoint_every", "log_every", "max_minutes", "channels_last")
 
 
-def _out_of_time(config, started: float) -> bool:
-    return config.max_minutes is not None and time.monotonic() - started >= 60 * config.max_minutes
+class EncoderTask(TaskBase):
+    """What the encoder tasks share: G frozen, E and its Adam, the official lr schedule, validation MSE on
+    held-out images `val_x`, export through `exporter(task, summary)` (bench train's; the zoo's trainers
+    return the encoder instead). `zoo=True`: the embedded zoo's trainer -- its work dirs' checkpoint names,
+    its config's resume rule, NHWC batches when `config.channels_last`."""
+
+    name = "encoder"
+    zoo_records = Records("val_curve.jsonl", "val_mse", "MSE", "best_val", flat=True)
+    zoo_resumable = _RESUMABLE_CHANGES
+    critic_name: Optional[str] = None   # the adversary trained beside E (self.disc, self.opt_d), if any
+
+    def __init__(self, generator: nn.Module, config, steps: int, val_x: Optional[torch.Tensor],
+                 out_dir: Optional[Path], device: torch.device, card: dict, zoo: bool = False,
+                 exporter: Optional[Callable] = None):
+        self.generator, self.config, self.steps, self.device, self.card = generator, config, steps, device, card
+        self.val_x = val_x.to(device) if val_x is not None else None
+        self.out_dir, self.exporter, self.zoo = out_dir, exporter, zoo
+        self.records = self.zoo_records if zoo else Records()
+        self.channels_last = zoo and getattr(config, "channels_last", False)
+        self.export_module = self.build().to(device).train()
+        # Adam's defaults where a config has none (the classifier's, as the zoo trains it)
+        self.opt = torch.optim.Adam([p for p in self.export_module.parameters() if p.requires_grad],
+                                    lr=config.lr, betas=tuple(getattr(config, "betas", (0.9, 0.999))),
+                                    weight_decay=getattr(config, "weight_decay", 0.0))
+
+    def build(self) -> nn.Module:
+        raise NotImplementedError
+
+    def modules(self) -> dict[str, nn.Module]:
+        critic = {} if self.critic_name is None else {"discriminator" if self.zoo else self.critic_name: self.disc}
+        return {"encoder": self.export_module, **critic}
+
+    def optimizers(self) -> dict:
+        if not self.zoo:
+            return {"encoder": self.opt, **({self.critic_name: self.opt_d} if self.critic_name else {})}
+        return {"opt_e": self.opt, "opt_d": self.opt_d} if self.critic_name else {"opt": self.opt}
+
+    def settings(self) -> dict:
+        return {"part": self.name, **recorded_settings(self.config),
+                **{k: v for k, v in self.card.items() if k in ("lambda_vgg", "perceptual")}}
+
+    def checkpoint_config(self, settings: LoopSettings) -> tuple[dict, tuple]:
+        if self.zoo:
+            return _config_dict(self.config), self.zoo_resumable
+        return super().checkpoint_config(settings)
+
+    def lr(self, step: int) -> float:
+        c = self.config
+        return lr_at(c.lr, step, self.steps, c.lr_decay_rate, c.lr_decay_fraction)
+
+    def set_lr(self, step: int, ctx: StepContext, critic_ratio: float = 1.0) -> None:
+        """This step's learning rate for E (and its critic, times `critic_ratio`), logged with the step."""
+        lr = ctx.notes["lr"] = self.lr(step)
+        set_lr(self.opt, lr)
+        if self.critic_name is not None:
+            set_lr(self.opt_d, lr * critic_ratio)
+
+    def validate(self) -> float:
+        return reconstruction_mse(self.export_module, self.generator, self.val_x)
+
+    def export(self, summary: dict) -> None:
+        if self.exporter is not None:
+            self.exporter(self, summary)
 
 
-def _stopped(plateau: "ValidationPlateau", done: int, config, timed_out: bool) -> dict:
-    """Why training ended: at the plateau, at the step cap, or at this sitting's time budget."""
-    if plateau.plateaued():
-        why = "validation plateau"
-    elif timed_out:
-        why = (f"time budget of this sitting (max_minutes={config.max_minutes:g}) before the plateau: "
-               "rerun the same command to resume")
-    else:
-        why = f"step cap ({config.steps}) before the plateau" if done >= config.steps else "unknown"
-    return {"stopped": why}
+class ConventionalTask(EncoderTask):
+    """Latent regression on G's samples, plus `lambda_pixel` times the pixel MSE of G(E(x)) (bench train's
+    default; the zoo's recipe has none, and then logs only the latent loss)."""
+    name = "conventional"
+
+    def __init__(self, *args, lambda_pixel: float = 1.0, **kw):
+        self.lambda_pixel = lambda_pixel
+        super().__init__(*args, **kw)
+        self.card = {**self.card, "lambda_pixel": lambda_pixel}
+
+    def build(self) -> nn.Module:
+        return build_encoder(self.generator, self.config)
+
+    def step(self, step: int, ctx: StepContext) -> dict:
+        c, G, E = self.config, self.generator, self.export_module
+        wp = sample_training_codes(G, ctx.batch_size, ctx.rng, c.style_mixing_prob, c.truncate)[ctx.shard]
+        with torch.no_grad():
+            x = G.synthesis(wp)
+        self.set_lr(step, ctx)
+        pred = E(x)
+        loss_w = F.mse_loss(pred, wp)
+        if self.lambda_pixel == 0:
+            ctx.update(loss_w, E, self.opt)
+            return {"loss_w": loss_w.item()}
+        loss_pix = F.mse_loss(G.synthesis(pred), x)
+        loss = loss_w + self.lambda_pixel * loss_pix
+        ctx.update(loss, E, self.opt)
+        return {"loss_w": loss_w.item(), "loss_pix": loss_pix.item(), "loss": loss.item()}
 
 
-def _resume(work_dir: Path, cfg_dict: dict) -> dict | None:
-    state = load_checkpoint(work_dir)
-    if state is not None:
-        check_resume_config(state["config"], cfg_dict, ignore=_RESUMABLE_CHANGES)
-    return state
+def real_shard(images: Callable, train_range: range, ctx: StepContext, mirror: bool, device) -> torch.Tensor:
+    """This rank's shard [b, 3, R, R] of a global batch drawn (with replacement, mirrored at random) from
+    the training images `train_range`; every rank draws the same global indices."""
+    idx = torch.randint(train_range.start, train_range.stop, (ctx.batch_size,), generator=ctx.rng)
+    flip = torch.rand(ctx.batch_size, generator=ctx.rng) < 0.5 if mirror else None
+    x = images(idx[ctx.shard].tolist())
+    if mirror:
+        x = torch.where(flip[ctx.shard].view(-1, 1, 1, 1), x.flip(3), x)
+    return x.to(device)
 
 
-class ValidationPlateau:
-    """Validation MSE of G(E(x)) on held-out real images every `every_kimg`, kept in
-    work_dir/val_curve.jsonl; `plateaued()` once it improved by less than `min_improvement` (relative)
-    over the last `window_kimg`. Without validation images it never stops a run."""
+class RealImageTask(EncoderTask):
+    """An encoder trained on real images with pixel + lambda_vgg * perceptual (F may be None: no term)."""
 
-    def __init__(self, work_dir: Path, images: torch.Tensor | None, every_kimg: float,
-                 window_kimg: float, min_improvement: float, resume_kimg: float | None,
-                 best: dict | None = None):
-        self.path = work_dir / "val_curve.jsonl"
-        self.images = images
-        self.every, self.window, self.tol = every_kimg, window_kimg, min_improvement
-        rows = []
-        if resume_kimg is not None and self.path.exists():
-            rows = [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
-            rows = [r for r in rows if r["kimg"] <= resume_kimg + 1e-9]
-        self.rows = rows
-        self.path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-        # The best-validation weights so far ({"kimg", "val_mse", "state"}), kept in the checkpoint
-        # (so a resume restores the best of exactly the rows it keeps) and exported at the end:
-        # the validation curve can rise again before the plateau rule stops a run.
-        self.best = best
+    def __init__(self, generator, perceptual: Optional[nn.Module], images: Callable, train_range: range,
+                 lambda_vgg: float, *args, **kw):
+        self.perceptual, self.images, self.train_range = perceptual, images, train_range
+        self.lambda_vgg = lambda_vgg if perceptual is not None else 0.0
+        super().__init__(generator, *args, **kw)
 
-    def due(self, kimg_before: float, kimg_after: float) -> bool:
-        return self.images is not None and int(kimg_after // self.every) > int(kimg_before // self.every)
+    def batch(self, ctx: StepContext) -> torch.Tensor:
+        x = real_shard(self.images, self.train_range, ctx, self.config.mirror_augment, self.device)
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
-    def add(self, kimg: float, encoder: nn.Module, generator: nn.Module, seconds: float) -> dict:
-        row = {"kimg": round(kimg, 3), "val_mse": reconstruction_mse(encoder, generator, self.images),
-               "seconds": round(seconds, 1)}
-        self.rows.append(row)
-        with self.path.open("a") as f:
-            f.write(json.dumps(row) + "\n")
-        if self.best is None or row["val_mse"] < self.best["val_mse"]:
-            self.best = {"kimg": row["kimg"], "val_mse": row["val_mse"],
-                         "state": {k: v.detach().clone() for k, v in encoder.state_dict().items()}}
-        return row
+    def reconstruction(self, x: torch.Tensor, rec: torch.Tensor, feat_x: Optional[torch.Tensor]):
+        """(pixel MSE, perceptual MSE or 0) of reconstructions `rec` of `x`."""
+        pix = F.mse_loss(rec, x)
+        if self.perceptual is None or self.lambda_vgg == 0:
+            return pix, pix.new_zeros(())
+        return pix, F.mse_loss(self.perceptual(rec), feat_x)
 
-    def restore_best(self, encoder: nn.Module) -> dict:
-        """Load the best-validation weights into `encoder` (when validated at all); returns what is
-        exported: {"rule", "kimg", "val_mse"} (kimg None: the last step's weights, never validated)."""
-        if self.best is None:
-            return {"exported": {"rule": "last step (no validation images)", "kimg": None,
-                                 "val_mse": None}}
-        encoder.load_state_dict(self.best["state"])
-        return {"exported": {"rule": "best validation MSE", "kimg": self.best["kimg"],
-                             "val_mse": self.best["val_mse"]}}
-
-    def plateaued(self) -> bool:
-        if not self.rows or self.rows[-1]["kimg"] < self.window:
-            return False
-        now = self.rows[-1]
-        past = [r for r in self.rows if r["kimg"] <= now["kimg"] - self.window + 1e-9]
-        if not past:
-            return False
-        before = past[-1]["val_mse"]
-        return (before - now["val_mse"]) / max(before, 1e-12) < self.tol
-
-    def summary(self) -> dict:
-        return {"val_curve": self.rows, "plateau_rule": f"stop when validation MSE improves by less "
-                f"than {self.tol:.0%} over {self.window:g} kimg (checked every {self.every:g} kimg)",
-                "plateaued": self.plateaued()}
+    def features(self, x: torch.Tensor) -> Optional[torch.Tensor]:
+        if self.perceptual is None or self.lambda_vgg == 0:
+            return None
+        with torch.no_grad():
+            return self.perceptual(x)
 
 
-def _plateau(work_dir: Path, val_images, config, state: dict | None, device) -> ValidationPlateau:
-    """The validation curve of a fresh run, or of a resumed one (`state`: its checkpoint)."""
-    images = val_images.to(device) if val_images is not None else None
-    resume_kimg = None if state is None else int(state["step"]) * config.batch_size / 1000
-    return ValidationPlateau(work_dir, images, config.val_every_kimg, config.plateau_window_kimg,
-                             config.plateau_min_improvement, resume_kimg,
-                             best=None if state is None else state.get("best_val"))
+def logistic_d_step(disc: nn.Module, real: torch.Tensor, fake: torch.Tensor, gamma: float, interval: int,
+                    do_r1: bool, ctx: StepContext, opt) -> dict:
+    """D step: softplus(D(fake)) + softplus(-D(real)) + lazy R1 (x interval) on the reals."""
+    disc.requires_grad_(True)
+    real = real.detach().requires_grad_(do_r1)
+    real_logits, fake_logits = disc(real), disc(fake.detach())
+    loss_real, loss_fake = F.softplus(-real_logits).mean(), F.softplus(fake_logits).mean()
+    loss = loss_real + loss_fake
+    r1 = None
+    if do_r1:
+        (grad,) = torch.autograd.grad(real_logits.sum(), real, create_graph=True)
+        r1 = grad.pow(2).sum(dim=tuple(range(1, grad.dim()))).mean()
+        loss = loss + 0.5 * gamma * interval * r1
+    ctx.update(loss, disc, opt)
+    return {"loss_d_real": loss_real.item(), "loss_d_fake": loss_fake.item(),
+            "r1": r1.item() if r1 is not None else None}
 
 
-def _validate(plateau: ValidationPlateau, step: int, done: int, batch: int, encoder, generator,
-              clock) -> bool:
-    """Validate when a val_every_kimg boundary was crossed; True when the run should stop."""
-    if not plateau.due(step * batch / 1000, done * batch / 1000):
-        return False
-    plateau.add(done * batch / 1000, encoder, generator, clock.total())
-    encoder.train()
-    return plateau.plateaued()
+class DomainTask(RealImageTask):
+    """The domain-guided encoder: pixel + perceptual + adversarial against D (a copy, trained beside E)."""
+    name = "domain"
+    critic_name = "discriminator"
 
+    def __init__(self, generator, discriminator: nn.Module, *args, **kw):
+        super().__init__(generator, *args, **kw)
+        self.disc = copy.deepcopy(discriminator).to(self.device).train()
+        self.opt_d = torch.optim.Adam(self.disc.parameters(), lr=self.config.lr, betas=tuple(self.config.betas))
+        c = self.config
+        self.gamma = c.r1_gamma if c.r1_gamma is not None else r1_gamma_for_resolution(generator.resolution)
+        self.card = {**self.card, "r1_gamma": self.gamma, "lambda_adv": c.lambda_adv}
+
+    def build(self) -> nn.Module:
+        return build_encoder(self.generator, self.config)
+
+    def step(self, step: int, ctx: StepContext) -> dict:
+        c, E, D = self.config, self.export_module, self.disc
+        x = self.batch(ctx)
+        self.set_lr(step, ctx)
+        D.requires_grad_(False)   # a fixed critic for E's step
+        rec = self.generator.synthesis(E(x))
+        loss_pix, loss_feat = self.reconstruction(x, rec, self.features(x))
+        loss_adv = F.softplus(-D(rec)).mean()
+        loss_e = loss_pix + self.lambda_vgg * loss_feat + c.lambda_adv * loss_adv
+        ctx.update(loss_e, E, self.opt)
+        do_r1 = self.gamma > 0 and step % c.r1_interval == 0
+        d = logistic_d_step(D, x, rec, self.gamma, c.r1_interval, do_r1, ctx, self.opt_d)
+        return {"loss_pix": loss_pix.item(), "loss_feat": loss_feat.item(), "loss_adv": loss_adv.item(),
+                "loss_e": loss_e.item(), **d}
+
+
+def train_zoo_task(task: EncoderTask, settings: LoopSettings, work_dir: Path, frozen_nets: tuple,
+                   show_progress: bool) -> dict:
+    """Run a zoo encoder task on the loop: its trained networks NHWC while training when the config says so,
+    `frozen_nets` frozen (and NHWC alike); afterwards the trained ones back in NCHW, in eval mode. The
+    summary keeps the keys these trainers' cards have always had."""
+    trained = list(task.modules().values())
+    if task.channels_last:   # converted for good here; the context restores the frozen nets' layout
+        for m in trained:
+            m.to(memory_format=torch.channels_last)
+    with frozen(*frozen_nets), channels_last(*frozen_nets, enabled=task.channels_last):
+        task.export_module.train()
+        summary = train(task, settings, work_dir, show_progress=show_progress)
+    for m in trained:
+        m.to(memory_format=torch.contiguous_format).eval()
+    keep = ("steps", "images_seen", "wall_time_s", "final", "val_curve", "plateau_rule", "plateaued", "stopped",
+            "exported", "complete")
+    return {**{k: summary[k] for k in keep}, "config": _config_dict(task.config)}
+
+
+def _plateau_settings(config, val_images: Optional[torch.Tensor]) -> LoopSettings:
+    """The loop's settings of a plateau-trained zoo encoder: validation every val_every_kimg (when there are
+    validation images), the plateau rule over plateau_window_kimg, the best checkpoint exported, and what
+    is trained exported also when a sitting's time is up."""
+    return LoopSettings(steps=config.steps, batch_size=config.batch_size, seed=config.seed,
+                        checkpoint_every=config.checkpoint_every, log_every=config.log_every,
+                        val_every=config.val_every_kimg if val_images is not None else 0,
+                        plateau_window=config.plateau_window_kimg,
+                        plateau_min_improvement=config.plateau_min_improvement, max_minutes=config.max_minutes,
+                        position="kimg", validate_last=False, export_incomplete=True)
 
 def sample_training_codes(generator: nn.Module, n: int, rng: torch.Generator,
                           style_mixing_prob: float = 0.5, truncate: bool = False) -> torch.Tensor:
@@ -312,73 +431,18 @@ def train_conventional_encoder(generator: nn.Module, config: ConventionalEncoder
     """Train E on latent regression; resume from `work_dir/checkpoint.pt` if present.
 
     generator: frozen StyleGANGenerator (not modified). val_images: held-out real images
-    [N, 3, R, R]; with them, training stops at the validation plateau (ValidationPlateau), else
-    after `config.steps`. Returns (encoder in eval mode, summary dict with steps, wall_time_s,
-    final losses, the validation curve).
+    [N, 3, R, R]; with them, training stops at the validation plateau and exports the best-validation
+    weights, else it runs `config.steps`. Returns (encoder in eval mode, summary dict with steps,
+    wall_time_s, final losses, the validation curve).
     """
-    work_dir = Path(work_dir)
-    work_dir.mkdir(parents=True, exist_ok=True)
     device = torch.device(device)
-    cfg_dict = _config_dict(config)
     generator = generator.to(device)
-    encoder = build_encoder(generator, config).to(device)
-    opt = torch.optim.Adam([p for p in encoder.parameters() if p.requires_grad],
-                           lr=config.lr, betas=tuple(config.betas))
-    start, previous = 0, 0.0
-    state = _resume(work_dir, cfg_dict)
-    if state is not None:
-        encoder.load_state_dict(state["encoder"])
-        opt.load_state_dict(state["opt"])
-        start, previous = int(state["step"]), float(state["seconds"])
-    log = IntervalLog(work_dir / "log.jsonl", config.log_every, start if state is not None else None)
-    clock = Stopwatch(previous)
-    started, timed_out = time.monotonic(), False
-    plateau = _plateau(work_dir, val_images, config, state, device)
+    task = ConventionalTask(generator, config, config.steps, val_images, None, device, {}, zoo=True,
+                            lambda_pixel=0.0)
+    summary = train_zoo_task(task, _plateau_settings(config, val_images), Path(work_dir), (generator,),
+                             show_progress)
+    return task.export_module, summary
 
-    def save(step: int) -> None:
-        save_checkpoint(work_dir, {"encoder": encoder.state_dict(), "opt": opt.state_dict(),
-                                   "step": step, "seconds": clock.total(), "config": cfg_dict,
-                                   "best_val": plateau.best})
-
-    done = start
-    bar = progress(config.steps, start, "conventional encoder", enabled=show_progress)
-    if config.channels_last:  # the trained net converted for good (the context below restores old values)
-        encoder.to(memory_format=torch.channels_last)
-    with frozen(generator), channels_last(generator, enabled=config.channels_last):
-        encoder.train()
-        for step in range(start, config.steps):
-            rng = step_generator(config.seed, step)
-            wp = sample_training_codes(generator, config.batch_size, rng,
-                                       config.style_mixing_prob, config.truncate)
-            with torch.no_grad():
-                x = generator.synthesis(wp)
-            lr = _lr_at(config, step)
-            for g in opt.param_groups:
-                g["lr"] = lr
-            loss = F.mse_loss(encoder(x), wp)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            done = step + 1
-            row = log.add(done, {"loss_w": loss.item()}, lr=lr, seconds=round(clock.total(), 2))
-            if row is not None:
-                bar.set_postfix(loss_w=f"{row['loss_w']:.4f}")
-            bar.update(1)
-            stop = _validate(plateau, step, done, config.batch_size, encoder, generator, clock)
-            timed_out = _out_of_time(config, started)
-            stop = stop or timed_out
-            if stop or done % config.checkpoint_every == 0 or done == config.steps:
-                save(done)
-            if stop:
-                break
-    bar.close()
-    exported = plateau.restore_best(encoder)
-    encoder.to(memory_format=torch.contiguous_format)
-    encoder.eval()
-    summary = {"steps": done, "images_seen": done * config.batch_size,
-               "wall_time_s": round(clock.total(), 1), "final": log.last(), "config": cfg_dict,
-               **plateau.summary(), **_stopped(plateau, done, config, timed_out), **exported}
-    return encoder, summary
 
 
 # ------------------------------------------------------------------------------------------------
@@ -405,6 +469,22 @@ def calibrate_lambda_perceptual(generator: nn.Module, perceptual: nn.Module, rea
             "ratio": ratio, "n": int(real.shape[0]), "seed": seed}
 
 
+def resolve_lambda_vgg(config, generator, perceptual, images, train_indices: range,
+                       work_dir: Path) -> tuple[float, Optional[dict]]:
+    """config.lambda_vgg, or (None) calibrate_lambda_perceptual on the first 256 training images, kept in
+    work_dir/lambda_calibration.json (a resumed run uses the same lambda). -> (lambda, calibration or None)."""
+    if config.lambda_vgg is not None:
+        return float(config.lambda_vgg), None
+    path = Path(work_dir) / "lambda_calibration.json"
+    if path.exists():
+        cal = json.loads(path.read_text())
+    else:
+        cal = calibrate_lambda_perceptual(generator, perceptual, images.load(list(train_indices)[:256]),
+                                          seed=config.seed, ratio=config.perceptual_to_pixel_ratio)
+        path.write_text(json.dumps(cal, indent=1))
+    return float(cal["lambda_vgg"]), cal
+
+
 def train_domain_encoder(generator: nn.Module, discriminator: nn.Module, perceptual: nn.Module,
                          images, config: DomainEncoderConfig, work_dir: str | Path,
                          device: str | torch.device = "cpu", show_progress: bool = True,
@@ -417,139 +497,21 @@ def train_domain_encoder(generator: nn.Module, discriminator: nn.Module, percept
     real training images; val_images: held-out real images (stop at the validation plateau, as
     train_conventional_encoder). Returns (encoder in eval mode, fine-tuned D copy, summary dict).
     """
-    work_dir = Path(work_dir)
+    work_dir, device = Path(work_dir), torch.device(device)
     work_dir.mkdir(parents=True, exist_ok=True)
-    device = torch.device(device)
-    generator = generator.to(device)
-    perceptual = perceptual.to(device)
+    generator, perceptual = generator.to(device), perceptual.to(device)
     n_images = min(len(images), config.train_images)
     if n_images < config.batch_size:
         raise ValueError(f"need at least {config.batch_size} training images, got {n_images}")
+    lambda_vgg, calibration = resolve_lambda_vgg(config, generator, perceptual, images, range(0, n_images),
+                                                 work_dir)
+    task = DomainTask(generator, discriminator, perceptual, images.load, range(0, n_images), lambda_vgg, config,
+                      config.steps, val_images, None, device, {}, zoo=True)
+    summary = train_zoo_task(task, _plateau_settings(config, val_images), work_dir, (generator, perceptual),
+                             show_progress)
+    summary.update(lambda_vgg=lambda_vgg, lambda_calibration=calibration, r1_gamma=task.gamma)
+    return task.export_module, task.disc, summary
 
-    calibration = None
-    lambda_vgg = config.lambda_vgg
-    cal_path = work_dir / "lambda_calibration.json"
-    if lambda_vgg is None:
-        if cal_path.exists():
-            calibration = json.loads(cal_path.read_text())
-        else:
-            real = images.load(list(range(min(256, n_images))))
-            calibration = calibrate_lambda_perceptual(generator, perceptual, real,
-                                                      seed=config.seed,
-                                                      ratio=config.perceptual_to_pixel_ratio)
-            cal_path.write_text(json.dumps(calibration, indent=1))
-        lambda_vgg = calibration["lambda_vgg"]
-    gamma = config.r1_gamma if config.r1_gamma is not None else r1_gamma_for_resolution(
-        generator.resolution)
-
-    cfg_dict = _config_dict(config)
-    encoder = build_encoder(generator, config).to(device)
-    disc = copy.deepcopy(discriminator).to(device)
-    disc.train()
-    opt_e = torch.optim.Adam([p for p in encoder.parameters() if p.requires_grad],
-                             lr=config.lr, betas=tuple(config.betas))
-    opt_d = torch.optim.Adam(disc.parameters(), lr=config.lr, betas=tuple(config.betas))
-    start, previous = 0, 0.0
-    state = _resume(work_dir, cfg_dict)
-    if state is not None:
-        encoder.load_state_dict(state["encoder"])
-        disc.load_state_dict(state["discriminator"])
-        opt_e.load_state_dict(state["opt_e"])
-        opt_d.load_state_dict(state["opt_d"])
-        start, previous = int(state["step"]), float(state["seconds"])
-    log = IntervalLog(work_dir / "log.jsonl", config.log_every, start if state is not None else None)
-    clock = Stopwatch(previous)
-    started, timed_out = time.monotonic(), False
-    plateau = _plateau(work_dir, val_images, config, state, device)
-
-    def save(step: int) -> None:
-        save_checkpoint(work_dir, {"encoder": encoder.state_dict(), "discriminator": disc.state_dict(),
-                                   "opt_e": opt_e.state_dict(), "opt_d": opt_d.state_dict(),
-                                   "step": step, "seconds": clock.total(), "config": cfg_dict,
-                                   "best_val": plateau.best})
-
-    done = start
-    bar = progress(config.steps, start, "domain-guided encoder", enabled=show_progress)
-    if config.channels_last:  # the trained nets converted for good (the context below restores old values)
-        encoder.to(memory_format=torch.channels_last)
-        disc.to(memory_format=torch.channels_last)
-    with frozen(generator, perceptual), channels_last(generator, perceptual, enabled=config.channels_last):
-        encoder.train()
-        for step in range(start, config.steps):
-            rng = step_generator(config.seed, step)
-            idx = torch.randint(0, n_images, (config.batch_size,), generator=rng)
-            x = images.load(idx.tolist())
-            if config.mirror_augment:
-                flip = torch.rand(config.batch_size, generator=rng) < 0.5
-                x = torch.where(flip.view(-1, 1, 1, 1), x.flip(3), x)
-            x = x.to(device)
-            if config.channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            lr = _lr_at(config, step)
-            for opt in (opt_e, opt_d):
-                for g in opt.param_groups:
-                    g["lr"] = lr
-
-            # E step: D is a fixed critic here.
-            _set_requires_grad(disc, False)
-            x_rec = generator.synthesis(encoder(x))
-            loss_pix = F.mse_loss(x_rec, x)
-            with torch.no_grad():
-                feat_real = perceptual(x)
-            loss_feat = F.mse_loss(perceptual(x_rec), feat_real)
-            loss_adv = F.softplus(-disc(x_rec)).mean()
-            loss_e = loss_pix + lambda_vgg * loss_feat + config.lambda_adv * loss_adv
-            opt_e.zero_grad(set_to_none=True)
-            loss_e.backward()
-            opt_e.step()
-
-            # D step: logistic loss, R1 on reals.
-            _set_requires_grad(disc, True)
-            do_r1 = gamma > 0 and step % config.r1_interval == 0
-            real = x.detach().requires_grad_(do_r1)
-            real_logits = disc(real)
-            fake_logits = disc(x_rec.detach())
-            loss_d_real = F.softplus(-real_logits).mean()
-            loss_d_fake = F.softplus(fake_logits).mean()
-            loss_d = loss_d_real + loss_d_fake
-            r1 = None
-            if do_r1:
-                (grad,) = torch.autograd.grad(real_logits.sum(), real, create_graph=True)
-                r1 = grad.pow(2).sum(dim=(1, 2, 3)).mean()
-                loss_d = loss_d + 0.5 * gamma * config.r1_interval * r1
-            opt_d.zero_grad(set_to_none=True)
-            loss_d.backward()
-            opt_d.step()
-
-            done = step + 1
-            losses = {"loss_pix": loss_pix.item(), "loss_feat": loss_feat.item(),
-                      "loss_adv": loss_adv.item(), "loss_e": loss_e.item(),
-                      "loss_d_real": loss_d_real.item(), "loss_d_fake": loss_d_fake.item(),
-                      "r1": r1.item() if r1 is not None else None}
-            row = log.add(done, losses, lr=lr, seconds=round(clock.total(), 2))
-            if row is not None:
-                bar.set_postfix(pix=f"{row['loss_pix']:.4f}", feat=f"{row['loss_feat']:.3f}",
-                                adv=f"{row['loss_adv']:.3f}")
-            bar.update(1)
-            stop = _validate(plateau, step, done, config.batch_size, encoder, generator, clock)
-            timed_out = _out_of_time(config, started)
-            stop = stop or timed_out
-            if stop or done % config.checkpoint_every == 0 or done == config.steps:
-                save(done)
-            if stop:
-                break
-    bar.close()
-    exported = plateau.restore_best(encoder)
-    encoder.to(memory_format=torch.contiguous_format)
-    disc.to(memory_format=torch.contiguous_format)
-    encoder.eval()
-    disc.eval()
-    summary = {"steps": done, "images_seen": done * config.batch_size,
-               **plateau.summary(), **_stopped(plateau, done, config, timed_out), **exported,
-               "wall_time_s": round(clock.total(), 1),
-               "lambda_vgg": lambda_vgg, "lambda_calibration": calibration, "r1_gamma": gamma,
-               "final": log.last(), "config": cfg_dict}
-    return encoder, disc, summary
 
 
 # ------------------------------------------------------------------------------------------------

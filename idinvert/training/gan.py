@@ -51,6 +51,11 @@ Real images come from the domain's *train* split (the test split stays unseen), 
 uint8 cache in the work dir.
 
     train_gan(GANConfig(), work_dir)  ->  path of the exported generator weights (fp16)
+
+Trained on the one training loop (`idinvert.training.loop`) as a `GANTask`: a step is one D step (+ lazy
+R1), one G step and the EMA, drawing from the global torch RNG, whose state the checkpoint keeps (as it
+always has: `checkpoint.pt`'s keys are unchanged, so the carried state in training-state/gan resumes).
+`max_minutes` is the loop's: this sitting's budget; what is trained by then is exported.
 """
 
 from __future__ import annotations
@@ -62,7 +67,7 @@ import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import numpy as np
 import torch
@@ -70,14 +75,14 @@ import torch.nn.functional as F
 
 from idinvert.nets.discriminator import Discriminator
 from idinvert.nets.stylegan_generator import StyleGANGenerator
-from idinvert.training.common import (LossLog, Stopwatch, atomic_save, check_resume_config,
-                                      config_dict, ema_update, export_fp16_state_dict,
-                                      carry_state, load_checkpoint, load_fp16_state_dict, progress,
-                                      restore_carried_state, rng_state, save_checkpoint,
+from idinvert.training.common import (LossLog, Stopwatch, atomic_save, builtin_domain, carry_state,
+                                      check_resume_config, config_dict, ema_update, export_fp16_state_dict,
+                                      load_checkpoint, load_fp16_state_dict, restore_carried_state, rng_state,
                                       set_rng_state)
+from idinvert.training.loop import LoopSettings, Records, StepContext, TaskBase, seed_checkpoint, train
 
-__all__ = ["GANConfig", "train_gan", "build_generator", "build_discriminator", "evaluate_generator",
-           "real_image_cache", "save_grid"]
+__all__ = ["GANConfig", "GANTask", "sampled_outputs", "train_gan", "build_generator", "build_discriminator",
+           "evaluate_generator", "real_image_cache", "save_grid"]
 
 
 @dataclass
@@ -103,7 +108,7 @@ class GANConfig:
     ema_kimg: float = 2.0
     ema_rampup: float = 0.05          # EMA half-life at most this fraction of images seen so far
     total_kimg: float = 600.0
-    max_minutes: Optional[float] = None  # stop (and export) after this much wall time, if set
+    max_minutes: Optional[float] = None  # stop (and export) after this long in this sitting, if set
     train_images: int = 32768         # size of the rendered train-split cache
     seed: int = 0
     threads: int = 1                  # 1: OpenMP with 2 threads collapses on a shared 2-core box
@@ -133,20 +138,13 @@ def build_discriminator(cfg: GANConfig) -> Discriminator:
                          fmaps_max=cfg.d_fmaps_max)
 
 
-def _make_domain(name: str, resolution: int):
-    if name != "synthetic-faces":
-        raise ValueError(f"unknown domain {name!r} (only 'synthetic-faces' is built in)")
-    from idinvert.domains.synthetic_faces import SyntheticFaces
-    return SyntheticFaces(resolution=resolution)
-
-
 def real_image_cache(work_dir: Path, domain_name: str, resolution: int, n: int,
                      chunk: int = 1024) -> torch.Tensor:
     """The first n train-split images as uint8 [n, 3, R, R], rendered once and kept in work_dir."""
     path = Path(work_dir) / f"train_cache_{domain_name}_{resolution}px_{n}.pt"
     if path.exists():
         return torch.load(path, weights_only=True)
-    split = _make_domain(domain_name, resolution).split("train", n)
+    split = builtin_domain(domain_name, resolution).split("train", n)
     out = torch.empty(n, 3, resolution, resolution, dtype=torch.uint8)
     for start in range(0, n, chunk):
         idx = list(range(start, min(n, start + chunk)))
@@ -224,6 +222,134 @@ def _warm_start(bundle_dir: str | Path, cfg: GANConfig, cfg_now: dict, G, G_ema,
                     "restarted, RNG reseeded with seed + steps"}
 
 
+class GANTask(TaskBase):
+    """G, D and G's EMA on the one loop; sample grids every `grid_every_kimg`, G_ema snapshots every
+    `snapshot_every_kimg`; the carried folder mirrored at every checkpoint."""
+    name = "GAN"
+    records = Records(flat=True)
+
+    def __init__(self, cfg: GANConfig, work_dir: Path, carry_dir: Optional[Path] = None):
+        self.cfg, self.work_dir, self.carry_dir = cfg, Path(work_dir), carry_dir
+        G, D = build_generator(cfg), build_discriminator(cfg)
+        if cfg.channels_last:
+            G, D = G.to(memory_format=torch.channels_last), D.to(memory_format=torch.channels_last)
+        self.G, self.D, self.G_ema = G, D, copy.deepcopy(G).eval()
+        G.set_noise_mode("random")
+        self.G_ema.set_noise_mode("const")
+        c = cfg.r1_interval / (cfg.r1_interval + 1)   # lazy regularisation (StyleGAN2)
+        self.opt_G = torch.optim.Adam(G.parameters(), lr=cfg.lr, betas=tuple(cfg.betas), eps=1e-8)
+        self.opt_D = torch.optim.Adam(D.parameters(), lr=cfg.lr * c, betas=(cfg.betas[0] ** c, cfg.betas[1] ** c),
+                                      eps=1e-8)
+        self.reals = real_image_cache(self.work_dir, cfg.domain, cfg.resolution, cfg.train_images)
+        self.grid_z = torch.randn(64, cfg.z_dim, generator=torch.Generator().manual_seed(cfg.seed + 12345))
+        self.export_module = self.G_ema
+        self.nimg, self.next_grid, self.next_snap, self.warm = 0, 0.0, cfg.snapshot_every_kimg, None
+        self.clock, self.last_r1, self.sitting = Stopwatch(), None, None
+
+    def modules(self) -> dict:
+        return {"G": self.G, "D": self.D, "G_ema": self.G_ema}
+
+    def optimizers(self) -> dict:
+        return {"opt_G": self.opt_G, "opt_D": self.opt_D}
+
+    def settings(self) -> dict:
+        return config_dict(self.cfg)
+
+    def checkpoint_config(self, settings: LoopSettings) -> tuple[dict, tuple]:
+        return config_dict(self.cfg), GANConfig.RESUMABLE_CHANGES
+
+    def extra_state(self) -> dict:
+        return dict(rng=rng_state(), nimg=self.nimg, next_grid_kimg=self.next_grid,
+                    next_snapshot_kimg=self.next_snap, warm_start=self.warm)
+
+    def load_extra_state(self, state: dict) -> None:
+        set_rng_state(state["rng"])
+        self.nimg, self.next_grid = state["nimg"], state["next_grid_kimg"]
+        self.next_snap = state.get("next_snapshot_kimg", self.cfg.snapshot_every_kimg)
+        self.warm, self.clock = state.get("warm_start"), Stopwatch(state["seconds"])
+
+    def on_checkpoint(self, work_dir: Path) -> None:
+        if self.carry_dir is not None:
+            carry_state(work_dir, self.carry_dir, snapshot_glob="snapshots/G_ema_*kimg.pt")
+
+    def validate(self) -> None:
+        return None
+
+    def step(self, step: int, ctx: StepContext) -> dict:
+        cfg, B = self.cfg, self.cfg.batch_size
+        if self.sitting is None:
+            self.sitting = (time.time(), self.nimg)
+        if self.nimg / 1000 >= self.next_grid:
+            with torch.no_grad():
+                save_grid(self.G_ema(self.grid_z), self.work_dir / "samples" / f"fakes{self.nimg // 1000:06d}kimg.png")
+            self.next_grid += cfg.grid_every_kimg
+        d = self._d_step(step)
+        loss_G = self._g_step()
+        self.nimg += B
+        ema_nimg = cfg.ema_kimg * 1000
+        if cfg.ema_rampup:
+            ema_nimg = min(ema_nimg, self.nimg * cfg.ema_rampup)
+        ema_update(self.G_ema, self.G, 0.5 ** (B / max(ema_nimg, 1e-8)))
+        if self.nimg / 1000 >= self.next_snap:
+            atomic_save(dict(G_ema=self.G_ema.state_dict(), kimg=self.nimg / 1000, seconds=self.clock.total()),
+                        self.work_dir / "snapshots" / f"G_ema_{int(self.next_snap):06d}kimg.pt")
+            self.next_snap += cfg.snapshot_every_kimg
+        ctx.notes.update(kimg=self.nimg / 1000, img_per_s=(self.nimg - self.sitting[1])
+                         / max(time.time() - self.sitting[0], 1e-6))
+        return {"loss_D": d["loss_D"], "loss_G": loss_G, "d_real": d["d_real"], "d_fake": d["d_fake"],
+                "r1": self.last_r1}
+
+    def _d_step(self, step: int) -> dict:
+        """The logistic D loss on reals and (mixed) fakes, then lazy R1 every r1_interval steps."""
+        cfg, B, G, D = self.cfg, self.cfg.batch_size, self.G, self.D
+        real = _from_uint8(self.reals[torch.randint(0, self.reals.shape[0], (B,))])
+        with torch.no_grad():
+            fake = G.synthesis(_mixed_wp(G, B, cfg.style_mixing_prob, None))
+        d_real, d_fake = D(real), D(fake)
+        loss_D = F.softplus(d_fake).mean() + F.softplus(-d_real).mean()
+        self.opt_D.zero_grad(set_to_none=True)
+        loss_D.backward()
+        self.opt_D.step()
+        if step % cfg.r1_interval == 0 and cfg.r1_gamma > 0:
+            real_r1 = real.detach().requires_grad_(True)
+            (grad,) = torch.autograd.grad(D(real_r1).sum(), real_r1, create_graph=True)
+            r1 = grad.pow(2).sum(dim=(1, 2, 3)).mean()
+            self.opt_D.zero_grad(set_to_none=True)
+            (r1 * (cfg.r1_gamma / 2) * cfg.r1_interval).backward()
+            self.opt_D.step()
+            self.last_r1 = float(r1.detach())
+        return {"loss_D": float(loss_D.detach()), "d_real": float(d_real.detach().mean()),
+                "d_fake": float(d_fake.detach().mean())}
+
+    def _g_step(self) -> float:
+        """The non-saturating G loss through a frozen D (w_avg tracked on the way)."""
+        cfg, G, D = self.cfg, self.G, self.D
+        D.requires_grad_(False)
+        d_gen = D(G.synthesis(_mixed_wp(G, cfg.batch_size, cfg.style_mixing_prob, cfg.w_avg_beta)))
+        loss_G = F.softplus(-d_gen).mean()
+        self.opt_G.zero_grad(set_to_none=True)
+        loss_G.backward()
+        self.opt_G.step()
+        D.requires_grad_(True)
+        return float(loss_G.detach())
+
+    def export(self, summary: dict) -> None:
+        with torch.no_grad():
+            save_grid(self.G_ema(self.grid_z), self.work_dir / "samples" / "final.png")
+
+
+def _start_from_exported(task: GANTask, init_from: str | Path, settings: LoopSettings) -> None:
+    """Seed the empty work dir with a checkpoint built from exported weights (see `_warm_start`)."""
+    cfg = task.cfg
+    task.warm = _warm_start(init_from, cfg, config_dict(cfg), task.G, task.G_ema, task.D)
+    task.nimg = int(round(task.warm["kimg"] * 1000))
+    task.next_grid = task.nimg / 1000
+    task.next_snap = (math.floor(task.nimg / 1000 / cfg.snapshot_every_kimg) + 1) * cfg.snapshot_every_kimg
+    torch.manual_seed(cfg.seed + task.warm["steps"])
+    LossLog(task.work_dir / "log.jsonl")   # a fresh log
+    seed_checkpoint(task, settings, task.work_dir, task.warm["steps"], task.warm["wall_seconds"])
+
+
 def train_gan(config: GANConfig, work_dir: str | Path, out_dir: Optional[str | Path] = None,
               show_progress: bool = True, init_from: Optional[str | Path] = None,
               carry_dir: Optional[str | Path] = None) -> Path:
@@ -237,137 +363,20 @@ def train_gan(config: GANConfig, work_dir: str | Path, out_dir: Optional[str | P
     from it first (before `init_from`).
     Returns the generator weights path. Deterministic given config.seed (up to torch's CPU kernels).
     """
-    cfg = config
-    work_dir = Path(work_dir)
+    cfg, work_dir = config, Path(work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
-    out_dir = Path(out_dir) if out_dir is not None else work_dir
     torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
-
-    G = build_generator(cfg)
-    D = build_discriminator(cfg)
-    if cfg.channels_last:
-        G, D = G.to(memory_format=torch.channels_last), D.to(memory_format=torch.channels_last)
-    G_ema = copy.deepcopy(G).eval()
-    G.set_noise_mode("random")
-    G_ema.set_noise_mode("const")
-    c = cfg.r1_interval / (cfg.r1_interval + 1)
-    opt_G = torch.optim.Adam(G.parameters(), lr=cfg.lr, betas=tuple(cfg.betas), eps=1e-8)
-    opt_D = torch.optim.Adam(D.parameters(), lr=cfg.lr * c,
-                             betas=(cfg.betas[0] ** c, cfg.betas[1] ** c), eps=1e-8)
-
-    reals = real_image_cache(work_dir, cfg.domain, cfg.resolution, cfg.train_images)
-    grid_z = torch.randn(64, cfg.z_dim, generator=torch.Generator().manual_seed(cfg.seed + 12345))
-
-    cfg_now = config_dict(cfg)
+    task = GANTask(cfg, work_dir, Path(carry_dir) if carry_dir is not None else None)
+    settings = LoopSettings(steps=math.ceil(int(cfg.total_kimg * 1000) / cfg.batch_size), batch_size=cfg.batch_size,
+                            seed=cfg.seed, checkpoint_every=cfg.checkpoint_every, log_every=cfg.log_every,
+                            max_minutes=cfg.max_minutes, export_incomplete=True, log_reduce="last")
     if restore_carried_state(carry_dir, work_dir):
         print(f"[gan] resuming from the carried state in {carry_dir}", flush=True)
-    state = load_checkpoint(work_dir)
-    warm = state.get("warm_start") if state is not None else None
-    if state is not None:
-        check_resume_config(state["config"], cfg_now, ignore=GANConfig.RESUMABLE_CHANGES)
-        for module, key in ((G, "G"), (D, "D"), (G_ema, "G_ema"), (opt_G, "opt_G"), (opt_D, "opt_D")):
-            module.load_state_dict(state[key])
-        set_rng_state(state["rng"])
-        step, nimg, next_grid = state["step"], state["nimg"], state["next_grid_kimg"]
-        next_snap = state.get("next_snapshot_kimg", cfg.snapshot_every_kimg)
-        clock = Stopwatch(state["seconds"])
-        log = LossLog(work_dir / "log.jsonl", resume_step=step)
-    elif init_from is not None:
-        warm = _warm_start(init_from, cfg, cfg_now, G, G_ema, D)
-        step, nimg = warm["steps"], int(round(warm["kimg"] * 1000))
-        next_grid = nimg / 1000
-        next_snap = (math.floor(nimg / 1000 / cfg.snapshot_every_kimg) + 1) * cfg.snapshot_every_kimg
-        clock = Stopwatch(warm["wall_seconds"])
-        log = LossLog(work_dir / "log.jsonl")
-        torch.manual_seed(cfg.seed + step)
-    else:
-        step, nimg, next_grid = 0, 0, 0.0
-        next_snap = cfg.snapshot_every_kimg
-        clock = Stopwatch()
-        log = LossLog(work_dir / "log.jsonl")
-
-    total_nimg = int(cfg.total_kimg * 1000)
-    total_steps = math.ceil(total_nimg / cfg.batch_size)
-    bar = progress(total_steps, initial=step, desc="GAN", enabled=show_progress)
-    B = cfg.batch_size
-    run_start, run_start_nimg = time.time(), nimg
-    stats = {}
-
-    def checkpoint():
-        save_checkpoint(work_dir, dict(
-            config=cfg_now, G=G.state_dict(), D=D.state_dict(), G_ema=G_ema.state_dict(),
-            opt_G=opt_G.state_dict(), opt_D=opt_D.state_dict(), rng=rng_state(), step=step,
-            nimg=nimg, next_grid_kimg=next_grid, next_snapshot_kimg=next_snap,
-            seconds=clock.total(), warm_start=warm))
-        if carry_dir is not None:
-            carry_state(work_dir, carry_dir, snapshot_glob="snapshots/G_ema_*kimg.pt")
-
-    while nimg < total_nimg:
-        if cfg.max_minutes is not None and clock.total() > cfg.max_minutes * 60:
-            break
-        if nimg / 1000 >= next_grid:
-            with torch.no_grad():
-                save_grid(G_ema(grid_z), work_dir / "samples" / f"fakes{nimg // 1000:06d}kimg.png")
-            next_grid += cfg.grid_every_kimg
-
-        # ---- discriminator -------------------------------------------------------------------
-        real = _from_uint8(reals[torch.randint(0, reals.shape[0], (B,))])
-        with torch.no_grad():
-            fake = G.synthesis(_mixed_wp(G, B, cfg.style_mixing_prob, None))
-        d_real, d_fake = D(real), D(fake)
-        loss_D = F.softplus(d_fake).mean() + F.softplus(-d_real).mean()
-        opt_D.zero_grad(set_to_none=True)
-        loss_D.backward()
-        opt_D.step()
-        if step % cfg.r1_interval == 0 and cfg.r1_gamma > 0:
-            real_r1 = real.detach().requires_grad_(True)
-            (grad,) = torch.autograd.grad(D(real_r1).sum(), real_r1, create_graph=True)
-            r1 = grad.pow(2).sum(dim=(1, 2, 3)).mean()
-            opt_D.zero_grad(set_to_none=True)
-            (r1 * (cfg.r1_gamma / 2) * cfg.r1_interval).backward()
-            opt_D.step()
-            stats["r1"] = float(r1.detach())
-
-        # ---- generator ------------------------------------------------------------------------
-        for p in D.parameters():
-            p.requires_grad_(False)
-        d_gen = D(G.synthesis(_mixed_wp(G, B, cfg.style_mixing_prob, cfg.w_avg_beta)))
-        loss_G = F.softplus(-d_gen).mean()
-        opt_G.zero_grad(set_to_none=True)
-        loss_G.backward()
-        opt_G.step()
-        for p in D.parameters():
-            p.requires_grad_(True)
-
-        # ---- EMA --------------------------------------------------------------------------------
-        nimg += B
-        step += 1
-        ema_nimg = cfg.ema_kimg * 1000
-        if cfg.ema_rampup:
-            ema_nimg = min(ema_nimg, nimg * cfg.ema_rampup)
-        ema_update(G_ema, G, 0.5 ** (B / max(ema_nimg, 1e-8)))
-
-        if step % cfg.log_every == 0:
-            rate = (nimg - run_start_nimg) / max(time.time() - run_start, 1e-6)
-            log.write(step=step, kimg=nimg / 1000, loss_D=float(loss_D.detach()),
-                      loss_G=float(loss_G.detach()),
-                      d_real=float(d_real.detach().mean()), d_fake=float(d_fake.detach().mean()),
-                      r1=stats.get("r1"), img_per_s=rate, seconds=clock.total())
-            bar.set_postfix(D=f"{float(loss_D.detach()):.3f}", G=f"{float(loss_G.detach()):.3f}",
-                            ips=f"{rate:.0f}")
-        bar.update(1)
-        if nimg / 1000 >= next_snap:
-            atomic_save(dict(G_ema=G_ema.state_dict(), kimg=nimg / 1000, seconds=clock.total()),
-                        work_dir / "snapshots" / f"G_ema_{int(next_snap):06d}kimg.pt")
-            next_snap += cfg.snapshot_every_kimg
-        if step % cfg.checkpoint_every == 0:
-            checkpoint()
-    bar.close()
-    checkpoint()
-    with torch.no_grad():
-        save_grid(G_ema(grid_z), work_dir / "samples" / "final.png")
-    return export_gan(work_dir, out_dir)
+    if load_checkpoint(work_dir) is None and init_from is not None:
+        _start_from_exported(task, init_from, settings)
+    train(task, settings, work_dir, show_progress=show_progress)
+    return export_gan(work_dir, Path(out_dir) if out_dir is not None else work_dir)
 
 
 def export_gan(work_dir: str | Path, out_dir: str | Path, quality: Optional[dict] = None) -> Path:
@@ -423,6 +432,21 @@ def samples_and_reals(G: StyleGANGenerator, domain, n: int, seed: int, batch: in
     return fakes, real_a, real_b
 
 
+@torch.no_grad()
+def sampled_outputs(outputs: Callable, G: StyleGANGenerator, domain, n: int, seed: int, batch: int = 250) -> dict:
+    """`outputs(images) -> (probabilities [N, A], embedding [N, E])` on n G samples (p_fake, e_fake) and on
+    the first n and the next n real test images (p_a, e_a; e_b), with the attribute names and the
+    marginals P(label = 1) of samples and reals and their largest gap (the card's fields)."""
+    fakes, real_a, real_b = samples_and_reals(G, domain, n, seed, batch)
+    (p_fake, e_fake), (p_a, e_a), (_, e_b) = outputs(fakes), outputs(real_a), outputs(real_b)
+    attrs = list(getattr(domain, "attributes", [f"attr{i}" for i in range(p_fake.shape[1])]))
+    marg_fake, marg_real = (p_fake > 0.5).float().mean(0), (p_a > 0.5).float().mean(0)
+    return dict(p_fake=p_fake, e_fake=e_fake, p_a=p_a, e_a=e_a, e_b=e_b, attributes=attrs, marginals=dict(
+        marginals_fake={a: round(float(v), 4) for a, v in zip(attrs, marg_fake)},
+        marginals_real={a: round(float(v), 4) for a, v in zip(attrs, marg_real)},
+        max_marginal_gap=round(float((marg_fake - marg_real).abs().max()), 4)))
+
+
 def _stats(feats: torch.Tensor):
     f = feats.double().numpy()
     return f.mean(0), np.cov(f, rowvar=False)
@@ -441,23 +465,16 @@ def evaluate_generator(G: StyleGANGenerator, classifier, domain, n: int = 2000, 
     from pytorch_fid.fid_score import calculate_frechet_distance
 
     classifier = classifier.eval()
-    fakes, real_a, real_b = samples_and_reals(G, domain, n, seed, batch)
-    p_fake, e_fake = _classify(classifier, fakes)
-    p_a, e_a = _classify(classifier, real_a)
-    _, e_b = _classify(classifier, real_b)
-    attrs = list(getattr(domain, "attributes", [f"attr{i}" for i in range(p_fake.shape[1])]))
-    marg_fake = (p_fake > 0.5).float().mean(0)
-    marg_real = (p_a > 0.5).float().mean(0)
+    o = sampled_outputs(lambda x: _classify(classifier, x), G, domain, n, seed, batch)
+    p_fake, e_fake, p_a, e_a, e_b = o["p_fake"], o["e_fake"], o["p_a"], o["e_a"], o["e_b"]
     with warnings.catch_warnings():
         # pytorch-fid passes scipy's deprecated `disp` argument; the number is unaffected.
         warnings.simplefilter("ignore", DeprecationWarning)
         fd = calculate_frechet_distance(*_stats(e_fake), *_stats(e_a))
         floor = calculate_frechet_distance(*_stats(e_b), *_stats(e_a))
+    attrs = o["attributes"]
     return dict(
-        n=n, seed=seed,
-        marginals_fake={a: round(float(v), 4) for a, v in zip(attrs, marg_fake)},
-        marginals_real={a: round(float(v), 4) for a, v in zip(attrs, marg_real)},
-        max_marginal_gap=round(float((marg_fake - marg_real).abs().max()), 4),
+        n=n, seed=seed, **o["marginals"],
         confidence_fake=round(float(torch.maximum(p_fake, 1 - p_fake).mean()), 4),
         confidence_fake_per_attribute={a: round(float(v), 4) for a, v in
                                        zip(attrs, torch.maximum(p_fake, 1 - p_fake).mean(0))},

@@ -9,13 +9,12 @@ process CPU time per step and each variant's ratio to the default; GANConfig's d
 
 from __future__ import annotations
 
-import argparse
 
 import torch
 import torch.nn.functional as F
 
 from idinvert.training.gan import GANConfig, _mixed_wp, build_discriminator, build_generator
-from idinvert.training.loop_utils import interleaved_speed
+from idinvert.training.loop_utils import interleaved_speed, speed_arguments
 
 # name -> (threads, (channels_last, bf16))
 VARIANTS = {"fp32": (1, (False, False)), "channels_last": (1, (True, False)), "bf16": (1, (False, True)),
@@ -62,11 +61,7 @@ def _step(state, batch: int, i: int, bf16: bool, cfg: GANConfig) -> None:
 
 
 def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--rounds", type=int, default=4)
-    ap.add_argument("--steps", type=int, default=6)
-    ap.add_argument("--batch", type=int, default=32)
-    args = ap.parse_args(argv)
+    args = speed_arguments(__doc__, argv, steps=6)
     cfg = GANConfig()
     states = {k: _make(cfg, v[1][0]) for k, v in VARIANTS.items()}
     interleaved_speed(VARIANTS, lambda k, i: _step(states[k], args.batch, i, VARIANTS[k][1][1], cfg),

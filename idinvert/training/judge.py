@@ -13,8 +13,6 @@ in the zoo's other training reads it.
 
 from __future__ import annotations
 
-import math
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -24,9 +22,9 @@ import torch.nn.functional as F
 
 from idinvert.nets.judge import JudgeNet
 from idinvert.quality import DEGRADATIONS, degrade, frechet_distance
-from idinvert.training.common import (LossLog, Stopwatch, check_resume_config, config_dict,
-                                      export_fp16_state_dict, fp16_rounded, load_checkpoint,
-                                      progress, save_checkpoint)
+from idinvert.training.classifier import RenderedTask, cosine_lr, export_rendered, train_rendered
+from idinvert.training.common import builtin_domain
+from idinvert.training.loop import StepContext
 
 __all__ = ["JudgeConfig", "train_judge", "build_judge", "evaluate_judge", "export_judge"]
 
@@ -58,22 +56,12 @@ def build_judge(cfg: JudgeConfig, num_attributes: int = 5, num_nuisances: int = 
                     num_nuisances=num_nuisances, width=cfg.width, embed_dim=cfg.embed_dim)
 
 
-def _domain(name: str, resolution: int):
-    if name != "synthetic-faces":
-        raise ValueError(f"unknown domain {name!r} (only 'synthetic-faces' is built in)")
-    from idinvert.domains.synthetic_faces import SyntheticFaces
-    return SyntheticFaces(resolution=resolution)
-
-
 def _batch_seed(seed: int, step: int) -> int:
     # A stream of its own: 2_000_000_011 * (seed + 1) + step never meets the classifier's seeds.
     return 2_000_000_011 * (seed + 1) + step
 
 
-def _lr_at(cfg: JudgeConfig, step: int) -> float:
-    t = min(step / max(cfg.steps, 1), 1.0)
-    lo = cfg.lr * cfg.lr_final_fraction
-    return lo + (cfg.lr - lo) * 0.5 * (1 + math.cos(math.pi * t))
+_lr_at = cosine_lr   # looked up when a step runs (so a test can interrupt a run through it)
 
 
 def _nuisance_standardiser(domain, n: int = 4096) -> tuple[torch.Tensor, torch.Tensor]:
@@ -136,87 +124,42 @@ def _increasing(values: list[float]) -> bool:
     return all(b > a for a, b in zip(values, values[1:]))
 
 
+class _JudgeTask(RenderedTask):
+    """The judge's step: attributes (BCE) + standardised nuisances (MSE) on an augmented rendered batch."""
+    name = "judge"
+
+    def __init__(self, cfg: JudgeConfig, domain):
+        self.mean, self.std = _nuisance_standardiser(domain)
+        super().__init__(cfg, build_judge(cfg, len(domain.attributes), self.mean.numel()), domain)
+
+    def step(self, step: int, ctx: StepContext) -> dict:
+        from idinvert.domains.synthetic_faces import labels_of, nuisance_targets
+        cfg, seed = self.cfg, _batch_seed(self.cfg.seed, step)
+        params = self.domain.sample_params(cfg.batch_size, seed=seed)
+        images = _augment(self.domain.render(params), cfg.aug_prob, torch.Generator().manual_seed(seed))
+        labels = labels_of(params).float()
+        target = (nuisance_targets(params) - self.mean) / self.std
+        lr = _lr_at(cfg, step)
+        _, logits, nuis = self.export_module.embed_and_outputs(images)
+        loss_attr = F.binary_cross_entropy_with_logits(logits, labels)
+        loss_nuis = F.mse_loss(nuis, target)
+        self.update(loss_attr + cfg.nuisance_weight * loss_nuis, ctx, lr)
+        acc = ((logits.detach() > 0).float() == labels).float().mean(0)
+        return {"loss_attr": float(loss_attr.detach()), "loss_nuisance": float(loss_nuis.detach()),
+                "batch_acc_min": float(acc.min())}
+
+
 def train_judge(config: JudgeConfig, work_dir: str | Path, out_dir: Optional[str | Path] = None,
                 show_progress: bool = True) -> Path:
     """Train (or resume) the judge in work_dir; export judge.pt (fp16) with its card to out_dir."""
-    from idinvert.domains.synthetic_faces import labels_of, nuisance_targets
-    cfg = config
-    work_dir = Path(work_dir)
-    work_dir.mkdir(parents=True, exist_ok=True)
-    out_dir = Path(out_dir) if out_dir is not None else work_dir
-    torch.set_num_threads(cfg.threads)
-    torch.manual_seed(cfg.seed)
-    domain = _domain(cfg.domain, cfg.resolution)
-    mean, std = _nuisance_standardiser(domain)
-    model = build_judge(cfg, len(domain.attributes), mean.numel())
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-
-    cfg_now = config_dict(cfg)
-    state = load_checkpoint(work_dir)
-    if state is not None:
-        check_resume_config(state["config"], cfg_now, ignore=JudgeConfig.RESUMABLE_CHANGES)
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["opt"])
-        step, clock = state["step"], Stopwatch(state["seconds"])
-        log = LossLog(work_dir / "log.jsonl", resume_step=step)
-    else:
-        step, clock = 0, Stopwatch()
-        log = LossLog(work_dir / "log.jsonl")
-
-    def checkpoint():
-        save_checkpoint(work_dir, dict(config=cfg_now, model=model.state_dict(),
-                                       opt=opt.state_dict(), step=step, seconds=clock.total()))
-
-    bar = progress(cfg.steps, initial=step, desc="judge", enabled=show_progress)
-    model.train()
-    while step < cfg.steps:
-        seed = _batch_seed(cfg.seed, step)
-        params = domain.sample_params(cfg.batch_size, seed=seed)
-        images = _augment(domain.render(params), cfg.aug_prob, torch.Generator().manual_seed(seed))
-        labels = labels_of(params).float()
-        target = (nuisance_targets(params) - mean) / std
-        for group in opt.param_groups:
-            group["lr"] = _lr_at(cfg, step)
-        _, logits, nuis = model.embed_and_outputs(images)
-        loss_attr = F.binary_cross_entropy_with_logits(logits, labels)
-        loss_nuis = F.mse_loss(nuis, target)
-        loss = loss_attr + cfg.nuisance_weight * loss_nuis
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        step += 1
-        if step % cfg.log_every == 0:
-            acc = ((logits.detach() > 0).float() == labels).float().mean(0)
-            log.write(step=step, loss_attr=float(loss_attr.detach()),
-                      loss_nuisance=float(loss_nuis.detach()), batch_acc_min=float(acc.min()),
-                      lr=_lr_at(cfg, step - 1), seconds=clock.total())
-            bar.set_postfix(attr=f"{float(loss_attr.detach()):.4f}",
-                            nuis=f"{float(loss_nuis.detach()):.3f}")
-        bar.update(1)
-        if step % cfg.checkpoint_every == 0:
-            checkpoint()
-    bar.close()
-    checkpoint()
-    return export_judge(work_dir, out_dir)
+    torch.set_num_threads(config.threads)
+    torch.manual_seed(config.seed)
+    train_rendered(_JudgeTask(config, builtin_domain(config.domain, config.resolution)), work_dir, show_progress)
+    return export_judge(work_dir, Path(out_dir) if out_dir is not None else Path(work_dir))
 
 
 def export_judge(work_dir: str | Path, out_dir: str | Path) -> Path:
     """Export judge.pt (fp16) from work_dir's checkpoint with its evaluation in the JSON card."""
-    work_dir, out_dir = Path(work_dir), Path(out_dir)
-    state = load_checkpoint(work_dir)
-    if state is None:
-        raise FileNotFoundError(f"no judge checkpoint in {work_dir}")
-    cfg = JudgeConfig(**state["config"])
-    domain = _domain(cfg.domain, cfg.resolution)
-    model = build_judge(cfg, len(domain.attributes))
-    model.load_state_dict(state["model"])
-    shipped = fp16_rounded(model, lambda: build_judge(cfg, len(domain.attributes)))
-    t = time.time()
-    quality = evaluate_judge(shipped, domain, cfg.eval_images)
-    card = dict(model="JudgeNet", constructor=model.config, attributes=list(domain.attributes),
-                role="evaluation only: embedding (fid_domain, dpips, precision/recall, domain "
-                     "check) and attribute judge (edit success/preservation, predicted labels)",
-                training=config_dict(cfg), images_seen=state["step"] * cfg.batch_size,
-                steps=state["step"], wall_seconds=round(state["seconds"], 1), quality=quality,
-                eval_seconds=round(time.time() - t, 1))
-    return export_fp16_state_dict(model, out_dir / "judge.pt", card)
+    return export_rendered(work_dir, Path(out_dir) / "judge.pt", JudgeConfig, build_judge, evaluate_judge,
+                           role="evaluation only: embedding (fid_domain, dpips, precision/recall, domain "
+                                "check) and attribute judge (edit success/preservation, predicted labels)")

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 from idinvert.nets.stylegan_generator import StyleGANGenerator
 from idinvert.training.common import load_checkpoint
-from idinvert.training.gan import GANConfig, build_generator, samples_and_reals
+from idinvert.training.gan import GANConfig, build_generator, sampled_outputs
 
 __all__ = ["evaluate_generator_judged", "snapshot_curve"]
 
@@ -28,7 +28,7 @@ def _judge_outputs(judge, images: torch.Tensor, batch: int = 250):
         e = judge.embed(x)
         embeds.append(e)
         probs.append(torch.sigmoid(judge.head(F.silu(e))))
-    return torch.cat(embeds), torch.cat(probs)
+    return torch.cat(probs), torch.cat(embeds)
 
 
 @torch.no_grad()
@@ -45,13 +45,8 @@ def evaluate_generator_judged(G: StyleGANGenerator, judge, domain, n: int = 2000
     from idinvert.quality import frechet_distance, precision_recall, two_sample_probe
 
     judge = judge.eval()
-    fakes, real_a, real_b = samples_and_reals(G, domain, n, seed, batch)
-    e_fake, p_fake = _judge_outputs(judge, fakes)
-    e_a, p_a = _judge_outputs(judge, real_a)
-    e_b, _ = _judge_outputs(judge, real_b)
-    attrs = list(getattr(domain, "attributes", [f"attr{i}" for i in range(p_fake.shape[1])]))
-    marg_fake = (p_fake > 0.5).float().mean(0)
-    marg_real = (p_a > 0.5).float().mean(0)
+    o = sampled_outputs(lambda x: _judge_outputs(judge, x), G, domain, n, seed, batch)
+    e_fake, e_a, e_b = o["e_fake"], o["e_a"], o["e_b"]
     fd = frechet_distance(e_fake, e_a)
     floor = frechet_distance(e_b, e_a)
     precision, recall = precision_recall(e_a, e_fake, k=3)
@@ -59,10 +54,7 @@ def evaluate_generator_judged(G: StyleGANGenerator, judge, domain, n: int = 2000
         n=n, seed=seed, embedding="judge",
         frechet_distance=round(fd, 4), frechet_floor=round(floor, 4),
         frechet_ratio_to_floor=round(fd / max(floor, 1e-12), 3),
-        precision=round(precision, 4), recall=round(recall, 4), k=3,
-        marginals_fake={a: round(float(v), 4) for a, v in zip(attrs, marg_fake)},
-        marginals_real={a: round(float(v), 4) for a, v in zip(attrs, marg_real)},
-        max_marginal_gap=round(float((marg_fake - marg_real).abs().max()), 4),
+        precision=round(precision, 4), recall=round(recall, 4), k=3, **o["marginals"],
         probe_accuracy=round(two_sample_probe(e_a, e_fake, seed=seed), 4),
     )
 

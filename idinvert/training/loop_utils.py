@@ -1,20 +1,18 @@
-"""Small pieces every encoder training loop here repeats: per-step RNG, the learning-rate schedule,
-interval-averaged loss logs, real-image batches and a fixed validation set.
+"""Small pieces the training loop and its tasks share: per-step RNG, the learning-rate schedule, interval
+loss logs, the validation hold-out, setting checks, and the A/B speed timers' machinery.
 """
 
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Optional
 
 import torch
-import torch.nn as nn
 
 from idinvert.training.common import LossLog
 
-__all__ = ["step_generator", "lr_at", "set_lr", "IntervalLog", "real_batch", "split_holdout",
-           "as_tensor_batches", "check_positive", "interleaved_speed"]
+__all__ = ["step_generator", "lr_at", "set_lr", "IntervalLog", "split_holdout", "check_positive",
+           "interleaved_speed", "speed_arguments"]
 
 
 def step_generator(seed: int, step: int) -> torch.Generator:
@@ -36,17 +34,27 @@ def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
 
 
 class IntervalLog:
-    """Averages losses over `every` steps into one row of a LossLog at `path`; a loss computed on
-    only some steps (lazy R1) is averaged over the steps that had it."""
+    """Losses of every `every` steps as one row of a LossLog at `path`. reduce "mean": their mean over the
+    interval (a loss computed on only some steps, lazy R1, is averaged over the steps that had it); "last":
+    the logged step's own values (None kept), as the zoo's GAN, classifier and judge have always logged."""
 
-    def __init__(self, path: str | os.PathLike, every: int, resume_step: Optional[int]):
+    def __init__(self, path: str | os.PathLike, every: int, resume_step: Optional[int], reduce: str = "mean"):
         self.log = LossLog(path, resume_step=resume_step)
-        self.every = max(1, int(every))
+        self.every, self.reduce = max(1, int(every)), reduce
         self.sums: dict[str, float] = {}
         self.counts: dict[str, int] = {}
 
     def add(self, step: int, values: dict, **extra) -> Optional[dict]:
         """Accumulate this step's losses; at every `every`-th step write and return the row."""
+        if self.reduce == "last":
+            row = {"step": step, **values, **extra} if step % self.every == 0 else None
+        else:
+            row = self._mean_row(step, values, extra)
+        if row is not None:
+            self.log.write(**row)
+        return row
+
+    def _mean_row(self, step: int, values: dict, extra: dict) -> Optional[dict]:
         for k, v in values.items():
             if v is not None:
                 self.sums[k] = self.sums.get(k, 0.0) + float(v)
@@ -54,7 +62,6 @@ class IntervalLog:
         if step % self.every != 0 or not self.sums:
             return None
         row = {"step": step, **{k: v / self.counts[k] for k, v in self.sums.items()}, **extra}
-        self.log.write(**row)
         self.sums, self.counts = {}, {}
         return row
 
@@ -73,32 +80,22 @@ def split_holdout(n_images: int, holdout: int, batch_size: int) -> tuple[range, 
     return range(0, holdout), range(holdout, n_images)
 
 
-def real_batch(images, train_indices: range, batch_size: int, rng: torch.Generator,
-               mirror: bool, device: torch.device) -> torch.Tensor:
-    """A batch [B, 3, R, R] drawn with replacement from `train_indices` of `images` (ImageSet or
-    anything with `load(list)`), optionally mirrored per image with probability 1/2."""
-    idx = torch.randint(train_indices.start, train_indices.stop, (batch_size,), generator=rng)
-    x = images.load(idx.tolist())
-    if mirror:
-        flip = torch.rand(batch_size, generator=rng) < 0.5
-        x = torch.where(flip.view(-1, 1, 1, 1), x.flip(3), x)
-    return x.to(device)
-
-
-def as_tensor_batches(images, batch_size: int):
-    """Iterate [b, 3, R, R] chunks of an ImageSet or a tensor [N, 3, R, R]."""
-    if isinstance(images, torch.Tensor):
-        yield from images.split(batch_size)
-    else:
-        for _, chunk in images.batches(batch_size):
-            yield chunk
-
-
 def check_positive(**values) -> None:
     """Raise ValueError naming every setting that is not > 0."""
     bad = [f"{k}={v!r}" for k, v in values.items() if not (v is not None and v > 0)]
     if bad:
         raise ValueError(f"settings must be > 0: {', '.join(bad)}")
+
+
+def speed_arguments(doc: str, argv, steps: int):
+    """The A/B timers' command line: --rounds (4), --steps (`steps`) per variant per round, --batch (32)."""
+    import argparse
+
+    ap = argparse.ArgumentParser(description=doc.splitlines()[0])
+    ap.add_argument("--rounds", type=int, default=4)
+    ap.add_argument("--steps", type=int, default=steps)
+    ap.add_argument("--batch", type=int, default=32)
+    return ap.parse_args(argv)
 
 
 def interleaved_speed(variants: dict, step, rounds: int, steps: int, batch: int, base: str = "fp32") -> dict:

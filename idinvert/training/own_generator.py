@@ -34,7 +34,7 @@ import torch.nn as nn
 from idinvert.domains.folder import FolderError
 from idinvert.training.loop import Dist, LoopSettings, train
 from idinvert.training.own_card import TRAINED_FORMAT  # re-exported
-from idinvert.training.own_parts import PART_FILES, TASKS, write_part
+from idinvert.training.own_parts import PART_FILES, TASKS, export_part
 
 __all__ = ["PARTS", "Source", "TrainSettings", "load_source", "find_vgg16", "training_folder",
            "train_bundle", "TRAINED_FORMAT"]
@@ -184,7 +184,8 @@ def _make_task(part: str, source: Source, F, fcard: dict, images, settings: Trai
     config = dataclasses.replace(config_cls(), batch_size=settings.batch_size, steps=settings.steps)
     val_x = images.load(list(range(settings.val_images)))
     card = {"perceptual": fcard["name"], "lambda_vgg": fcard["lambda_vgg"], "source": source.origin}
-    common = dict(steps=settings.steps, val_x=val_x, out_dir=out_dir, device=device, card=card)
+    common = dict(steps=settings.steps, val_x=val_x, out_dir=out_dir, device=device, card=card,
+                  exporter=export_part)
     if part == "conventional":
         return cls(source.generator, config, lambda_pixel=settings.lambda_pixel, **common)
     if part == "classifier":

@@ -289,71 +289,89 @@ def train_zoo(targets: str | Iterable[str] | None = None, work_dir: str | Path =
     """Run the recipe's `targets` in order (see module docstring); returns {target: summary}.
     `carry_dir`: a git-trackable folder the GAN mirrors its resumable state into (carry_dir/gan),
     so that its training continues on another machine (see train_gan)."""
-    from idinvert.zoo import SYNTHETIC_FACES_DIR, export_part
+    from idinvert.zoo import SYNTHETIC_FACES_DIR
 
     recipe = recipe or ZooRecipe()
-    work_dir = Path(work_dir)
-    out_dir = Path(out_dir) if out_dir is not None else SYNTHETIC_FACES_DIR
-    out_dir.mkdir(parents=True, exist_ok=True)
+    run = _ZooRun(recipe, Path(work_dir), Path(out_dir) if out_dir is not None else SYNTHETIC_FACES_DIR,
+                  device, show_progress, carry_dir)
+    run.out_dir.mkdir(parents=True, exist_ok=True)
     results: dict[str, Any] = {}
-    chosen = resolve_targets(targets)
     card_requested = targets is None or targets == "all" or "card" in (
         [t.strip() for t in targets.split(",")] if isinstance(targets, str) else list(targets))
-    for target in chosen:
+    for target in resolve_targets(targets):
         t0 = time.time()
-        if target == "classifier":
-            from idinvert.training.classifier import train_classifier
-            results[target] = str(train_classifier(recipe.classifier, work_dir / "classifier",
-                                                   out_dir, show_progress=show_progress))
-        elif target == "judge":
-            from idinvert.training.judge import train_judge
-            results[target] = str(train_judge(recipe.judge, work_dir / "judge", out_dir,
-                                              show_progress=show_progress))
-        elif target == "gan":
-            from idinvert.training.gan import train_gan
-            results[target] = str(train_gan(recipe.gan, work_dir / "gan", out_dir,
-                                            show_progress=show_progress, init_from=recipe.gan_init_from,
-                                            carry_dir=Path(carry_dir) / "gan" if carry_dir else None))
-            _attach_snapshot_curve(out_dir, work_dir / "gan", recipe)
-        elif target == "conventional-encoder":
-            generator = _part(out_dir, "generator")
-            g_sha = _sha(out_dir, "generator")
-            # A work dir per generator: a checkpoint made against another G is never resumed.
-            encoder, summary = train_conventional_encoder(
-                generator, recipe.conventional, work_dir / "conventional_encoder" / g_sha[:12],
-                device, show_progress=show_progress, val_images=_val_images(recipe))
-            export_part(encoder.cpu(), out_dir, "conventional_encoder",
-                        {"kind": "conventional encoder (latent regression in W+)",
-                         "generator_sha256": g_sha, "training": summary})
-            results[target] = summary
-        elif target == "domain-encoder":
-            from idinvert.nets.perceptual import DomainPerceptual
-            generator = _part(out_dir, "generator")
-            g_sha = _sha(out_dir, "generator")
-            discriminator = _part(out_dir, "discriminator")
-            perceptual = DomainPerceptual(_part(out_dir, "classifier"))
-            images = _domain(recipe.resolution).split("train", recipe.domain.train_images)
-            encoder, _, summary = train_domain_encoder(
-                generator, discriminator, perceptual, images, recipe.domain,
-                work_dir / "domain_encoder" / g_sha[:12], device, show_progress=show_progress,
-                val_images=_val_images(recipe))
-            summary["perceptual"] = perceptual.name
-            summary["perceptual_layer"] = perceptual.layer
-            export_part(encoder.cpu(), out_dir, "encoder",
-                        {"kind": "domain-guided encoder (In-Domain GAN Inversion)",
-                         "generator_sha256": g_sha, "training": summary})
-            results[target] = summary
-        elif target in ("e4e-encoder", "restyle-encoder"):
-            results[target] = _train_later_encoder(target, out_dir, work_dir, recipe, device,
-                                                   show_progress)
-        elif target == "card":
-            blocker = _card_blocker(out_dir)
+        if target == "card":
+            blocker = _card_blocker(run.out_dir)
             if blocker and not card_requested:
                 print(f"[zoo] card: skipped, {blocker}", flush=True)
                 continue
-            results[target] = write_card(out_dir, recipe)
+            results[target] = write_card(run.out_dir, recipe)
+        else:
+            results[target] = run.train(target)
         print(f"[zoo] {target}: done in {time.time() - t0:.0f} s", flush=True)
     return results
+
+
+@dataclass
+class _ZooRun:
+    """One `train_zoo` call: each target's trainer (all on `idinvert.training.loop`) and its export."""
+    recipe: ZooRecipe
+    work_dir: Path
+    out_dir: Path
+    device: Any
+    show_progress: bool
+    carry_dir: Any
+
+    def train(self, target: str):
+        if target in ("e4e-encoder", "restyle-encoder"):
+            return _train_later_encoder(target, self.out_dir, self.work_dir, self.recipe, self.device,
+                                        self.show_progress)
+        return getattr(self, target.replace("-", "_"))()
+
+    def classifier(self) -> str:
+        from idinvert.training.classifier import train_classifier
+        return str(train_classifier(self.recipe.classifier, self.work_dir / "classifier", self.out_dir,
+                                    show_progress=self.show_progress))
+
+    def judge(self) -> str:
+        from idinvert.training.judge import train_judge
+        return str(train_judge(self.recipe.judge, self.work_dir / "judge", self.out_dir,
+                               show_progress=self.show_progress))
+
+    def gan(self) -> str:
+        from idinvert.training.gan import train_gan
+        path = train_gan(self.recipe.gan, self.work_dir / "gan", self.out_dir, show_progress=self.show_progress,
+                         init_from=self.recipe.gan_init_from,
+                         carry_dir=Path(self.carry_dir) / "gan" if self.carry_dir else None)
+        _attach_snapshot_curve(self.out_dir, self.work_dir / "gan", self.recipe)
+        return str(path)
+
+    def conventional_encoder(self) -> dict:
+        g_sha = _sha(self.out_dir, "generator")
+        # A work dir per generator: a checkpoint made against another G is never resumed.
+        encoder, summary = train_conventional_encoder(
+            _part(self.out_dir, "generator"), self.recipe.conventional,
+            self.work_dir / "conventional_encoder" / g_sha[:12], self.device, show_progress=self.show_progress,
+            val_images=_val_images(self.recipe))
+        return self._export(encoder, "conventional_encoder", "conventional encoder (latent regression in W+)",
+                            g_sha, summary)
+
+    def domain_encoder(self) -> dict:
+        from idinvert.nets.perceptual import DomainPerceptual
+        g_sha, recipe = _sha(self.out_dir, "generator"), self.recipe
+        perceptual = DomainPerceptual(_part(self.out_dir, "classifier"))
+        images = _domain(recipe.resolution).split("train", recipe.domain.train_images)
+        encoder, _, summary = train_domain_encoder(
+            _part(self.out_dir, "generator"), _part(self.out_dir, "discriminator"), perceptual, images,
+            recipe.domain, self.work_dir / "domain_encoder" / g_sha[:12], self.device,
+            show_progress=self.show_progress, val_images=_val_images(recipe))
+        summary.update(perceptual=perceptual.name, perceptual_layer=perceptual.layer)
+        return self._export(encoder, "encoder", "domain-guided encoder (In-Domain GAN Inversion)", g_sha, summary)
+
+    def _export(self, encoder, part: str, kind: str, g_sha: str, summary: dict) -> dict:
+        from idinvert.zoo import export_part
+        export_part(encoder.cpu(), self.out_dir, part, {"kind": kind, "generator_sha256": g_sha, "training": summary})
+        return summary
 
 
 def _shared_lambda_vgg(out_dir: Path, work_dir: Path | None = None) -> float:
