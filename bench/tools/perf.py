@@ -234,12 +234,7 @@ def run(args: argparse.Namespace) -> dict:
 
     return {
         "bundle": bundle.name,
-        "device": str(device),
-        "device_name": (torch.cuda.get_device_name(device) if device.type == "cuda"
-                        else platform.processor() or platform.machine()),
-        "threads": torch.get_num_threads(),
-        "cpu_count": os.cpu_count(),
-        "torch": torch.__version__,
+        **machine_info(device),
         "method": args.method,
         "params": method.params(),
         "images": n,
@@ -258,6 +253,18 @@ def run(args: argparse.Namespace) -> dict:
         "matmul_peak": peak,
         "milestone_overhead": overhead,
         "flop_counting": "FlopCounterMode: matmul/conv forward+backward only",
+    }
+
+
+def machine_info(device: torch.device) -> dict:
+    """Where a timing was taken: device, its name, torch's threads, the CPU count, torch's version."""
+    return {
+        "device": str(device),
+        "device_name": (torch.cuda.get_device_name(device) if device.type == "cuda"
+                        else platform.processor() or platform.machine()),
+        "threads": torch.get_num_threads(),
+        "cpu_count": os.cpu_count(),
+        "torch": torch.__version__,
     }
 
 
