@@ -16,7 +16,7 @@ from typing import Any
 from bench import defaults
 from bench.train_own import PART_NAMES
 
-__all__ = ["Opt", "Group", "Command", "opt", "TABLE", "command", "add_commands", "standalone_parser"]
+__all__ = ["Opt", "Group", "Command", "opt", "TABLE", "command", "add_commands", "standalone_parser", "parser_of"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -302,6 +302,11 @@ def add_commands(parser: argparse.ArgumentParser, commands: tuple[Command, ...],
 def standalone_parser(name: str, description: str | None = None) -> argparse.ArgumentParser:
     """The parser of a command that reads its own arguments (``bench diffuse``, ``bench perf``)."""
     c = command(name)
-    parser = argparse.ArgumentParser(prog=f"bench {name}", description=description or c.description)
-    _add_options(parser, c.options)
+    return parser_of(f"bench {name}", c.options, description or c.description)
+
+
+def parser_of(prog: str, options: tuple[Opt | Group, ...], description: str | None) -> argparse.ArgumentParser:
+    """A plain argparse parser of ``options`` (also for the ``python -m bench.tools.*`` timers)."""
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    _add_options(parser, options)
     return parser
