@@ -196,3 +196,14 @@ def test_no_function_over_60_lines_outside_the_training_loops():
 def test_no_function_over_80_lines_and_at_most_5_over_60():
     long = _long_functions()
     assert len(long) <= MAX_LONG and all(n <= MAX_LINES for n in long.values()), long
+
+
+def test_bench_train_writes_the_part_files_the_trained_bundle_reads():
+    from idinvert.bundles.base import part_file
+    from idinvert.bundles.trained import PART_FILES
+    from idinvert.training.own_parts import PART_FILES as WRITTEN
+    from idinvert.zoo import SYNTHETIC_FACES_FILES
+
+    assert WRITTEN == PART_FILES
+    assert all(f == part_file(field) for field, f in PART_FILES.values())
+    assert all(f == part_file(part) for part, (f, _) in SYNTHETIC_FACES_FILES.items())
