@@ -1,4 +1,6 @@
-"""Command-line interface: ``python -m bench <command>`` (also installed as ``bench``).
+"""Command-line interface: ``python -m bench <command>`` (also installed as ``bench``). The commands and
+their options are one table (``bench.cli_table``); this module checks the parsed values and runs each
+command's handler (``COMMANDS``).
 
 Every failure a user can cause is one line ``bench: error: ...`` naming the file, parameter or value:
 exit code 2 for bad usage (unknown method or bundle, bad ``--set``, a bad flag value or input file), 1
