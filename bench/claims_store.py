@@ -276,69 +276,83 @@ def _columns(a: _RunData, b: _RunData, metric: str) -> tuple[list[str], list[int
 
 def _ingredient_seed_data(claim: CL.Claim, a: _RunData, b: _RunData, ga: dict, gb: dict
                           ) -> tuple[CL.SeedData | None, str | None, tuple]:
-    """SeedData of a set-level claim from both runs' stored ingredients, paired on their common units."""
-    if claim.effect == "frechet_difference":
-        if "fake" not in ga or "fake" not in gb or "real" not in ga:
-            return None, f"{claim.metric}'s stored ingredients lack the features", ()
-        ids = _common(ga["fake"][0], gb["fake"][0])
-        if len(ids) < 2:
-            return None, f"{claim.a.label} and {claim.b.label} share fewer than 2 units of {claim.metric}", ()
+    """SeedData of a set-level claim from both runs' stored ingredients, paired on their common units:
+    (data, None, both arms' point values) or (None, why not, ())."""
+    assemble = {"frechet_difference": _frechet_seed_data, "ap_difference": _ap_seed_data,
+                "rate_difference": _rate_seed_data}.get(claim.effect)
+    if assemble is None:
+        return None, f"no way to assemble the {claim.effect} effect from the store", ()
+    return assemble(claim, a, b, ga, gb)
+
+
+def _frechet_seed_data(claim: CL.Claim, a: _RunData, b: _RunData, ga: dict, gb: dict
+                       ) -> tuple[CL.SeedData | None, str | None, tuple]:
+    """Both arms' fake features (and the real set's) on their common units; per-image units are paired
+    with the real image, interpolation units (pairs of images) share one fixed real set."""
+    if "fake" not in ga or "fake" not in gb or "real" not in ga:
+        return None, f"{claim.metric}'s stored ingredients lack the features", ()
+    ids = _common(ga["fake"][0], gb["fake"][0])
+    if len(ids) < 2:
+        return None, f"{claim.a.label} and {claim.b.label} share fewer than 2 units of {claim.metric}", ()
+    xa, xb = _aligned(ga, "fake", ids), _aligned(gb, "fake", ids)
+    per_unit = xa.ndim == 3  # interpolations: the units are pairs, the real set is fixed
+    if per_unit:
+        fixed = {"real": ga["real"][1]}
+        sample = {"a": xa, "b": xb}
+    else:
+        ids = _common(ids, ga["real"][0])
         xa, xb = _aligned(ga, "fake", ids), _aligned(gb, "fake", ids)
-        per_unit = xa.ndim == 3  # interpolations: the units are pairs, the real set is fixed
-        if per_unit:
-            fixed = {"real": ga["real"][1]}
-            sample = {"a": xa, "b": xb}
-        else:
-            ids = _common(ids, ga["real"][0])
-            xa, xb = _aligned(ga, "fake", ids), _aligned(gb, "fake", ids)
-            fixed, sample = {}, {"a": xa, "b": xb, "real": _aligned(ga, "real", ids)}
-        if len(ids) < 2:
-            return None, "fewer than 2 paired images", ()
-        k = xa.shape[-1]
-        real_n = len(sample.get("real", fixed.get("real")))
-        fake_n = int(np.prod(xa.shape[:-1]))
-        if min(real_n, fake_n) < MIN_FRECHET_VECTORS_PER_DIM * k:
-            return None, (f"{min(real_n, fake_n)} paired vectors for a Fréchet distance in {k} dimensions "
-                          f"(at least {MIN_FRECHET_VECTORS_PER_DIM * k} needed to estimate its "
-                          f"covariances); run the arms on more images (e.g. --budget full)"), ()
-        d = CL.SeedData(sample, fixed, image_ids=tuple(ids))
-        from bench.metrics.frechet import feature_stats
+        fixed, sample = {}, {"a": xa, "b": xb, "real": _aligned(ga, "real", ids)}
+    if len(ids) < 2:
+        return None, "fewer than 2 paired images", ()
+    k = xa.shape[-1]
+    real = sample.get("real", fixed.get("real"))
+    fake_n = int(np.prod(xa.shape[:-1]))
+    if min(len(real), fake_n) < MIN_FRECHET_VECTORS_PER_DIM * k:
+        return None, (f"{min(len(real), fake_n)} paired vectors for a Fréchet distance in {k} dimensions "
+                      f"(at least {MIN_FRECHET_VECTORS_PER_DIM * k} needed to estimate its "
+                      f"covariances); run the arms on more images (e.g. --budget full)"), ()
+    from bench.metrics.frechet import feature_stats
 
-        ref = feature_stats(np.asarray(sample.get("real", fixed.get("real")), dtype=np.float64))
-        nums = tuple(CL._frechet_to(x.reshape(-1, x.shape[-1]), ref) for x in (xa, xb))
-        return d, None, nums
-    if claim.effect == "ap_difference":
-        if not {"scores", "labels"} <= set(ga) or "scores" not in gb:
-            return None, f"{claim.metric}'s stored ingredients lack scores or labels", ()
-        attrs, ca, cb = _columns(a, b, claim.metric)
-        ids = _common(ga["scores"][0], gb["scores"][0], ga["labels"][0])
-        if not attrs or len(ids) < 2:
-            return None, "no attribute or fewer than 2 images in common", ()
-        labels = _aligned(ga, "labels", ids)[:, ca]
-        if "labels" in gb and not np.array_equal(_aligned(gb, "labels", _common(ids, gb["labels"][0]))[:, cb],
-                                                 labels):
-            return None, "the two runs' labels of the same images differ (different label sources)", ()
-        sample = {"scores_a": _aligned(ga, "scores", ids)[:, ca], "scores_b": _aligned(gb, "scores", ids)[:, cb],
-                  "labels": labels}
-        d = CL.SeedData(sample, image_ids=tuple(ids))
-        from bench.metrics.attributes import mean_ap
+    ref = feature_stats(np.asarray(real, dtype=np.float64))
+    nums = tuple(CL._frechet_to(x.reshape(-1, x.shape[-1]), ref) for x in (xa, xb))
+    return CL.SeedData(sample, fixed, image_ids=tuple(ids)), None, nums
 
-        nums = (mean_ap(sample["scores_a"], labels), mean_ap(sample["scores_b"], labels))
-        return d, None, nums
-    if claim.effect == "rate_difference":
-        if not {"success", "eligible"} <= set(ga) or not {"success", "eligible"} <= set(gb):
-            return None, f"{claim.metric}'s stored ingredients lack the edit counts", ()
-        attrs, ca, cb = _columns(a, b, claim.metric)
-        ids = _common(ga["success"][0], gb["success"][0])
-        if not attrs or len(ids) < 2:
-            return None, "no attribute or fewer than 2 edited images in common", ()
-        sample = {"success_a": _aligned(ga, "success", ids)[:, ca], "eligible_a": _aligned(ga, "eligible", ids)[:, ca],
-                  "success_b": _aligned(gb, "success", ids)[:, cb], "eligible_b": _aligned(gb, "eligible", ids)[:, cb]}
-        d = CL.SeedData(sample, image_ids=tuple(ids))
-        nums = (CL._success_rate(sample["success_a"], sample["eligible_a"]),
-                CL._success_rate(sample["success_b"], sample["eligible_b"]))
-        return d, None, nums
-    return None, f"no way to assemble the {claim.effect} effect from the store", ()
+
+def _ap_seed_data(claim: CL.Claim, a: _RunData, b: _RunData, ga: dict, gb: dict
+                  ) -> tuple[CL.SeedData | None, str | None, tuple]:
+    """Both arms' attribute scores on their common images and attributes, with one set of labels."""
+    if not {"scores", "labels"} <= set(ga) or "scores" not in gb:
+        return None, f"{claim.metric}'s stored ingredients lack scores or labels", ()
+    attrs, ca, cb = _columns(a, b, claim.metric)
+    ids = _common(ga["scores"][0], gb["scores"][0], ga["labels"][0])
+    if not attrs or len(ids) < 2:
+        return None, "no attribute or fewer than 2 images in common", ()
+    labels = _aligned(ga, "labels", ids)[:, ca]
+    if "labels" in gb and not np.array_equal(_aligned(gb, "labels", _common(ids, gb["labels"][0]))[:, cb],
+                                             labels):
+        return None, "the two runs' labels of the same images differ (different label sources)", ()
+    sample = {"scores_a": _aligned(ga, "scores", ids)[:, ca], "scores_b": _aligned(gb, "scores", ids)[:, cb],
+              "labels": labels}
+    from bench.metrics.attributes import mean_ap
+
+    nums = (mean_ap(sample["scores_a"], labels), mean_ap(sample["scores_b"], labels))
+    return CL.SeedData(sample, image_ids=tuple(ids)), None, nums
+
+
+def _rate_seed_data(claim: CL.Claim, a: _RunData, b: _RunData, ga: dict, gb: dict
+                    ) -> tuple[CL.SeedData | None, str | None, tuple]:
+    """Both arms' per-image edit successes and eligible counts on their common images and attributes."""
+    if not {"success", "eligible"} <= set(ga) or not {"success", "eligible"} <= set(gb):
+        return None, f"{claim.metric}'s stored ingredients lack the edit counts", ()
+    attrs, ca, cb = _columns(a, b, claim.metric)
+    ids = _common(ga["success"][0], gb["success"][0])
+    if not attrs or len(ids) < 2:
+        return None, "no attribute or fewer than 2 edited images in common", ()
+    sample = {f"{key}_{arm}": _aligned(g, key, ids)[:, cols]
+              for arm, g, cols in (("a", ga, ca), ("b", gb, cb)) for key in ("success", "eligible")}
+    nums = tuple(CL._success_rate(sample[f"success_{arm}"], sample[f"eligible_{arm}"]) for arm in "ab")
+    return CL.SeedData(sample, image_ids=tuple(ids)), None, nums
 
 
 def judge_store(store: Store, claims: Sequence[CL.Claim] = CL.PAPER_CLAIMS, runs: Sequence[dict] | None = None,

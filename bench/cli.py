@@ -1,4 +1,6 @@
-"""Command-line interface: ``python -m bench <command>`` (also installed as ``bench``).
+"""Command-line interface: ``python -m bench <command>`` (also installed as ``bench``). The commands and
+their options are one table (``bench.cli_table``); this module checks the parsed values and runs each
+command's handler (``COMMANDS``).
 
 Every failure a user can cause is one line ``bench: error: ...`` naming the file, parameter or value:
 exit code 2 for bad usage (unknown method or bundle, bad ``--set``, a bad flag value or input file), 1
@@ -16,6 +18,7 @@ from pathlib import Path
 from typing import Sequence
 
 from bench import defaults
+from bench.cli_table import TABLE, add_commands, command
 from bench.errors import (BenchError, UsageError, UserError, check_device, check_output_dir, check_path_text,
                           check_seed, check_threads)
 
@@ -29,154 +32,11 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"bench: error: {self.prog}: {message} (see '{self.prog} --help')\n")
 
 
-# -- argument groups ------------------------------------------------------------------------------------
-
-def _add_common_run_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--methods", default=defaults.METHODS,
-                   help="'all', a method name, a comma list, or a glob such as 'idinvert*' (default: %(default)s)")
-    p.add_argument("--bundle", default=defaults.BUNDLE,
-                   help="model bundle: synthetic-faces (embedded), styleganinv-ffhq256, stylegan2, e4e-ffhq, "
-                        "psp-ffhq, restyle-psp-ffhq, restyle-e4e-ffhq (default: %(default)s)")
-    p.add_argument("--weights-dir", type=Path, default=None,
-                   help="folder holding a real bundle's weight files, or the checkpoint file itself (stylegan2, "
-                        "the e4e / pSp / ReStyle releases) (default: $BENCH_HOME/weights)")
-    p.add_argument("--data", type=Path, default=None,
-                   help="folder of test images, or gsamples:N[:S] for N of G's own samples with their true "
-                        "codes (the known-answer set); default: the bundle's own test split")
-    p.add_argument("--labels", type=Path, default=None,
-                   help="CSV 'file,<attr>,...' with 0/1 ground-truth attributes for --data images")
-    p.add_argument("--boundaries", type=Path, default=None,
-                   help="folder of official InterFaceGAN/idinvert boundary .npy files")
-    p.add_argument("--limit", type=int, default=None,
-                   help=f"number of test images (default: {defaults.LIMIT} on the embedded domain, all of --data)")
-    p.add_argument("--batch-size", type=int, default=None,
-                   help=f"images per batch (default: {defaults.BATCH_SIZE}, or the bundle's own default for "
-                        "real-size networks, e.g. 8 on a CPU at 256 px)")
-    p.add_argument("--seed", type=int, default=defaults.SEED, help="seed (default: %(default)s)")
-    p.add_argument("--device", default=defaults.DEVICE, help="cpu, cuda or cuda:N (default: %(default)s)")
-    p.add_argument("--threads", type=int, default=None,
-                   help="torch CPU threads (default: torch's own choice; use 1 on a busy machine, where "
-                        "spinning OpenMP threads can slow small models down many times)")
-    p.add_argument("--results", type=Path, default=Path(defaults.RESULTS_DIR),
-                   help="results directory (default: %(default)s)")
-    p.add_argument("--set", dest="sets", action="append", default=[], metavar="METHOD.PARAM=VALUE",
-                   help="override a method hyperparameter, e.g. --set idinvert.lambda_dom=5 (repeatable)")
-    p.add_argument("--budget", choices=("own", "full"), default="own",
-                   help="own (default): each method at its own paper's budget, a long one on its documented "
-                        "image subset (max_images); full: every method on every image")
-    p.add_argument("--seeds", default=None, metavar="S1,S2,...",
-                   help="run everything once per seed (e.g. 0,1,2: the claims' intervals then span seeds)")
-    p.add_argument("--fresh", action="store_true",
-                   help="recompute runs that are already complete instead of reusing them")
-    p.add_argument("--no-semantic", action="store_true",
-                   help="skip boundaries, attribute AP, interpolation and manipulation metrics")
-    p.add_argument("--no-report", action="store_true", help="do not rewrite report.html at the end")
-    p.add_argument("--speed", choices=("auto", "eager", "compile"), default="auto",
-                   help="how optimisation methods run their networks: auto (default): the best measured on this "
-                        "machine (torch.compile and bf16 autocast only where faster and within tolerance; "
-                        "measured once for a long run, cached in RESULTS/cache/speed.json); eager; compile")
-    p.add_argument("--keep-tuned", action="store_true",
-                   help="keep the per-image tuned generator weights of methods that tune G (pti) under "
-                        "RESULTS/runs/<run id>/tuned/ (default: deleted when the run completes)")
-
-
-def _add_store_readers(sub) -> None:
-    """report, claims and table: the commands that read a results store."""
-    p = sub.add_parser("report", help="write RESULTS/report.html from the store")
-    p.add_argument("--results", type=Path, default=Path(defaults.RESULTS_DIR))
-    p.add_argument("--out", type=Path, default=None, help="output file (default: RESULTS/report.html)")
-
-    p = sub.add_parser("claims", help="the paper's claims as verdicts with 95%% intervals (issue 13)")
-    p.add_argument("--results", type=Path, default=Path(defaults.RESULTS_DIR))
-    p.add_argument("--format", choices=("md", "json"), default="md")
-    p.add_argument("--n-boot", type=int, default=2000, help="bootstrap resamples (default: %(default)s)")
-    p.add_argument("--budget", choices=("most", "own", "full"), default="most",
-                   help="which of a method's runs each claim uses when runs differ only in their image budget: "
-                        "most (default: the run on the most images), own (the default run), full "
-                        "(the --budget full run)")
-    p.add_argument("--run", dest="run_ids", action="append", default=[], metavar="RUN_ID",
-                   help="use this run for its method's arms (repeatable; run ids: 'bench table --format json')")
-    p = sub.add_parser("table", help="print the results table")
-    p.add_argument("--results", type=Path, default=Path(defaults.RESULTS_DIR))
-    p.add_argument("--format", choices=("md", "csv", "json", "latex"), default="md")
-    p.add_argument("--run", dest="run_id", default=None, help="only this run id (long format)")
-
-
-def _add_zoo_parser(sub) -> None:
-    """zoo train: rebuild (or extend) the embedded model zoo."""
-    p = sub.add_parser("zoo", help="the embedded model zoo")
-    zsub = p.add_subparsers(dest="zoo_command", metavar="ZOO_COMMAND")
-    zsub.required = True
-    zt = zsub.add_parser("train", help="rebuild the embedded synthetic-faces models from scratch")
-    zt.add_argument("--target", default="all",
-                    help="all, or a comma list of: classifier, judge, gan, conventional-encoder, domain-encoder, "
-                         "e4e-encoder, restyle-encoder, card")
-    zt.add_argument("--work-dir", type=Path, default=Path("zoo-work"),
-                    help="checkpoints and logs; rerunning resumes from here (default: %(default)s)")
-    zt.add_argument("--out", type=Path, default=None,
-                    help="where the shipped weights go (default: the package's idinvert/weights/synthetic-faces)")
-    zt.add_argument("--device", default="cpu")
-    zt.add_argument("--max-minutes", type=float, default=None,
-                    help="stop the GAN and the plateau-trained encoders after this long in this sitting "
-                         "(checkpointed and exported, the card says so); rerun to resume")
-    zt.add_argument("--gan-kimg", type=float, default=None,
-                    help="train the GAN to this many kimg in all (default: the recipe's total_kimg); raising "
-                         "it extends a run in --work-dir, which resumes")
-    zt.add_argument("--gan-init-from", type=Path, default=None,
-                    help="a directory of exported GAN weights (generator.pt, generator.json, discriminator.pt; "
-                         "e.g. idinvert/weights/synthetic-faces) to extend when --work-dir has no GAN checkpoint: "
-                         "a warm start (the EMA G, fresh Adam moments; the cards say so), since a clone ships no "
-                         "checkpoint; needs --gan-kimg above the weights' own kimg")
-    zt.add_argument("--carry-dir", type=Path, default=None,
-                    help="a small folder (<= 15 MB) the GAN mirrors its resumable state into at every "
-                         "checkpoint; keep it in git (e.g. training-state/) and an empty --work-dir on "
-                         "another machine resumes from it")
-    zt.add_argument("--threads", type=int, default=None,
-                    help="torch CPU threads (default: the GAN's recipe setting, 1, and torch's choice "
-                         "for the rest)")
-
-
 def build_parser() -> argparse.ArgumentParser:
+    """The ``bench`` parser, built from the command table (``bench.cli_table``)."""
     parser = _Parser(
         prog="bench", description="idinvert-bench: a benchmark harness for GAN inversion methods.")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    sub.required = True
-
-    p = sub.add_parser("ls", help="list methods, metrics and bundles")
-    p.add_argument("--json", action="store_true", help="machine-readable output")
-
-    p = sub.add_parser("run", help="invert the test set with the chosen methods and store every metric")
-    _add_common_run_args(p)
-
-    p = sub.add_parser("ablate", help="sweep one hyperparameter (default: lambda_dom of idinvert)")
-    p.add_argument("param", help="hyperparameter name, e.g. lambda_dom or iters")
-    p.add_argument("--values", default=None, help="comma-separated values (default for lambda_dom: 0,0.5,1,2,5,10)")
-    _add_common_run_args(p)
-    p.set_defaults(methods=None)
-
-    _add_store_readers(sub)
-
-    p = sub.add_parser("doctor", help="which optional weights are present, and where missing ones go")
-    p.add_argument("--weights-dir", type=Path, default=None)
-    p.add_argument("--json", action="store_true")
-
-    _add_zoo_parser(sub)
-
-    from bench.train_own import add_parser as add_train_parser
-    add_train_parser(sub)
-
-    p = sub.add_parser("domain", help="the synthetic-faces domain")
-    dsub = p.add_subparsers(dest="domain_command", metavar="DOMAIN_COMMAND")
-    dsub.required = True
-    dp = dsub.add_parser("preview", help="save a labelled grid of rendered samples")
-    dp.add_argument("--out", type=Path, default=Path("results/domain-preview.png"))
-    dp.add_argument("--n", type=int, default=64)
-    dp.add_argument("--seed", type=int, default=0)
-
-    sub.add_parser("diffuse", help="semantic diffusion (paper Fig. 8); see 'bench diffuse --help'",
-                   add_help=False)
-    sub.add_parser("perf", help="batched vs one-at-a-time inversion throughput and GFLOP/s",
-                   add_help=False)
+    add_commands(parser, TABLE, "command", "COMMAND")
     return parser
 
 
@@ -538,26 +398,31 @@ def cmd_domain(args: argparse.Namespace) -> int:
     return 0
 
 
+# The handler of each command of the table; a "module:attr" string is imported when its command runs.
+# diffuse and perf are handed the rest of the line, which their own parsers (from the table) read.
 COMMANDS = {
-    "ls": cmd_ls, "run": cmd_run, "claims": cmd_claims, "ablate": cmd_ablate, "report": cmd_report, "table": cmd_table,
-    "doctor": cmd_doctor, "zoo": cmd_zoo, "domain": cmd_domain, "train": lambda args: _train(args),
+    "ls": cmd_ls, "run": cmd_run, "ablate": cmd_ablate, "report": cmd_report, "claims": cmd_claims,
+    "table": cmd_table, "doctor": cmd_doctor, "zoo": cmd_zoo, "train": "bench.train_own:cmd_train",
+    "domain": cmd_domain, "diffuse": "bench.tools.diffuse:main", "perf": "bench.tools.perf:main",
 }
 
 
-def _train(args: argparse.Namespace) -> int:
-    from bench.train_own import cmd_train
-    return cmd_train(args)
+def _handler(name: str):
+    handler = COMMANDS[name]
+    if isinstance(handler, str):
+        import importlib
+
+        module, _, attr = handler.partition(":")
+        handler = getattr(importlib.import_module(module), attr)
+    return handler
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    # `diffuse` and `perf` own their argument parsers; hand them the rest of the line.
-    if argv and argv[0] in ("diffuse", "perf"):
-        module = __import__(f"bench.tools.{argv[0]}", fromlist=["main"])
-        return _guarded(lambda: module.main(argv[1:]))
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    return _guarded(lambda: COMMANDS[args.command](args))
+    if argv and argv[0] in COMMANDS and command(argv[0]).own_parser:
+        return _guarded(lambda: _handler(argv[0])(argv[1:]))
+    args = build_parser().parse_args(argv)
+    return _guarded(lambda: _handler(args.command)(args))
 
 
 def _guarded(fn) -> int:

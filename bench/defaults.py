@@ -23,3 +23,8 @@ ABLATE_VALUES = {"lambda_dom": (0.0, 0.5, 1.0, 2.0, 5.0, 10.0)}
 # idinvert's optimisation budget (steps): a longer anytime run's milestone at this step is its
 # matched-budget row in Table 1 and the "matched" protocol of the claims.
 MATCHED_STEP = 100
+# `bench perf`: images inverted each way, and the optimisation steps (the paper's / official setting of
+# idinvert); with --variants, image2stylegan's 32 images are one batch of the default run.
+PERF_IMAGES = 16
+PERF_ITERS = 100
+PERF_VARIANT_IMAGES = 32

@@ -16,40 +16,9 @@ from pathlib import Path
 
 from bench.errors import UsageError, check_device, check_output_dir, check_threads
 
-__all__ = ["add_parser", "cmd_train", "PART_NAMES"]
+__all__ = ["cmd_train", "PART_NAMES"]
 
 PART_NAMES = ("conventional", "domain", "e4e", "restyle")
-
-
-def add_parser(sub) -> None:
-    """The `train` subcommand's arguments (defaults: `idinvert.training.own_generator.TrainSettings`)."""
-    p = sub.add_parser("train", help="train the encoders for your own generator on an image folder (torchrun-able)")
-    p.add_argument("--bundle", required=True,
-                   help="the generator's bundle: stylegan2 (a rosinality .pt via --weights-dir), styleganinv-ffhq256, "
-                        "synthetic-faces, tiny-random")
-    p.add_argument("--weights-dir", type=Path, default=None, help="the bundle's weights (file or folder)")
-    p.add_argument("--data", required=True, help="folder:DIR (or DIR) of RGB training images at G's resolution")
-    p.add_argument("--out", type=Path, required=True, help="the bundle directory to write (rerun: resumes)")
-    p.add_argument("--parts", default=",".join(PART_NAMES), help="comma list of %(default)s")
-    p.add_argument("--labels", type=Path, default=None,
-                   help="CSV 'file,<attr>,...' of 0/1 labels for the folder's images: an attribute classifier is "
-                        "trained first (the boundaries' labeller, and F's stand-in without VGG16)")
-    p.add_argument("--steps", type=int, default=None, help="steps per part (default 2000; plateau-stop before)")
-    p.add_argument("--batch-size", type=int, default=None, help="global batch over all processes (default 16)")
-    p.add_argument("--val-images", type=int, default=None, help="images held out for validation (default 64)")
-    p.add_argument("--val-every", type=int, default=None, help="validate every N steps (default 100)")
-    p.add_argument("--plateau-window", type=int, default=None, help="plateau window in steps (default 500)")
-    p.add_argument("--checkpoint-every", type=int, default=None, help="checkpoint every N steps (default 50)")
-    p.add_argument("--log-every", type=int, default=None, help="one loss-log row per N steps (default 10)")
-    p.add_argument("--max-minutes", type=float, default=None,
-                   help="stop this sitting after this long (checkpointed; rerun the same command to resume)")
-    p.add_argument("--vgg16", type=Path, default=None,
-                   help="the official idinvert vgg16.pth for the perceptual term (default: beside the generator's "
-                        "weights, or $BENCH_HOME/weights)")
-    p.add_argument("--device", default="cpu", help="cpu, cuda (under torchrun: each process its LOCAL_RANK GPU)")
-    p.add_argument("--amp", action="store_true", help="bf16 autocast on CUDA")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads per process")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
 def _settings(args: argparse.Namespace, world: int):

@@ -196,46 +196,24 @@ def train_boundary_from_codes(codes: Tensor | np.ndarray, scores: Tensor | np.nd
     "distance_std", "distance_mean" (of all N codes), "n_train", "n_val", "selection" (plain rank,
     or capped so that no code is taken against the sign of its score)}.
     """
-    from sklearn.svm import LinearSVC
-
-    x = np.asarray(codes.detach().cpu().numpy() if isinstance(codes, Tensor) else codes, np.float64)
-    s = np.asarray(scores.detach().cpu().numpy() if isinstance(scores, Tensor) else scores, np.float64)
+    x, s = _as_float64(codes), _as_float64(scores)
     if x.ndim != 2 or s.shape != (x.shape[0],):
         raise ValueError(f"expected codes [N, D] and scores [N], got {x.shape} and {s.shape}")
     if not 0 < top_fraction <= 0.5:
         raise ValueError(f"top_fraction must be in (0, 0.5], got {top_fraction}")
     if not 0 <= val_fraction < 1:
         raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
-    n = x.shape[0]
-    chosen = min(int(n * top_fraction), n // 2)
-    n_val = int(round(chosen * val_fraction))
-    if chosen - n_val < 2:
-        raise ValueError(f"{n} samples x top_fraction {top_fraction} leaves {chosen - n_val} training codes "
-                         f"a side; sample more codes")
-    # Never call a code positive that the classifier itself scores negative (or vice versa): for an
-    # attribute the generator renders rarely, the top fraction would otherwise reach across the
-    # decision threshold. Fall back to pure ranking (InterFaceGAN) when one side is too rare to train.
-    n_pos, n_neg = int((s > 0).sum()), int((s <= 0).sum())
-    capped = min(chosen, n_pos, n_neg)
-    selection = "rank"
-    if capped < chosen and capped - int(round(capped * val_fraction)) >= 2:
-        chosen, selection = capped, "rank, capped at the classifier's decision threshold"
+    chosen, selection = _codes_a_side(s, top_fraction, val_fraction)
     n_val = int(round(chosen * val_fraction))
     n_train = chosen - n_val
+    n = x.shape[0]
     order = np.argsort(-s, kind="stable")
     rng = np.random.default_rng(seed)
     pos = order[:chosen][rng.permutation(chosen)]
     neg = order[n - chosen:][rng.permutation(chosen)]
     train_x = np.concatenate([x[pos[:n_train]], x[neg[:n_train]]])
     train_y = np.concatenate([np.ones(n_train), np.zeros(n_train)])
-    svm = LinearSVC(C=C, max_iter=20_000, random_state=seed)
-    svm.fit(train_x, train_y)
-    coef = svm.coef_.reshape(-1)
-    norm = float(np.linalg.norm(coef))
-    if not norm > 0:
-        raise ValueError("the SVM found no direction (all coefficients zero)")
-    normal = coef / norm
-    offset = float(svm.intercept_[0]) / norm
+    normal, offset = _fit_normal(train_x, train_y, C, seed)
 
     def accuracy(px: np.ndarray, label: np.ndarray) -> float | None:
         return float(((px @ normal + offset > 0) == label).mean()) if len(label) else None
@@ -253,6 +231,42 @@ def train_boundary_from_codes(codes: Tensor | np.ndarray, scores: Tensor | np.nd
         "distance_std": float(dist.std()),
         "n_train": int(n_train), "n_val": int(n_val), "selection": selection,
     }
+
+
+def _as_float64(values: Tensor | np.ndarray) -> np.ndarray:
+    return np.asarray(values.detach().cpu().numpy() if isinstance(values, Tensor) else values, np.float64)
+
+
+def _codes_a_side(scores: np.ndarray, top_fraction: float, val_fraction: float) -> tuple[int, str]:
+    """How many top- and bottom-scored codes a side the boundary is fitted on (training + validation),
+    and how they were selected. scores: [N]."""
+    n = scores.shape[0]
+    chosen = min(int(n * top_fraction), n // 2)
+    n_val = int(round(chosen * val_fraction))
+    if chosen - n_val < 2:
+        raise ValueError(f"{n} samples x top_fraction {top_fraction} leaves {chosen - n_val} training codes "
+                         f"a side; sample more codes")
+    # Never call a code positive that the classifier itself scores negative (or vice versa): for an
+    # attribute the generator renders rarely, the top fraction would otherwise reach across the
+    # decision threshold. Fall back to pure ranking (InterFaceGAN) when one side is too rare to train.
+    capped = min(chosen, int((scores > 0).sum()), int((scores <= 0).sum()))
+    if capped < chosen and capped - int(round(capped * val_fraction)) >= 2:
+        return capped, "rank, capped at the classifier's decision threshold"
+    return chosen, "rank"
+
+
+def _fit_normal(train_x: np.ndarray, train_y: np.ndarray, C: float, seed: int) -> tuple[np.ndarray, float]:
+    """A linear SVM's unit normal [D] and offset (signed distance of the origin) on codes train_x [M, D]
+    with 0/1 labels train_y [M]."""
+    from sklearn.svm import LinearSVC
+
+    svm = LinearSVC(C=C, max_iter=20_000, random_state=seed)
+    svm.fit(train_x, train_y)
+    coef = svm.coef_.reshape(-1)
+    norm = float(np.linalg.norm(coef))
+    if not norm > 0:
+        raise ValueError("the SVM found no direction (all coefficients zero)")
+    return coef / norm, float(svm.intercept_[0]) / norm
 
 
 def train_boundaries(generator: Any, classifier: Any, attributes: Sequence[str], *,

@@ -108,32 +108,50 @@ def load_boundary_file(path, num_layers: Optional[int] = None, w_dim: Optional[i
     both shapes.
     """
     path = Path(path)
-    attribute = attribute or path.stem
+    arr, meta = _unpack(path, _read_npy(path))
+    arr = _as_wplus(path, arr, num_layers, w_dim)
+    layers = meta.get("manipulate_layers")
+    if layers is None or len(layers) == 0:
+        layers = list(range(arr.shape[0]))
     try:
-        arr = load_npy_restricted(path)
+        layers = [int(i) for i in layers]
+    except (TypeError, ValueError):
+        raise BoundaryFileError(f"{path}: manipulate_layers {layers!r} is not a list of integers") \
+            from None
+    val_accuracy = next((float(meta[k]) for k in ("val_accuracy", "accuracy") if meta.get(k) is not None), None)
+    return Boundary(attribute=attribute or path.stem, normal=torch.from_numpy(np.ascontiguousarray(arr)),
+                    layers=layers, source=str(path), val_accuracy=val_accuracy, meta=meta)
+
+
+def _read_npy(path: Path) -> np.ndarray:
+    """The array in a .npy file, read without unpickling arbitrary objects."""
+    try:
+        return load_npy_restricted(path)
     except FileNotFoundError:
         raise BoundaryFileError(f"boundary file not found: {path}") from None
     except Exception as e:  # unsafe pickle, not a .npy, ...
         raise BoundaryFileError(f"cannot read boundary file {path}: {e}") from None
 
-    layers = None
+
+def _unpack(path: Path, arr: np.ndarray) -> tuple[np.ndarray, dict]:
+    """(the float boundary array, its meta data) of a file's content: the official {'boundary', 'meta_data'}
+    object array, or a bare float array (no meta data)."""
     meta: dict = {}
-    val_accuracy = None
     if arr.dtype == object:
         content = arr[()] if arr.shape == () else None
         if not isinstance(content, dict) or "boundary" not in content:
             raise BoundaryFileError(f"{path}: object array without a 'boundary' entry; expected the "
                                     "official {'boundary': ..., 'meta_data': ...} dict")
         meta = dict(content.get("meta_data") or {})
-        layers = meta.get("manipulate_layers")
-        for key in ("val_accuracy", "accuracy"):
-            if meta.get(key) is not None:
-                val_accuracy = float(meta[key])
-                break
         arr = np.asarray(content["boundary"])
     if not np.issubdtype(arr.dtype, np.floating):
         raise BoundaryFileError(f"{path}: boundary has dtype {arr.dtype}, expected floating point")
+    return arr, meta
 
+
+def _as_wplus(path: Path, arr: np.ndarray, num_layers: Optional[int], w_dim: Optional[int]) -> np.ndarray:
+    """A boundary of shape [1, L, D], [L, D], [1, D] or [D] as [L, D] (a W boundary repeated on all
+    ``num_layers`` rows), checked against the generator's W+ shape where given."""
     shape = arr.shape
     if arr.ndim == 3 and shape[0] == 1:
         arr = arr[0]
@@ -148,19 +166,10 @@ def load_boundary_file(path, num_layers: Optional[int] = None, w_dim: Optional[i
         if num_layers is None:
             raise BoundaryFileError(f"{path}: a W boundary {tuple(shape)} needs num_layers to be "
                                     "placed in W+")
-        arr = np.repeat(arr, num_layers, axis=0)
-    elif num_layers is not None and arr.shape[0] != num_layers:
+        return np.repeat(arr, num_layers, axis=0)
+    if num_layers is not None and arr.shape[0] != num_layers:
         raise _shape_error(path, shape, num_layers, w_dim)
-
-    if layers is None or len(layers) == 0:
-        layers = list(range(arr.shape[0]))
-    try:
-        layers = [int(i) for i in layers]
-    except (TypeError, ValueError):
-        raise BoundaryFileError(f"{path}: manipulate_layers {layers!r} is not a list of integers") \
-            from None
-    return Boundary(attribute=attribute, normal=torch.from_numpy(np.ascontiguousarray(arr)),
-                    layers=layers, source=str(path), val_accuracy=val_accuracy, meta=meta)
+    return arr
 
 
 def load_boundary_dir(directory, num_layers: int, w_dim: int) -> dict[str, Boundary]:

@@ -42,7 +42,7 @@ from idinvert.nets.restyle_encoder import ReStyleEncoder
 from idinvert.nets.stylegan_encoder import StyleGANEncoder
 from idinvert.nets.stylegan_generator import StyleGANGenerator
 from idinvert.bundles.base import (BUNDLES, NEEDS_DATA, PARTS, Bundle, BundleInfo, BundleSpec,  # noqa: F401
-                                   MissingWeights, UnknownBundle, load_bundle, tensors_sha256,
+                                   MissingWeights, UnknownBundle, load_bundle, part_file, tensors_sha256,
                                    weights_fingerprint)
 from idinvert.utils import file_sha256, freeze  # noqa: F401  (file_sha256: re-exported)
 
@@ -56,16 +56,10 @@ REBUILD_COMMAND = "python -m bench zoo train"
 
 # part -> (weights file, recipe target that rebuilds it). Each .pt has a .json card beside it with
 # {"model": class name, "constructor": kwargs, ...}.
-SYNTHETIC_FACES_FILES = {
-    "generator": ("generator.pt", "gan"),
-    "discriminator": ("discriminator.pt", "gan"),
-    "classifier": ("classifier.pt", "classifier"),
-    "conventional_encoder": ("conventional_encoder.pt", "conventional-encoder"),
-    "encoder": ("encoder.pt", "domain-encoder"),
-    "judge": ("judge.pt", "judge"),
-    "e4e_encoder": ("e4e_encoder.pt", "e4e-encoder"),
-    "restyle_encoder": ("restyle_encoder.pt", "restyle-encoder"),
-}
+SYNTHETIC_FACES_FILES = {part: (part_file(part), target) for part, target in (
+    ("generator", "gan"), ("discriminator", "gan"), ("classifier", "classifier"),
+    ("conventional_encoder", "conventional-encoder"), ("encoder", "domain-encoder"), ("judge", "judge"),
+    ("e4e_encoder", "e4e-encoder"), ("restyle_encoder", "restyle-encoder"))}
 # Parts a synthetic-faces bundle may lack: it loads without them, and a method that needs one is
 # skipped with a message. The manifest and the fingerprint cover those present.
 OPTIONAL_FILES = frozenset({"e4e_encoder", "restyle_encoder"})

@@ -147,3 +147,63 @@ def test_every_user_error_carries_its_exit_code(where, name, code):
     cls = getattr(importlib.import_module(where), name)
     assert issubclass(cls, UserError) and cls.exit_code == code
     assert _user_error_code(RuntimeError("a bug")) is None  # anything else is a bug: traceback shown
+
+
+# -- function length: a reader sees a function whole -----------------------------------------------------
+
+MAX_LINES, LONG_LINES, MAX_LONG = 80, 60, 5
+
+
+def function_lengths(source: str) -> dict[str, int]:
+    """{qualified name: lines from ``def`` to its last line} of every function in ``source``, nested ones
+    and methods included (decorators not counted)."""
+    out = {}
+
+    def visit(node: ast.AST, prefix: str) -> None:
+        for child in ast.iter_child_nodes(node):
+            name = prefix
+            if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                name = f"{prefix}{child.name}."
+                if not isinstance(child, ast.ClassDef):
+                    out[name[:-1]] = child.end_lineno - child.lineno + 1
+            visit(child, name)
+
+    visit(ast.parse(source), "")
+    return out
+
+
+def _long_functions(skip: str | None = None) -> dict[str, int]:
+    """{module:function: lines} of the functions over LONG_LINES lines across bench/, methods/, idinvert/,
+    leaving out the modules whose name starts with ``skip``."""
+    return {f"{name}:{fn}": n for name, path in _modules().items() if not (skip and name.startswith(skip))
+            for fn, n in function_lengths(path.read_text()).items() if n > LONG_LINES}
+
+
+def test_the_length_counter_counts_nested_functions_and_methods():
+    src = "def f():\n    def g():\n        return 1\n    return g\n\n\nclass C:\n    @property\n    def h(self):\n" \
+          "        x = 1\n        return x\n"
+    assert function_lengths(src) == {"f": 4, "f.g": 2, "C.h": 3}
+
+
+def test_no_function_over_60_lines_outside_the_training_loops():
+    # the tree's allowance of MAX_LONG long functions is left to idinvert/training/, which the
+    # training-loop unification (issue 25) brings under the limits
+    assert _long_functions(skip="idinvert.training") == {}
+
+
+@pytest.mark.xfail(strict=False, reason="idinvert/training/'s loops exceed until the training-loop "
+                                        "unification (issue 25, branch zoo25) merges; remove this mark then")
+def test_no_function_over_80_lines_and_at_most_5_over_60():
+    long = _long_functions()
+    assert len(long) <= MAX_LONG and all(n <= MAX_LINES for n in long.values()), long
+
+
+def test_bench_train_writes_the_part_files_the_trained_bundle_reads():
+    from idinvert.bundles.base import part_file
+    from idinvert.bundles.trained import PART_FILES
+    from idinvert.training.own_parts import PART_FILES as WRITTEN
+    from idinvert.zoo import SYNTHETIC_FACES_FILES
+
+    assert WRITTEN == PART_FILES
+    assert all(f == part_file(field) for field, f in PART_FILES.values())
+    assert all(f == part_file(part) for part, (f, _) in SYNTHETIC_FACES_FILES.items())

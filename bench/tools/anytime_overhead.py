@@ -12,33 +12,28 @@ as a worst case, a milestone at every step.
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import platform
-import time
 from pathlib import Path
 
 import torch
 
+from bench.cli_table import opt
+from bench.tools.workload import emit, interleaved_times, load_images, timer_parser
 from idinvert.inversion import LoopOptions, anytime_milestones, encode, optimize_codes
 from idinvert.loss_terms import DomainLoss, PerceptualLoss, PixelLoss
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m bench.tools.anytime_overhead", description=__doc__.split("\n\n")[0])
-    p.add_argument("--bundle", default="synthetic-faces")
-    p.add_argument("--images", type=int, default=32)
-    p.add_argument("--steps", type=int, default=100)
-    p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--loss", choices=("idinvert", "image2stylegan"), default="idinvert")
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--out", type=Path, default=None)
-    return p
+    return timer_parser("python -m bench.tools.anytime_overhead", __doc__, 100,
+                        opt("--loss", choices=("idinvert", "image2stylegan"), default="idinvert"),
+                        opt("--threads", type=int, default=1), opt("--out", type=Path, default=None))
 
 
 def main(argv=None) -> dict:
     args = build_parser().parse_args(argv)
     torch.set_num_threads(args.threads)
-    from bench.tools.workload import emit, load_images
     from idinvert.zoo import load_bundle
 
     bundle = load_bundle(args.bundle)
@@ -53,17 +48,10 @@ def main(argv=None) -> dict:
     schedules = {"none": None, "anytime": anytime_milestones(args.steps),
                  "every_step": list(range(args.steps + 1))}
     optimize_codes(bundle.generator, images[:2], init[:2], terms, steps=2)  # warm-up
-    times = {k: [] for k in schedules}
-    cpu = {k: [] for k in schedules}
-    finals = {}
-    for _ in range(args.repeats):
-        for name, ms in schedules.items():
-            t0, c0 = time.perf_counter(), time.process_time()
-            res = optimize_codes(bundle.generator, images, init, terms, steps=args.steps,
-                                 options=LoopOptions(milestones=ms))
-            times[name].append(time.perf_counter() - t0)
-            cpu[name].append(time.process_time() - c0)
-            finals[name] = res.codes
+    runs = {name: functools.partial(optimize_codes, bundle.generator, images, init, terms, steps=args.steps,
+                                    options=LoopOptions(milestones=ms)) for name, ms in schedules.items()}
+    times, cpu, results = interleaved_times(runs, args.repeats)
+    finals = {name: res.codes for name, res in results.items()}
     best = {k: min(v) for k, v in times.items()}
     best_cpu = {k: min(v) for k, v in cpu.items()}
     out = {

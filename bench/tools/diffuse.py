@@ -18,39 +18,14 @@ from typing import Sequence
 import torch
 
 from bench import defaults
+from bench.cli_table import standalone_parser
 
 __all__ = ["main", "build_parser", "load_image", "load_mask", "parse_box"]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="bench diffuse",
-        description="Semantic diffusion (paper Fig. 8): paste the target's masked region into each "
-                    "context image and invert the composite with the loss restricted to the mask "
-                    "(encoder start, no encoder regulariser), so the generator blends it in.")
-    p.add_argument("--target", type=Path, required=True, help="image whose masked region is diffused")
-    p.add_argument("--context", type=Path, required=True, action="append",
-                   help="image to diffuse into (repeat for several)")
-    where = p.add_mutually_exclusive_group()
-    where.add_argument("--mask", type=Path, default=None,
-                       help="mask image (white = take from the target), any size; resized to the model")
-    where.add_argument("--box", default=None,
-                       help="x0,y0,x1,y1 in pixels of the target image (or fractions of its size when all "
-                            "are <= 1); default: the official centre crop (110 px centred at (125, 145) "
-                            "of 256 px, scaled)")
-    p.add_argument("--bundle", default=defaults.BUNDLE, help="model bundle (default: %(default)s)")
-    p.add_argument("--weights-dir", type=Path, default=None, help="where the bundle's weight files are")
-    p.add_argument("--iters", type=int, default=100, help="optimisation steps (default: %(default)s)")
-    p.add_argument("--lr", type=float, default=0.01, help="Adam learning rate (default: %(default)s)")
-    p.add_argument("--lambda-vgg", type=float, default=None,
-                   help="weight of the masked perceptual loss (default: the bundle's, as the methods use)")
-    p.add_argument("--init", choices=("encoder", "mean"), default="encoder",
-                   help="start code: the encoder's code of the composite (official) or the mean w")
-    p.add_argument("--device", default=defaults.DEVICE)
-    p.add_argument("--seed", type=int, default=defaults.SEED)
-    p.add_argument("--out", type=Path, default=None,
-                   help="output PNG (default: results/diffusion/<target>_TO_<context>.png)")
-    return p
+    """``bench diffuse``'s parser, from the command table (``bench.cli_table``)."""
+    return standalone_parser("diffuse")
 
 
 def _usage(message: str) -> Exception:

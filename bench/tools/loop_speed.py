@@ -14,30 +14,25 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import time
 from pathlib import Path
 
 import torch
 
+from bench.cli_table import opt
+from bench.tools.workload import emit, interleaved_times, load_images, timer_parser
 from idinvert.inversion import LoopOptions, encode, optimize_codes
 from idinvert.loss_terms import DomainLoss, PerceptualLoss, PixelLoss
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m bench.tools.loop_speed", description=__doc__.split("\n\n")[0])
-    p.add_argument("--bundle", default="synthetic-faces")
-    p.add_argument("--images", type=int, default=32)
-    p.add_argument("--steps", type=int, default=30)
-    p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--threads", default="1", help="comma list of thread counts (default: %(default)s)")
-    p.add_argument("--variants", default="fp32,channels_last,bf16_autocast")
-    p.add_argument("--out", type=Path, default=None)
-    return p
+    return timer_parser("python -m bench.tools.loop_speed", __doc__, 30,
+                        opt("--threads", default="1", help="comma list of thread counts (default: %(default)s)"),
+                        opt("--variants", default="fp32,channels_last,bf16_autocast"),
+                        opt("--out", type=Path, default=None))
 
 
 def main(argv=None) -> dict:
     args = build_parser().parse_args(argv)
-    from bench.tools.workload import emit, load_images
     from idinvert.zoo import load_bundle
 
     bundle = load_bundle(args.bundle)
@@ -64,15 +59,8 @@ def main(argv=None) -> dict:
         torch.set_num_threads(threads)
         for v in variants:  # warm-up
             run(v, steps=2, n=2)
-        times = {v: [] for v in variants}
-        cpu = {v: [] for v in variants}
-        codes = {}
-        for _ in range(args.repeats):
-            for v in variants:
-                t0, c0 = time.perf_counter(), time.process_time()
-                codes[v] = run(v).codes.float()
-                times[v].append(time.perf_counter() - t0)
-                cpu[v].append(time.process_time() - c0)
+        runs = {v: (lambda v=v: run(v).codes.float()) for v in variants}
+        times, cpu, codes = interleaved_times(runs, args.repeats)
         base = min(times["fp32"]) if "fp32" in times else None
         base_cpu = min(cpu["fp32"]) if "fp32" in cpu else None
         for v in variants:

@@ -30,55 +30,23 @@ import os
 import platform
 import sys
 import time
-from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from bench import defaults
+from bench.cli_table import standalone_parser
 from bench.tools.workload import build_method, load_images  # noqa: F401  (load_images: for callers)
 
-DEFAULT_IMAGES = 16
-DEFAULT_ITERS = 100   # the paper's / official setting of idinvert
-DEFAULT_VARIANT_IMAGES = 32  # image2stylegan's 32 images are one batch of the default run
+DEFAULT_IMAGES = defaults.PERF_IMAGES
+DEFAULT_ITERS = defaults.PERF_ITERS   # the paper's / official setting of idinvert
+DEFAULT_VARIANT_IMAGES = defaults.PERF_VARIANT_IMAGES  # image2stylegan's 32 images: one batch of the default run
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="bench perf", description=__doc__.split("\n\n")[0])
-    p.add_argument("--bundle", default="synthetic-faces", help="bundle name (default: %(default)s)")
-    p.add_argument("--weights-dir", type=Path, default=None, help="where the bundle's files are")
-    p.add_argument("--tiny", action="store_true",
-                   help="use a random tiny bundle (plumbing check; numbers mean little)")
-    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ... (default: %(default)s)")
-    p.add_argument("--images", type=int, default=None,
-                   help=f"images inverted each way (default: {DEFAULT_IMAGES}; with --variants "
-                        f"{DEFAULT_VARIANT_IMAGES}, image2stylegan's batch in the default run)")
-    p.add_argument("--method", default="idinvert",
-                   help="a registered optimisation method with an iters parameter (default: %(default)s)")
-    p.add_argument("--iters", type=int, default=DEFAULT_ITERS,
-                   help="optimisation iterations (default: %(default)s, idinvert's own)")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
-    p.add_argument("--peak-size", type=int, default=None,
-                   help="n of the n x n matmul for the peak (default: 2048 on CPU, 8192 on GPU)")
-    p.add_argument("--rounds", type=int, default=3,
-                   help="alternations of the with/without-milestones timing (default: %(default)s)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
-    v = p.add_argument_group("--variants: eager vs compiled, fp32 vs bf16, threads (bench.tools.perf_variants)")
-    v.add_argument("--variants", action="store_true",
-                   help="time each optimisation method's loop per variant instead, print the ratios, and cache "
-                        "them for bench run")
-    v.add_argument("--methods", default=None,
-                   help="comma list (default: image2stylegan,idinvert,mse-optim,optim-w)")
-    v.add_argument("--steps", type=int, default=5, help="Adam steps per timed call (default: %(default)s)")
-    v.add_argument("--no-processes", dest="processes", action="store_false",
-                   help="skip the 2-processes-of-1-thread row")
-    v.add_argument("--all-variants", action="store_true",
-                   help="also compiled bf16 on a CPU without bf16 instructions")
-    v.add_argument("--results", type=Path, default=Path("results"),
-                   help="results folder whose cache/speed.json bench run reads (default: %(default)s)")
-    v.add_argument("--quiet", action="store_true", help="no progress lines")
-    return p
+    """``bench perf``'s parser, from the command table (``bench.cli_table``)."""
+    return standalone_parser("perf", description=__doc__.split("\n\n")[0])
 
 
 def _sync(device: torch.device) -> None:
@@ -234,12 +202,7 @@ def run(args: argparse.Namespace) -> dict:
 
     return {
         "bundle": bundle.name,
-        "device": str(device),
-        "device_name": (torch.cuda.get_device_name(device) if device.type == "cuda"
-                        else platform.processor() or platform.machine()),
-        "threads": torch.get_num_threads(),
-        "cpu_count": os.cpu_count(),
-        "torch": torch.__version__,
+        **machine_info(device),
         "method": args.method,
         "params": method.params(),
         "images": n,
@@ -258,6 +221,18 @@ def run(args: argparse.Namespace) -> dict:
         "matmul_peak": peak,
         "milestone_overhead": overhead,
         "flop_counting": "FlopCounterMode: matmul/conv forward+backward only",
+    }
+
+
+def machine_info(device: torch.device) -> dict:
+    """Where a timing was taken: device, its name, torch's threads, the CPU count, torch's version."""
+    return {
+        "device": str(device),
+        "device_name": (torch.cuda.get_device_name(device) if device.type == "cuda"
+                        else platform.processor() or platform.machine()),
+        "threads": torch.get_num_threads(),
+        "cpu_count": os.cpu_count(),
+        "torch": torch.__version__,
     }
 
 

@@ -1,11 +1,16 @@
 """What the timing commands share: the optimisation method under test and the images it inverts."""
 from __future__ import annotations
 
+import argparse
 import json
+import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
+
+from bench import defaults
+from bench.cli_table import Opt, opt, parser_of
 
 
 def build_method(iters: int, name: str = "idinvert"):
@@ -39,3 +44,27 @@ def emit(out: dict, path: Path | None) -> dict:
     if path:
         path.write_text(text)
     return out
+
+
+def timer_parser(prog: str, doc: str, steps: int, *more: Opt) -> argparse.ArgumentParser:
+    """A timer's parser (``python -m bench.tools.<name>``; description: the first paragraph of ``doc``):
+    the options every timer has -- the bundle, how many of its test images, steps, repeats -- then ``more``."""
+    common = (opt("--bundle", default=defaults.BUNDLE), opt("--images", type=int, default=32),
+              opt("--steps", type=int, default=steps), opt("--repeats", type=int, default=3))
+    return parser_of(prog, common + more, doc.split("\n\n")[0])
+
+
+def interleaved_times(runs: dict[str, Callable[[], Any]], repeats: int
+                      ) -> tuple[dict[str, list[float]], dict[str, list[float]], dict[str, Any]]:
+    """Every run ``repeats`` times, interleaved (a, b, a, b, ...) so that a busy shared machine slows all
+    of them alike: ({name: wall seconds}, {name: process CPU seconds, all threads}, {name: last result})."""
+    wall: dict[str, list[float]] = {k: [] for k in runs}
+    cpu: dict[str, list[float]] = {k: [] for k in runs}
+    last: dict[str, Any] = {}
+    for _ in range(repeats):
+        for name, run in runs.items():
+            t0, c0 = time.perf_counter(), time.process_time()
+            last[name] = run()
+            wall[name].append(time.perf_counter() - t0)
+            cpu[name].append(time.process_time() - c0)
+    return wall, cpu, last

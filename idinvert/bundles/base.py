@@ -146,6 +146,12 @@ class Bundle:
 PARTS = tuple(f.name for f in dataclasses.fields(Bundle) if f.metadata.get("part"))
 
 
+def part_file(part: str) -> str:
+    """The weights file of a bundle part (a ``Bundle`` field): ``<part>.pt``, its JSON card beside it, in
+    the embedded zoo and in a directory ``bench train`` writes alike."""
+    return f"{part}.pt"
+
+
 # ------------------------------------------------------------------------------------------------
 # Fingerprints and the registry
 # ------------------------------------------------------------------------------------------------

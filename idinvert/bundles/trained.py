@@ -18,6 +18,7 @@ from typing import Optional
 import torch
 import torch.nn as nn
 
+from idinvert.bundles.base import part_file
 from idinvert.nets.classifier import AttributeClassifier
 from idinvert.nets.discriminator import Discriminator
 from idinvert.nets.e4e_encoder import E4EEncoder
@@ -27,17 +28,20 @@ from idinvert.nets.stylegan2 import StyleGAN2Generator
 from idinvert.nets.stylegan_encoder import StyleGANEncoder
 from idinvert.nets.stylegan_generator import StyleGANGenerator
 
-__all__ = ["NAME", "FORMAT", "is_trained_dir", "build_trained_bundle", "load_network", "SPEC_FILES"]
+__all__ = ["NAME", "FORMAT", "is_trained_dir", "build_trained_bundle", "load_network", "SPEC_FILES", "PART_FILES"]
 
 NAME = "trained"
 FORMAT = "bench-train/1"
 SPEC_FILES = ("bundle.json", "generator.pt", "generator.json")
 _CLASSES = {c.__name__: c for c in (StyleGAN2Generator, StyleGANGenerator, StyleGANEncoder, E4EEncoder,
                                     ReStyleEncoder, Discriminator, AttributeClassifier)}
-# bundle field -> weights file (the encoders come from bundle.json's "parts")
-_FIXED = {"discriminator": "discriminator.pt", "classifier": "classifier.pt"}
-_FIELDS = {"encoder.pt": "encoder", "conventional_encoder.pt": "conventional_encoder",
-           "e4e_encoder.pt": "e4e_encoder", "restyle_encoder.pt": "restyle_encoder", "classifier.pt": "classifier"}
+# `bench train`'s part -> (bundle field, weights file); bundle.json's "parts" lists the files it wrote
+PART_FILES = {part: (field, part_file(field)) for part, field in (
+    ("conventional", "conventional_encoder"), ("domain", "encoder"), ("e4e", "e4e_encoder"),
+    ("restyle", "restyle_encoder"), ("classifier", "classifier"))}
+# bundle field -> weights file of the networks read when present (the encoders come from "parts")
+_FIXED = {field: part_file(field) for field in ("discriminator", "classifier")}
+_FIELDS = {file: field for field, file in PART_FILES.values()}
 
 
 def is_trained_dir(path) -> bool:

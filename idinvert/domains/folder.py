@@ -32,6 +32,7 @@ Rules (the preprocessing, named so that results can say what they used — see P
 from __future__ import annotations
 
 import csv
+import dataclasses
 import hashlib
 import io
 import os
@@ -261,55 +262,17 @@ class ImageFolder(ImageSet):
         root = _input_root(path, resolution)
         self.root = root
         csv_path = Path(labels_csv).expanduser().resolve() if labels_csv is not None else None
-
-        ids: list[str] = []
-        paths: list[Path] = []
-        stamps: list[tuple[int, int]] = []
-        hashes: list[str] = []
-        cached: list[np.ndarray] = []
-        skipped: list[tuple[str, str]] = []
-        distorted: list[tuple[str, str]] = []
-        keep_all = True
-        excluded: list[str] = []
-        exclude_dirs = [Path(d).expanduser().resolve() for d in exclude]
-        for rel, full in _list_files(root, csv_path, exclude_dirs, excluded):
-            try:
-                stat = full.stat()
-                data = full.read_bytes()
-            except OSError as exc:
-                reason = f"cannot read file: {exc.strerror or exc}"
-            else:
-                sizes: list[tuple[int, int]] = []
-                try:
-                    arr = decode_image(data, resolution, sizes)
-                except ImageDecodeError as exc:
-                    reason = str(exc)
-                else:
-                    note = geometry_note(*sizes[0], resolution)
-                    if note:
-                        distorted.append((rel, note))
-                    ids.append(rel)
-                    paths.append(full)
-                    stamps.append((stat.st_size, stat.st_mtime_ns))
-                    hashes.append(hashlib.sha256(data).hexdigest())
-                    if keep_all and (len(cached) + 1) * arr.nbytes <= cache_bytes:
-                        cached.append(arr)
-                    else:
-                        keep_all, cached = False, []
-                    continue
-            skipped.append((rel, reason))
-            warnings.warn(f"ImageFolder: skipping {rel!r} in {root}: {reason}", stacklevel=2)
-        if not ids:
-            why = f"; {len(skipped)} file(s) skipped as unreadable" if skipped else " (it holds no files)"
+        scan = _scan_folder(root, resolution, csv_path, exclude, cache_bytes)
+        if not scan.ids:
+            why = f"; {len(scan.skipped)} file(s) skipped as unreadable" if scan.skipped else " (it holds no files)"
             raise FolderError(f"no readable image in folder {root}{why}")
+        attributes, labels, label_source = _folder_labels(csv_path, root, scan.ids, scan.skipped)
 
-        attributes, labels, label_source = _folder_labels(csv_path, root, ids, skipped)
-
-        self.paths = paths
-        self.excluded = excluded  # results folders under root that were not read
-        self.distorted = distorted  # (id, note): images the resize to the resolution distorts
-        self._stamps = stamps
-        store = torch.from_numpy(np.stack(cached)) if keep_all else None   # uint8 [N, R, R, 3]
+        self.paths = scan.paths
+        self.excluded = scan.excluded  # results folders under root that were not read
+        self.distorted = scan.distorted  # (id, note): images the resize to the resolution distorts
+        self._stamps = scan.stamps
+        store = torch.from_numpy(np.stack(scan.cached)) if scan.cached is not None else None  # uint8 [N, R, R, 3]
 
         def loader(idx: list[int]) -> Tensor:
             if store is not None:
@@ -319,11 +282,11 @@ class ImageFolder(ImageSet):
             return batch.permute(0, 3, 1, 2).to(torch.float32) / 127.5 - 1.0
 
         super().__init__(
-            name=f"folder:{root}", ids=ids,
-            fingerprint=fingerprint_of(PREPROCESSING, resolution, list(zip(ids, hashes)), attributes,
+            name=f"folder:{root}", ids=scan.ids,
+            fingerprint=fingerprint_of(PREPROCESSING, resolution, list(zip(scan.ids, scan.hashes)), attributes,
                                        None if labels is None else labels.tolist()),
             attributes=attributes, labels=labels, label_source=label_source,
-            loader=loader, resolution=resolution, skipped=skipped)
+            loader=loader, resolution=resolution, skipped=scan.skipped)
 
     def _reread(self, i: int) -> np.ndarray:
         path = self.paths[i]
@@ -334,6 +297,60 @@ class ImageFolder(ImageSet):
             return decode_image(path.read_bytes(), self.resolution)
         except (OSError, ImageDecodeError) as exc:
             raise FolderChanged(f"ImageFolder: {path} can no longer be read ({exc}); rebuild the set") from exc
+
+
+@dataclasses.dataclass
+class _FolderScan:
+    """What reading a folder found: the readable images (id, path, (size, mtime) stamp, content hash), their
+    decoded pixels while they fit the cache (``cached`` None beyond it), and what was left out and why."""
+    ids: list[str] = dataclasses.field(default_factory=list)
+    paths: list[Path] = dataclasses.field(default_factory=list)
+    stamps: list[tuple[int, int]] = dataclasses.field(default_factory=list)
+    hashes: list[str] = dataclasses.field(default_factory=list)
+    cached: list[np.ndarray] | None = dataclasses.field(default_factory=list)
+    skipped: list[tuple[str, str]] = dataclasses.field(default_factory=list)   # (id, reason)
+    distorted: list[tuple[str, str]] = dataclasses.field(default_factory=list)  # (id, note)
+    excluded: list[str] = dataclasses.field(default_factory=list)   # results folders not read
+
+    def keep(self, rel: str, full: Path, stamp: tuple[int, int], data: bytes, arr: np.ndarray,
+             cache_bytes: int) -> None:
+        """Add one readable image; the pixels are kept only while all of them fit ``cache_bytes``."""
+        self.ids.append(rel)
+        self.paths.append(full)
+        self.stamps.append(stamp)
+        self.hashes.append(hashlib.sha256(data).hexdigest())
+        if self.cached is not None and (len(self.cached) + 1) * arr.nbytes <= cache_bytes:
+            self.cached.append(arr)
+        else:
+            self.cached = None
+
+
+def _scan_folder(root: Path, resolution: int, csv_path: Path | None, exclude: Sequence[str | Path],
+                 cache_bytes: int) -> _FolderScan:
+    """Decode every file under ``root`` (see the module docstring's rules); an unreadable one is skipped
+    with one warning naming it and the reason."""
+    scan = _FolderScan()
+    exclude_dirs = [Path(d).expanduser().resolve() for d in exclude]
+    for rel, full in _list_files(root, csv_path, exclude_dirs, scan.excluded):
+        try:
+            stat = full.stat()
+            data = full.read_bytes()
+            sizes: list[tuple[int, int]] = []
+            arr = decode_image(data, resolution, sizes)
+        except OSError as exc:
+            reason = f"cannot read file: {exc.strerror or exc}"
+        except ImageDecodeError as exc:
+            reason = str(exc)
+        else:
+            note = geometry_note(*sizes[0], resolution)
+            if note:
+                scan.distorted.append((rel, note))
+            scan.keep(rel, full, (stat.st_size, stat.st_mtime_ns), data, arr, cache_bytes)
+            continue
+        scan.skipped.append((rel, reason))
+        # stacklevel 3: the warning points at the code that built the ImageFolder
+        warnings.warn(f"ImageFolder: skipping {rel!r} in {root}: {reason}", stacklevel=3)
+    return scan
 
 
 def _input_root(path: str | Path, resolution: int) -> Path:

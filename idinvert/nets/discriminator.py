@@ -15,6 +15,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from idinvert.nets.loading import pyramid_config
+
 __all__ = ["Discriminator", "EqualConv2d", "EqualLinear"]
 
 
@@ -92,11 +94,8 @@ class Discriminator(nn.Module):
     def __init__(self, resolution: int = 32, image_channels: int = 3, fmaps_base: int = 2048,
                  fmaps_max: int = 128, mbstd_group_size: int = 4):
         super().__init__()
-        if resolution < 8 or resolution & (resolution - 1):
-            raise ValueError(f"resolution must be a power of two >= 8, got {resolution}")
-        self.config = dict(resolution=resolution, image_channels=image_channels,
-                           fmaps_base=fmaps_base, fmaps_max=fmaps_max,
-                           mbstd_group_size=mbstd_group_size)
+        self.config = pyramid_config(resolution, image_channels=image_channels, fmaps_base=fmaps_base,
+                                     fmaps_max=fmaps_max, mbstd_group_size=mbstd_group_size)
         self.resolution = resolution
         self.mbstd_group_size = mbstd_group_size
         nf = lambda r: min(fmaps_base // r, fmaps_max)  # noqa: E731

@@ -48,7 +48,7 @@ def copy_start_code(buffer: torch.Tensor, avg: torch.Tensor) -> None:
                          f"got {list(avg.shape)}")
     buffer.copy_(avg)
 
-__all__ = ["E4EEncoder", "LatentDiscriminator", "EqualLinear"]
+__all__ = ["E4EEncoder", "LatentDiscriminator", "EqualLinear", "TrunkEncoder"]
 
 
 class EqualLinear(nn.Module):
@@ -68,14 +68,15 @@ class EqualLinear(nn.Module):
         return F.linear(x, self.weight * self.scale, self.bias)
 
 
-class E4EEncoder(nn.Module):
-    """images [B, 3, R, R] in [-1, 1] -> W+ codes [B, L, D] = avg + w_0 + masked offsets.
+class TrunkEncoder(nn.Module):
+    """What e4e and ReStyle share: an `EncoderBackbone` trunk reading `stacked_images` RGB images stacked
+    on channels (ReStyle: the image and its reconstruction), dense heads on its flattened 4 x 4 map
+    (`build_heads`, per encoder), and the start-code buffer `latent_avg` [L, D].
 
-    Attributes: `resolution`, `w_space_dim`, `num_layers` (L = 2 (log2 R - 1)), `config`
-    (constructor kwargs), buffers `latent_avg` [L, D] (set with `set_latent_avg`) and
-    `num_unlocked` (0 .. L-1, set with `set_progressive_stage`). Batch norm in the trunk: use
-    `.eval()` for inversion.
+    Attributes: `resolution`, `image_channels`, `w_space_dim`, `num_layers` (L = 2 (log2 R - 1)),
+    `config` (the constructor's keywords, to rebuild the encoder from a saved file).
     """
+    stacked_images = 1
 
     def __init__(self, resolution: int, w_space_dim: int = 512, image_channels: int = 3,
                  encoder_channels_base: int = 64, encoder_channels_max: int = 1024,
@@ -86,23 +87,39 @@ class E4EEncoder(nn.Module):
                            encoder_channels_base=encoder_channels_base,
                            encoder_channels_max=encoder_channels_max, use_wscale=use_wscale,
                            use_bn=use_bn, head_gain=head_gain)
-        self.backbone = EncoderBackbone(resolution, image_channels, encoder_channels_base,
-                                        encoder_channels_max, use_wscale, use_bn)
+        self.backbone = EncoderBackbone(resolution, self.stacked_images * image_channels,
+                                        encoder_channels_base, encoder_channels_max, use_wscale, use_bn)
         self.resolution = resolution
         self.image_channels = image_channels
         self.w_space_dim = w_space_dim
         self.num_layers = 2 * (int(math.log2(resolution)) - 1)
-        features = self.backbone.out_channels * 16
-        self.w0_head = EqualLinear(features, w_space_dim, head_gain)
-        self.delta_head = EqualLinear(features, (self.num_layers - 1) * w_space_dim, 0.0)
+        self.build_heads(self.backbone.out_channels * 16, head_gain)
         self.register_buffer("latent_avg", torch.zeros(self.num_layers, w_space_dim))
-        self.register_buffer("num_unlocked", torch.tensor(self.num_layers - 1, dtype=torch.long))
 
-    # ---- settings ------------------------------------------------------------------------------
+    def build_heads(self, features: int, head_gain: float) -> None:
+        """Create the dense heads reading the trunk's ``features`` flattened values."""
+        raise NotImplementedError
+
     @torch.no_grad()
     def set_latent_avg(self, avg: torch.Tensor) -> None:
-        """avg: [D] or [L, D], the generator's average code (see idinvert.codes.mean_code)."""
+        """avg: [D] or [L, D], the generator's average code (see idinvert.codes.mean_code); the start
+        code the encoder is trained from, saved with it."""
         copy_start_code(self.latent_avg, avg)
+
+
+class E4EEncoder(TrunkEncoder):
+    """images [B, 3, R, R] in [-1, 1] -> W+ codes [B, L, D] = avg + w_0 + masked offsets.
+
+    Attributes: `resolution`, `w_space_dim`, `num_layers` (L = 2 (log2 R - 1)), `config`
+    (constructor kwargs), buffers `latent_avg` [L, D] (set with `set_latent_avg`) and
+    `num_unlocked` (0 .. L-1, set with `set_progressive_stage`). Batch norm in the trunk: use
+    `.eval()` for inversion.
+    """
+
+    def build_heads(self, features: int, head_gain: float) -> None:
+        self.w0_head = EqualLinear(features, self.w_space_dim, head_gain)
+        self.delta_head = EqualLinear(features, (self.num_layers - 1) * self.w_space_dim, 0.0)
+        self.register_buffer("num_unlocked", torch.tensor(self.num_layers - 1, dtype=torch.long))
 
     def set_progressive_stage(self, num_unlocked: int) -> None:
         """Use the offsets of layers 1 .. num_unlocked (0: one code for all layers)."""

@@ -29,6 +29,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from idinvert.nets.loading import pyramid_config
+
 __all__ = ["JudgeNet"]
 
 
@@ -55,10 +57,8 @@ class JudgeNet(nn.Module):
     def __init__(self, resolution: int = 32, num_attributes: int = 5, num_nuisances: int = 0,
                  width: int = 16, embed_dim: int = 64):
         super().__init__()
-        if resolution < 8 or resolution & (resolution - 1):
-            raise ValueError(f"resolution must be a power of two >= 8, got {resolution}")
-        self.config = dict(resolution=resolution, num_attributes=num_attributes,
-                           num_nuisances=num_nuisances, width=width, embed_dim=embed_dim)
+        self.config = pyramid_config(resolution, num_attributes=num_attributes,
+                                     num_nuisances=num_nuisances, width=width, embed_dim=embed_dim)
         self.resolution = resolution
         self.num_attributes = num_attributes
         self.embed_dim = embed_dim

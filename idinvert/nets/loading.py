@@ -1,4 +1,5 @@
-"""Strict state-dict loading that fails loudly and names every offending key.
+"""Strict state-dict loading that fails loudly and names every offending key, and the constructor record
+(``config``) a network keeps so that its card can rebuild it before its weights are loaded.
 
 The official idinvert code logs a warning and runs with random weights when a file is missing or
 does not fit; here a mismatch is always an error that says exactly what is wrong.
@@ -13,7 +14,7 @@ import torch.nn as nn
 
 from idinvert.errors import UserError
 
-__all__ = ["StateDictMismatch", "check_state_dict", "load_state_dict_strict"]
+__all__ = ["StateDictMismatch", "check_state_dict", "load_state_dict_strict", "pyramid_config", "run_chain"]
 
 
 class StateDictMismatch(UserError, ValueError):
@@ -54,3 +55,20 @@ def load_state_dict_strict(module: nn.Module, state_dict: Mapping[str, torch.Ten
     cast = {k: v.to(dtype=own[k].dtype) for k, v in state_dict.items()}
     module.load_state_dict(cast, strict=True)
     return module
+
+
+def pyramid_config(resolution: int, **settings) -> dict:
+    """The ``config`` of a network whose blocks halve images from ``resolution`` down to 4 x 4 (the
+    embedded domain's classifier, discriminator and judge): its constructor keywords, resolution first.
+    Refuses a resolution that is not a power of two >= 8."""
+    if resolution < 8 or resolution & (resolution - 1):
+        raise ValueError(f"resolution must be a power of two >= 8, got {resolution}")
+    return dict(resolution=resolution, **settings)
+
+
+def run_chain(module: nn.Module, prefix: str, count: int, x: torch.Tensor) -> torch.Tensor:
+    """x through ``module``'s submodules ``<prefix>0`` .. ``<prefix><count - 1>`` in order: the official
+    layouts name their layers so (not an ``nn.Sequential``) for their checkpoints' keys to load."""
+    for i in range(count):
+        x = getattr(module, f"{prefix}{i}")(x)
+    return x

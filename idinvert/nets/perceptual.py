@@ -22,6 +22,8 @@ from typing import Sequence
 import torch
 import torch.nn as nn
 
+from idinvert.nets.loading import run_chain
+
 __all__ = ["VGG16Perceptual", "DomainPerceptual", "PAPER_LAMBDA_VGG", "VGG16_BGR_MEAN"]
 
 # lambda_vgg of the paper and of both official codes, for VGG16 conv4_3 features with the
@@ -72,10 +74,7 @@ class VGG16Perceptual(nn.Module):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         if images.ndim != 4 or images.shape[1] != 3:
             raise ValueError(f"VGG16Perceptual expects RGB images [B, 3, H, W], got {tuple(images.shape)}")
-        x = self.preprocess(images)
-        for i in range(self.output_layer_idx):
-            x = getattr(self, f"layer{i}")(x)
-        return x
+        return run_chain(self, "layer", self.output_layer_idx, self.preprocess(images))
 
 
 class DomainPerceptual(nn.Module):

@@ -14,15 +14,13 @@ makes small steps (a choice for short CPU training, not official).
 
 from __future__ import annotations
 
-import math
 from typing import Callable, Optional
 
 import torch
 import torch.nn as nn
 
 from idinvert.codes import expand_code
-from idinvert.nets.e4e_encoder import EqualLinear, copy_start_code
-from idinvert.nets.stylegan_encoder import EncoderBackbone
+from idinvert.nets.e4e_encoder import EqualLinear, TrunkEncoder
 
 __all__ = ["ReStyleEncoder", "restyle_invert", "DEFAULT_INFERENCE_STEPS", "TRAINING_STEPS"]
 
@@ -30,37 +28,16 @@ TRAINING_STEPS = 5             # official n_iters_per_batch
 DEFAULT_INFERENCE_STEPS = 5    # official inference: a few steps (<= 5)
 
 
-class ReStyleEncoder(nn.Module):
+class ReStyleEncoder(TrunkEncoder):
     """([x, y] [B, 6, R, R] in [-1, 1]) -> residual Delta [B, L, D].
 
     Call as `encoder(images, reconstructions)` (both [B, 3, R, R]) or `encoder(pair)` with the
     6-channel concatenation. Attributes: `resolution`, `w_space_dim`, `num_layers`, `config`.
     """
+    stacked_images = 2   # the image and its current reconstruction
 
-    def __init__(self, resolution: int, w_space_dim: int = 512, image_channels: int = 3,
-                 encoder_channels_base: int = 64, encoder_channels_max: int = 1024,
-                 use_wscale: bool = False, use_bn: bool = True, head_gain: float = 0.1):
-        super().__init__()
-        self.config = dict(resolution=resolution, w_space_dim=w_space_dim,
-                           image_channels=image_channels,
-                           encoder_channels_base=encoder_channels_base,
-                           encoder_channels_max=encoder_channels_max, use_wscale=use_wscale,
-                           use_bn=use_bn, head_gain=head_gain)
-        self.resolution = resolution
-        self.image_channels = image_channels
-        self.w_space_dim = w_space_dim
-        self.num_layers = 2 * (int(math.log2(resolution)) - 1)
-        self.backbone = EncoderBackbone(resolution, 2 * image_channels, encoder_channels_base,
-                                        encoder_channels_max, use_wscale, use_bn)
-        self.head = EqualLinear(self.backbone.out_channels * 16, self.num_layers * w_space_dim,
-                                head_gain)
-        # The start code the encoder was trained from (saved with it; see set_latent_avg).
-        self.register_buffer("latent_avg", torch.zeros(self.num_layers, w_space_dim))
-
-    @torch.no_grad()
-    def set_latent_avg(self, avg: torch.Tensor) -> None:
-        """avg: [D] or [L, D], the generator's average code (idinvert.codes.mean_code)."""
-        copy_start_code(self.latent_avg, avg)
+    def build_heads(self, features: int, head_gain: float) -> None:
+        self.head = EqualLinear(features, self.num_layers * self.w_space_dim, head_gain)
 
     def forward(self, images: torch.Tensor, reconstructions: Optional[torch.Tensor] = None
                 ) -> torch.Tensor:

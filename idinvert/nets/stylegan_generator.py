@@ -35,6 +35,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from idinvert.nets.loading import run_chain
+
 __all__ = ["StyleGANGenerator", "official_idinvert_ffhq256_config"]
 
 _INIT_RES = 4
@@ -116,10 +118,7 @@ class MappingModule(nn.Module):
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         if z.ndim != 2 or z.shape[1] != self.z_dim:
             raise ValueError(f"mapping expects z of shape [B, {self.z_dim}], got {tuple(z.shape)}")
-        w = self.norm(z)
-        for i in range(self.num_layers):
-            w = getattr(self, f"dense{i}")(w)
-        return w
+        return run_chain(self, "dense", self.num_layers, self.norm(z))
 
 
 class TruncationModule(nn.Module):
