@@ -191,8 +191,6 @@ def test_no_function_over_60_lines_outside_the_training_loops():
     assert _long_functions(skip="idinvert.training") == {}
 
 
-@pytest.mark.xfail(strict=False, reason="idinvert/training/'s loops exceed until the training-loop "
-                                        "unification (issue 25, branch zoo25) merges; remove this mark then")
 def test_no_function_over_80_lines_and_at_most_5_over_60():
     long = _long_functions()
     assert len(long) <= MAX_LONG and all(n <= MAX_LINES for n in long.values()), long

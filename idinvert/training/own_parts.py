@@ -30,6 +30,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from idinvert.bundles.trained import PART_FILES
 from idinvert.training.classifier import ClassifierConfig, cosine_lr
 from idinvert.training.common import export_fp16_state_dict
 from idinvert.training.e4e import E4EConfig, E4ETask
@@ -39,15 +40,6 @@ from idinvert.training.loop import StepContext
 from idinvert.training.restyle import ReStyleConfig, ReStyleTask
 
 __all__ = ["PART_FILES", "ClassifierTask", "TASKS", "write_part", "export_part"]
-
-# part -> (bundle field, weights file)
-PART_FILES = {
-    "conventional": ("conventional_encoder", "conventional_encoder.pt"),
-    "domain": ("encoder", "encoder.pt"),
-    "e4e": ("e4e_encoder", "e4e_encoder.pt"),
-    "restyle": ("restyle_encoder", "restyle_encoder.pt"),
-    "classifier": ("classifier", "classifier.pt"),
-}
 
 
 def write_part(module: nn.Module, path: Path, card: dict) -> Path:
