@@ -372,14 +372,8 @@ def _curve_kimg(training: dict) -> list[tuple[float, float]]:
     return [(step * batch / 1000, mse) for step, mse in rows]
 
 
-_DOMAIN_ENCODER_AT_ITS_LAST_STEP = pytest.mark.xfail(
-    strict=True, reason="the shipped domain-guided encoder predates best-checkpoint export: it is its last "
-    "step (150 kimg, validation MSE 0.01231; best 0.01173 at 100 kimg). Retrain with `python -m bench zoo "
-    "train --target domain-encoder` (~1.5 h on 2 idle cores), then drop this mark")
-
-
 @pytest.mark.parametrize("part", ["conventional_encoder",
-                                  pytest.param("encoder", marks=_DOMAIN_ENCODER_AT_ITS_LAST_STEP),
+                                  "encoder",
                                   "e4e_encoder", "restyle_encoder"])
 def test_every_shipped_encoder_is_its_best_validation_checkpoint(part):
     training = json.loads((SYNTHETIC_FACES_DIR / f"{part}.json").read_text())["training"]
