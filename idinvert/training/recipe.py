@@ -144,7 +144,7 @@ TRIED = {
 # "a sample grid with no artifact common to most samples"). A retrained bundle has another fingerprint,
 # and its card says that nobody has looked yet until this is rewritten.
 SAMPLES_LOOKED_AT = {
-    "fingerprint": "144e2110232fa661",
+    "fingerprint": "41537da86e70187a",
     "text": "Of the 16 G samples, 9 wear glasses and 7 do not. The glasses-free faces are clean: eyes, "
             "mouth, hair and background as in the renders, only softer; two of them carry a faint "
             "trace of a frame across the eyes. The glasses are G's weakest part: thick dark bands "
@@ -152,8 +152,8 @@ SAMPLES_LOOKED_AT = {
             "rings. v2's artifact, a dark band across the eyes of most samples with or without "
             "glasses, is gone; no artifact is common to most samples. Reconstructions of the 8 "
             "test images: the domain-guided encoder (row 4) keeps hair, skin, background and "
-            "glasses (present or absent) as in the input, with a pale or blue blotch on one eye in "
-            "2 of the 3 glasses-free faces; the conventional encoder (row 5), now its best-validation "
+            "glasses (present or absent) as in the input, with a pale smear over one eye in 2 of the 3 "
+            "glasses-free faces (looked at again for its best-validation retraining; as before); the conventional encoder (row 5), now its best-validation "
             "checkpoint, keeps each face's layout and background hue but turns brown hair grey in 3 "
             "of the 8 and draws glasses or a dark frame on all 3 glasses-free faces; e4e (row 6) is close to "
             "the domain-guided rows; ReStyle (row 7) smears every pair of glasses into a dark band "
