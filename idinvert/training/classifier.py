@@ -27,18 +27,14 @@ from idinvert.training.common import (builtin_domain, config_dict, export_fp16_s
                                       load_checkpoint)
 from idinvert.training.loop import LoopSettings, Records, StepContext, TaskBase, train
 
-__all__ = ["ClassifierConfig", "RenderedSchedule", "RenderedRun", "train_classifier", "build_classifier",
-           "evaluate_classifier", "RenderedTask",
-           "cosine_lr", "train_rendered", "export_rendered"]
+__all__ = ["ClassifierConfig", "RenderedConfig", "train_classifier", "build_classifier", "evaluate_classifier",
+           "RenderedTask", "cosine_lr", "train_rendered", "export_rendered"]
 
-
-# The classifier's and the judge's configs share their settings groups (defaults: the classifier's). Bases
-# are listed last-first: a dataclass takes its bases' fields in reverse MRO order, and the settings keep the
-# order their JSON cards have always recorded them in (widths and schedule, the net's own, then the run).
 
 @dataclass
-class RenderedSchedule:
-    """Width and schedule of a net trained on rendered images (cosine lr decay)."""
+class RenderedConfig:
+    """What the classifier's and the judge's settings share (defaults: the classifier's). A config adds its
+    net's own settings after these, so they come last in its JSON card's record."""
     resolution: int = 32
     width: int = 16
     embed_dim: int = 64
@@ -46,11 +42,6 @@ class RenderedSchedule:
     steps: int = 1000
     lr: float = 2e-3
     lr_final_fraction: float = 0.05   # cosine decay from lr to lr * this
-
-
-@dataclass
-class RenderedRun:
-    """Seed and bookkeeping of a net trained on rendered images: the last settings of its config."""
     seed: int = 0
     threads: int = 1
     checkpoint_every: int = 100
@@ -62,13 +53,9 @@ class RenderedRun:
 
 
 @dataclass
-class _ClassifierRegularisation:
-    weight_decay: float = 0.0
-
-
-@dataclass
-class ClassifierConfig(RenderedRun, _ClassifierRegularisation, RenderedSchedule):
+class ClassifierConfig(RenderedConfig):
     """Settings of the embedded attribute classifier (defaults = what is shipped)."""
+    weight_decay: float = 0.0
 
 
 def build_classifier(cfg: ClassifierConfig, num_attributes: int = 5) -> AttributeClassifier:

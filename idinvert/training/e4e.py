@@ -67,8 +67,8 @@ from idinvert.training.encoders import (PAPER_PERCEPTUAL_TO_PIXEL_RATIO, Encoder
 from idinvert.training.loop import LoopSettings, Records, StepContext
 from idinvert.training.loop_utils import check_positive, split_holdout
 
-__all__ = ["E4EConfig", "LaterEncoderRun", "build_e4e_encoder", "progressive_stage", "train_e4e_encoder", "E4ETask",
-           "latent_discriminator_accuracy", "resolve_lambda_vgg", "validation_mse", "LATER_RECORDS",
+__all__ = ["E4EConfig", "LaterEncoderRun", "build_e4e_encoder", "progressive_stage", "train_e4e_encoder",
+           "E4ETask", "latent_discriminator_accuracy", "resolve_lambda_vgg", "validation_mse", "LATER_RECORDS",
            "zoo_real_start", "train_later_encoder", "later_settings", "later_summary", "build_average_encoder"]
 
 

@@ -121,8 +121,8 @@ class EncoderWidths:
 
 @dataclass
 class PlateauRun(EncoderWidths):
-    """Widths, seed and bookkeeping of the two idinvert encoders, which stop at a validation plateau:
-    the last settings of their configs."""
+    """Widths, seed and bookkeeping of the conventional and the domain-guided encoder, which stop at a
+    validation plateau: the last settings of their configs."""
     seed: int = 0
     checkpoint_every: int = 100
     log_every: int = 10

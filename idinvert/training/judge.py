@@ -22,8 +22,7 @@ import torch.nn.functional as F
 
 from idinvert.nets.judge import JudgeNet
 from idinvert.quality import DEGRADATIONS, degrade, frechet_distance
-from idinvert.training.classifier import (RenderedRun, RenderedSchedule, RenderedTask, cosine_lr, export_rendered,
-                                          train_rendered)
+from idinvert.training.classifier import RenderedConfig, RenderedTask, cosine_lr, export_rendered, train_rendered
 from idinvert.training.common import builtin_domain
 from idinvert.training.loop import StepContext
 
@@ -31,18 +30,14 @@ __all__ = ["JudgeConfig", "train_judge", "build_judge", "evaluate_judge", "expor
 
 
 @dataclass
-class _JudgeTraining:
-    nuisance_weight: float = 1.0
-    aug_prob: float = 0.25
-
-
-@dataclass
-class JudgeConfig(RenderedRun, _JudgeTraining, RenderedSchedule):
-    """Settings of the shipped judge (defaults = what is shipped; bases last-first as ClassifierConfig's)."""
+class JudgeConfig(RenderedConfig):
+    """Settings of the shipped judge (defaults = what is shipped)."""
     steps: int = 1500
     lr_final_fraction: float = 0.02
     seed: int = 7
     log_every: int = 25
+    nuisance_weight: float = 1.0
+    aug_prob: float = 0.25
 
 
 def build_judge(cfg: JudgeConfig, num_attributes: int = 5, num_nuisances: int = 27) -> JudgeNet:

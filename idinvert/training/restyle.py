@@ -56,7 +56,8 @@ __all__ = ["ReStyleConfig", "build_restyle_encoder", "train_restyle_encoder", "R
 
 @dataclass
 class _ReStyleTraining:
-    """ReStyle's schedule (the encoders' Adam and decay, with refinement steps per batch), losses and data."""
+    """ReStyle's schedule, losses and data. Its Adam and decay are the other encoders' (EncoderSchedule) but
+    declared here: n_iters_per_batch has always stood between batch_size and lr in its cards."""
     steps: int = 600
     batch_size: int = 8
     n_iters_per_batch: int = TRAINING_STEPS      # official 5
