@@ -74,8 +74,8 @@ __all__ = ["E4EConfig", "LaterEncoderRun", "build_e4e_encoder", "progressive_sta
 
 @dataclass
 class LaterEncoderRun(EncoderWidths):
-    """Widths, head gain, seed and bookkeeping of e4e and ReStyle: the last settings of their configs
-    (bases listed last-first, as the encoders' configs: encoders.py)."""
+    """Widths, head gain, seed and bookkeeping of e4e and ReStyle: the last settings of their configs, which
+    list their bases last-first as the other encoders' configs do (encoders.py)."""
     head_gain: float = 0.1
     seed: int = 0
     checkpoint_every: int = 100
