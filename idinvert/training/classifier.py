@@ -27,13 +27,14 @@ from idinvert.training.common import (builtin_domain, config_dict, export_fp16_s
                                       load_checkpoint)
 from idinvert.training.loop import LoopSettings, Records, StepContext, TaskBase, train
 
-__all__ = ["ClassifierConfig", "train_classifier", "build_classifier", "evaluate_classifier", "RenderedTask",
-           "cosine_lr", "train_rendered", "export_rendered"]
+__all__ = ["ClassifierConfig", "RenderedConfig", "train_classifier", "build_classifier", "evaluate_classifier",
+           "RenderedTask", "cosine_lr", "train_rendered", "export_rendered"]
 
 
 @dataclass
-class ClassifierConfig:
-    """Settings of the embedded attribute classifier (defaults = what is shipped)."""
+class RenderedConfig:
+    """What the classifier's and the judge's settings share (defaults: the classifier's). A config adds its
+    net's own settings after these, so they come last in its JSON card's record."""
     resolution: int = 32
     width: int = 16
     embed_dim: int = 64
@@ -41,15 +42,20 @@ class ClassifierConfig:
     steps: int = 1000
     lr: float = 2e-3
     lr_final_fraction: float = 0.05   # cosine decay from lr to lr * this
-    weight_decay: float = 0.0
     seed: int = 0
     threads: int = 1
     checkpoint_every: int = 100
     log_every: int = 20
-    eval_images: int = 2000           # test-split images for the accuracy in the card
+    eval_images: int = 2000           # test-split images for the quality measured in the card
     domain: str = "synthetic-faces"
 
     RESUMABLE_CHANGES = ("checkpoint_every", "log_every", "threads", "eval_images")
+
+
+@dataclass
+class ClassifierConfig(RenderedConfig):
+    """Settings of the embedded attribute classifier (defaults = what is shipped)."""
+    weight_decay: float = 0.0
 
 
 def build_classifier(cfg: ClassifierConfig, num_attributes: int = 5) -> AttributeClassifier:

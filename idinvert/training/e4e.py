@@ -62,25 +62,30 @@ import torch.nn.functional as F
 
 from idinvert.codes import mapping_codes, mean_code
 from idinvert.nets.e4e_encoder import E4EEncoder, LatentDiscriminator
-from idinvert.training.encoders import (PAPER_PERCEPTUAL_TO_PIXEL_RATIO, RealImageTask, logistic_d_step,
-                                        resolve_lambda_vgg, train_zoo_task)
+from idinvert.training.encoders import (PAPER_PERCEPTUAL_TO_PIXEL_RATIO, EncoderSchedule, EncoderWidths,
+                                        RealImageTask, logistic_d_step, resolve_lambda_vgg, train_zoo_task)
 from idinvert.training.loop import LoopSettings, Records, StepContext
 from idinvert.training.loop_utils import check_positive, split_holdout
 
-__all__ = ["E4EConfig", "build_e4e_encoder", "progressive_stage", "train_e4e_encoder", "E4ETask",
-           "latent_discriminator_accuracy", "resolve_lambda_vgg", "validation_mse", "LATER_RECORDS",
+__all__ = ["E4EConfig", "LaterEncoderRun", "build_e4e_encoder", "progressive_stage", "train_e4e_encoder",
+           "E4ETask", "latent_discriminator_accuracy", "resolve_lambda_vgg", "validation_mse", "LATER_RECORDS",
            "zoo_real_start", "train_later_encoder", "later_settings", "later_summary", "build_average_encoder"]
 
 
 @dataclass
-class E4EConfig:
-    """e4e training settings (sources in the module docstring)."""
-    steps: int = 1500
-    batch_size: int = 16
-    lr: float = 1e-3
-    betas: tuple[float, float] = (0.9, 0.99)
-    lr_decay_rate: float = 0.8
-    lr_decay_fraction: float = 0.25
+class LaterEncoderRun(EncoderWidths):
+    """Widths, head gain, seed and bookkeeping of e4e and ReStyle: the last settings of their configs, which
+    list their bases last-first as the other encoders' configs do (encoders.py)."""
+    head_gain: float = 0.1
+    seed: int = 0
+    checkpoint_every: int = 100
+    log_every: int = 10
+    channels_last: bool = True                   # NHWC layout for E, G and F (as the encoders: encoders.py)
+
+
+@dataclass
+class _E4ETraining:
+    """e4e's loss terms, progressive schedule, latent discriminator and data."""
     lambda_pixel: float = 1.0
     lambda_vgg: Optional[float] = None           # None: calibrated as for the domain-guided encoder
     perceptual_to_pixel_ratio: float = PAPER_PERCEPTUAL_TO_PIXEL_RATIO
@@ -97,14 +102,14 @@ class E4EConfig:
     train_images: int = 65536
     val_images: int = 256                        # held out from the training set (first indices)
     val_every: int = 100
-    encoder_channels_base: int = 32              # the zoo's encoder widths
-    encoder_channels_max: int = 128
-    use_bn: bool = True
-    head_gain: float = 0.1
+
+
+@dataclass
+class E4EConfig(LaterEncoderRun, _E4ETraining, EncoderSchedule):
+    """e4e training settings (sources in the module docstring)."""
+    steps: int = 1500
+    batch_size: int = 16
     seed: int = 3
-    checkpoint_every: int = 100
-    log_every: int = 10
-    channels_last: bool = True                   # NHWC layout for E, G and F (as the encoders: encoders.py)
 
 
 # Bookkeeping fields a resumed run may change.
@@ -119,7 +124,7 @@ def progressive_stage(step: int, num_layers: int, start: int, every: int) -> int
     return min(num_layers - 1, 1 + (step - start) // max(1, every))
 
 
-def build_average_encoder(cls, generator: nn.Module, config) -> nn.Module:
+def build_average_encoder(cls, generator: nn.Module, config: LaterEncoderRun) -> nn.Module:
     """An encoder of class `cls` (E4EEncoder, ReStyleEncoder) matching `generator` (W+ shape, average
     code), with the config's widths, initialised from config.seed (the global RNG is left as it was)."""
     with torch.random.fork_rng(devices=[]):

@@ -65,7 +65,8 @@ from idinvert.training.loop import LoopSettings, Records, StepContext, TaskBase,
 from idinvert.training.loop_utils import lr_at, set_lr
 
 __all__ = [
-    "ConventionalEncoderConfig", "DomainEncoderConfig", "PAPER_PERCEPTUAL_TO_PIXEL_RATIO",
+    "ConventionalEncoderConfig", "DomainEncoderConfig", "EncoderSchedule", "EncoderWidths", "PlateauRun",
+    "PAPER_PERCEPTUAL_TO_PIXEL_RATIO",
     "build_encoder", "sample_training_codes", "train_conventional_encoder", "train_domain_encoder",
     "calibrate_lambda_perceptual", "reconstruction_mse", "time_encoder", "r1_gamma_for_resolution",
     "EncoderTask", "ConventionalTask", "RealImageTask", "DomainTask", "real_shard", "logistic_d_step",
@@ -92,11 +93,15 @@ def r1_gamma_for_resolution(resolution: int, gamma_at_256: float = PAPER_R1_GAMM
 # Configurations (the shipped settings are the defaults)
 # ------------------------------------------------------------------------------------------------
 
+# A config is made of settings groups, each declared once. Its bases are listed last-first: a dataclass
+# takes its bases' fields in reverse MRO order, and the cards print a config's settings in field order
+# (the schedule, the encoder's own settings, then its widths, seed and bookkeeping), as they always have.
+
 @dataclass
-class ConventionalEncoderConfig:
-    """Latent-regression encoder. Defaults: the shipped synthetic-faces recipe (measured: 524 s on the
-    2-core dev machine, 1 thread, alongside the domain-guided run; 996 s when it was busier)."""
-    steps: int = 20000                # a cap: with validation images, training stops at the plateau
+class EncoderSchedule:
+    """Adam and the official lr schedule (x lr_decay_rate every lr_decay_fraction of training, applied
+    continuously): the first settings of the zoo's encoder configs."""
+    steps: int                        # the length of training (a cap where a validation plateau stops it)
     batch_size: int = 32
     # Official: 1e-4 for ~110k steps of batch 128 on 8 GPUs. With ~3k steps a larger step is needed;
     # a 400-step pilot on an intermediate G reached W+ loss 0.80 at 1e-3 vs 1.00 at 3e-4.
@@ -104,32 +109,50 @@ class ConventionalEncoderConfig:
     betas: tuple[float, float] = (0.9, 0.99)
     lr_decay_rate: float = 0.8        # official: x0.8 per quarter of training, continuous
     lr_decay_fraction: float = 0.25
-    style_mixing_prob: float = 0.5    # else one w broadcast to all layers
-    truncate: bool = False            # regress raw W+ codes (the paper uses no truncation)
+
+
+@dataclass
+class EncoderWidths:
+    """The zoo's encoder widths (StyleGANEncoder, E4EEncoder and ReStyleEncoder all take these)."""
     encoder_channels_base: int = 32
     encoder_channels_max: int = 128
     use_bn: bool = True
-    seed: int = 1
-    checkpoint_every: int = 250
-    log_every: int = 25
+
+
+@dataclass
+class PlateauRun(EncoderWidths):
+    """Widths, seed and bookkeeping of the conventional and the domain-guided encoder, which stop at a
+    validation plateau: the last settings of their configs."""
+    seed: int = 0
+    checkpoint_every: int = 100
+    log_every: int = 10
     val_every_kimg: float = 10.0          # validation MSE on held-out real images this often
     plateau_window_kimg: float = 50.0     # stop when it improved by less than
     plateau_min_improvement: float = 0.01  # this fraction over the last window (issue 12)
     max_minutes: float | None = None      # stop (checkpointed, exported, said so) after this long in one sitting
-    channels_last: bool = True            # NHWC layout (measured on the domain-guided step, below)
+    channels_last: bool = True            # NHWC layout: 0.85x wall, 0.76x CPU time per step (encoder_speed)
 
 
 @dataclass
-class DomainEncoderConfig:
-    """Domain-guided encoder. Defaults: the shipped synthetic-faces recipe (measured: 581 s on the
-    2-core dev machine, 1 thread, alongside the conventional run; 1038 s when it was busier)."""
-    steps: int = 15000                # a cap: with validation images, training stops at the plateau
-    batch_size: int = 32
-    lr: float = 1e-3                  # as the conventional encoder; E and D share the schedule
+class _ConventionalSampling:
+    """How the conventional encoder's training codes are drawn."""
+    style_mixing_prob: float = 0.5    # else one w broadcast to all layers
+    truncate: bool = False            # regress raw W+ codes (the paper uses no truncation)
 
-    betas: tuple[float, float] = (0.9, 0.99)
-    lr_decay_rate: float = 0.8
-    lr_decay_fraction: float = 0.25
+
+@dataclass
+class ConventionalEncoderConfig(PlateauRun, _ConventionalSampling, EncoderSchedule):
+    """Latent-regression encoder. Defaults: the shipped synthetic-faces recipe (measured: 524 s on the
+    2-core dev machine, 1 thread, alongside the domain-guided run; 996 s when it was busier)."""
+    steps: int = 20000                # a cap: with validation images, training stops at the plateau
+    seed: int = 1
+    checkpoint_every: int = 250
+    log_every: int = 25
+
+
+@dataclass
+class _DomainGuidance:
+    """The domain-guided encoder's loss terms, its discriminator and its real images."""
     lambda_vgg: float | None = None   # None: calibrate_lambda_perceptual at the start (recorded)
     perceptual_to_pixel_ratio: float = PAPER_PERCEPTUAL_TO_PIXEL_RATIO
     lambda_adv: float = 0.08          # official train_encoder.py (the paper text says 0.1)
@@ -137,21 +160,18 @@ class DomainEncoderConfig:
     r1_interval: int = 4              # lazy R1 (StyleGAN2): every k-th D step, weighted by k
     mirror_augment: bool = True       # official default
     train_images: int = 65536         # size of the real training split drawn from
-    encoder_channels_base: int = 32
-    encoder_channels_max: int = 128
-    use_bn: bool = True
+
+
+@dataclass
+class DomainEncoderConfig(PlateauRun, _DomainGuidance, EncoderSchedule):
+    """Domain-guided encoder (E and D share the schedule). Defaults: the shipped synthetic-faces recipe
+    (measured: 581 s on the 2-core dev machine, 1 thread, alongside the conventional run; 1038 s when it
+    was busier)."""
+    steps: int = 15000                # a cap: with validation images, training stops at the plateau
     seed: int = 2
-    checkpoint_every: int = 100
-    log_every: int = 10
-    val_every_kimg: float = 10.0
-    plateau_window_kimg: float = 50.0
-    plateau_min_improvement: float = 0.01
-    max_minutes: float | None = None      # stop (checkpointed, exported, said so) after this long in one sitting
-    channels_last: bool = True            # NHWC layout: 0.85x wall, 0.76x CPU time per step (encoder_speed)
 
 
-def build_encoder(generator: nn.Module, config: ConventionalEncoderConfig | DomainEncoderConfig,
-                  ) -> StyleGANEncoder:
+def build_encoder(generator: nn.Module, config: PlateauRun) -> StyleGANEncoder:
     """An encoder whose W+ shape matches `generator`, with the config's width, initialised from
     `config.seed` (the global RNG is left as it was)."""
     with torch.random.fork_rng(devices=[]):

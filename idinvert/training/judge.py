@@ -22,7 +22,7 @@ import torch.nn.functional as F
 
 from idinvert.nets.judge import JudgeNet
 from idinvert.quality import DEGRADATIONS, degrade, frechet_distance
-from idinvert.training.classifier import RenderedTask, cosine_lr, export_rendered, train_rendered
+from idinvert.training.classifier import RenderedConfig, RenderedTask, cosine_lr, export_rendered, train_rendered
 from idinvert.training.common import builtin_domain
 from idinvert.training.loop import StepContext
 
@@ -30,25 +30,14 @@ __all__ = ["JudgeConfig", "train_judge", "build_judge", "evaluate_judge", "expor
 
 
 @dataclass
-class JudgeConfig:
+class JudgeConfig(RenderedConfig):
     """Settings of the shipped judge (defaults = what is shipped)."""
-    resolution: int = 32
-    width: int = 16
-    embed_dim: int = 64
-    batch_size: int = 128
     steps: int = 1500
-    lr: float = 2e-3
     lr_final_fraction: float = 0.02
+    seed: int = 7
+    log_every: int = 25
     nuisance_weight: float = 1.0
     aug_prob: float = 0.25
-    seed: int = 7
-    threads: int = 1
-    checkpoint_every: int = 100
-    log_every: int = 25
-    eval_images: int = 2000
-    domain: str = "synthetic-faces"
-
-    RESUMABLE_CHANGES = ("checkpoint_every", "log_every", "threads", "eval_images")
 
 
 def build_judge(cfg: JudgeConfig, num_attributes: int = 5, num_nuisances: int = 27) -> JudgeNet:

@@ -44,7 +44,8 @@ import torch.nn as nn
 
 from idinvert.codes import expand_code
 from idinvert.nets.restyle_encoder import TRAINING_STEPS, ReStyleEncoder, restyle_invert
-from idinvert.training.e4e import LATER_RECORDS, build_average_encoder, later_summary, train_later_encoder
+from idinvert.training.e4e import (LATER_RECORDS, LaterEncoderRun, build_average_encoder, later_summary,
+                                   train_later_encoder)
 from idinvert.training.encoders import PAPER_PERCEPTUAL_TO_PIXEL_RATIO, RealImageTask
 from idinvert.training.loop import StepContext
 from idinvert.training.loop_utils import check_positive
@@ -54,8 +55,9 @@ __all__ = ["ReStyleConfig", "build_restyle_encoder", "train_restyle_encoder", "R
 
 
 @dataclass
-class ReStyleConfig:
-    """ReStyle training settings (sources in the module docstring)."""
+class _ReStyleTraining:
+    """ReStyle's schedule, losses and data. Its Adam and decay are the other encoders' (EncoderSchedule) but
+    declared here: n_iters_per_batch has always stood between batch_size and lr in its cards."""
     steps: int = 600
     batch_size: int = 8
     n_iters_per_batch: int = TRAINING_STEPS      # official 5
@@ -71,14 +73,13 @@ class ReStyleConfig:
     val_images: int = 256
     val_every: int = 50
     val_steps: int = TRAINING_STEPS              # inference steps for the validation curve
-    encoder_channels_base: int = 32
-    encoder_channels_max: int = 128
-    use_bn: bool = True
-    head_gain: float = 0.1
+
+
+@dataclass
+class ReStyleConfig(LaterEncoderRun, _ReStyleTraining):
+    """ReStyle training settings (sources in the module docstring)."""
     seed: int = 4
     checkpoint_every: int = 50
-    log_every: int = 10
-    channels_last: bool = True                   # NHWC layout for E, G and F (as the encoders: encoders.py)
 
 
 _RESUMABLE_CHANGES = ("checkpoint_every", "log_every", "val_every", "val_steps", "channels_last")
